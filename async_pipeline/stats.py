@@ -1,0 +1,217 @@
+"""Live counters per stage and the final per-item outcomes: plain data for observers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Status(str, Enum):
+    DONE = "done"
+    DROPPED = "dropped"
+    FAILED = "failed"
+    #: Never finished: the run was stopped (Ctrl-C, SIGTERM) or aborted first.
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class ItemOutcome:
+    item_id: str
+    status: Status
+    stage: str | None = None
+    error_type: str | None = None
+    error: str | None = None
+    #: Messages that left the last stage for this item (several after a fan-out).
+    outputs: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class StageStats:
+    """Counters of one stage. Mutated only on the event loop (or under the runner's lock)."""
+
+    name: str
+    workers: int
+    queue_size: int = 0
+    queue_depth: int = 0
+    queue_high_water: int = 0
+    busy: int = 0
+    items_in: int = 0
+    items_out: int = 0
+    dropped: int = 0
+    failed: int = 0
+    retries: int = 0
+    #: Items the queue policy threw away (drop_oldest / drop_newest) before this stage saw them.
+    queue_dropped: int = 0
+    busy_seconds: float = 0.0
+    durations: list[float] = field(default_factory=list)
+
+    @property
+    def idle(self) -> int:
+        return self.workers - self.busy
+
+    @property
+    def avg_seconds(self) -> float:
+        return self.busy_seconds / len(self.durations) if self.durations else 0.0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "workers": self.workers,
+            "busy": self.busy,
+            "idle": self.idle,
+            "queue_size": self.queue_size,
+            "queue_depth": self.queue_depth,
+            "queue_high_water": self.queue_high_water,
+            "items_in": self.items_in,
+            "items_out": self.items_out,
+            "dropped": self.dropped,
+            "failed": self.failed,
+            "retries": self.retries,
+            "queue_dropped": self.queue_dropped,
+            "busy_seconds": self.busy_seconds,
+            "avg_seconds": self.avg_seconds,
+            "processed": len(self.durations),
+        }
+
+
+@dataclass(frozen=True)
+class PipelineEvent:
+    """What observers are told: ``kind`` is one of started, finished, failed, dropped, retry,
+    queue_dropped, item_done."""
+
+    kind: str
+    stage: str | None
+    item_id: str
+    seconds: float = 0.0
+    error: BaseException | None = None
+
+
+EventCallback = Callable[[PipelineEvent], None]
+
+
+class OutcomeTracker:
+    """Settles each input item exactly once, however many parts a fan-out made of it.
+
+    An item is open while any of its parts is still in the pipeline; when the last part ends the
+    item is failed if any part failed, else done if any part reached the end, else dropped.
+    """
+
+    def __init__(self, stage_names: list[str], on_event: EventCallback | None = None) -> None:
+        self.stages = {name: StageStats(name=name, workers=0) for name in stage_names}
+        self._open: dict[str, int] = {}
+        self._parts: dict[str, list[ItemOutcome]] = {}
+        self.outcomes: dict[str, ItemOutcome] = {}
+        self.order: list[str] = []
+        self._on_event = on_event
+        # The sequential runner settles items from several threads.
+        self._lock = threading.Lock()
+        self.started_at = time.monotonic()
+
+    def emit(self, kind: str, stage: str | None, item_id: str, seconds: float = 0.0,
+             error: BaseException | None = None) -> None:
+        if self._on_event is not None:
+            self._on_event(PipelineEvent(kind, stage, item_id, seconds, error))
+
+    def admit(self, item_id: str) -> bool:
+        """Register a new input; False if the id was seen already (duplicate inputs run once)."""
+        with self._lock:
+            if item_id in self._open or item_id in self.outcomes:
+                return False
+            self._open[item_id] = 1
+            self._parts[item_id] = []
+            self.order.append(item_id)
+            return True
+
+    def fan_out(self, item_id: str, parts: int) -> None:
+        """One part became ``parts`` parts (0 is not allowed: that is a drop)."""
+        with self._lock:
+            self._open[item_id] += parts - 1
+
+    def settle_part(self, part: ItemOutcome) -> None:
+        with self._lock:
+            item_id = part.item_id
+            self._parts[item_id].append(part)
+            self._open[item_id] -= 1
+            if self._open[item_id] > 0:
+                return
+            del self._open[item_id]
+            parts = self._parts.pop(item_id)
+            failed = next((p for p in parts if p.status is Status.FAILED), None)
+            outputs = [o for p in parts for o in p.outputs]
+            if failed is not None:
+                outcome = ItemOutcome(item_id, Status.FAILED, failed.stage, failed.error_type, failed.error, outputs)
+            elif any(p.status is Status.DONE for p in parts):
+                outcome = ItemOutcome(item_id, Status.DONE, outputs=outputs)
+            else:
+                outcome = ItemOutcome(item_id, Status.DROPPED, parts[0].stage)
+            self.outcomes[item_id] = outcome
+        self.emit("item_done", outcome.stage, item_id)
+
+    def cancel_open(self) -> None:
+        """Settle every item still in flight as cancelled (after a stop or abort)."""
+        with self._lock:
+            for item_id in list(self._open):
+                self.outcomes[item_id] = ItemOutcome(item_id, Status.CANCELLED)
+                del self._open[item_id]
+                self._parts.pop(item_id, None)
+
+    def result(self, pending: list[str], stopped: bool) -> RunResult:
+        self.cancel_open()
+        for item_id in pending:
+            if item_id not in self.outcomes:
+                self.order.append(item_id)
+                self.outcomes[item_id] = ItemOutcome(item_id, Status.CANCELLED)
+        return RunResult(
+            items=[self.outcomes[i] for i in self.order],
+            stages={name: s.snapshot() for name, s in self.stages.items()},
+            wall_seconds=time.monotonic() - self.started_at,
+            stopped=stopped,
+        )
+
+
+@dataclass
+class RunResult:
+    items: list[ItemOutcome]
+    stages: dict[str, dict[str, Any]]
+    wall_seconds: float
+    #: True when a stop request (signal or :meth:`request_stop`) cut the run short.
+    stopped: bool = False
+
+    def by_status(self, status: Status) -> list[ItemOutcome]:
+        return [i for i in self.items if i.status is status]
+
+    @property
+    def done(self) -> list[ItemOutcome]:
+        return self.by_status(Status.DONE)
+
+    @property
+    def failed(self) -> list[ItemOutcome]:
+        return self.by_status(Status.FAILED)
+
+    @property
+    def dropped(self) -> list[ItemOutcome]:
+        return self.by_status(Status.DROPPED)
+
+    @property
+    def unfinished(self) -> list[ItemOutcome]:
+        return self.by_status(Status.CANCELLED)
+
+    def summary(self) -> dict[str, int]:
+        return {s.value: len(self.by_status(s)) for s in Status}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "items": [
+                {"item_id": i.item_id, "status": i.status.value, "stage": i.stage,
+                 "error_type": i.error_type, "error": i.error}
+                for i in self.items
+            ],
+            "stages": self.stages,
+            "wall_seconds": self.wall_seconds,
+            "stopped": self.stopped,
+            "summary": self.summary(),
+        }

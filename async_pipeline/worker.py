@@ -34,9 +34,9 @@ class BaseStageWorker(ABC):
     #: Exceptions worth retrying (network blips, HTTP 5xx); anything else fails the item at once.
     retry_on: ClassVar[tuple[type[BaseException], ...]] = ()
     #: Total attempts for a transient error, the first included.
-    max_attempts: ClassVar[int] = 3
+    max_attempts: int = 3
     #: Delay before the second attempt; doubles for each one after.
-    backoff_s: ClassVar[float] = 0.5
+    backoff_s: float = 0.5
     #: Whether one instance may run ``process`` from several threads at once (sequential runner).
     thread_safe: ClassVar[bool] = False
 

@@ -1,0 +1,111 @@
+"""The ``video-miner`` command: run, status."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from async_pipeline import PipelineError
+
+from .config import load_config
+from .errors import ConfigError, MinerError
+from .pipeline import MiningReport, RunRequest, mine
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Turn videos into clean, labelled, deduplicated image datasets.")
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+
+
+def _fail_usage(console: Console, message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
+    return typer.Exit(EXIT_USAGE)
+
+
+@app.command()
+def run(
+    inputs: Annotated[list[str], typer.Argument(help="A list file (one input per line) and/or inputs: URLs, paths, "
+                                                     "file:// URLs, folders.")],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="The dataset's YAML config.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (default out/<name>).")] = None,
+    async_mode: Annotated[bool, typer.Option("--async-mode/--sequential",
+                                             help="Stage-level pipeline (default) or one video at a time.")] = True,
+    jobs: Annotated[int, typer.Option(min=1, help="With --sequential: videos at a time.")] = 1,
+    classes: Annotated[str | None, typer.Option(help="Comma-separated classes to keep, e.g. person,car.")] = None,
+    model: Annotated[str | None, typer.Option(help="Detector: any model Ultralytics loads (.pt, .onnx, ...).")] = None,
+    conf: Annotated[float | None, typer.Option(help="Minimum detection confidence.")] = None,
+    fps: Annotated[float | None, typer.Option(help="Frames sampled per second.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda:0, mps.")] = None,
+    fresh: Annotated[bool, typer.Option(help="Start over: forget earlier progress in the output folder.")] = False,
+    retry_failed: Annotated[bool, typer.Option(help="Retry only the videos that failed before.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Mine frames showing the wanted classes from videos into a deduplicated, labelled dataset."""
+    console = Console()
+    overrides: dict[str, Any] = {
+        "output": str(output) if output else None,
+        "filter.classes": [c.strip() for c in classes.split(",") if c.strip()] if classes else None,
+        "filter.model": model,
+        "filter.conf": conf,
+        "filter.device": device,
+        "extract.fps": fps,
+    }
+    if fps is not None:
+        overrides["extract.mode"] = "fps"
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(config, overrides)
+        request = RunRequest(inputs=inputs, config=cfg, engine="async" if async_mode else "sequential", jobs=jobs,
+                             fresh=fresh, retry_failed=retry_failed, handle_signals=True)
+        display = None
+        if not quiet:
+            from .progress import live_display
+
+            def display(runner, ctx, progress):  # type: ignore[no-untyped-def]
+                return live_display(runner, ctx, progress, console)
+
+        report = mine(request, display=display)
+    except ConfigError as exc:
+        raise _fail_usage(console, str(exc)) from None
+    except (PipelineError, MinerError) as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(EXIT_FAILURES) from None
+    _print_summary(console, report)
+    raise typer.Exit(EXIT_FAILURES if report.failures else EXIT_OK)
+
+
+def _print_summary(console: Console, report: MiningReport) -> None:
+    e = report.export
+    console.print(
+        f"[bold]done[/bold] in {report.wall_seconds:.1f}s: videos {report.videos_done}/{report.videos_total} done"
+        f" ({report.videos_skipped} already done before), {len(report.failures)} failed | frames {e.frames}: "
+        f"kept {e.kept}, duplicates {e.duplicates}, filtered out {e.filtered}",
+        highlight=False,
+    )
+    console.print(f"dataset: {report.output / 'dataset'} (train with: yolo train data={report.output / 'dataset' / 'data.yaml'})",
+                  highlight=False, soft_wrap=True)
+    if report.stopped:
+        console.print("[yellow]stopped early[/yellow]: run the same command again to resume.")
+    for failure in report.failures:
+        console.print(f"[red]failed[/red] {failure.line()}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def status(output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")] = Path("out/dataset")) -> None:
+    """Counts per state, failures grouped by class, and what a re-run would do."""
+    from .status import render_status
+
+    console = Console()
+    if not (output / "registry.sqlite").exists():
+        raise _fail_usage(console, f"{output} holds no video-miner run (no registry.sqlite); pass --output")
+    render_status(console, output)
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
+

@@ -1,0 +1,169 @@
+"""The per-dataset configuration: one YAML file per dataset, validated by pydantic.
+
+Every field is documented in the README's config reference; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+#: Model used when neither the config, ``--model`` nor this environment variable names one.
+MODEL_ENV = "VIDEO_MINER_MODEL"
+DEFAULT_MODEL = "yolov8n.pt"
+DEFAULT_FORMAT = "bv*[height<=?720][ext=mp4]/b[height<=?720][ext=mp4]/bv*[height<=?720]/b[height<=?720]/b"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DownloadConfig(_Section):
+    format: str = DEFAULT_FORMAT
+    retries: int = Field(3, ge=0, le=20)
+    socket_timeout: float = Field(30.0, gt=0)
+    rate_limit: str | None = None
+    cookies: Path | None = None
+    proxy: str | None = None
+    min_free_gb: float = Field(2.0, ge=0)
+    backoff_s: float = Field(1.0, ge=0)
+
+
+class ExtractConfig(_Section):
+    mode: Literal["fps", "interval", "keyframes"] = "fps"
+    fps: float = Field(1.0, gt=0)
+    every_seconds: float = Field(5.0, gt=0)
+    start: float = Field(0.0, ge=0)
+    end: float | None = Field(None, gt=0)
+    max_frames: int | None = Field(None, ge=1)
+    max_side: int = Field(960, ge=32)
+    jpeg_quality: int = Field(90, ge=10, le=100)
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> ExtractConfig:
+        if self.end is not None and self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be greater than start ({self.start})")
+        return self
+
+
+class FilterConfig(_Section):
+    model: str = Field(default_factory=lambda: os.environ.get(MODEL_ENV, DEFAULT_MODEL))
+    classes: list[str] = Field(default_factory=lambda: ["person"], min_length=1)
+    conf: float = Field(0.4, ge=0, le=1)
+    iou: float = Field(0.7, ge=0, le=1)
+    min_box_area: float = Field(0.0, ge=0, le=1)
+    imgsz: int = Field(640, ge=32)
+    batch_size: int = Field(8, ge=1)
+    device: str = "auto"
+    half: bool = True
+    blur_threshold: float = Field(30.0, ge=0)
+    consecutive_max_distance: int = Field(4, ge=-1, le=64)
+
+
+class DedupConfig(_Section):
+    enabled: bool = True
+    threshold: int = Field(6, ge=0, le=32)
+
+
+class LabelConfig(_Section):
+    model: str | None = None
+    conf: float = Field(0.25, ge=0, le=1)
+
+
+class ExportConfig(_Section):
+    formats: list[Literal["yolo", "coco"]] = Field(default_factory=lambda: ["yolo"], min_length=1)
+    manifest: Literal["jsonl", "parquet"] = "jsonl"
+    val_fraction: float = Field(0.2, ge=0, lt=1)
+
+
+class CleanupConfig(_Section):
+    frames: bool = True
+    videos: bool = False
+
+
+class PipelineConfig(_Section):
+    download_workers: int = Field(2, ge=1)
+    extract_workers: int = Field(2, ge=1)
+    filter_workers: int = Field(1, ge=1)
+    queue_size: int | None = Field(None, ge=1)
+    grace_seconds: float = Field(30.0, ge=0)
+
+
+class MinerConfig(_Section):
+    name: str = "dataset"
+    output: Path | None = None
+    download: DownloadConfig = Field(default_factory=DownloadConfig)
+    extract: ExtractConfig = Field(default_factory=ExtractConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    label: LabelConfig = Field(default_factory=LabelConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    cleanup: CleanupConfig = Field(default_factory=CleanupConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.output if self.output is not None else Path("out") / self.name
+
+    def result_hash(self) -> str:
+        """A hash of every setting that changes which frames end up in the dataset, or their labels.
+
+        Workers, retries, cleanup and metrics do not count: changing them may resume a run.
+        """
+        relevant = {
+            "extract": self.extract.model_dump(mode="json"),
+            "filter": self.filter.model_dump(mode="json", exclude={"batch_size", "device", "half"}),
+            "dedup": self.dedup.model_dump(mode="json"),
+            "label": self.label.model_dump(mode="json"),
+            "format": self.download.format,
+        }
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _format_validation(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling against the README's config reference)"
+        lines.append(f"{source}: {where}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> MinerConfig:
+    """Read ``path`` (YAML, loaded safely), apply dotted-key ``overrides``, validate."""
+    data: dict[str, Any] = {}
+    source = str(path) if path else "defaults"
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+        data = loaded or {}
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    try:
+        return MinerConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, source)) from exc

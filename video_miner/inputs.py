@@ -1,0 +1,99 @@
+"""Turn what the user listed (URLs, paths, file:// URLs, folders) into ordered, unique sources."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from .naming import video_id_for
+
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp", ".ogv"}
+)
+#: Gap between two input lines' order keys; folder entries and playlist entries fill the gap.
+ORDER_STRIDE = 1_000_000
+
+
+@dataclass(frozen=True)
+class Source:
+    raw: str
+    normalized: str
+    kind: str  # "local", "url" or "invalid"
+    video_id: str
+    #: Position in the user's list; breaks ties between equal frames deterministically.
+    order: int
+    error: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.normalized)
+
+
+def read_input_lines(paths_or_inputs: Iterable[str]) -> list[str]:
+    """Each argument is either a list file (one input per line, ``#`` comments) or an input."""
+    lines: list[str] = []
+    for arg in paths_or_inputs:
+        candidate = Path(arg)
+        if candidate.suffix.lower() in {".txt", ".list", ".urls"} and candidate.is_file():
+            for line in candidate.read_text(encoding="utf-8", errors="replace").splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    lines.append(line)
+        else:
+            lines.append(arg.strip())
+    return lines
+
+
+def _stem_of_url(url: str) -> str:
+    parts = urlsplit(url)
+    last = unquote(parts.path.rstrip("/").rsplit("/", 1)[-1])
+    stem = last.rsplit(".", 1)[0] if "." in last else last
+    return stem or parts.netloc or "video"
+
+
+def _classify(line: str) -> tuple[str, str, str | None]:
+    """(kind, normalized, error)."""
+    if any(ord(c) < 32 for c in line):
+        return "invalid", line, "the input holds control characters"
+    parts = urlsplit(line)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        return "local", str(Path(unquote(parts.path)).resolve()), None
+    if scheme in {"http", "https"}:
+        if not parts.netloc:
+            return "invalid", line, "malformed URL: no host"
+        return "url", parts._replace(scheme=scheme, netloc=parts.netloc.lower()).geturl(), None
+    if "://" in line or (scheme and len(scheme) > 1 and not Path(line).exists()):
+        return "invalid", line, f"malformed or unsupported URL scheme {scheme!r}"
+    return "local", str(Path(line).expanduser().resolve()), None
+
+
+def expand_sources(lines: Iterable[str]) -> list[Source]:
+    """Normalize, expand folders (sorted, video extensions only) and drop repeated inputs."""
+    sources: list[Source] = []
+    seen: set[str] = set()
+
+    def add(raw: str, kind: str, normalized: str, stem: str, order: int, error: str | None = None) -> None:
+        if normalized in seen:
+            return
+        seen.add(normalized)
+        sources.append(Source(raw, normalized, kind, video_id_for(normalized, stem), order, error))
+
+    for line_no, line in enumerate(lines):
+        order = line_no * ORDER_STRIDE
+        kind, normalized, error = _classify(line)
+        if kind == "url":
+            add(line, kind, normalized, _stem_of_url(normalized), order)
+        elif kind == "invalid":
+            add(line, kind, normalized, "invalid", order, error)
+        elif Path(normalized).is_dir():
+            videos = sorted(p for p in Path(normalized).rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+            if not videos:
+                add(line, "invalid", normalized, Path(normalized).name, order, "the folder holds no video files")
+            for k, video in enumerate(videos):
+                add(str(video), "local", str(video.resolve()), video.stem, order + k + 1)
+        else:
+            add(line, "local", normalized, Path(normalized).stem, order)
+    return sources

@@ -1,0 +1,227 @@
+"""Per-video state in an SQLite database beside the dataset: what resume and status read.
+
+Each state change is committed before the next stage sees the video, so a crash at any moment
+leaves every video at its last durable state.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS videos (
+    video_id TEXT PRIMARY KEY,
+    input TEXT NOT NULL,
+    normalized TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    ord INTEGER NOT NULL,
+    parent TEXT,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error_class TEXT,
+    error_message TEXT,
+    path TEXT,
+    source_json TEXT,
+    n_extracted INTEGER NOT NULL DEFAULT 0,
+    n_candidates INTEGER NOT NULL DEFAULT 0,
+    n_kept INTEGER NOT NULL DEFAULT 0,
+    n_duplicates INTEGER NOT NULL DEFAULT 0,
+    bytes_downloaded INTEGER NOT NULL DEFAULT 0,
+    config_hash TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS frames (
+    video_id TEXT NOT NULL,
+    frame_index INTEGER NOT NULL,
+    timestamp REAL NOT NULL,
+    file TEXT NOT NULL,
+    phash INTEGER NOT NULL,
+    blur REAL NOT NULL,
+    detections TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    reason TEXT,
+    PRIMARY KEY (video_id, frame_index)
+);
+"""
+
+
+class State(str, Enum):
+    QUEUED = "queued"
+    DOWNLOADED = "downloaded"
+    EXTRACTED = "extracted"
+    FILTERED = "filtered"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+UNFINISHED = (State.QUEUED, State.DOWNLOADED, State.EXTRACTED, State.FILTERED)
+
+
+@dataclass(frozen=True)
+class FrameRow:
+    video_id: str
+    frame_index: int
+    timestamp: float
+    file: str
+    phash: int
+    blur: float
+    detections: list[dict[str, Any]]
+    decision: str
+    reason: str | None = None
+
+
+def _to_signed(h: int) -> int:
+    """SQLite integers are signed 64-bit; pHashes are unsigned."""
+    return h - (1 << 64) if h >= 1 << 63 else h
+
+
+def _to_unsigned(h: int) -> int:
+    return h + (1 << 64) if h < 0 else h
+
+
+class Registry:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # One connection shared by the stage threads, serialized by a lock: SQLite allows one
+        # writer at a time anyway, and the writes are tiny next to decoding and inference.
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # ---- meta ------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row["value"])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # ---- videos ----------------------------------------------------------------------------
+    def upsert_video(self, video_id: str, *, input: str, normalized: str, kind: str, order: int,
+                     parent: str | None = None, config_hash: str | None = None) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                """INSERT INTO videos(video_id, input, normalized, kind, ord, parent, state, config_hash,
+                                      created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(video_id) DO UPDATE SET input=excluded.input, ord=excluded.ord""",
+                (video_id, input, normalized, kind, order, parent, State.QUEUED.value, config_hash, now, now),
+            )
+
+    def video(self, video_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM videos WHERE video_id=?", (video_id,)).fetchone()
+        return None if row is None else dict(row)
+
+    def videos(self, states: Sequence[State] | None = None) -> list[dict[str, Any]]:
+        query, args = "SELECT * FROM videos", ()
+        if states:
+            query += f" WHERE state IN ({','.join('?' * len(states))})"
+            args = tuple(s.value for s in states)  # type: ignore[assignment]
+        with self._lock:
+            return [dict(r) for r in self._db.execute(query + " ORDER BY ord, video_id", args)]
+
+    def set_state(self, video_id: str, state: State, **fields: Any) -> None:
+        allowed = {"path", "source_json", "n_extracted", "n_candidates", "bytes_downloaded", "error_class",
+                   "error_message", "attempts"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"unknown registry fields {sorted(unknown)}")
+        sets = ", ".join(f"{k}=?" for k in fields)
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE videos SET state=?, updated_at=?{', ' + sets if sets else ''} WHERE video_id=?",
+                (state.value, time.time(), *fields.values(), video_id),
+            )
+
+    def bump_attempts(self, video_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE videos SET attempts=attempts+1 WHERE video_id=?", (video_id,))
+
+    def mark_failed(self, video_id: str, error_class: str, message: str) -> None:
+        self.set_state(video_id, State.FAILED, error_class=error_class, error_message=message)
+
+    def reset(self, video_id: str) -> None:
+        """Back to queued (retry a failed video from scratch)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM frames WHERE video_id=?", (video_id,))
+            db.execute(
+                "UPDATE videos SET state=?, error_class=NULL, error_message=NULL, updated_at=? WHERE video_id=?",
+                (State.QUEUED.value, time.time(), video_id),
+            )
+
+    # ---- frames ----------------------------------------------------------------------------
+    def complete_video(self, video_id: str, frames: Sequence[FrameRow]) -> None:
+        """Record a video's frames and mark it done in one transaction."""
+        with self._tx() as db:
+            db.execute("DELETE FROM frames WHERE video_id=?", (video_id,))
+            db.executemany(
+                "INSERT INTO frames VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(f.video_id, f.frame_index, f.timestamp, f.file, _to_signed(f.phash), f.blur,
+                  json.dumps(f.detections), f.decision, f.reason) for f in frames],
+            )
+            db.execute(
+                "UPDATE videos SET state=?, n_candidates=?, error_class=NULL, error_message=NULL, updated_at=? "
+                "WHERE video_id=?",
+                (State.DONE.value, sum(f.decision == "candidate" for f in frames), time.time(), video_id),
+            )
+
+    def done_frames(self) -> list[FrameRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT f.* FROM frames f JOIN videos v USING (video_id) WHERE v.state=? "
+                "ORDER BY v.ord, f.video_id, f.frame_index",
+                (State.DONE.value,),
+            ).fetchall()
+        return [
+            FrameRow(r["video_id"], r["frame_index"], r["timestamp"], r["file"], _to_unsigned(r["phash"]), r["blur"],
+                     json.loads(r["detections"]), r["decision"], r["reason"])
+            for r in rows
+        ]
+
+    def set_dedup_counts(self, counts: dict[str, tuple[int, int]]) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE videos SET n_kept=?, n_duplicates=? WHERE video_id=?",
+                [(kept, dups, vid) for vid, (kept, dups) in counts.items()],
+            )
+
+    def counts_by_state(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) AS n FROM videos GROUP BY state").fetchall()
+        return {r["state"]: r["n"] for r in rows}

@@ -1,0 +1,1 @@
+"""One module per stage: download -> extract -> filter -> collect."""

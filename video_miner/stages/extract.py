@@ -1,0 +1,156 @@
+"""Stage 2: decode a video with PyAV and write the sampled frames as JPEGs."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import av.error
+
+from async_pipeline import StageMessage, StageOutput
+
+from ..config import ExtractConfig
+from ..errors import CorruptMedia, NoVideoStream, UnsupportedCodec
+from ..fsutil import atomic_write_json, read_json
+from ..registry import State
+from .base import MinerStage
+
+log = logging.getLogger(__name__)
+INDEX = "frames.json"
+#: Seek instead of decoding through when the next sample is this many keyframe gaps away.
+SEEK_GOPS = 4
+_STILL_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "gif", "tiff_pipe")
+
+
+@dataclass
+class Extraction:
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def frame_name(video_id: str, seconds: float) -> str:
+    return f"{video_id}_{round(seconds * 1000):09d}ms.jpg"
+
+
+def _open(path: Path) -> Any:
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except av.error.InvalidDataError as exc:
+        raise CorruptMedia(f"{path.name}: not a readable media file ({exc})") from exc
+    except av.error.FFmpegError as exc:
+        raise CorruptMedia(f"{path.name}: cannot open ({exc})") from exc
+
+
+def extract_frames(path: Path, out_dir: Path, video_id: str, cfg: ExtractConfig, threads: int) -> Extraction:
+    """Decode straight through, converting only the frames kept; seek across long gaps."""
+    result = Extraction()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _open(path) as container:
+        if container.format.name in _STILL_FORMATS or container.format.name.endswith("_pipe"):
+            raise NoVideoStream(f"{path.name} is a still image, not a video")
+        if not container.streams.video:
+            raise NoVideoStream(f"{path.name} has no video stream")
+        stream = container.streams.video[0]
+        if stream.codec_context is None:
+            raise UnsupportedCodec(f"{path.name}: no decoder for codec {stream.codec.name if stream.codec else '?'}")
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        keyframes_only = cfg.mode == "keyframes"
+        if keyframes_only:
+            stream.codec_context.skip_frame = "NONKEY"
+        interval = 0.0 if keyframes_only else (1.0 / cfg.fps if cfg.mode == "fps" else cfg.every_seconds)
+        next_t = cfg.start
+        seek_to: float | None = cfg.start if cfg.start > 0 else None
+        keyframe_times: list[float] = []
+        index = 0
+        while True:
+            reseek: float | None = None
+            try:
+                for frame in _decode(container, stream, seek_to):
+                    t = _frame_time(frame, stream, index)
+                    index += 1
+                    if frame.key_frame and (not keyframe_times or t > keyframe_times[-1]):
+                        keyframe_times = [*keyframe_times[-1:], t]
+                    if cfg.end is not None and t > cfg.end:
+                        break
+                    if t + 1e-6 < next_t:
+                        continue
+                    _save(frame, out_dir / frame_name(video_id, t), cfg)
+                    result.frames.append({"file": frame_name(video_id, t), "t": round(t, 6), "index": index - 1})
+                    if cfg.max_frames is not None and len(result.frames) >= cfg.max_frames:
+                        break
+                    if keyframes_only:
+                        continue
+                    next_t += interval * max(1, math.floor((t - next_t) / interval + 1e-9) + 1)
+                    gop = keyframe_times[1] - keyframe_times[0] if len(keyframe_times) == 2 else 0.0
+                    if gop > 0 and next_t - t > SEEK_GOPS * gop:
+                        reseek = next_t
+                        break
+            except av.error.FFmpegError as exc:
+                result.warnings.append(f"decoding stopped at frame {index}: {exc}")
+                log.warning("%s: decoding stopped at frame %d: %s; keeping %d frames", path.name, index, exc,
+                            len(result.frames))
+            if reseek is None:
+                break
+            seek_to = reseek
+    if not result.frames and result.warnings:
+        raise CorruptMedia(f"{path.name}: no frame could be decoded ({result.warnings[0]})")
+    return result
+
+
+def _decode(container: Any, stream: Any, seek_to: float | None) -> Iterator[Any]:
+    if seek_to is not None and stream.time_base:
+        container.seek(int(seek_to / stream.time_base), stream=stream, backward=True, any_frame=False)
+    yield from container.decode(stream)
+
+
+def _frame_time(frame: Any, stream: Any, index: int) -> float:
+    if frame.time is not None:
+        return float(frame.time)
+    rate = float(stream.average_rate or stream.guessed_rate or 25)
+    return index / rate
+
+
+def _save(frame: Any, path: Path, cfg: ExtractConfig) -> None:
+    w, h = frame.width, frame.height
+    scale = min(1.0, cfg.max_side / max(w, h))
+    size = {"width": max(2, round(w * scale)), "height": max(2, round(h * scale))} if scale < 1 else {}
+    frame.to_image(**size).save(path, "JPEG", quality=cfg.jpeg_quality)
+
+
+class ExtractStage(MinerStage):
+    thread_safe = True
+
+    def __init__(self, ctx: Any, decoder_threads: int | None = None) -> None:
+        super().__init__(ctx)
+        workers = ctx.config.pipeline.extract_workers
+        # Concurrent decoders share the cores instead of each grabbing all of them.
+        self.decoder_threads = decoder_threads or max(1, (os.cpu_count() or 2) // workers)
+
+    def handle(self, msg: StageMessage) -> StageOutput:
+        video_id = msg.metadata["video_id"]
+        out_dir = self.ctx.frames_dir / video_id
+        index_path = out_dir / INDEX
+        row = self.ctx.registry.video(video_id)
+        if row and row["state"] in (State.EXTRACTED, State.FILTERED) and index_path.exists():
+            return msg.evolve(input_path=out_dir)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        assert msg.input_path is not None
+        result = extract_frames(msg.input_path, out_dir, video_id, self.ctx.config.extract, self.decoder_threads)
+        # The index is the commit point: frames without it are an interrupted extraction.
+        atomic_write_json(index_path, {"video_id": video_id, "frames": result.frames, "warnings": result.warnings})
+        self.ctx.counters.add(frames_extracted=len(result.frames))
+        self.ctx.registry.set_state(video_id, State.EXTRACTED, n_extracted=len(result.frames))
+        return msg.evolve(input_path=out_dir, metadata={"warnings": result.warnings})
+
+
+def read_index(frames_dir: Path) -> dict[str, Any]:
+    data: dict[str, Any] = read_json(frames_dir / INDEX)
+    return data

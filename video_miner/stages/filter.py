@@ -1,0 +1,93 @@
+"""Stage 3 (the GPU stage): cheap prefilters first, then the detector in batches.
+
+Prefilters drop blurry frames (variance of the Laplacian) and frames nearly identical to the last
+frame sent to the detector (pHash distance), so static stretches cost one inference, not dozens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from async_pipeline import StageMessage, StageOutput
+
+from ..context import MiningContext
+from ..detector import Detector
+from ..frame_quality import hamming, measure
+from ..fsutil import atomic_write_json, read_json
+from ..registry import State
+from .base import MinerStage
+from .extract import read_index
+
+RESULT = "filter.json"
+
+
+class FilterStage(MinerStage):
+    def __init__(self, ctx: MiningContext, detector: Callable[[], Detector]) -> None:
+        super().__init__(ctx)
+        self._make_detector = detector
+        self.detector: Detector | None = None
+
+    def setup(self) -> None:
+        self.detector = self._make_detector()
+
+    def handle(self, msg: StageMessage) -> StageOutput:
+        video_id = msg.metadata["video_id"]
+        frames_dir = msg.input_path
+        assert frames_dir is not None
+        row = self.ctx.registry.video(video_id)
+        if row and row["state"] == State.FILTERED and (frames_dir / RESULT).exists():
+            return msg
+        rows = self.filter_frames(frames_dir, read_index(frames_dir)["frames"])
+        atomic_write_json(frames_dir / RESULT, rows)
+        candidates = sum(r["decision"] == "candidate" for r in rows)
+        self.ctx.counters.add(frames_candidates=candidates, frames_filtered=len(rows) - candidates,
+                              frames_to_detector=sum(r["detected"] for r in rows))
+        self.ctx.registry.set_state(video_id, State.FILTERED)
+        return msg
+
+    def filter_frames(self, frames_dir: Path, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        cfg = self.ctx.config.filter
+        assert self.detector is not None
+        rows: list[dict[str, Any]] = []
+        batch: list[tuple[dict[str, Any], Image.Image]] = []
+        last: tuple[int, int] | None = None  # (pHash, frame index) of the last frame sent to the detector
+
+        def flush() -> None:
+            assert self.detector is not None
+            for (row, _), dets in zip(batch, self.detector.detect([img for _, img in batch]), strict=True):
+                row["detections"] = dets
+                row["decision"] = "candidate" if dets else "filtered"
+                if not dets:
+                    row["reason"] = f"no {'/'.join(cfg.classes)} above conf {cfg.conf}"
+            batch.clear()
+
+        for frame in frames:
+            with Image.open(frames_dir / frame["file"]) as im:
+                image = im.convert("RGB")
+            blur, phash = measure(image)
+            row = {**frame, "phash": phash, "blur": round(blur, 3), "detections": [], "detected": False,
+                   "decision": "filtered", "reason": None}
+            rows.append(row)
+            if blur < cfg.blur_threshold:
+                row["reason"] = f"blurry (sharpness {blur:.1f} < {cfg.blur_threshold})"
+                continue
+            if last is not None and cfg.consecutive_max_distance >= 0 \
+                    and hamming(phash, last[0]) <= cfg.consecutive_max_distance:
+                row["reason"] = f"static: same as frame {last[1]} (pHash distance {hamming(phash, last[0])})"
+                continue
+            last = (phash, frame["index"])
+            row["detected"] = True
+            batch.append((row, image))
+            if len(batch) >= cfg.batch_size:
+                flush()
+        flush()
+        return rows
+
+
+def read_result(frames_dir: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = read_json(frames_dir / RESULT)
+    return rows

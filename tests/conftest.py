@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import os
+
+# Before anything imports ultralytics: never reach for the network.
+os.environ["YOLO_OFFLINE"] = "1"
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+VIDEOS = SHARED / "data" / "videos"
+MODEL = SHARED / "models" / "yolov8n_int8.onnx"
+PERSON = VIDEOS / "one-by-one-person-detection.mp4"
+BOTTLE = VIDEOS / "bottle-detection.mp4"
+CARS = VIDEOS / "car-detection.mp4"
+MP4S = [PERSON, BOTTLE, CARS]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_data() -> None:
+    if not MODEL.exists() or not PERSON.exists():
+        pytest.fail(f"../shared is missing ({SHARED}); tests need the real model and videos")

@@ -1,0 +1,89 @@
+"""A loopback HTTP server for download tests: static files with Range support, plus misbehaving
+routes (404, 500-then-OK, never answers)."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+@dataclass
+class ServerState:
+    files: dict[str, Path]
+    #: route -> how many 500s to send before serving it
+    flaky: dict[str, int] = field(default_factory=dict)
+    hits: Counter[str] = field(default_factory=Counter)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            return None
+
+        def do_HEAD(self) -> None:
+            self._serve(head=True)
+
+        def do_GET(self) -> None:
+            self._serve(head=False)
+
+        def _serve(self, head: bool) -> None:
+            route = self.path.split("?", 1)[0]
+            state.hits[route] += 1
+            if route.startswith("/hang/"):
+                state.stop.wait(60)
+                return
+            if state.flaky.get(route, 0) > 0:
+                state.flaky[route] -= 1
+                self._error(500)
+                return
+            path = state.files.get(route)
+            if path is None:
+                self._error(404)
+                return
+            data = path.read_bytes()
+            start, end = 0, len(data) - 1
+            status = 200
+            if m := re.match(r"bytes=(\d*)-(\d*)", self.headers.get("Range", "")):
+                start = int(m.group(1)) if m.group(1) else 0
+                end = min(int(m.group(2)), end) if m.group(2) else end
+                status = 206
+            self.send_response(status)
+            self.send_header("Content-Type", "video/mp4" if route.endswith(".mp4") else "application/octet-stream")
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Length", str(end - start + 1))
+            if status == 206:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+            self.end_headers()
+            if not head:
+                self.wfile.write(data[start:end + 1])
+
+        def _error(self, code: int) -> None:
+            self.send_response(code)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    return Handler
+
+
+@contextmanager
+def serve(files: dict[str, Path], flaky: dict[str, int] | None = None) -> Iterator[tuple[str, ServerState]]:
+    state = ServerState(files=files, flaky=dict(flaky or {}))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", state
+    finally:
+        state.stop.set()
+        server.shutdown()
+        server.server_close()

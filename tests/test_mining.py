@@ -1,0 +1,164 @@
+"""End to end on the real videos and the real model: what users get from `video-miner run`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from itertools import combinations
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from video_miner.frame_quality import hamming, phash64
+
+from .conftest import BOTTLE, CARS, MODEL, MP4S, PERSON, VIDEOS
+from .helpers import dataset_files, run
+from .http_server import serve
+
+
+def manifest(output: Path) -> list[dict]:
+    return [json.loads(line) for line in (output / "dataset" / "manifest.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def person_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("person")
+    outs = {}
+    for engine in ("async", "sequential"):
+        report = run([str(p) for p in MP4S], base / engine, engine=engine)
+        assert not report.failures, report.failures
+        assert report.videos_done == 3
+        outs[engine] = base / engine
+    return outs
+
+
+def test_person_frames_come_from_the_person_video(person_runs: dict[str, Path]) -> None:
+    rows = manifest(person_runs["async"])
+    kept = Counter(r["video_id"].split("-")[0] for r in rows if r["decision"] == "kept")
+    assert sum(kept.values()) >= 10
+    assert kept["one"] > sum(kept.values()) / 2, kept
+    assert kept["car"] == 0, kept
+    # One manifest row per extracted frame, each with a decision and the frame's measures.
+    assert len(rows) == sum(1 for r in rows if r["decision"] in {"kept", "duplicate", "filtered"})
+    assert all(len(r["phash"]) == 16 and r["blur"] >= 0 for r in rows)
+    assert all(r["detections"] and all(d["class"] == "person" and d["conf"] >= 0.4 for d in r["detections"])
+               for r in rows if r["decision"] == "kept")
+    dup = next(r for r in rows if r["decision"] == "duplicate")
+    assert dup["duplicate_of"] in {r["frame"] for r in rows if r["decision"] == "kept"}
+
+
+def test_async_and_sequential_give_identical_datasets(person_runs: dict[str, Path]) -> None:
+    a = dataset_files(person_runs["async"] / "dataset")
+    s = dataset_files(person_runs["sequential"] / "dataset")
+    assert a and a.keys() == s.keys()
+    assert a == s
+
+
+def test_no_two_kept_images_are_near_duplicates(person_runs: dict[str, Path]) -> None:
+    dataset = person_runs["async"] / "dataset"
+    hashes = {p.name: phash64(Image.open(p)) for p in (dataset / "images").rglob("*.jpg")}
+    assert len(hashes) >= 10
+    for (a, ha), (b, hb) in combinations(hashes.items(), 2):
+        assert hamming(ha, hb) > 6, (a, b)
+
+
+def test_labels_are_yolo_format(person_runs: dict[str, Path]) -> None:
+    dataset = person_runs["async"] / "dataset"
+    data = yaml.safe_load((dataset / "data.yaml").read_text())
+    assert data["names"] == {0: "person"} and data["nc"] == 1
+    images = sorted((dataset / "images").rglob("*.jpg"))
+    for image in images:
+        label = dataset / "labels" / image.parent.name / f"{image.stem}.txt"
+        lines = label.read_text().split("\n")[:-1]
+        assert lines
+        for line in lines:
+            cls, *xywh = line.split()
+            assert cls == "0" and len(xywh) == 4 and all(0 <= float(v) <= 1 for v in xywh)
+
+
+def test_dataset_loads_and_trains_in_ultralytics(person_runs: dict[str, Path], tmp_path: Path) -> None:
+    from ultralytics import YOLO
+    from ultralytics.data.utils import check_det_dataset
+
+    data_yaml = person_runs["async"] / "dataset" / "data.yaml"
+    info = check_det_dataset(str(data_yaml))
+    assert info["nc"] == 1 and Path(info["train"]).is_dir()
+    model = YOLO("yolov8n.yaml", task="detect")
+    model.train(data=str(data_yaml), epochs=1, imgsz=64, batch=4, device="cpu", workers=0, plots=False, amp=False,
+                project=str(tmp_path), name="t", val=True, verbose=False)
+    assert (tmp_path / "t" / "weights" / "last.pt").exists()
+
+
+def test_bottle_frames_come_from_the_bottle_video(tmp_path: Path) -> None:
+    report = run([str(p) for p in MP4S], tmp_path / "b", **{"filter.classes": ["bottle"]})
+    rows = manifest(tmp_path / "b")
+    kept = {r["video_id"] for r in rows if r["decision"] == "kept"}
+    assert report.export.kept > 0
+    assert kept and all(v.startswith("bottle-detection") for v in kept), kept
+
+
+def test_downloads_over_http_file_urls_and_local_paths(tmp_path: Path) -> None:
+    files = {
+        "/a/video.mp4": BOTTLE,
+        "/b/video.mp4": CARS,  # same name, different URL: must not collide
+        "/signs/again.mkv": VIDEOS / "again.mkv",
+    }
+    with serve(files) as (base, state):
+        inputs = [f"{base}/a/video.mp4", f"{base}/b/video.mp4", f"{base}/signs/again.mkv",
+                  (VIDEOS / "book.mkv").as_uri(), str(PERSON)]
+        report = run(inputs, tmp_path / "out", **{"extract.fps": 0.5})
+    assert not report.failures, [f.line() for f in report.failures]
+    assert report.videos_done == 5
+    from video_miner.registry import Registry
+
+    reg = Registry(tmp_path / "out" / "registry.sqlite")
+    rows = {r["input"]: r for r in reg.videos()}
+    reg.close()
+    a, b = rows[f"{base}/a/video.mp4"], rows[f"{base}/b/video.mp4"]
+    assert a["video_id"] != b["video_id"]
+    assert Path(a["path"]).read_bytes() == BOTTLE.read_bytes()
+    assert Path(b["path"]).read_bytes() == CARS.read_bytes()
+    assert Path(a["path"]).is_relative_to(tmp_path / "out" / "work" / "videos")
+    # Local files and file:// URLs are used in place, never copied.
+    assert rows[str(PERSON)]["path"] == str(PERSON)
+    assert rows[(VIDEOS / "book.mkv").as_uri()]["path"] == str(VIDEOS / "book.mkv")
+    assert json.loads(a["source_json"])["webpage_url"] == f"{base}/a/video.mp4"
+    assert state.hits["/a/video.mp4"] >= 1
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "video_miner", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_unknown_class_is_a_config_error_listing_valid_names(tmp_path: Path) -> None:
+    proc = run_cli("run", str(BOTTLE), "--model", str(MODEL), "--classes", "persn", "-o", str(tmp_path / "o"), "-q",
+                   cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "persn" in out and "person" in out and "toothbrush" in out
+
+
+def test_cli_bad_config_key_points_at_it(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("filter:\n  conff: 0.3\nextract:\n  fps: -1\n")
+    proc = run_cli("run", str(BOTTLE), "-c", str(cfg), "-q", cwd=tmp_path)
+    assert proc.returncode == 2
+    out = proc.stdout + proc.stderr
+    assert "filter.conff: unknown key" in out and "extract.fps" in out
+
+
+def test_cli_run_exit_codes_and_summary(tmp_path: Path) -> None:
+    listing = tmp_path / "urls.txt"
+    listing.write_text(f"# a comment\n\n{VIDEOS / 'again.mkv'}\n{VIDEOS / 'again.mkv'}\n{tmp_path / 'missing.mp4'}\n")
+    proc = run_cli("run", str(listing), "--model", str(MODEL), "-o", str(tmp_path / "o"), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "missing.mp4: not_found" in proc.stdout
+    assert "videos 1/2 done" in proc.stdout
+    proc = run_cli("run", str(VIDEOS / "again.mkv"), "--model", str(MODEL), "-o", str(tmp_path / "o"), "-q",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -67,7 +67,8 @@ class Detector:
         try:
             results = self.model.predict(
                 list(images), conf=self.spec.conf, iou=self.spec.iou, imgsz=self.spec.imgsz, device=self.device,
-                half=self.half, classes=self.class_ids, verbose=False, batch=len(images),
+                # FP16 on CUDA; `quantize` replaced the deprecated `half` argument in Ultralytics 8.4.
+                quantize=16 if self.half else None, classes=self.class_ids, verbose=False, batch=len(images),
             )
         except Exception as exc:
             raise ModelError(f"inference failed with {self.spec.model}: {type(exc).__name__}: {exc}") from exc

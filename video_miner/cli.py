@@ -90,6 +90,8 @@ def _print_summary(console: Console, report: MiningReport) -> None:
                   highlight=False, soft_wrap=True)
     if report.stopped:
         console.print("[yellow]stopped early[/yellow]: run the same command again to resume.")
+    for source, warning in report.warnings:
+        console.print(f"[yellow]warning[/yellow] {source}: {warning}", highlight=False, soft_wrap=True)
     for failure in report.failures:
         console.print(f"[red]failed[/red] {failure.line()}", highlight=False, soft_wrap=True)
 

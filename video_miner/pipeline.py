@@ -80,6 +80,8 @@ class MiningReport:
     counters: dict[str, int]
     wall_seconds: float
     stopped: bool
+    #: (input, warning) for videos that completed with a problem, e.g. a truncated file.
+    warnings: list[tuple[str, str]] = field(default_factory=list)
     result: RunResult | None = None
 
 
@@ -261,6 +263,7 @@ def mine(request: RunRequest, display: DisplayFactory | None = None,
             counters=ctx.counters.as_dict(),
             wall_seconds=time.monotonic() - started,
             stopped=bool(result and result.stopped),
+            warnings=[(r["input"], r["warning"]) for r in rows if r["warning"] and r["state"] == State.DONE],
             result=result,
         )
     finally:

@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS videos (
     attempts INTEGER NOT NULL DEFAULT 0,
     error_class TEXT,
     error_message TEXT,
+    warning TEXT,
     path TEXT,
     source_json TEXT,
     n_extracted INTEGER NOT NULL DEFAULT 0,
@@ -158,7 +159,7 @@ class Registry:
 
     def set_state(self, video_id: str, state: State, **fields: Any) -> None:
         allowed = {"path", "source_json", "n_extracted", "n_candidates", "bytes_downloaded", "error_class",
-                   "error_message", "attempts"}
+                   "error_message", "attempts", "warning"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"unknown registry fields {sorted(unknown)}")

@@ -147,7 +147,8 @@ class ExtractStage(MinerStage):
         # The index is the commit point: frames without it are an interrupted extraction.
         atomic_write_json(index_path, {"video_id": video_id, "frames": result.frames, "warnings": result.warnings})
         self.ctx.counters.add(frames_extracted=len(result.frames))
-        self.ctx.registry.set_state(video_id, State.EXTRACTED, n_extracted=len(result.frames))
+        self.ctx.registry.set_state(video_id, State.EXTRACTED, n_extracted=len(result.frames),
+                                    warning="; ".join(result.warnings) or None)
         return msg.evolve(input_path=out_dir, metadata={"warnings": result.warnings})
 
 

@@ -1,0 +1,146 @@
+"""Every kind of garbage input fails with its own class, while the good inputs of the same run
+still complete."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from video_miner.registry import Registry
+
+from .conftest import BOTTLE, PERSON, VIDEOS
+from .helpers import run
+from .http_server import serve
+
+
+def _audio_only(path: Path) -> Path:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=16000)
+        samples = (np.sin(np.arange(16000) / 10) * 3000).astype(np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = 16000
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def _refused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, dict], dict[str, str], object]:
+    d = tmp_path_factory.mktemp("bad")
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "text.mp4").write_text("this is not a video\n" * 100)
+    data = PERSON.read_bytes()
+    (d / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    _audio_only(d / "audio.m4a")
+    import ultralytics
+
+    (d / "still.jpg").write_bytes((Path(ultralytics.__file__).parent / "assets" / "bus.jpg").read_bytes())
+    (d / "novideos").mkdir()
+    (d / "novideos" / "notes.txt").write_text("nothing here")
+    port = _refused_port()
+    files = {"/ok/again.mkv": VIDEOS / "again.mkv", "/flaky/book.mkv": VIDEOS / "book.mkv",
+             "/x/..%2F..%2Fescape%0A%1B.mkv": VIDEOS / "again.mkv"}
+    with serve(files, flaky={"/flaky/book.mkv": 1}) as (base, state):
+        cases = {
+            "missing": str(d / "does-not-exist.mp4"),
+            "empty": str(d / "empty.mp4"),
+            "text": str(d / "text.mp4"),
+            "truncated": str(d / "truncated.mp4"),
+            "audio": str(d / "audio.m4a"),
+            "still": str(d / "still.jpg"),
+            "novideos": str(d / "novideos"),
+            "http404": f"{base}/nope/video.mp4",
+            "http500_then_ok": f"{base}/flaky/book.mkv",
+            "hang": f"{base}/hang/video.mp4",
+            "refused": f"http://127.0.0.1:{port}/video.mp4",
+            "malformed": "http:///no-host.mp4",
+            "traversal": f"{base}/x/..%2F..%2Fescape%0A%1B.mkv",
+            "good_local": str(BOTTLE),
+            "good_http": f"{base}/ok/again.mkv",
+        }
+        listing = d / "urls.txt"
+        listing.write_text("\n".join([*cases.values(), cases["good_local"], cases["good_http"]]) + "\n")
+        report = run([str(listing)], d / "out", **{"download.retries": 1, "download.socket_timeout": 2,
+                                                   "extract.fps": 0.5})
+        hits = dict(state.hits)
+    reg = Registry(d / "out" / "registry.sqlite")
+    rows = {r["input"]: r for r in reg.videos()}
+    reg.close()
+    return {name: rows[value] for name, value in cases.items()}, hits, report
+
+
+@pytest.mark.parametrize(
+    ("case", "kind"),
+    [
+        ("missing", "not_found"),
+        ("empty", "corrupt_media"),
+        ("text", "corrupt_media"),
+        ("audio", "no_video_stream"),
+        ("still", "no_video_stream"),
+        ("novideos", "empty_input"),
+        ("http404", "not_found"),
+        ("hang", "timeout"),
+        ("refused", "connection"),
+        ("malformed", "unsupported_url"),
+    ],
+)
+def test_bad_input_fails_with_its_class(matrix, case: str, kind: str) -> None:
+    rows, _, report = matrix
+    row = rows[case]
+    assert row["state"] == "failed", row
+    assert row["error_class"] == kind, row
+    assert row["error_message"]
+    assert any(f.video_id == row["video_id"] and kind in f.line() for f in report.failures)
+
+
+def test_truncated_file_keeps_the_frames_that_decode_with_a_warning(matrix) -> None:
+    rows, _, report = matrix
+    row = rows["truncated"]
+    assert row["state"] == "done"
+    assert 5 <= row["n_extracted"] < 60, row["n_extracted"]  # the whole video gives 70 at 0.5 fps
+    assert "decoding stopped" in row["warning"]
+    assert any(src == row["input"] for src, _ in report.warnings)
+
+
+def test_good_inputs_complete_beside_bad_ones(matrix) -> None:
+    rows, hits, report = matrix
+    for case in ("good_local", "good_http", "http500_then_ok", "traversal"):
+        assert rows[case]["state"] == "done", rows[case]
+    assert hits["/flaky/book.mkv"] >= 2, "the 500 was retried"
+    assert report.videos_done == 5  # the four above and the truncated file
+
+
+def test_transient_failures_were_retried_permanent_ones_not(matrix) -> None:
+    rows, hits, _ = matrix
+    assert rows["hang"]["attempts"] == 2
+    assert rows["refused"]["attempts"] == 2
+    assert rows["http404"]["attempts"] == 1
+    assert hits["/nope/video.mp4"] >= 1
+
+
+def test_duplicate_lines_run_once(matrix) -> None:
+    rows, hits, _ = matrix
+    assert hits["/ok/again.mkv"] >= 1
+    # The listing repeats the two good inputs; the registry holds each once and each was done once.
+    assert rows["good_local"]["attempts"] == 1 and rows["good_http"]["attempts"] == 1
+
+
+def test_hostile_names_stay_inside_the_output(matrix, tmp_path: Path) -> None:
+    rows, _, _ = matrix
+    vid = rows["traversal"]["video_id"]
+    assert "/" not in vid and ".." not in vid and all(32 <= ord(c) < 127 for c in vid)
+    path = Path(rows["traversal"]["path"]).resolve()
+    out = Path(rows["good_local"]["path"]).parents[0]
+    assert "work/videos" in path.as_posix() and out.exists()

@@ -79,6 +79,8 @@ def serve(files: dict[str, Path], flaky: dict[str, int] | None = None) -> Iterat
     state = ServerState(files=files, flaky=dict(flaky or {}))
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     server.daemon_threads = True
+    # Clients (yt-dlp probing a direct link, a killed CLI) hang up mid-body; that is not news.
+    server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

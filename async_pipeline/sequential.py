@@ -56,7 +56,7 @@ class SequentialRunner:
     def run(self, inputs: Iterable[StageMessage]) -> RunResult:
         workers = [spec.worker() for spec in self.specs]
         locks = [nullcontext() if w.thread_safe else threading.Lock() for w in workers]
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if self.handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, self._on_signal)
@@ -83,11 +83,11 @@ class SequentialRunner:
                 if self._tracker.admit(msg.item_id):
                     running.add(pool.submit(self._run_item, msg, workers, locks))
                 while len(running) >= self.jobs:
-                    done, running = _wait_some(running)
+                    running = _wait_some(running)
                 if self._stop.is_set():
                     break
             while running:
-                done, running = _wait_some(running)
+                running = _wait_some(running)
 
     def _run_item(self, msg: StageMessage, workers: list[BaseStageWorker], locks: list[Any]) -> None:
         frontier = [(0, msg)]
@@ -144,11 +144,10 @@ class SequentialRunner:
         while True:
             try:
                 with lock:
+                    output: Any = worker.process(msg)
                     if is_async_worker(worker):
-                        result = asyncio.run(worker.process(msg))  # type: ignore[arg-type]
-                    else:
-                        result = worker.process(msg)
-                return as_messages(result)  # type: ignore[arg-type]
+                        output = asyncio.run(output)
+                return as_messages(output)
             except Exception as exc:
                 if isinstance(exc, FatalStageError) or not should_retry(worker, exc, msg.attempt):
                     raise
@@ -159,9 +158,9 @@ class SequentialRunner:
                 msg = msg.evolve(attempt=msg.attempt + 1, timestamp=msg.timestamp)
 
 
-def _wait_some(running: set[Future[None]]) -> tuple[set[Future[None]], set[Future[None]]]:
-    """Wait for at least one item; a PipelineError from any item ends the run."""
+def _wait_some(running: set[Future[None]]) -> set[Future[None]]:
+    """Wait for at least one item; a PipelineError from any item ends the run. Returns the rest."""
     done, rest = wait(running, return_when=FIRST_COMPLETED)
     for fut in done:
         fut.result()
-    return done, rest
+    return rest

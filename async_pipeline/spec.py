@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from .worker import BaseStageWorker
 
 
-class QueuePolicy(str, Enum):
+class QueuePolicy(StrEnum):
     #: Wait for room: bulk mining never loses an item.
     BLOCK = "block"
     #: Live sources: when full, throw away the oldest waiting item to make room.

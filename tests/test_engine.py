@@ -76,7 +76,8 @@ def expected_status(plan: dict[tuple[str, str], str], stages: list[str], item: s
     n_stages=st.integers(1, 4),
     workers=st.lists(st.integers(1, 3), min_size=4, max_size=4),
     queue_sizes=st.lists(st.integers(1, 3), min_size=4, max_size=4),
-    actions=st.lists(st.sampled_from(["pass", "pass", "pass", "drop", "fail", "fan0", "fan2", "fan3"]), min_size=100, max_size=100),
+    actions=st.lists(st.sampled_from(["pass", "pass", "pass", "drop", "fail", "fan0", "fan2", "fan3"]),
+                     min_size=100, max_size=100),
     delays=st.lists(st.sampled_from([0.0, 0.0, 0.001, 0.003]), min_size=4, max_size=4),
     jobs=st.integers(1, 3),
 )

@@ -43,6 +43,10 @@ def run(
     fresh: Annotated[bool, typer.Option(help="Start over: forget earlier progress in the output folder.")] = False,
     retry_failed: Annotated[bool, typer.Option(help="Retry only the videos that failed before.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
+    metrics_host: Annotated[str | None, typer.Option(help="Address for --metrics-port (default 127.0.0.1).")] = None,
+    profile: Annotated[bool, typer.Option(help="Profile the run; writes profile.pstats/.txt beside metrics.json.")]
+    = False,
 ) -> None:
     """Mine frames showing the wanted classes from videos into a deduplicated, labelled dataset."""
     console = Console()
@@ -53,6 +57,8 @@ def run(
         "filter.conf": conf,
         "filter.device": device,
         "extract.fps": fps,
+        "metrics_port": metrics_port,
+        "metrics_host": metrics_host,
     }
     if fps is not None:
         overrides["extract.mode"] = "fps"
@@ -68,7 +74,13 @@ def run(
             def display(runner, ctx, progress):  # type: ignore[no-untyped-def]
                 return live_display(runner, ctx, progress, console)
 
-        report = mine(request, display=display)
+        if profile:
+            from .profiling import profile_all_threads
+
+            with profile_all_threads(cfg.output_dir):
+                report = mine(request, display=display)
+        else:
+            report = mine(request, display=display)
     except ConfigError as exc:
         raise _fail_usage(console, str(exc)) from None
     except (PipelineError, MinerError) as exc:
@@ -97,7 +109,9 @@ def _print_summary(console: Console, report: MiningReport) -> None:
 
 
 @app.command()
-def status(output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")] = Path("out/dataset")) -> None:
+def status(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")] = Path("out/dataset"),
+) -> None:
     """Counts per state, failures grouped by class, and what a re-run would do."""
     from .status import render_status
 
@@ -105,6 +119,24 @@ def status(output: Annotated[Path, typer.Option("--output", "-o", help="The run'
     if not (output / "registry.sqlite").exists():
         raise _fail_usage(console, f"{output} holds no video-miner run (no registry.sqlite); pass --output")
     render_status(console, output)
+
+
+@app.command()
+def report(output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")] = Path("out/dataset"),
+           png: Annotated[Path | None, typer.Option(help="Where to write the timeline (default <output>/timeline.png).")]
+           = None) -> None:
+    """The last run's metrics as tables, and a timeline PNG showing the bottleneck."""
+    from .report import plot_timeline, render_tables
+
+    console = Console()
+    if not (output / "metrics.json").exists():
+        raise _fail_usage(console, f"{output} holds no metrics.json; run video-miner run first or pass --output")
+    import json
+
+    data = json.loads((output / "metrics.json").read_text())
+    render_tables(console, data)
+    path = plot_timeline(data, png or output / "timeline.png")
+    console.print(f"timeline: {path}", highlight=False)
 
 
 def main() -> None:

@@ -79,7 +79,7 @@ class LabelConfig(_Section):
 
 
 class ExportConfig(_Section):
-    formats: list[Literal["yolo", "coco"]] = Field(default_factory=lambda: ["yolo"], min_length=1)
+    formats: list[Literal["yolo", "coco"]] = Field(default_factory=lambda: ["yolo"], min_length=1)  # type: ignore[arg-type]
     manifest: Literal["jsonl", "parquet"] = "jsonl"
     val_fraction: float = Field(0.2, ge=0, lt=1)
 

@@ -74,7 +74,7 @@ class Detector:
             raise ModelError(f"inference failed with {self.spec.model}: {type(exc).__name__}: {exc}") from exc
         out: list[list[dict[str, Any]]] = []
         for result in results:
-            boxes = result.boxes
+            boxes: Any = result.boxes  # type: ignore[union-attr]
             dets = []
             for cls, conf, xywhn in zip(boxes.cls.tolist(), boxes.conf.tolist(), boxes.xywhn.tolist(), strict=True):
                 area = xywhn[2] * xywhn[3]

@@ -120,7 +120,8 @@ def _write_coco(staging: Path, splits: dict[str, list[FrameRow]], detections: di
                 classes: list[str], image_paths: dict[str, str]) -> None:
     (staging / "annotations").mkdir(exist_ok=True)
     for split, members in splits.items():
-        images, annotations = [], []
+        images: list[dict[str, Any]] = []
+        annotations: list[dict[str, Any]] = []
         for image_id, r in enumerate(members, start=1):
             path = image_paths[frame_key(r)]
             with Image.open(staging / path) as im:

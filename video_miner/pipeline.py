@@ -32,6 +32,7 @@ from .errors import ConfigError
 from .export import ExportSummary, Labeller, build_dataset
 from .fsutil import recover_dir
 from .inputs import Source, expand_sources, read_input_lines
+from .metrics import RunMetrics
 from .registry import UNFINISHED, Registry, State
 from .stages.collect import CollectStage
 from .stages.download import DownloadStage
@@ -205,8 +206,9 @@ def _messages(sources: list[Source]) -> Iterator[StageMessage]:
                                                    "order": src.order})
 
 
-def mine(request: RunRequest, display: DisplayFactory | None = None,
-         observers: list[Callable[[PipelineEvent], None]] | None = None) -> MiningReport:
+def mine(request: RunRequest, display: DisplayFactory | None = None, metrics: RunMetrics | None = None) -> MiningReport:
+    """Run one mining job. ``metrics`` (one is made if not given) hears every engine event and
+    writes metrics.json; with ``metrics_port`` set it serves Prometheus while the run goes."""
     started = time.monotonic()
     config = request.config
     sources = expand_sources(read_input_lines(request.inputs))
@@ -225,11 +227,12 @@ def mine(request: RunRequest, display: DisplayFactory | None = None,
         ctx = MiningContext(config=config, registry=registry, output=config.output_dir)
         to_run, skipped = _select(sources, registry, config, request.retry_failed)
         progress = RunProgress(total=len(to_run))
-        listeners = [progress.on_event, *(observers or [])]
+        metrics = metrics or RunMetrics()
 
         def on_event(event: PipelineEvent) -> None:
-            for listen in listeners:
-                listen(event)
+            progress.on_event(event)
+            assert metrics is not None
+            metrics.on_event(event)
 
         specs = build_stages(ctx, _detector_factory(detector, detector_spec))
         runner: AsyncPipelineOrchestrator | SequentialRunner
@@ -239,19 +242,34 @@ def mine(request: RunRequest, display: DisplayFactory | None = None,
             runner = AsyncPipelineOrchestrator(specs, on_event=on_event, grace_seconds=config.pipeline.grace_seconds,
                                                handle_signals=request.handle_signals)
         ctx.request_stop = runner.request_stop
+        metrics.attach(runner, ctx)
+        if config.metrics_port is not None:
+            metrics.serve(config.metrics_host, config.metrics_port)
         result: RunResult | None = None
+        stages_started = time.monotonic()
         with display(runner, ctx, progress) if display else nullcontext():
             if to_run:
                 if isinstance(runner, SequentialRunner):
                     result = runner.run(_messages(to_run))
                 else:
                     result = asyncio.run(runner.run(_messages(to_run)))
+        stages_wall = time.monotonic() - stages_started
         summary = build_dataset(registry, config, config.output_dir, labeller)
+        ctx.counters.add(frames_kept=summary.kept, frames_duplicates=summary.duplicates)
         ids = {s.video_id for s in sources}
         rows = [r for r in registry.videos() if r["video_id"] in ids or r["parent"] in ids]
         failures = [Failure(r["video_id"], r["input"], r["error_class"] or "error", r["error_message"] or "")
                     for r in rows if r["state"] == State.FAILED]
         unfinished = [r for r in rows if r["state"] in UNFINISHED and r["kind"] != "invalid"]
+        counters = ctx.counters.as_dict()
+        metrics.write(config.output_dir / "metrics.json", {
+            "videos": len(rows), "videos_done": sum(r["state"] == State.DONE for r in rows),
+            "videos_failed": len(failures), "frames": summary.frames, "kept": summary.kept,
+            "duplicates": summary.duplicates, "filtered": summary.filtered, "candidates": summary.candidates,
+            "frames_to_detector": counters.get("frames_to_detector", 0),
+            "bytes_downloaded": counters.get("bytes_downloaded", 0),
+            "wall_seconds": round(time.monotonic() - started, 3), "stages_seconds": round(stages_wall, 3),
+        }, stages_wall)
         return MiningReport(
             output=config.output_dir,
             videos_total=len([r for r in rows if r["state"] != State.SKIPPED]),
@@ -260,11 +278,13 @@ def mine(request: RunRequest, display: DisplayFactory | None = None,
             failures=failures + [Failure(r["video_id"], r["input"], "unfinished", "stopped before it finished; "
                                          "run the same command again to resume") for r in unfinished],
             export=summary,
-            counters=ctx.counters.as_dict(),
+            counters=counters,
             wall_seconds=time.monotonic() - started,
             stopped=bool(result and result.stopped),
             warnings=[(r["input"], r["warning"]) for r in rows if r["warning"] and r["state"] == State.DONE],
             result=result,
         )
     finally:
+        if metrics is not None:
+            metrics.close()
         registry.close()

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .context import MiningContext
-from .pipeline import RunProgress, Runner
+from .pipeline import Runner, RunProgress
 
 LINE_INTERVAL_S = 5.0
 

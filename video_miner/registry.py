@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS frames (
 """
 
 
-class State(str, Enum):
+class State(StrEnum):
     QUEUED = "queued"
     DOWNLOADED = "downloaded"
     EXTRACTED = "extracted"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -17,7 +18,7 @@ def render_status(console: Console, output: Path) -> None:
         videos = [v for v in registry.videos() if v["state"] != State.SKIPPED]
     finally:
         registry.close()
-    counts = defaultdict(int)
+    counts: defaultdict[str, int] = defaultdict(int)
     for v in videos:
         counts[v["state"]] += 1
     table = Table(title=f"videos in {output}")
@@ -28,7 +29,7 @@ def render_status(console: Console, output: Path) -> None:
             table.add_row(state.value, str(counts[state.value]))
     console.print(table)
 
-    failures: dict[str, list[dict[str, str]]] = defaultdict(list)
+    failures: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for v in videos:
         if v["state"] == State.FAILED:
             failures[v["error_class"] or "error"].append(v)

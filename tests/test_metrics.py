@@ -1,0 +1,97 @@
+"""Prometheus endpoint during a real run, metrics.json, the report command and --profile."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from video_miner.metrics import RunMetrics
+from video_miner.pipeline import RunRequest, mine
+
+from .conftest import BOTTLE, MODEL, PERSON, ROOT, VIDEOS
+from .helpers import make_config
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def test_prometheus_endpoint_and_metrics_json_agree_with_the_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    config = make_config(out, metrics_port=0)  # 0: any free port, always on 127.0.0.1 by default
+    metrics = RunMetrics()
+    scrapes: list[str] = []
+    serving = threading.Event()
+    real_serve = metrics.serve
+
+    def serve(host: str, port: int) -> int:
+        bound = real_serve(host, port)
+        assert host == "127.0.0.1"
+        metrics.port = bound  # type: ignore[attr-defined]
+        serving.set()
+        return bound
+
+    metrics.serve = serve  # type: ignore[method-assign]
+    result: dict[str, object] = {}
+    worker = threading.Thread(target=lambda: result.setdefault(
+        "report", mine(RunRequest([str(PERSON), str(BOTTLE), str(VIDEOS / "again.mkv")], config), metrics=metrics)))
+    worker.start()
+    assert serving.wait(120)
+    while worker.is_alive():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics.port}/metrics", timeout=5) as resp:  # type: ignore[attr-defined]
+                scrapes.append(resp.read().decode())
+        except OSError:
+            break
+        worker.join(0.5)
+    worker.join()
+    report = result["report"]
+    assert scrapes, "scraped during the run"
+    live = _samples(scrapes[0])
+    assert ("video_miner_queue_depth", (("stage", "filter"),)) in live
+    assert ("video_miner_stage_busy_workers", (("stage", "extract"),)) in live
+
+    final = _samples(generate_latest(metrics.registry).decode())
+    assert final[("video_miner_stage_items_processed_total", (("stage", "collect"),))] == 3
+    assert final[("video_miner_stage_items_failed_total", (("stage", "download"),))] == 0
+    assert final[("video_miner_frames_extracted_total", ())] == report.export.frames  # type: ignore[attr-defined]
+    assert final[("video_miner_frames_kept_total", ())] == report.export.kept  # type: ignore[attr-defined]
+    assert final[("video_miner_frames_duplicates_total", ())] == report.export.duplicates  # type: ignore[attr-defined]
+    assert final[("video_miner_videos", (("state", "done"),))] == 3
+    assert final[("video_miner_stage_processing_seconds_count", (("stage", "filter"),))] == 3
+    assert final[("video_miner_video_seconds_count", ())] == 3
+
+    data = json.loads((out / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (out / "dataset" / "manifest.jsonl").read_text().splitlines()]
+    assert data["totals"]["frames"] == len(rows)
+    assert data["totals"]["kept"] == sum(r["decision"] == "kept" for r in rows)
+    assert data["totals"]["duplicates"] == sum(r["decision"] == "duplicate" for r in rows)
+    assert list(data["stages"]) == ["download", "extract", "filter", "collect"]
+    assert data["bottleneck"]["stage"] in data["stages"]
+    assert "bottleneck" in data["bottleneck"]["hint"]
+    for s in data["stages"].values():
+        assert s["items_in"] == 3 and 0 <= s["busy_fraction"] <= 1.0 and s["p50_s"] <= s["p95_s"] <= s["max_s"]
+
+
+def test_report_prints_tables_and_writes_a_png(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "video_miner", "run", str(VIDEOS / "again.mkv"), str(VIDEOS / "book.mkv"),
+                          "--model", str(MODEL), "-o", str(out), "-q", "--profile"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (out / "profile.pstats").stat().st_size > 0
+    assert "filter.py" in (out / "profile.txt").read_text(), "the profile sees the stage threads"
+    rep = subprocess.run([sys.executable, "-m", "video_miner", "report", "-o", str(out)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert rep.returncode == 0, rep.stderr
+    assert "stages" in rep.stdout and "totals" in rep.stdout and "is the bottleneck" in rep.stdout
+    png = out / "timeline.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

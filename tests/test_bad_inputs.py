@@ -144,3 +144,16 @@ def test_hostile_names_stay_inside_the_output(matrix, tmp_path: Path) -> None:
     path = Path(rows["traversal"]["path"]).resolve()
     out = Path(rows["good_local"]["path"]).parents[0]
     assert "work/videos" in path.as_posix() and out.exists()
+
+
+def test_disk_floor_stops_new_downloads_with_a_clear_message(tmp_path: Path) -> None:
+    files = {f"/v/{i}.mkv": VIDEOS / "again.mkv" for i in range(6)}
+    with serve(files) as (base, state):
+        report = run([f"{base}/v/{i}.mkv" for i in range(6)], tmp_path / "out", **{"download.min_free_gb": 1e9})
+        hits = sum(state.hits.values())
+    assert hits == 0, "nothing was downloaded below the floor"
+    assert report.stopped and report.videos_done == 0
+    kinds = {f.kind for f in report.failures}
+    assert "disk_full" in kinds and kinds <= {"disk_full", "unfinished"}
+    assert len(report.failures) == 6
+    assert any("download.min_free_gb" in f.message for f in report.failures if f.kind == "disk_full")

@@ -279,3 +279,21 @@ def test_sigint_returns_partial_result(tmp_path: Path, grace: float, signals: in
     done = [i for i, s in statuses.items() if s == "done"]
     assert unfinished and done
     assert len(done) + len(unfinished) == 30
+
+
+class AsyncFetch(BaseStageWorker):
+    """A naturally async stage: awaited on the loop, not sent to the thread pool."""
+
+    async def process(self, msg: StageMessage) -> StageMessage:  # type: ignore[override]
+        await asyncio.sleep(0.05)
+        return msg.evolve(metadata={"thread": threading.current_thread().name})
+
+
+def test_async_workers_run_on_the_loop_and_overlap() -> None:
+    specs = [StageSpec("fetch", AsyncFetch, workers=10)]
+    started = time.perf_counter()
+    result = run_async(specs, [StageMessage(str(i)) for i in range(20)])
+    assert time.perf_counter() - started < 0.5  # 20 x 50 ms, ten at a time
+    assert {o.outputs[0].metadata["thread"] for o in result.items} == {threading.main_thread().name}
+    seq = SequentialRunner(specs).run([StageMessage("a")])
+    assert seq.items[0].status is Status.DONE

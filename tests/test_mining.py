@@ -162,3 +162,11 @@ def test_cli_run_exit_codes_and_summary(tmp_path: Path) -> None:
     proc = run_cli("run", str(VIDEOS / "again.mkv"), "--model", str(MODEL), "-o", str(tmp_path / "o"), "-q",
                    cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_cli_model_that_does_not_load_is_a_usage_error(tmp_path: Path) -> None:
+    fake = tmp_path / "broken.onnx"
+    fake.write_text("not a model")
+    proc = run_cli("run", str(BOTTLE), "--model", str(fake), "-o", str(tmp_path / "o"), "-q", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "cannot load model" in proc.stdout + proc.stderr and "filter.model" in proc.stdout + proc.stderr

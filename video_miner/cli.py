@@ -13,7 +13,7 @@ from rich.console import Console
 from async_pipeline import PipelineError
 
 from .config import load_config
-from .errors import ConfigError, MinerError
+from .errors import ConfigError, MinerError, ModelError
 from .pipeline import MiningReport, RunRequest, mine
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -81,7 +81,8 @@ def run(
                 report = mine(request, display=display)
         else:
             report = mine(request, display=display)
-    except ConfigError as exc:
+    except (ConfigError, ModelError) as exc:
+        # A model that does not load is a setting to fix, like a bad config key.
         raise _fail_usage(console, str(exc)) from None
     except (PipelineError, MinerError) as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)

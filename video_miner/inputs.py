@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from .errors import EmptyInput, UnsupportedUrl
 from .naming import video_id_for
 
 VIDEO_EXTENSIONS = frozenset(
@@ -25,6 +26,8 @@ class Source:
     #: Position in the user's list; breaks ties between equal frames deterministically.
     order: int
     error: str | None = None
+    #: Failure class of an invalid input (see :mod:`video_miner.errors`).
+    error_kind: str | None = None
 
     @property
     def path(self) -> Path:
@@ -54,7 +57,7 @@ def _stem_of_url(url: str) -> str:
 
 
 def _classify(line: str) -> tuple[str, str, str | None]:
-    """(kind, normalized, error)."""
+    """(kind, normalized, error); an "invalid" kind is always an unsupported URL or name."""
     if any(ord(c) < 32 for c in line):
         return "invalid", line, "the input holds control characters"
     parts = urlsplit(line)
@@ -75,11 +78,12 @@ def expand_sources(lines: Iterable[str]) -> list[Source]:
     sources: list[Source] = []
     seen: set[str] = set()
 
-    def add(raw: str, kind: str, normalized: str, stem: str, order: int, error: str | None = None) -> None:
+    def add(raw: str, kind: str, normalized: str, stem: str, order: int, error: str | None = None,
+            error_kind: str | None = None) -> None:
         if normalized in seen:
             return
         seen.add(normalized)
-        sources.append(Source(raw, normalized, kind, video_id_for(normalized, stem), order, error))
+        sources.append(Source(raw, normalized, kind, video_id_for(normalized, stem), order, error, error_kind))
 
     for line_no, line in enumerate(lines):
         order = line_no * ORDER_STRIDE
@@ -87,11 +91,12 @@ def expand_sources(lines: Iterable[str]) -> list[Source]:
         if kind == "url":
             add(line, kind, normalized, _stem_of_url(normalized), order)
         elif kind == "invalid":
-            add(line, kind, normalized, "invalid", order, error)
+            add(line, kind, normalized, "invalid", order, error, UnsupportedUrl.kind)
         elif Path(normalized).is_dir():
             videos = sorted(p for p in Path(normalized).rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
             if not videos:
-                add(line, "invalid", normalized, Path(normalized).name, order, "the folder holds no video files")
+                add(line, "invalid", normalized, Path(normalized).name, order, "the folder holds no video files",
+                    EmptyInput.kind)
             for k, video in enumerate(videos):
                 add(str(video), "local", str(video.resolve()), video.stem, order + k + 1)
         else:

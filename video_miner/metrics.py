@@ -90,6 +90,7 @@ class RunMetrics:
     _runner: Any = None
     _video_started: dict[str, float] = field(default_factory=dict)
     _durations: dict[str, list[float]] = field(default_factory=dict)
+    _last_point: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: Videos per registry state, refreshed as videos finish (scrapes never touch the database).
     video_states: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -142,10 +143,12 @@ class RunMetrics:
         if event.stage and event.kind in ("started", "finished", "failed", "queue_dropped"):
             # A queue fills on the upstream stage's events, so every stage is sampled each time.
             t = round(now - self.started_at, 4)
-            points = [{"t": t, "stage": name, "busy": s["busy"], "queue": s["queue_depth"]}
-                      for name, s in self.snapshot().items()]
             with self._lock:
-                self.timeline.extend(points)
+                for name, s in self.snapshot().items():
+                    state = (s["busy"], s["queue_depth"])
+                    if self._last_point.get(name) != state:  # only changes: the file stays small
+                        self._last_point[name] = state
+                        self.timeline.append({"t": t, "stage": name, "busy": state[0], "queue": state[1]})
 
     def report(self, totals: dict[str, Any], wall: float) -> dict[str, Any]:
         """``wall``: seconds the stages ran, the denominator of busy fractions and throughput."""

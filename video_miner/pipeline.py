@@ -142,8 +142,7 @@ def _select(sources: list[Source], registry: Registry, config: MinerConfig, retr
         assert row is not None
         state = State(row["state"])
         if src.kind == "invalid":
-            registry.mark_failed(src.video_id, "unsupported_url" if "URL" in (src.error or "") else "empty_input",
-                                 src.error or "invalid input")
+            registry.mark_failed(src.video_id, src.error_kind or "error", src.error or "invalid input")
             continue
         if state is State.DONE:
             skipped += 1
@@ -223,16 +222,16 @@ def mine(request: RunRequest, display: DisplayFactory | None = None, metrics: Ru
     detector = Detector(detector_spec)  # fails fast on a bad model or unknown class, before any download
     labeller = _labeller(config)
     registry = prepare_output(config, request.fresh)
+    run_metrics: RunMetrics | None = None
     try:
         ctx = MiningContext(config=config, registry=registry, output=config.output_dir)
         to_run, skipped = _select(sources, registry, config, request.retry_failed)
         progress = RunProgress(total=len(to_run))
-        metrics = metrics or RunMetrics()
+        run_metrics = metrics or RunMetrics()
 
         def on_event(event: PipelineEvent) -> None:
             progress.on_event(event)
-            assert metrics is not None
-            metrics.on_event(event)
+            run_metrics.on_event(event)
 
         specs = build_stages(ctx, _detector_factory(detector, detector_spec))
         runner: AsyncPipelineOrchestrator | SequentialRunner
@@ -242,9 +241,9 @@ def mine(request: RunRequest, display: DisplayFactory | None = None, metrics: Ru
             runner = AsyncPipelineOrchestrator(specs, on_event=on_event, grace_seconds=config.pipeline.grace_seconds,
                                                handle_signals=request.handle_signals)
         ctx.request_stop = runner.request_stop
-        metrics.attach(runner, ctx)
+        run_metrics.attach(runner, ctx)
         if config.metrics_port is not None:
-            metrics.serve(config.metrics_host, config.metrics_port)
+            run_metrics.serve(config.metrics_host, config.metrics_port)
         result: RunResult | None = None
         stages_started = time.monotonic()
         with display(runner, ctx, progress) if display else nullcontext():
@@ -262,7 +261,7 @@ def mine(request: RunRequest, display: DisplayFactory | None = None, metrics: Ru
                     for r in rows if r["state"] == State.FAILED]
         unfinished = [r for r in rows if r["state"] in UNFINISHED and r["kind"] != "invalid"]
         counters = ctx.counters.as_dict()
-        metrics.write(config.output_dir / "metrics.json", {
+        run_metrics.write(config.output_dir / "metrics.json", {
             "videos": len(rows), "videos_done": sum(r["state"] == State.DONE for r in rows),
             "videos_failed": len(failures), "frames": summary.frames, "kept": summary.kept,
             "duplicates": summary.duplicates, "filtered": summary.filtered, "candidates": summary.candidates,
@@ -285,6 +284,6 @@ def mine(request: RunRequest, display: DisplayFactory | None = None, metrics: Ru
             result=result,
         )
     finally:
-        if metrics is not None:
-            metrics.close()
+        if run_metrics is not None:
+            run_metrics.close()
         registry.close()

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 INDEX = "frames.json"
 #: Seek instead of decoding through when the next sample is this many keyframe gaps away.
 SEEK_GOPS = 4
+#: Before two keyframes have been seen the GOP is unknown: seek only across gaps this long.
+SEEK_UNKNOWN_GOP_S = 20.0
 _STILL_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "gif", "tiff_pipe")
 
 
@@ -33,6 +35,8 @@ _STILL_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "g
 class Extraction:
     frames: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: Frames the decoder produced, kept or not (seeking keeps this far below the video's length).
+    decoded: int = 0
 
 
 def frame_name(video_id: str, seconds: float) -> str:
@@ -69,13 +73,13 @@ def extract_frames(path: Path, out_dir: Path, video_id: str, cfg: ExtractConfig,
         next_t = cfg.start
         seek_to: float | None = cfg.start if cfg.start > 0 else None
         keyframe_times: list[float] = []
-        index = 0
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
         while True:
             reseek: float | None = None
             try:
                 for frame in _decode(container, stream, seek_to):
-                    t = _frame_time(frame, stream, index)
-                    index += 1
+                    t = _frame_time(frame, rate, result.decoded)
+                    result.decoded += 1
                     if frame.key_frame and (not keyframe_times or t > keyframe_times[-1]):
                         keyframe_times = [*keyframe_times[-1:], t]
                     if cfg.end is not None and t > cfg.end:
@@ -83,20 +87,20 @@ def extract_frames(path: Path, out_dir: Path, video_id: str, cfg: ExtractConfig,
                     if t + 1e-6 < next_t:
                         continue
                     _save(frame, out_dir / frame_name(video_id, t), cfg)
-                    result.frames.append({"file": frame_name(video_id, t), "t": round(t, 6), "index": index - 1})
+                    result.frames.append({"file": frame_name(video_id, t), "t": round(t, 6), "index": round(t * rate)})
                     if cfg.max_frames is not None and len(result.frames) >= cfg.max_frames:
                         break
                     if keyframes_only:
                         continue
                     next_t += interval * max(1, math.floor((t - next_t) / interval + 1e-9) + 1)
                     gop = keyframe_times[1] - keyframe_times[0] if len(keyframe_times) == 2 else 0.0
-                    if gop > 0 and next_t - t > SEEK_GOPS * gop:
+                    if next_t - t > (SEEK_GOPS * gop if gop > 0 else SEEK_UNKNOWN_GOP_S):
                         reseek = next_t
                         break
             except av.error.FFmpegError as exc:
-                result.warnings.append(f"decoding stopped at frame {index}: {exc}")
-                log.warning("%s: decoding stopped at frame %d: %s; keeping %d frames", path.name, index, exc,
-                            len(result.frames))
+                result.warnings.append(f"decoding stopped after {result.decoded} frames: {exc}")
+                log.warning("%s: decoding stopped after %d frames: %s; keeping %d frames", path.name, result.decoded,
+                            exc, len(result.frames))
             if reseek is None:
                 break
             seek_to = reseek
@@ -111,11 +115,10 @@ def _decode(container: Any, stream: Any, seek_to: float | None) -> Iterator[Any]
     yield from container.decode(stream)
 
 
-def _frame_time(frame: Any, stream: Any, index: int) -> float:
+def _frame_time(frame: Any, rate: float, decoded: int) -> float:
     if frame.time is not None:
         return float(frame.time)
-    rate = float(stream.average_rate or stream.guessed_rate or 25)
-    return index / rate
+    return decoded / rate
 
 
 def _save(frame: Any, path: Path, cfg: ExtractConfig) -> None:

@@ -1,0 +1,95 @@
+"""Stage-level behaviour on real media: sampling modes, export formats, error classification."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from video_miner.config import ExtractConfig
+from video_miner.errors import classify_download_error
+from video_miner.stages.extract import extract_frames
+
+from .conftest import BOTTLE, MODEL, VIDEOS
+from .helpers import run
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"mode": "fps", "fps": 1.0}, [float(t) for t in range(40)]),
+        ({"mode": "interval", "every_seconds": 10.0}, [0.0, 10.0, 20.0, 30.0]),
+        ({"mode": "fps", "fps": 0.5, "start": 5.0, "end": 15.5}, [5.0, 7.0, 9.0, 11.0, 13.0, 15.0]),
+        ({"mode": "fps", "fps": 2.0, "max_frames": 3}, [0.0, 0.5, 1.0]),
+    ],
+)
+def test_sampling_modes(tmp_path: Path, settings: dict, expected: list[float]) -> None:
+    result = extract_frames(BOTTLE, tmp_path, "v", ExtractConfig(**settings), threads=1)
+    times = [f["t"] for f in result.frames]
+    assert len(times) == len(expected)
+    assert all(abs(t - e) < 0.05 for t, e in zip(times, expected, strict=True)), times
+    assert all((tmp_path / f["file"]).stat().st_size > 1000 for f in result.frames)
+
+
+def test_keyframes_only_and_downscale(tmp_path: Path) -> None:
+    full = extract_frames(BOTTLE, tmp_path / "a", "v", ExtractConfig(mode="fps", fps=30), threads=1)
+    keys = extract_frames(BOTTLE, tmp_path / "b", "v", ExtractConfig(mode="keyframes", max_side=320), threads=1)
+    assert 0 < len(keys.frames) < len(full.frames) / 5
+    from PIL import Image
+
+    with Image.open(tmp_path / "b" / keys.frames[0]["file"]) as im:
+        assert max(im.size) == 320
+
+
+def test_long_gaps_seek_instead_of_decoding_through(tmp_path: Path) -> None:
+    # One frame a minute from a 139 s video: the same frames whether it seeks or not.
+    person = VIDEOS / "one-by-one-person-detection.mp4"
+    result = extract_frames(person, tmp_path, "v", ExtractConfig(mode="interval", every_seconds=60), threads=1)
+    assert [round(f["t"]) for f in result.frames] == [0, 60, 120]
+    assert [f["index"] for f in result.frames] == [0, 600, 1200]  # 10 fps
+    # Frames between samples were skipped by seeking, not decoded (the video has 1394).
+    assert result.decoded < 100, result.decoded
+
+
+def test_coco_parquet_and_label_model(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    report = run([str(BOTTLE)], out, **{"filter.classes": ["bottle", "person"], "export.formats": ["yolo", "coco"],
+                                         "export.manifest": "parquet", "label.model": str(MODEL), "label.conf": 0.2})
+    assert report.export.kept > 0
+    coco = json.loads((out / "dataset" / "annotations" / "instances_train.json").read_text())
+    assert [c["name"] for c in coco["categories"]] == ["bottle", "person"]
+    assert len(coco["images"]) == report.export.kept
+    assert coco["annotations"] and all(a["bbox"][2] > 0 and a["bbox"][3] > 0 for a in coco["annotations"])
+    # The labelling model (lower conf) found at least as many boxes as the filter kept.
+    table = pq.read_table(out / "dataset" / "manifest.parquet").to_pylist()
+    assert len(table) == report.export.frames
+    kept = [r for r in table if r["decision"] == "kept"]
+    labels = sum(len((out / "dataset" / "labels" / "train" / f"{Path(r['image']).stem}.txt").read_text().split("\n")) - 1
+                 for r in kept)
+    assert labels == len(coco["annotations"])
+    assert labels >= sum(len(json.loads(r["detections"])) for r in kept) > 0
+
+
+@pytest.mark.parametrize(
+    ("message", "kind", "transient"),
+    [
+        ("ERROR: [youtube] abc: Private video. Sign in if you've been granted access to this video", "sign_in_required",
+         False),
+        ("ERROR: [youtube] abc: Sign in to confirm you're not a bot. Use --cookies-from-browser", "sign_in_required",
+         False),
+        ("ERROR: [youtube] abc: Video unavailable. This video has been removed by the uploader", "unavailable", False),
+        ("ERROR: Unsupported URL: https://example.com/page", "unsupported_url", False),
+        ("ERROR: Unable to download webpage: HTTP Error 403: Forbidden", "http_4xx", False),
+        ("ERROR: Unable to download webpage: HTTP Error 404: Not Found", "not_found", False),
+        ("ERROR: Unable to download webpage: HTTP Error 503: Service Unavailable", "http_5xx", True),
+        ("ERROR: Unable to download webpage: The read operation timed out", "timeout", True),
+        ("ERROR: Unable to download webpage: [Errno 111] Connection refused", "connection", True),
+    ],
+)
+def test_download_errors_are_classified(message: str, kind: str, transient: bool) -> None:
+    error = classify_download_error(message)
+    assert error.kind == kind and error.transient is transient
+    assert str(error)

@@ -124,8 +124,8 @@ def test_downloads_over_http_file_urls_and_local_paths(tmp_path: Path) -> None:
     assert Path(b["path"]).read_bytes() == CARS.read_bytes()
     assert Path(a["path"]).is_relative_to(tmp_path / "out" / "work" / "videos")
     # Local files and file:// URLs are used in place, never copied.
-    assert rows[str(PERSON)]["path"] == str(PERSON)
-    assert rows[(VIDEOS / "book.mkv").as_uri()]["path"] == str(VIDEOS / "book.mkv")
+    assert rows[str(PERSON)]["path"] == str(PERSON.resolve())
+    assert rows[(VIDEOS / "book.mkv").as_uri()]["path"] == str((VIDEOS / "book.mkv").resolve())
     assert json.loads(a["source_json"])["webpage_url"] == f"{base}/a/video.mp4"
     assert state.hits["/a/video.mp4"] >= 1
 
@@ -170,3 +170,15 @@ def test_cli_model_that_does_not_load_is_a_usage_error(tmp_path: Path) -> None:
     proc = run_cli("run", str(BOTTLE), "--model", str(fake), "-o", str(tmp_path / "o"), "-q", cwd=tmp_path)
     assert proc.returncode == 2
     assert "cannot load model" in proc.stdout + proc.stderr and "filter.model" in proc.stdout + proc.stderr
+
+
+def test_identical_videos_cost_one_inference_per_frame(tmp_path: Path) -> None:
+    copy = tmp_path / "copy-of-bottle.mp4"
+    copy.write_bytes(BOTTLE.read_bytes())
+    single = run([str(BOTTLE)], tmp_path / "one")
+    both = {engine: run([str(BOTTLE), str(copy)], tmp_path / engine, engine=engine) for engine in ("async", "sequential")}
+    for report in both.values():
+        assert report.counters["frames_to_detector"] == single.counters["frames_to_detector"] > 0
+        # The copy's frames are exact duplicates: the dataset is the single video's.
+        assert report.export.kept == single.export.kept and report.export.duplicates >= single.export.kept
+    assert dataset_files(tmp_path / "async" / "dataset") == dataset_files(tmp_path / "sequential" / "dataset")

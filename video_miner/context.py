@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .config import MinerConfig
 from .registry import Registry
@@ -33,11 +34,32 @@ class FrameCounters:
 
 
 @dataclass
+class DetectionCache:
+    """Detections by the exact bytes of a frame, shared by all filter workers.
+
+    Only byte-identical frames (the same video listed twice, re-uploads of one file) reuse a result:
+    the model is deterministic, so the dataset is the same whichever video came first.
+    """
+
+    _by_digest: dict[bytes, list[dict[str, Any]]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, digest: bytes) -> list[dict[str, Any]] | None:
+        with self._lock:
+            return self._by_digest.get(digest)
+
+    def put(self, digest: bytes, detections: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._by_digest[digest] = detections
+
+
+@dataclass
 class MiningContext:
     config: MinerConfig
     registry: Registry
     output: Path
     counters: FrameCounters = field(default_factory=FrameCounters)
+    detections: DetectionCache = field(default_factory=DetectionCache)
     #: Set by the runner: stop taking new videos (disk floor reached).
     request_stop: Callable[[], None] = lambda: None
 

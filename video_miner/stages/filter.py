@@ -6,6 +6,8 @@ frame sent to the detector (pHash distance), so static stretches cost one infere
 
 from __future__ import annotations
 
+import hashlib
+import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,20 +55,25 @@ class FilterStage(MinerStage):
         cfg = self.ctx.config.filter
         assert self.detector is not None
         rows: list[dict[str, Any]] = []
-        batch: list[tuple[dict[str, Any], Image.Image]] = []
+        batch: list[tuple[dict[str, Any], Image.Image, bytes]] = []
         last: tuple[int, int] | None = None  # (pHash, frame index) of the last frame sent to the detector
+
+        def decide(row: dict[str, Any], dets: list[dict[str, Any]]) -> None:
+            row["detections"] = dets
+            row["decision"] = "candidate" if dets else "filtered"
+            if not dets:
+                row["reason"] = f"no {'/'.join(cfg.classes)} above conf {cfg.conf}"
 
         def flush() -> None:
             assert self.detector is not None
-            for (row, _), dets in zip(batch, self.detector.detect([img for _, img in batch]), strict=True):
-                row["detections"] = dets
-                row["decision"] = "candidate" if dets else "filtered"
-                if not dets:
-                    row["reason"] = f"no {'/'.join(cfg.classes)} above conf {cfg.conf}"
+            for (row, _, digest), dets in zip(batch, self.detector.detect([img for _, img, _ in batch]), strict=True):
+                self.ctx.detections.put(digest, dets)
+                decide(row, dets)
             batch.clear()
 
         for frame in frames:
-            with Image.open(frames_dir / frame["file"]) as im:
+            data = (frames_dir / frame["file"]).read_bytes()
+            with Image.open(io.BytesIO(data)) as im:
                 image = im.convert("RGB")
             blur, phash = measure(image)
             row = {**frame, "phash": phash, "blur": round(blur, 3), "detections": [], "detected": False,
@@ -80,8 +87,13 @@ class FilterStage(MinerStage):
                 row["reason"] = f"static: same as frame {last[1]} (pHash distance {hamming(phash, last[0])})"
                 continue
             last = (phash, frame["index"])
+            digest = hashlib.blake2b(data, digest_size=16).digest()
+            cached = self.ctx.detections.get(digest)
+            if cached is not None:
+                decide(row, cached)
+                continue
             row["detected"] = True
-            batch.append((row, image))
+            batch.append((row, image, digest))
             if len(batch) >= cfg.batch_size:
                 flush()
         flush()

@@ -1,0 +1,310 @@
+"""video-miner vs the hand-made pipeline (ffmpeg -> yolo predict -> pHash dedup), on this machine.
+
+A benchmark, not a test: prints a table and writes JSON (and a PNG of the whole-job comparison).
+
+    .venv/bin/pip install -e ".[bench]" && YOLO_OFFLINE=1 .venv/bin/python scripts/bench.py
+
+Sections: 1 extraction alone, 2 the whole job, 3 the pipeline's overlap, 4 dedup index scaling,
+5 memory for 10 vs 50 videos. Section 6 (GPU) runs on a machine with CUDA: --gpu.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared"
+VIDEOS = sorted((SHARED / "data" / "videos").glob("*.m[pk][4v]"))
+MODEL = SHARED / "models" / "yolov8n_int8.onnx"
+THRESHOLD = 6
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ---- corpus ---------------------------------------------------------------------------------
+def reencode(src: Path, dst: Path, scale: float) -> None:
+    """A copy at another resolution: near-duplicates of the original's frames, not byte-identical."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vin = inp.streams.video[0]
+        rate = vin.average_rate or 25
+        vout = out.add_stream("libx264", rate=rate)
+        vout.width = int(vin.codec_context.width * scale) // 2 * 2
+        vout.height = int(vin.codec_context.height * scale) // 2 * 2
+        vout.pix_fmt = "yuv420p"
+        vout.options = {"preset": "veryfast", "crf": "23"}
+        for frame in inp.decode(vin):
+            frame = frame.reformat(width=vout.width, height=vout.height, format="yuv420p")
+            frame.pts = None
+            for packet in vout.encode(frame):
+                out.mux(packet)
+        for packet in vout.encode():
+            out.mux(packet)
+
+
+def build_corpus(folder: Path, copies: int) -> list[Path]:
+    """Each real video ``copies`` times plus a re-encoded copy at 0.75 scale."""
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = []
+    for video in VIDEOS:
+        for k in range(copies):
+            dst = folder / f"{video.stem}-copy{k}{video.suffix}"
+            if not dst.exists():
+                shutil.copy(video, dst)
+            corpus.append(dst)
+        small = folder / f"{video.stem}-small.mp4"
+        if not small.exists():
+            reencode(video, small, 0.75)
+        corpus.append(small)
+    return corpus
+
+
+def scale_corpus(base: list[Path], n: int) -> list[Path]:
+    """``n`` distinct paths (hard links of the corpus): what memory grows with is the video count."""
+    folder = base[0].parent / f"n{n}"
+    folder.mkdir(exist_ok=True)
+    out = []
+    for i in range(n):
+        src = base[i % len(base)]
+        dst = folder / f"{i:03d}-{src.name}"
+        if not dst.exists():
+            os.link(src, dst)
+        out.append(dst)
+    return out
+
+
+# ---- helpers --------------------------------------------------------------------------------
+def run_timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "YOLO_OFFLINE": "1"})
+    return time.perf_counter() - started, proc
+
+
+def ffmpeg_extract(videos: list[Path], out: Path, parallel: int = 2) -> float:
+    import imageio_ffmpeg
+
+    exe = imageio_ffmpeg.get_ffmpeg_exe()
+    shutil.rmtree(out, ignore_errors=True)
+
+    def one(v: Path) -> None:
+        d = out / v.stem
+        d.mkdir(parents=True)
+        subprocess.run([exe, "-v", "error", "-i", str(v), "-vf", "fps=1", "-q:v", "3", str(d / "%06d.jpg")], check=True)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(one, videos))
+    return time.perf_counter() - started
+
+
+def miner_extract(videos: list[Path], out: Path, parallel: int = 2) -> tuple[float, int]:
+    from video_miner.config import ExtractConfig
+    from video_miner.stages.extract import extract_frames
+
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = ExtractConfig(mode="fps", fps=1.0, max_side=4096, jpeg_quality=90)
+    threads = max(1, (os.cpu_count() or 2) // parallel)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(parallel) as pool:
+        results = list(pool.map(lambda v: extract_frames(v, out / v.stem, v.stem, cfg, threads), videos))
+    return time.perf_counter() - started, sum(len(r.frames) for r in results)
+
+
+# ---- sections -------------------------------------------------------------------------------
+def section_extraction(corpus: list[Path], work: Path) -> dict[str, Any]:
+    ours, frames = miner_extract(corpus, work / "x-ours")
+    theirs = ffmpeg_extract(corpus, work / "x-ffmpeg")
+    ff_frames = sum(1 for _ in (work / "x-ffmpeg").rglob("*.jpg"))
+    return {"video_miner_s": round(ours, 2), "ffmpeg_s": round(theirs, 2), "ratio": round(ours / theirs, 3),
+            "frames_video_miner": frames, "frames_ffmpeg": ff_frames}
+
+
+def hand_made(corpus: list[Path], work: Path) -> dict[str, Any]:
+    """What users glue together today: ffmpeg -> ultralytics predict over the folders -> pHash dedup."""
+    import imagehash
+    from PIL import Image
+    from ultralytics import YOLO
+
+    started = time.perf_counter()
+    t_extract = ffmpeg_extract(corpus, work / "hand-frames")
+    t0 = time.perf_counter()
+    model = YOLO(str(MODEL), task="detect")
+    kept, seen = [], 0
+    for folder in sorted((work / "hand-frames").iterdir()):
+        for result in model.predict(source=str(folder), classes=[0], conf=0.4, stream=True, verbose=False):
+            seen += 1
+            if len(result.boxes):
+                kept.append(Path(result.path))
+    t_detect = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    hashes: list[Any] = []
+    distinct = []
+    for path in kept:
+        h = imagehash.phash(Image.open(path))
+        if all(h - other > THRESHOLD for other in hashes):
+            hashes.append(h)
+            distinct.append(int(str(h), 16))
+    t_dedup = time.perf_counter() - t0
+    return {"wall_s": round(time.perf_counter() - started, 2), "extract_s": round(t_extract, 2),
+            "detect_s": round(t_detect, 2), "dedup_s": round(t_dedup, 2), "frames_to_detector": seen,
+            "kept": len(distinct), "hashes": distinct}
+
+
+def miner_job(corpus: list[Path], out: Path, mode: str) -> dict[str, Any]:
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "video_miner", "run", *map(str, corpus), "--model", str(MODEL), "--classes", "person",
+           "--conf", "0.4", "--fps", "1", "-o", str(out), "-q", f"--{mode}"]
+    wall, proc = run_timed(cmd)
+    if proc.returncode != 0:
+        raise SystemExit(f"video-miner failed ({mode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (out / "dataset" / "manifest.jsonl").read_text().splitlines()]
+    hashes = [int(r["phash"], 16) for r in rows if r["decision"] == "kept"]
+    return {"wall_s": round(wall, 2), "frames": metrics["totals"]["frames"],
+            "frames_to_detector": metrics["totals"]["frames_to_detector"], "kept": len(hashes), "hashes": hashes,
+            "stages": metrics["stages"], "stages_seconds": metrics["totals"]["stages_seconds"]}
+
+
+def overlap(ours: list[int], theirs: list[int]) -> float:
+    """Share of the hand-made pipeline's distinct person frames that video-miner also keeps (pHash match)."""
+    if not theirs:
+        return 1.0
+    a = np.array(ours, dtype=np.uint64)
+    found = sum(bool(len(a)) and bool((np.bitwise_count(a ^ np.uint64(h)) <= THRESHOLD).any()) for h in theirs)
+    return found / len(theirs)
+
+
+def section_dedup(sizes: list[int]) -> list[dict[str, Any]]:
+    from video_miner.dedup import near_pairs, resolve_duplicates
+
+    out = []
+    for n in sizes:
+        rng = np.random.default_rng(n)
+        h = rng.integers(0, 2**64 - 1, size=n, dtype=np.uint64)
+        planted = n // 100
+        src = rng.choice(n, size=planted, replace=False)
+        flips = np.array([sum(1 << int(b) for b in rng.choice(64, size=k % (THRESHOLD + 1), replace=False))
+                          for k in range(planted)], dtype=np.uint64)
+        h = np.concatenate([h, h[src] ^ flips])
+        tracemalloc.start()
+        started = time.perf_counter()
+        dup_of = resolve_duplicates(h, rng.permutation(len(h)), THRESHOLD)
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        kept = dup_of < 0
+        pairs = {tuple(p) for p in near_pairs(h[np.r_[src, n + np.arange(planted)]], THRESHOLD).tolist()}
+        found = all((k, planted + k) in pairs for k in range(planted))
+        resolved = not (kept[src] & kept[n + np.arange(planted)]).any()
+        out.append({"hashes": len(h), "seconds": round(elapsed, 3), "peak_mib": round(peak / 2**20, 1),
+                    "planted_pairs": planted, "all_found": bool(found and resolved)})
+        log(f"  dedup {len(h):>9,} hashes: {elapsed:.2f}s, peak {peak / 2**20:.0f} MiB, all planted found: {out[-1]['all_found']}")
+    return out
+
+
+def section_memory(corpus: list[Path], work: Path) -> dict[str, Any]:
+    res = {}
+    for n in (10, 50):
+        videos = scale_corpus(corpus, n)
+        out = work / f"mem{n}"
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [sys.executable, "scripts/peak_rss.py", sys.executable, "-m", "video_miner", "run", *map(str, videos),
+               "--model", str(MODEL), "--classes", "person", "--fps", "1", "-o", str(out), "-q"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "YOLO_OFFLINE": "1"})
+        rss = json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+        res[f"peak_rss_mib_{n}"] = rss
+        log(f"  memory: {n} videos -> peak RSS {rss:.0f} MiB")
+    res["ratio"] = round(res["peak_rss_mib_50"] / res["peak_rss_mib_10"], 3)
+    return res
+
+
+def plot(job: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["hand-made", "video-miner --sequential", "video-miner --async-mode"]
+    walls = [job["hand_made"]["wall_s"], job["sequential"]["wall_s"], job["async"]["wall_s"]]
+    dets = [job["hand_made"]["frames_to_detector"], job["sequential"]["frames_to_detector"],
+            job["async"]["frames_to_detector"]]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.5))
+    a.barh(names, walls, color=["#999", "#4a8", "#284"])
+    a.set_xlabel("wall time, s (lower is better)")
+    for i, w in enumerate(walls):
+        a.text(w, i, f" {w:.0f}s", va="center")
+    b.barh(names, dets, color=["#999", "#4a8", "#284"])
+    b.set_xlabel("frames sent to the detector")
+    b.set_yticks([])
+    fig.suptitle(f"whole job on {job['videos']} videos (person, conf 0.4, 1 fps), {os.cpu_count()} CPU cores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=ROOT / "bench-work")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument("--copies", type=int, default=2)
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip: extract,job,dedup,memory")
+    args = parser.parse_args()
+    skip = set(args.skip.split(","))
+    os.environ["YOLO_OFFLINE"] = "1"
+    corpus = build_corpus(args.work / "corpus", args.copies)
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                           "platform": platform.platform()}, "videos": len(corpus)}
+    log(f"corpus: {len(corpus)} videos")
+    if "extract" not in skip:
+        results["extraction"] = section_extraction(corpus, args.work)
+        log(f"1 extraction: {results['extraction']}")
+    if "job" not in skip:
+        job: dict[str, Any] = {"videos": len(corpus)}
+        job["hand_made"] = hand_made(corpus, args.work)
+        job["async"] = miner_job(corpus, args.work / "job-async", "async-mode")
+        job["sequential"] = miner_job(corpus, args.work / "job-seq", "sequential")
+        job["overlap_async"] = round(overlap(job["async"]["hashes"], job["hand_made"]["hashes"]), 4)
+        job["ratio_async"] = round(job["async"]["wall_s"] / job["hand_made"]["wall_s"], 3)
+        job["ratio_sequential"] = round(job["sequential"]["wall_s"] / job["hand_made"]["wall_s"], 3)
+        stages = job["async"]["stages"]
+        slowest = max(stages, key=lambda s: stages[s]["busy_seconds"] / stages[s]["workers"])
+        busy = stages[slowest]["busy_seconds"] / stages[slowest]["workers"]
+        results["overlap"] = {"slowest_stage": slowest, "slowest_busy_s": round(busy, 2),
+                              "stages_wall_s": job["async"]["stages_seconds"],
+                              "wall_over_slowest": round(job["async"]["stages_seconds"] / busy, 3)}
+        for k in ("hand_made", "async", "sequential"):
+            job[k].pop("hashes")
+        results["job"] = job
+        args.out.mkdir(parents=True, exist_ok=True)
+        plot(job, args.out / "bench-whole-job.png")
+        log(f"2 whole job: hand-made {job['hand_made']['wall_s']}s, async {job['async']['wall_s']}s "
+            f"(x{job['ratio_async']}), sequential {job['sequential']['wall_s']}s, overlap {job['overlap_async']:.1%}")
+        log(f"3 overlap: {results['overlap']}")
+    if "dedup" not in skip:
+        results["dedup"] = section_dedup([10_000, 100_000, 1_000_000])
+    if "memory" not in skip:
+        results["memory"] = section_memory(corpus, args.work)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench-results.json").write_text(json.dumps(results, indent=1))
+    log(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

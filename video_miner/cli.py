@@ -35,6 +35,9 @@ def run(
     async_mode: Annotated[bool, typer.Option("--async-mode/--sequential",
                                              help="Stage-level pipeline (default) or one video at a time.")] = True,
     jobs: Annotated[int, typer.Option(min=1, help="With --sequential: videos at a time.")] = 1,
+    engine: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster).")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="With --engine ray: the cluster (else RAY_ADDRESS, else a "
+                                                         "local Ray instance).")] = None,
     classes: Annotated[str | None, typer.Option(help="Comma-separated classes to keep, e.g. person,car.")] = None,
     model: Annotated[str | None, typer.Option(help="Detector: any model Ultralytics loads (.pt, .onnx, ...).")] = None,
     conf: Annotated[float | None, typer.Option(help="Minimum detection confidence.")] = None,
@@ -65,8 +68,11 @@ def run(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_config(config, overrides)
-        request = RunRequest(inputs=inputs, config=cfg, engine="async" if async_mode else "sequential", jobs=jobs,
-                             fresh=fresh, retry_failed=retry_failed, handle_signals=True)
+        if engine not in ("local", "ray"):
+            raise ConfigError(f"--engine must be local or ray, got {engine!r}")
+        request = RunRequest(inputs=inputs, config=cfg, jobs=jobs, fresh=fresh, retry_failed=retry_failed,
+                             handle_signals=True, ray_address=ray_address,
+                             engine="ray" if engine == "ray" else "async" if async_mode else "sequential")
         display = None
         if not quiet:
             from .progress import live_display

@@ -65,7 +65,9 @@ class FilterConfig(_Section):
     device: str = "auto"
     half: bool = True
     blur_threshold: float = Field(30.0, ge=0)
-    consecutive_max_distance: int = Field(4, ge=-1, le=64)
+    #: Frames whose thumbnail differs from the last detected frame's by at most this (99th
+    #: percentile gray-level difference) are static: dropped. -1 disables.
+    static_max_diff: float = Field(20.0, ge=-1, le=255)
 
 
 class DedupConfig(_Section):
@@ -97,6 +99,17 @@ class PipelineConfig(_Section):
     grace_seconds: float = Field(30.0, ge=0)
 
 
+class RayConfig(_Section):
+    #: GPUs per filter actor (fractions share a GPU); default 1 when the cluster has GPUs, else 0.
+    filter_gpus: float | None = Field(None, ge=0)
+    filter_cpus: float = Field(1.0, ge=0)
+    #: Custom resources each filter actor needs, e.g. {"gpu_node": 1}.
+    filter_resources: dict[str, float] = Field(default_factory=dict)
+    cpus_per_task: float = Field(1.0, gt=0)
+    #: Custom resources each download/extract task needs.
+    cpu_resources: dict[str, float] = Field(default_factory=dict)
+
+
 class MinerConfig(_Section):
     name: str = "dataset"
     output: Path | None = None
@@ -108,6 +121,7 @@ class MinerConfig(_Section):
     export: ExportConfig = Field(default_factory=ExportConfig)
     cleanup: CleanupConfig = Field(default_factory=CleanupConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
 

@@ -19,6 +19,23 @@ def phash64(image: Image.Image) -> int:
     return int(str(imagehash.phash(image, hash_size=8)), 16)
 
 
+THUMB_SIZE = (64, 36)
+
+
+def thumbnail(image: Image.Image) -> np.ndarray:
+    """A small grayscale copy for comparing consecutive frames."""
+    return np.asarray(image.convert("L").resize(THUMB_SIZE, Image.Resampling.BILINEAR), dtype=np.int16)
+
+
+def frame_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """99th percentile of the absolute gray-level difference of two thumbnails.
+
+    Unlike a 64-bit pHash, which barely moves when a small object (a person across a large room)
+    enters, this sees any local change, while compression noise stays in the low single digits.
+    """
+    return float(np.percentile(np.abs(a - b), 99))
+
+
 def hamming(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 

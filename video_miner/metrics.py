@@ -31,7 +31,7 @@ HINTS = {
     "download": "raise pipeline.download_workers, or check bandwidth and download.rate_limit",
     "extract": "raise pipeline.extract_workers, lower extract.fps or extract.max_side",
     "filter": "add a GPU, lower extract.fps or raise the prefilter thresholds (filter.blur_threshold, "
-              "filter.consecutive_max_distance)",
+              "filter.static_max_diff)",
     "collect": "check the output disk's speed",
 }
 

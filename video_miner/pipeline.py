@@ -39,7 +39,7 @@ from .stages.download import DownloadStage
 from .stages.extract import ExtractStage
 from .stages.filter import FilterStage
 
-Engine = Literal["async", "sequential"]
+Engine = Literal["async", "sequential", "ray"]
 STAGES = ("download", "extract", "filter", "collect")
 
 
@@ -57,6 +57,8 @@ class RunRequest:
     fresh: bool = False
     retry_failed: bool = False
     handle_signals: bool = False
+    #: With engine "ray": the cluster to join (else RAY_ADDRESS, else a local instance).
+    ray_address: str | None = None
 
 
 @dataclass
@@ -155,7 +157,7 @@ def _select(sources: list[Source], registry: Registry, config: MinerConfig, retr
     return to_run, skipped
 
 
-def _detector_spec(config: MinerConfig, model: str | None = None, conf: float | None = None) -> DetectorSpec:
+def detector_spec(config: MinerConfig, model: str | None = None, conf: float | None = None) -> DetectorSpec:
     f = config.filter
     return DetectorSpec(model or f.model, tuple(f.classes), f.conf if conf is None else conf, f.iou, f.imgsz, f.device,
                         f.half, f.min_box_area)
@@ -174,7 +176,7 @@ def _detector_factory(first: Detector, spec: DetectorSpec) -> Callable[[], Detec
 def _labeller(config: MinerConfig) -> Labeller | None:
     if not config.label.model:
         return None
-    detector = Detector(_detector_spec(config, config.label.model, config.label.conf))
+    detector = Detector(detector_spec(config, config.label.model, config.label.conf))
 
     def label(paths: list[Path]) -> list[list[dict[str, Any]]]:
         out: list[list[dict[str, Any]]] = []
@@ -213,16 +215,17 @@ def mine(request: RunRequest, display: DisplayFactory | None = None, metrics: Ru
     sources = expand_sources(read_input_lines(request.inputs))
     if not sources:
         raise ConfigError("no inputs: give URLs, paths or a list file (one input per line)")
-    detector_spec = _detector_spec(config)
+    spec = detector_spec(config)
     if config.export.manifest == "parquet":
         try:
             import pyarrow  # noqa: F401
         except ImportError as exc:
             raise ConfigError("export.manifest: parquet needs pyarrow (pip install pyarrow), or use jsonl") from exc
-    detector = Detector(detector_spec)  # fails fast on a bad model or unknown class, before any download
+    detector = Detector(spec)  # fails fast on a bad model or unknown class, before any download
     labeller = _labeller(config)
     registry = prepare_output(config, request.fresh)
     run_metrics: RunMetrics | None = None
+    started_ray = False
     try:
         ctx = MiningContext(config=config, registry=registry, output=config.output_dir)
         to_run, skipped = _select(sources, registry, config, request.retry_failed)
@@ -233,7 +236,13 @@ def mine(request: RunRequest, display: DisplayFactory | None = None, metrics: Ru
             progress.on_event(event)
             run_metrics.on_event(event)
 
-        specs = build_stages(ctx, _detector_factory(detector, detector_spec))
+        if request.engine == "ray":
+            from .ray_engine import build_ray_stages, start_ray
+
+            started_ray = start_ray(request.ray_address)
+            specs = build_ray_stages(ctx)
+        else:
+            specs = build_stages(ctx, _detector_factory(detector, spec))
         runner: AsyncPipelineOrchestrator | SequentialRunner
         if request.engine == "sequential":
             runner = SequentialRunner(specs, jobs=request.jobs, on_event=on_event, handle_signals=request.handle_signals)
@@ -284,6 +293,10 @@ def mine(request: RunRequest, display: DisplayFactory | None = None, metrics: Ru
             result=result,
         )
     finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
         if run_metrics is not None:
             run_metrics.close()
         registry.close()

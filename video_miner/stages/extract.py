@@ -13,6 +13,7 @@ from typing import Any
 
 import av
 import av.error
+from PIL import Image
 
 from async_pipeline import StageMessage, StageOutput
 
@@ -124,8 +125,10 @@ def _frame_time(frame: Any, rate: float, decoded: int) -> float:
 def _save(frame: Any, path: Path, cfg: ExtractConfig) -> None:
     w, h = frame.width, frame.height
     scale = min(1.0, cfg.max_side / max(w, h))
-    size = {"width": max(2, round(w * scale)), "height": max(2, round(h * scale))} if scale < 1 else {}
-    frame.to_image(**size).save(path, "JPEG", quality=cfg.jpeg_quality)
+    size = {"width": max(2, round(w * scale)), "height": max(2, round(h * scale)), "interpolation": "AREA"} \
+        if scale < 1 else {}
+    # to_ndarray converts in one swscale call; VideoFrame.to_image is over 10x slower per frame.
+    Image.fromarray(frame.to_ndarray(format="rgb24", **size)).save(path, "JPEG", quality=cfg.jpeg_quality)
 
 
 class ExtractStage(MinerStage):

@@ -1,7 +1,8 @@
 """Stage 3 (the GPU stage): cheap prefilters first, then the detector in batches.
 
 Prefilters drop blurry frames (variance of the Laplacian) and frames nearly identical to the last
-frame sent to the detector (pHash distance), so static stretches cost one inference, not dozens.
+frame sent to the detector (thumbnail difference), so static stretches cost one inference, not
+dozens. Byte-identical frames seen before (the same video listed twice) reuse their detections.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from async_pipeline import StageMessage, StageOutput
 
 from ..context import MiningContext
 from ..detector import Detector
-from ..frame_quality import hamming, measure
+from ..frame_quality import frame_difference, measure, thumbnail
 from ..fsutil import atomic_write_json, read_json
 from ..registry import State
 from .base import MinerStage
@@ -56,7 +57,7 @@ class FilterStage(MinerStage):
         assert self.detector is not None
         rows: list[dict[str, Any]] = []
         batch: list[tuple[dict[str, Any], Image.Image, bytes]] = []
-        last: tuple[int, int] | None = None  # (pHash, frame index) of the last frame sent to the detector
+        last: tuple[Any, int] | None = None  # (thumbnail, frame index) of the last frame sent to the detector
 
         def decide(row: dict[str, Any], dets: list[dict[str, Any]]) -> None:
             row["detections"] = dets
@@ -82,11 +83,13 @@ class FilterStage(MinerStage):
             if blur < cfg.blur_threshold:
                 row["reason"] = f"blurry (sharpness {blur:.1f} < {cfg.blur_threshold})"
                 continue
-            if last is not None and cfg.consecutive_max_distance >= 0 \
-                    and hamming(phash, last[0]) <= cfg.consecutive_max_distance:
-                row["reason"] = f"static: same as frame {last[1]} (pHash distance {hamming(phash, last[0])})"
-                continue
-            last = (phash, frame["index"])
+            thumb = thumbnail(image)
+            if last is not None and cfg.static_max_diff >= 0:
+                diff = frame_difference(thumb, last[0])
+                if diff <= cfg.static_max_diff:
+                    row["reason"] = f"static: same as frame {last[1]} (difference {diff:.0f})"
+                    continue
+            last = (thumb, frame["index"])
             digest = hashlib.blake2b(data, digest_size=16).digest()
             cached = self.ctx.detections.get(digest)
             if cached is not None:

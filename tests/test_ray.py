@@ -1,0 +1,83 @@
+"""--engine ray: the same stages on Ray, a local instance and a simulated two-node cluster.
+
+Marked ``ray``: ``pytest -m "not ray"`` skips them when Ray is not wanted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import BOTTLE, PERSON, VIDEOS
+from .helpers import dataset_files, run
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+INPUTS = [str(BOTTLE), str(VIDEOS / "again.mkv"), str(VIDEOS / "book.mkv")]
+
+
+def _loopback_only(ray) -> None:  # type: ignore[no-untyped-def]
+    nodes = ray.nodes()
+    assert nodes and all(n["NodeManagerAddress"] == "127.0.0.1" for n in nodes), nodes
+
+
+def test_local_ray_gives_the_same_dataset_as_async_mode(tmp_path: Path) -> None:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        _loopback_only(ray)
+        on_ray = run(INPUTS, tmp_path / "ray", engine="ray")
+    finally:
+        ray.shutdown()
+    local = run(INPUTS, tmp_path / "async")
+    assert not on_ray.failures and on_ray.videos_done == 3
+    assert on_ray.export.kept == local.export.kept and on_ray.export.frames == local.export.frames
+    assert dataset_files(tmp_path / "ray" / "dataset") == dataset_files(tmp_path / "async" / "dataset")
+    assert (tmp_path / "ray" / "metrics.json").exists()
+
+
+def _kill_first_extract_worker(stop: threading.Event, killed: list[int]) -> None:
+    import psutil
+
+    while not stop.is_set():
+        for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+            title = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["name"] or "")
+            if "ray::extract" in title and "IDLE" not in title:
+                os.kill(proc.info["pid"], signal.SIGKILL)
+                killed.append(proc.info["pid"])
+                return
+        time.sleep(0.05)
+
+
+def test_two_node_cluster_places_work_on_both_and_retries_a_killed_worker(tmp_path: Path) -> None:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"head": 1}})
+    cluster.add_node(num_cpus=2, resources={"cpu_node": 2})
+    killed: list[int] = []
+    stop = threading.Event()
+    try:
+        ray.init(address=cluster.address)
+        _loopback_only(ray)
+        assert len(ray.nodes()) == 2
+        killer = threading.Thread(target=_kill_first_extract_worker, args=(stop, killed), daemon=True)
+        killer.start()
+        report = run([str(PERSON), *INPUTS], tmp_path / "out", engine="ray",
+                     **{"ray.filter_resources": {"head": 1}, "ray.cpu_resources": {"cpu_node": 1}})
+    finally:
+        stop.set()
+        ray.shutdown()
+        cluster.shutdown()
+    assert killed, "an extract worker was killed mid-task"
+    assert not report.failures and report.videos_done == 4, [f.line() for f in report.failures]
+    assert report.result is not None
+    placed = [o.outputs[0].metadata["ray_nodes"] for o in report.result.items]
+    filter_nodes = {p["filter"] for p in placed}
+    extract_nodes = {p["extract"] for p in placed}
+    assert len(filter_nodes) == 1 and len(extract_nodes) == 1 and filter_nodes != extract_nodes

@@ -108,7 +108,10 @@ def ffmpeg_extract(videos: list[Path], out: Path, parallel: int = 2) -> float:
     def one(v: Path) -> None:
         d = out / v.stem
         d.mkdir(parents=True)
-        subprocess.run([exe, "-v", "error", "-i", str(v), "-vf", "fps=1", "-q:v", "3", str(d / "%06d.jpg")], check=True)
+        # round=up: the frame at each whole second, the instants video-miner samples. ffmpeg's default
+        # (round=near) keeps the last frame before n+0.5 s: other images of anything that moves.
+        subprocess.run([exe, "-v", "error", "-i", str(v), "-vf", "fps=1:round=up", "-q:v", "3", str(d / "%06d.jpg")],
+                       check=True)
 
     started = time.perf_counter()
     with ThreadPoolExecutor(parallel) as pool:

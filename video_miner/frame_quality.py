@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import imagehash
 import numpy as np
 from PIL import Image
@@ -9,9 +11,10 @@ from PIL import Image
 
 def laplacian_variance(gray: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian: low for blurry frames (the classic focus measure)."""
-    g = gray.astype(np.float32)
-    lap = g[1:-1, :-2] + g[1:-1, 2:] + g[:-2, 1:-1] + g[2:, 1:-1] - 4.0 * g[1:-1, 1:-1]
-    return float(lap.var())
+    g = gray.astype(np.int16)  # |Laplacian| <= 4 * 255: int16 is exact and twice as fast as float
+    lap = g[1:-1, :-2] + g[1:-1, 2:] + g[:-2, 1:-1] + g[2:, 1:-1] - 4 * g[1:-1, 1:-1]
+    mean = lap.mean(dtype=np.float64)
+    return float(np.square(lap, dtype=np.int32).mean(dtype=np.float64) - mean * mean)
 
 
 def phash64(image: Image.Image) -> int:
@@ -40,6 +43,14 @@ def hamming(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 
 
-def measure(image: Image.Image) -> tuple[float, int]:
-    """(blur score, pHash) of one frame."""
-    return laplacian_variance(np.asarray(image.convert("L"))), phash64(image)
+def open_gray(path: Path) -> Image.Image:
+    """A JPEG's luma plane only: the prefilters need no colour, and skipping it halves decoding."""
+    with Image.open(path) as im:
+        if im.format == "JPEG":
+            im.draft("L", im.size)
+        return im.convert("L")
+
+
+def measure(gray: Image.Image) -> tuple[float, int, np.ndarray]:
+    """(blur score, pHash, thumbnail) of one frame, from its grayscale image."""
+    return laplacian_variance(np.asarray(gray)), phash64(gray), thumbnail(gray)

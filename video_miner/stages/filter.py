@@ -19,7 +19,7 @@ from async_pipeline import StageMessage, StageOutput
 
 from ..context import MiningContext
 from ..detector import Detector
-from ..frame_quality import frame_difference, measure, thumbnail
+from ..frame_quality import frame_difference, measure, open_gray
 from ..fsutil import atomic_write_json, read_json
 from ..registry import State
 from .base import MinerStage
@@ -73,30 +73,29 @@ class FilterStage(MinerStage):
             batch.clear()
 
         for frame in frames:
-            data = (frames_dir / frame["file"]).read_bytes()
-            with Image.open(io.BytesIO(data)) as im:
-                image = im.convert("RGB")
-            blur, phash = measure(image)
+            path = frames_dir / frame["file"]
+            blur, phash, thumb = measure(open_gray(path))
             row = {**frame, "phash": phash, "blur": round(blur, 3), "detections": [], "detected": False,
                    "decision": "filtered", "reason": None}
             rows.append(row)
             if blur < cfg.blur_threshold:
                 row["reason"] = f"blurry (sharpness {blur:.1f} < {cfg.blur_threshold})"
                 continue
-            thumb = thumbnail(image)
             if last is not None and cfg.static_max_diff >= 0:
                 diff = frame_difference(thumb, last[0])
                 if diff <= cfg.static_max_diff:
                     row["reason"] = f"static: same as frame {last[1]} (difference {diff:.0f})"
                     continue
             last = (thumb, frame["index"])
+            data = path.read_bytes()
             digest = hashlib.blake2b(data, digest_size=16).digest()
             cached = self.ctx.detections.get(digest)
             if cached is not None:
                 decide(row, cached)
                 continue
             row["detected"] = True
-            batch.append((row, image, digest))
+            with Image.open(io.BytesIO(data)) as im:
+                batch.append((row, im.convert("RGB"), digest))
             if len(batch) >= cfg.batch_size:
                 flush()
         flush()

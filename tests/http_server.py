@@ -57,7 +57,8 @@ def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
                 end = min(int(m.group(2)), end) if m.group(2) else end
                 status = 206
             self.send_response(status)
-            self.send_header("Content-Type", "video/mp4" if route.endswith(".mp4") else "application/octet-stream")
+            kinds = {".mp4": "video/mp4", ".html": "text/html; charset=utf-8", ".mkv": "video/x-matroska"}
+            self.send_header("Content-Type", kinds.get(Path(route).suffix, "application/octet-stream"))
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Content-Length", str(end - start + 1))
             if status == 206:

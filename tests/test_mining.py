@@ -182,3 +182,21 @@ def test_identical_videos_cost_one_inference_per_frame(tmp_path: Path) -> None:
         # The copy's frames are exact duplicates: the dataset is the single video's.
         assert report.export.kept == single.export.kept and report.export.duplicates >= single.export.kept
     assert dataset_files(tmp_path / "async" / "dataset") == dataset_files(tmp_path / "sequential" / "dataset")
+
+
+def test_a_page_of_videos_expands_into_one_item_per_video(tmp_path: Path) -> None:
+    page = tmp_path / "page.html"
+    page.write_text("<html><head><title>clips</title></head><body>"
+                    "<video src='/v/again.mkv'></video><video src='/v/book.mkv'></video></body></html>")
+    with serve({"/clips.html": page, "/v/again.mkv": VIDEOS / "again.mkv", "/v/book.mkv": VIDEOS / "book.mkv"}) as (base, _):
+        report = run([f"{base}/clips.html"], tmp_path / "out")
+    assert not [f for f in report.failures if f.kind != "unfinished"], [f.line() for f in report.failures]
+    from video_miner.registry import Registry
+
+    reg = Registry(tmp_path / "out" / "registry.sqlite")
+    rows = reg.videos()
+    reg.close()
+    children = [r for r in rows if r["parent"]]
+    assert len(children) == 2 and all(r["state"] == "done" for r in children), rows
+    assert len({r["video_id"] for r in children}) == 2
+    assert report.videos_done == 2

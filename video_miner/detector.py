@@ -34,6 +34,7 @@ class DetectorSpec:
     device: str = "auto"
     half: bool = True
     min_box_area: float = 0.0
+    batch_size: int = 8
 
 
 class Detector:
@@ -60,6 +61,10 @@ class Detector:
         self.class_ids = [by_name[c] for c in spec.classes]
         #: Model class id -> index in the dataset's own class list.
         self.dataset_index = {by_name[c]: i for i, c in enumerate(spec.classes)}
+        # Ultralytics builds its predictor (and prints about its runtime) on the first call: do it
+        # now, at start-up, rather than inside the first batch and under the live progress table.
+        # A full batch: Ultralytics sets up again when the first real batch is larger than the last.
+        self.detect([Image.new("RGB", (64, 64))] * spec.batch_size)
 
     def detect(self, images: Sequence[Image.Image]) -> list[list[dict[str, Any]]]:
         if not images:
@@ -68,7 +73,7 @@ class Detector:
             results = self.model.predict(
                 list(images), conf=self.spec.conf, iou=self.spec.iou, imgsz=self.spec.imgsz, device=self.device,
                 # FP16 on CUDA; `quantize` replaced the deprecated `half` argument in Ultralytics 8.4.
-                quantize=16 if self.half else None, classes=self.class_ids, verbose=False, batch=len(images),
+                quantize=16 if self.half else None, classes=self.class_ids, verbose=False,
             )
         except Exception as exc:
             raise ModelError(f"inference failed with {self.spec.model}: {type(exc).__name__}: {exc}") from exc

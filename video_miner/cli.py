@@ -133,14 +133,13 @@ def report(output: Annotated[Path, typer.Option("--output", "-o", help="The run'
            png: Annotated[Path | None, typer.Option(help="Where to write the timeline (default <output>/timeline.png).")]
            = None) -> None:
     """The last run's metrics as tables, and a timeline PNG showing the bottleneck."""
+    from .metrics import load_metrics
     from .report import plot_timeline, render_tables
 
     console = Console()
     if not (output / "metrics.json").exists():
         raise _fail_usage(console, f"{output} holds no metrics.json; run video-miner run first or pass --output")
-    import json
-
-    data = json.loads((output / "metrics.json").read_text())
+    data = load_metrics(output)
     render_tables(console, data)
     path = plot_timeline(data, png or output / "timeline.png")
     console.print(f"timeline: {path}", highlight=False)

@@ -32,7 +32,6 @@ class ExportSummary:
     kept: int
     duplicates: int
     filtered: int
-    per_video: dict[str, tuple[int, int]]
 
 
 def frame_key(row: FrameRow) -> str:
@@ -112,7 +111,7 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
     registry.set_dedup_counts(per_video)
     return ExportSummary(
         frames=len(rows), candidates=len(candidates), kept=len(kept), duplicates=len(duplicate_of),
-        filtered=len(rows) - len(candidates), per_video=per_video,
+        filtered=len(rows) - len(candidates),
     )
 
 

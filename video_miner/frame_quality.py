@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import imagehash
 import numpy as np
@@ -43,9 +44,9 @@ def hamming(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 
 
-def open_gray(path: Path) -> Image.Image:
+def open_gray(source: Path | BinaryIO) -> Image.Image:
     """A JPEG's luma plane only: the prefilters need no colour, and skipping it halves decoding."""
-    with Image.open(path) as im:
+    with Image.open(source) as im:
         if im.format == "JPEG":
             im.draft("L", im.size)
         return im.convert("L")

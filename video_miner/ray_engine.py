@@ -93,7 +93,6 @@ class RemoteResult:
     counters: dict[str, int]
     stop_requested: bool
     error: MinerError | None
-    node_id: str
 
 
 def _stage_class(name: str) -> Any:
@@ -116,7 +115,7 @@ def _run_remote(stage: Any, ctx: RemoteContext, msg: StageMessage) -> RemoteResu
     node = ray.get_runtime_context().get_node_id()
     outputs = [m.evolve(metadata={"ray_nodes": {**m.metadata.get("ray_nodes", {}), stage_name(stage): node}},
                         attempt=m.attempt) for m in outputs]
-    return RemoteResult(outputs, ctx.registry.ops, dict(ctx.counters.deltas), ctx.stop_requested, error, node)
+    return RemoteResult(outputs, ctx.registry.ops, dict(ctx.counters.deltas), ctx.stop_requested, error)
 
 
 def stage_name(stage: Any) -> str:

@@ -73,8 +73,9 @@ class FilterStage(MinerStage):
             batch.clear()
 
         for frame in frames:
-            path = frames_dir / frame["file"]
-            blur, phash, thumb = measure(open_gray(path))
+            # One read per frame: the bytes serve the measures, the digest and the detector.
+            data = (frames_dir / frame["file"]).read_bytes()
+            blur, phash, thumb = measure(open_gray(io.BytesIO(data)))
             row = {**frame, "phash": phash, "blur": round(blur, 3), "detections": [], "detected": False,
                    "decision": "filtered", "reason": None}
             rows.append(row)
@@ -87,7 +88,6 @@ class FilterStage(MinerStage):
                     row["reason"] = f"static: same as frame {last[1]} (difference {diff:.0f})"
                     continue
             last = (thumb, frame["index"])
-            data = path.read_bytes()
             digest = hashlib.blake2b(data, digest_size=16).digest()
             cached = self.ctx.detections.get(digest)
             if cached is not None:

@@ -20,7 +20,6 @@ import sys
 import time
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -33,34 +32,14 @@ VIDEOS = sorted((SHARED / "data" / "videos").glob("*.m[pk][4v]"))
 MODEL = SHARED / "models" / "yolov8n_int8.onnx"
 THRESHOLD = 6
 
+from scripts.media import reencode  # noqa: E402  (needs ROOT on sys.path)
+
 
 def log(msg: str) -> None:
     print(msg, flush=True)
 
 
 # ---- corpus ---------------------------------------------------------------------------------
-def reencode(src: Path, dst: Path, scale: float) -> None:
-    """A copy at another resolution: near-duplicates of the original's frames, not byte-identical."""
-    import av
-
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        vin = inp.streams.video[0]
-        rate = max(1, round(float(vin.average_rate or 25)))
-        vout = out.add_stream("libx264", rate=rate)
-        vout.width = int(vin.codec_context.width * scale) // 2 * 2
-        vout.height = int(vin.codec_context.height * scale) // 2 * 2
-        vout.pix_fmt = "yuv420p"
-        vout.options = {"preset": "veryfast", "crf": "23"}
-        for i, frame in enumerate(inp.decode(vin)):
-            frame = frame.reformat(width=vout.width, height=vout.height, format="yuv420p")
-            frame.pts = i
-            frame.time_base = Fraction(1, rate)
-            for packet in vout.encode(frame):
-                out.mux(packet)
-        for packet in vout.encode():
-            out.mux(packet)
-
-
 def build_corpus(folder: Path, copies: int) -> list[Path]:
     """Each real video ``copies`` times plus a re-encoded copy at 0.75 scale."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -199,7 +178,7 @@ def overlap(ours: list[int], theirs: list[int]) -> float:
 
 
 def section_dedup(sizes: list[int]) -> list[dict[str, Any]]:
-    from video_miner.dedup import near_pairs, resolve_duplicates
+    from video_miner.dedup import near_pairs, select_distinct
 
     out = []
     for n in sizes:
@@ -212,11 +191,11 @@ def section_dedup(sizes: list[int]) -> list[dict[str, Any]]:
         h = np.concatenate([h, h[src] ^ flips])
         priority = rng.permutation(len(h))
         started = time.perf_counter()
-        dup_of = resolve_duplicates(h, priority, THRESHOLD)
+        dup_of = select_distinct(h, priority, THRESHOLD)
         elapsed = time.perf_counter() - started
         # Memory in a second pass: tracemalloc slows numpy's allocations down, so not timed.
         tracemalloc.start()
-        resolve_duplicates(h, priority, THRESHOLD)
+        select_distinct(h, priority, THRESHOLD)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         kept = dup_of < 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from video_miner.dedup import near_pairs, resolve_duplicates
+from video_miner.dedup import KEPT, NO, NOT_ELIGIBLE, UNKNOWN, YES, near_pairs, select_distinct
 
 
 def brute_pairs(h: np.ndarray, t: int) -> set[tuple[int, int]]:
@@ -14,15 +14,17 @@ def brute_pairs(h: np.ndarray, t: int) -> set[tuple[int, int]]:
     return set(zip(i.tolist(), j.tolist(), strict=True))
 
 
-def brute_greedy(h: np.ndarray, priority: np.ndarray, t: int) -> np.ndarray:
-    dup_of = np.full(len(h), -1)
+def brute_greedy(h: np.ndarray, priority: np.ndarray, t: int, eligible: np.ndarray | None = None) -> np.ndarray:
+    dup_of = np.full(len(h), KEPT)
     kept: list[int] = []
     for i in priority.tolist():
         near = [k for k in kept if int(h[i] ^ h[k]).bit_count() <= t]
         if near:
             dup_of[i] = near[0]
-        else:
+        elif eligible is None or eligible[i]:
             kept.append(i)
+        else:
+            dup_of[i] = NOT_ELIGIBLE
     return dup_of
 
 
@@ -53,13 +55,53 @@ def test_greedy_matches_brute_force_and_ignores_input_order(t: int) -> None:
     h = np.concatenate([base ^ np.uint64(1 << int(rng.integers(64))) for _ in range(8)] + [base])
     priority = rng.permutation(len(h))
     expected = brute_greedy(h, priority, t)
-    assert np.array_equal(resolve_duplicates(h, priority, t), expected)
+    assert np.array_equal(select_distinct(h, priority, t), expected)
     # Same frames arriving in another order (another video finished first): same kept set.
     perm = rng.permutation(len(h))
     inverse = np.argsort(perm)
-    again = resolve_duplicates(h[perm], inverse[priority], t)
+    again = select_distinct(h[perm], inverse[priority], t)
     kept = {int(perm[i]) for i in np.flatnonzero(again < 0)}
     assert kept == set(np.flatnonzero(expected < 0).tolist())
+
+
+def clusters(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 2**64 - 1, size=40, dtype=np.uint64)
+    return np.concatenate([base ^ np.uint64(1 << int(rng.integers(64))) for _ in range(6)] + [base])
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("batch", [1, 5])
+def test_skipped_detections_are_asked_only_when_they_matter(seed: int, batch: int) -> None:
+    """Frames whose eligibility is unknown (detection skipped) give exactly the full-knowledge result,
+    and with batch 1 only those no kept frame covers are asked about."""
+    t = 4
+    h = clusters(seed)
+    rng = np.random.default_rng(100 + seed)
+    truth = rng.random(len(h)) < 0.6
+    priority = rng.permutation(len(h))
+    unknown = rng.random(len(h)) < 0.5
+    eligible = np.where(unknown, UNKNOWN, np.where(truth, YES, NO))
+    asked: list[int] = []
+
+    def resolve(nodes: list[int]) -> list[bool]:
+        asked.extend(nodes)
+        return [bool(truth[i]) for i in nodes]
+
+    expected = brute_greedy(h, priority, t, truth)
+    got = select_distinct(h, priority, t, eligible, resolve, batch=batch)
+    assert np.array_equal(got, expected)
+    assert len(asked) == len(set(asked)) and all(unknown[i] for i in asked)
+    needed = {i for i in np.flatnonzero(unknown).tolist() if expected[i] < 0}
+    assert needed <= set(asked)
+    if batch == 1:
+        assert set(asked) == needed
+    assert len(asked) < unknown.sum(), "covered frames are never detected"
+
+
+def test_unknown_eligibility_needs_a_resolver() -> None:
+    with pytest.raises(ValueError):
+        select_distinct(clusters(0), np.arange(280), 4, np.full(280, UNKNOWN))
 
 
 def test_every_planted_pair_is_resolved_at_scale() -> None:
@@ -67,6 +109,6 @@ def test_every_planted_pair_is_resolved_at_scale() -> None:
     h, plants = planted(n, 2000, t, seed=1)
     found = {tuple(p) for p in near_pairs(h, t).tolist()}
     assert all((int(a), int(b)) in found for a, b in plants), "every planted pair is found"
-    kept = resolve_duplicates(h, np.random.default_rng(2).permutation(len(h)), t) < 0
+    kept = select_distinct(h, np.random.default_rng(2).permutation(len(h)), t) < 0
     assert not (kept[plants[:, 0]] & kept[plants[:, 1]]).any(), "no planted pair keeps both frames"
     assert kept.sum() >= n - 2000

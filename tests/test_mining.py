@@ -93,6 +93,27 @@ def test_dataset_loads_and_trains_in_ultralytics(person_runs: dict[str, Path], t
     assert (tmp_path / "t" / "weights" / "last.pt").exists()
 
 
+def test_skipping_the_detector_for_near_duplicates_changes_nothing_in_the_output(tmp_path: Path) -> None:
+    """The person video and a smaller re-encoded copy: frames of the copy near a sharper person frame of
+    the original skip the detector, yet images, labels and manifest equal those of a run that detects all."""
+    from scripts.media import reencode
+
+    small = tmp_path / "person-small.mp4"
+    reencode(PERSON, small, 0.75, seconds=70)
+    inputs = [str(PERSON), str(small)]
+    reports = {}
+    for skip in (True, False):
+        reports[skip] = run(inputs, tmp_path / str(skip), **{"extract.end": 70, "dedup.skip_detection": skip})
+        assert not reports[skip].failures
+    metrics = {skip: json.loads((tmp_path / str(skip) / "metrics.json").read_text())["totals"] for skip in reports}
+    assert metrics[False]["frames_deferred"] == 0
+    assert metrics[True]["frames_deferred"] >= 10, metrics[True]
+    assert metrics[True]["frames_to_detector"] <= metrics[False]["frames_to_detector"] - 10, metrics
+    assert reports[True].export.kept >= 5
+    assert dataset_files(tmp_path / "True" / "dataset") == dataset_files(tmp_path / "False" / "dataset")
+    assert manifest(tmp_path / "True") == manifest(tmp_path / "False")
+
+
 def test_bottle_frames_come_from_the_bottle_video(tmp_path: Path) -> None:
     report = run([str(p) for p in MP4S], tmp_path / "b", **{"filter.classes": ["bottle"]})
     rows = manifest(tmp_path / "b")

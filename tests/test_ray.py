@@ -15,6 +15,7 @@ import pytest
 
 from .conftest import BOTTLE, PERSON, VIDEOS
 from .helpers import dataset_files, run
+from .http_server import serve
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 INPUTS = [str(BOTTLE), str(VIDEOS / "again.mkv"), str(VIDEOS / "book.mkv")]
@@ -25,20 +26,29 @@ def _loopback_only(ray) -> None:  # type: ignore[no-untyped-def]
     assert nodes and all(n["NodeManagerAddress"] == "127.0.0.1" for n in nodes), nodes
 
 
-def test_local_ray_gives_the_same_dataset_as_async_mode(tmp_path: Path) -> None:
+def test_local_ray_through_shared_storage_gives_the_same_dataset_as_async_mode(tmp_path: Path) -> None:
+    """Workers exchange files only through an fsspec URL (here file://, as s3:// would be): the driver's
+    output never sees a download, the storage holds the video and is emptied of frames once collected."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        _loopback_only(ray)
-        on_ray = run(INPUTS, tmp_path / "ray", engine="ray")
-    finally:
-        ray.shutdown()
-    local = run(INPUTS, tmp_path / "async")
-    assert not on_ray.failures and on_ray.videos_done == 3
-    assert on_ray.export.kept == local.export.kept and on_ray.export.frames == local.export.frames
+    store = tmp_path / "store"
+    with serve({"/clip/bottle.mp4": BOTTLE}) as (base, _):
+        inputs = [f"{base}/clip/bottle.mp4", *INPUTS[1:]]
+        ray.init(num_cpus=2, include_dashboard=False)
+        try:
+            _loopback_only(ray)
+            on_ray = run(inputs, tmp_path / "ray", engine="ray", **{"ray.shared_storage": store.as_uri()})
+        finally:
+            ray.shutdown()
+        local = run(inputs, tmp_path / "async")
+    assert not on_ray.failures and on_ray.videos_done == 3, [f.line() for f in on_ray.failures]
+    assert on_ray.export.kept == local.export.kept > 0 and on_ray.export.frames == local.export.frames
     assert dataset_files(tmp_path / "ray" / "dataset") == dataset_files(tmp_path / "async" / "dataset")
     assert (tmp_path / "ray" / "metrics.json").exists()
+    assert not (tmp_path / "ray" / "work" / "videos").exists(), "downloads went to the storage, not the driver"
+    stored = [p for p in store.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".mp4" and "work/videos" in p.as_posix() for p in stored), stored
+    assert not any("work/frames" in p.as_posix() for p in stored), "frames are freed once the driver has them"
 
 
 def _kill_first_extract_worker(stop: threading.Event, killed: list[int]) -> None:

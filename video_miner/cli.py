@@ -38,6 +38,9 @@ def run(
     engine: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster).")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="With --engine ray: the cluster (else RAY_ADDRESS, else a "
                                                          "local Ray instance).")] = None,
+    shared_storage: Annotated[str | None, typer.Option(help="With --engine ray: an fsspec URL (s3://bucket/prefix) "
+                                                            "where nodes exchange work files (no shared filesystem).")]
+    = None,
     classes: Annotated[str | None, typer.Option(help="Comma-separated classes to keep, e.g. person,car.")] = None,
     model: Annotated[str | None, typer.Option(help="Detector: any model Ultralytics loads (.pt, .onnx, ...).")] = None,
     conf: Annotated[float | None, typer.Option(help="Minimum detection confidence.")] = None,
@@ -62,6 +65,7 @@ def run(
         "extract.fps": fps,
         "metrics_port": metrics_port,
         "metrics_host": metrics_host,
+        "ray.shared_storage": shared_storage,
     }
     if fps is not None:
         overrides["extract.mode"] = "fps"

@@ -69,10 +69,17 @@ class FilterConfig(_Section):
     #: percentile gray-level difference) are static: dropped. -1 disables.
     static_max_diff: float = Field(20.0, ge=-1, le=255)
 
+    def no_class_reason(self) -> str:
+        return f"no {'/'.join(self.classes)} above conf {self.conf}"
+
 
 class DedupConfig(_Section):
     enabled: bool = True
     threshold: int = Field(6, ge=0, le=32)
+    #: Skip the detector for frames within the threshold of a more preferred frame already found
+    #: to show the classes; the export detects any that dedup keeps after all. Same dataset, and
+    #: for corpora with repeats far fewer frames through the model.
+    skip_detection: bool = True
 
 
 class LabelConfig(_Section):
@@ -108,6 +115,10 @@ class RayConfig(_Section):
     cpus_per_task: float = Field(1.0, gt=0)
     #: Custom resources each download/extract task needs.
     cpu_resources: dict[str, float] = Field(default_factory=dict)
+    #: Where workers exchange work files when the nodes share no filesystem: any fsspec URL
+    #: (s3://bucket/prefix, gs://..., file:///mnt/nfs/...). Unset: the output folder must be a
+    #: path every node reaches.
+    shared_storage: str | None = None
 
 
 class MinerConfig(_Section):
@@ -137,7 +148,7 @@ class MinerConfig(_Section):
         relevant = {
             "extract": self.extract.model_dump(mode="json"),
             "filter": self.filter.model_dump(mode="json", exclude={"batch_size", "device", "half"}),
-            "dedup": self.dedup.model_dump(mode="json"),
+            "dedup": self.dedup.model_dump(mode="json", exclude={"skip_detection"}),
             "label": self.label.model_dump(mode="json"),
             "format": self.download.format,
         }

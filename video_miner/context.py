@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .config import MinerConfig
 from .registry import Registry
 
@@ -53,6 +55,51 @@ class DetectionCache:
             self._by_digest[digest] = detections
 
 
+#: Dedup priority of a frame, most preferred first: sharpest, then input order, then time.
+PriorityKey = tuple[float, int, str, float]
+
+
+def priority_key(blur: float, order: int, video_id: str, timestamp: float) -> PriorityKey:
+    return (-blur, order, video_id, timestamp)
+
+
+@dataclass
+class KeptHints:
+    """pHashes of frames the detector found the wanted classes in, shared by all filter workers.
+
+    A later frame within the dedup threshold of a more preferred one here will almost surely be
+    dropped as its duplicate, so the filter skips the detector for it. Only a hint: the export
+    detects any skipped frame that dedup does not drop after all, so the dataset is the same
+    whatever this held (see :func:`video_miner.dedup.select_distinct`).
+    """
+
+    threshold: int
+    _hashes: np.ndarray = field(default_factory=lambda: np.empty(1024, dtype=np.uint64))
+    _keys: list[PriorityKey] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, phash: int, key: PriorityKey) -> None:
+        with self._lock:
+            n = len(self._keys)
+            if n == len(self._hashes):
+                self._hashes = np.concatenate([self._hashes, np.empty_like(self._hashes)])
+            self._hashes[n] = phash
+            self._keys.append(key)
+
+    def covers(self, phash: int, key: PriorityKey) -> bool:
+        """Whether a more preferred frame within the threshold is here."""
+        with self._lock:
+            # Appends never move the first n entries: a view and the length are a consistent snapshot.
+            keys, hashes = self._keys, self._hashes[:len(self._keys)]
+        near = np.flatnonzero(np.bitwise_count(hashes ^ np.uint64(phash)) <= self.threshold)
+        return any(keys[i] < key for i in near.tolist())
+
+
+def hints_for(config: MinerConfig) -> KeptHints | None:
+    dedup = config.dedup
+    return KeptHints(dedup.threshold) if dedup.enabled and dedup.skip_detection else None
+
+
 @dataclass
 class MiningContext:
     config: MinerConfig
@@ -60,8 +107,12 @@ class MiningContext:
     output: Path
     counters: FrameCounters = field(default_factory=FrameCounters)
     detections: DetectionCache = field(default_factory=DetectionCache)
+    hints: KeptHints | None = None
     #: Set by the runner: stop taking new videos (disk floor reached).
     request_stop: Callable[[], None] = lambda: None
+
+    def __post_init__(self) -> None:
+        self.hints = self.hints or hints_for(self.config)
 
     @property
     def work(self) -> Path:

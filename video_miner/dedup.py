@@ -7,12 +7,14 @@ in the same bucket are compared (``bitwise_count`` of the XOR). That finds every
 threshold while comparing a tiny fraction of all pairs.
 
 Resolving them: greedy in a fixed priority order (sharpest first, then input order, then time), so
-the kept set depends only on the frames, never on the order in which videos finished.
+the kept set depends only on the frames, never on the order in which videos finished. Frames whose
+detection was skipped are asked about only when no kept frame covers them (:func:`select_distinct`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import combinations
 
@@ -81,32 +83,87 @@ def near_pairs(hashes: np.ndarray, threshold: int, threads: int | None = None) -
     return np.unique(np.concatenate(found).astype(np.int64), axis=0)
 
 
-def resolve_duplicates(hashes: np.ndarray, priority: np.ndarray, threshold: int) -> np.ndarray:
-    """Greedy near-duplicate resolution.
+#: ``eligible`` values: the frame shows the wanted classes, does not, or has not been asked yet.
+YES, NO, UNKNOWN = 1, 0, -1
+#: ``dup_of`` values besides the index of the kept frame a duplicate is near.
+KEPT, NOT_ELIGIBLE = -1, -2
 
-    ``hashes``: uint64 pHashes. ``priority``: indices of ``hashes`` from most to least preferred.
-    Returns ``dup_of``: -1 for a kept frame, else the index of the most preferred kept frame
-    within ``threshold`` bits of it.
+#: Asks whether frames (indices) are eligible; answers in the same order.
+Resolver = Callable[[list[int]], list[bool]]
+
+
+def select_distinct(hashes: np.ndarray, priority: np.ndarray, threshold: int, eligible: np.ndarray | None = None,
+                    resolve: Resolver | None = None, batch: int = 16) -> np.ndarray:
+    """Greedy near-duplicate removal, asking about eligibility only where it matters.
+
+    Frames are walked from most to least preferred (``priority``: indices, most preferred first).
+    A frame within ``threshold`` bits of a more preferred kept frame is its duplicate, eligible or
+    not; otherwise it is kept if eligible. So a frame whose eligibility is ``UNKNOWN`` (its
+    detection was skipped) needs ``resolve`` only if no kept frame covers it, and the result is
+    the same as if every frame's eligibility had been known from the start.
+
+    Returns ``dup_of``: ``KEPT``, ``NOT_ELIGIBLE``, or the index of the most preferred kept frame
+    within ``threshold`` bits. ``eligible`` defaults to all ``YES``.
     """
     n = len(hashes)
-    dup_of = np.full(n, -1, dtype=np.int64)
-    pairs = near_pairs(hashes, threshold)
+    known = np.full(n, YES, dtype=np.int8) if eligible is None else np.array(eligible, dtype=np.int8)
+    if (known == UNKNOWN).any() and resolve is None:
+        raise ValueError("frames of unknown eligibility need a resolver")
+
+    def ask(nodes: list[int]) -> None:
+        for start in range(0, len(nodes), batch):
+            chunk = nodes[start:start + batch]
+            known[chunk] = [YES if ok else NO for ok in resolve(chunk)]  # type: ignore[misc]
+
+    # A negative threshold: dedup is off, only eligibility counts.
+    pairs = near_pairs(hashes, threshold) if n and threshold >= 0 else np.empty((0, 2), dtype=np.int64)
+    involved = np.zeros(n, dtype=bool)
+    involved[pairs.ravel()] = True
+    # A frame with no near neighbour is never anyone's duplicate: only its eligibility counts.
+    ask(np.flatnonzero(~involved & (known == UNKNOWN)).tolist())
+    dup_of = np.where(known == YES, KEPT, NOT_ELIGIBLE).astype(np.int64)
     if not len(pairs):
         return dup_of
     rank = np.empty(n, dtype=np.int64)
     rank[np.asarray(priority, dtype=np.int64)] = np.arange(n)
-    # Only frames with a near neighbour need the greedy walk; everything else is kept as is.
     edges = np.concatenate([pairs, pairs[:, ::-1]])
     edges = edges[np.lexsort((rank[edges[:, 1]], rank[edges[:, 0]]))]
     starts = np.searchsorted(rank[edges[:, 0]], np.arange(n + 1))
-    involved = np.unique(edges[:, 0])
-    for node in involved[np.argsort(rank[involved])].tolist():
-        if dup_of[node] >= 0:
-            continue
+    walk = np.asarray(priority, dtype=np.int64)
+    walk = walk[involved[walk]].tolist()
+    dup_of[walk] = NOT_ELIGIBLE
+    kept = np.zeros(n, dtype=bool)
+
+    def covering(node: int) -> int:
+        """The most preferred kept frame within the threshold and more preferred, or -1."""
         r = rank[node]
         for other in edges[starts[r]:starts[r + 1], 1].tolist():
             # Neighbours come in priority order: the first kept, more preferred one wins.
-            if rank[other] < r and dup_of[other] < 0:
-                dup_of[node] = other
+            if rank[other] >= r:
                 break
+            if kept[other]:
+                return int(other)
+        return -1
+
+    unknown_at = [pos for pos, node in enumerate(walk) if known[node] == UNKNOWN]
+    next_unknown = 0
+    for pos, node in enumerate(walk):
+        cover = covering(node)
+        if cover >= 0:
+            dup_of[node] = cover
+            continue
+        if known[node] == UNKNOWN:
+            # Ask for this frame and the next few unknown ones no kept frame covers yet, in one batch.
+            while unknown_at[next_unknown] < pos:
+                next_unknown += 1
+            todo = [node]
+            for later in unknown_at[next_unknown + 1:next_unknown + 1 + 4 * batch]:
+                if len(todo) >= batch:
+                    break
+                if known[walk[later]] == UNKNOWN and covering(walk[later]) < 0:
+                    todo.append(walk[later])
+            ask(todo)
+        if known[node] == YES:
+            kept[node] = True
+            dup_of[node] = KEPT
     return dup_of

@@ -9,7 +9,7 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,12 @@ import yaml
 from PIL import Image
 
 from .config import MinerConfig
-from .dedup import resolve_duplicates
+from .context import priority_key
+from .dedup import KEPT, NO, UNKNOWN, YES, select_distinct
 from .fsutil import replace_dir
-from .registry import FrameRow, Registry
+from .registry import Decision, FrameRow, Registry
+
+ELIGIBILITY = {Decision.CANDIDATE: YES, Decision.NEGATIVE: NO, Decision.DEFERRED: UNKNOWN}
 
 Labeller = Callable[[list[Path]], list[list[dict[str, Any]]]]
 
@@ -28,10 +31,11 @@ Labeller = Callable[[list[Path]], list[list[dict[str, Any]]]]
 @dataclass
 class ExportSummary:
     frames: int
-    candidates: int
     kept: int
     duplicates: int
     filtered: int
+    #: Deferred frames the export had to detect (no kept frame covered them).
+    detected_at_export: int
 
 
 def frame_key(row: FrameRow) -> str:
@@ -51,21 +55,41 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def build_dataset(registry: Registry, config: MinerConfig, output: Path, labeller: Labeller | None = None) -> ExportSummary:
+def build_dataset(registry: Registry, config: MinerConfig, output: Path, labeller: Labeller | None = None,
+                  detect: Labeller | None = None) -> ExportSummary:
+    """``detect`` runs the filter's detector on frames whose detection was deferred and that no
+    kept frame covers (see :func:`video_miner.dedup.select_distinct`); answers go to the registry."""
     rows = registry.done_frames()
     videos = {v["video_id"]: v for v in registry.videos()}
-    candidates = [r for r in rows if r.decision == "candidate"]
+    # Every frame the prefilters passed takes part: a near-duplicate of a kept frame is reported as
+    # its duplicate whether or not the detector saw it, so the manifest never depends on which
+    # detections were skipped.
+    pool = [r for r in rows if r.decision != Decision.FILTERED]
     order = {vid: v["ord"] for vid, v in videos.items()}
-    # Most preferred first: sharpest, then the user's input order, then earliest in the video.
-    priority = sorted(range(len(candidates)), key=lambda i: (-candidates[i].blur, order[candidates[i].video_id],
-                                                            candidates[i].video_id, candidates[i].timestamp))
-    hashes = np.array([r.phash for r in candidates], dtype=np.uint64)
-    if config.dedup.enabled:
-        dup_of = resolve_duplicates(hashes, np.array(priority, dtype=np.int64), config.dedup.threshold)
-    else:
-        dup_of = np.full(len(candidates), -1, dtype=np.int64)
-    kept = [r for r, d in zip(candidates, dup_of, strict=True) if d < 0]
-    duplicate_of = {frame_key(r): frame_key(candidates[d]) for r, d in zip(candidates, dup_of, strict=True) if d >= 0}
+    priority = sorted(range(len(pool)), key=lambda i: priority_key(pool[i].blur, order[pool[i].video_id],
+                                                                   pool[i].video_id, pool[i].timestamp))
+    eligible = np.array([ELIGIBILITY[Decision(r.decision)] for r in pool], dtype=np.int8)
+    hashes = np.array([r.phash for r in pool], dtype=np.uint64)
+
+    detected: list[int] = []
+
+    def resolve(nodes: list[int]) -> list[bool]:
+        detected.extend(nodes)
+        if detect is None:
+            raise RuntimeError("frames with deferred detections need a detector to export")
+        found = detect([output / pool[i].file for i in nodes])
+        for i, dets in zip(nodes, found, strict=True):
+            pool[i] = replace(pool[i], detections=dets, decision=Decision.CANDIDATE if dets else Decision.NEGATIVE,
+                              reason=None if dets else config.filter.no_class_reason())
+        registry.update_frames([pool[i] for i in nodes])
+        return [bool(d) for d in found]
+
+    threshold = config.dedup.threshold if config.dedup.enabled else -1
+    dup_of = select_distinct(hashes, np.array(priority, dtype=np.int64), threshold, eligible, resolve,
+                             batch=config.filter.batch_size)
+    kept = [pool[i] for i in np.flatnonzero(dup_of == KEPT).tolist()]
+    duplicate_of = {frame_key(pool[i]): frame_key(pool[d]) for i, d in enumerate(dup_of.tolist()) if d >= 0}
+    reasons = {frame_key(r): r.reason for r in pool}
 
     detections = {frame_key(r): r.detections for r in kept}
     if labeller is not None and kept:
@@ -100,18 +124,18 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
     (staging / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     if "coco" in config.export.formats:
         _write_coco(staging, splits, detections, config.filter.classes, image_paths)
-    _write_manifest(staging, rows, videos, duplicate_of, image_paths, detections, config.export.manifest)
+    _write_manifest(staging, rows, videos, duplicate_of, image_paths, detections, reasons, config.export.manifest)
     replace_dir(staging, final)
 
     per_video: dict[str, tuple[int, int]] = {}
     kept_count = Counter(r.video_id for r in kept)
-    dup_count = Counter(candidates[i].video_id for i in range(len(candidates)) if dup_of[i] >= 0)
+    dup_count = Counter(key.rsplit("@", 1)[0] for key in duplicate_of)
     for vid in {r.video_id for r in rows} | set(videos):
         per_video[vid] = (kept_count[vid], dup_count[vid])
     registry.set_dedup_counts(per_video)
     return ExportSummary(
-        frames=len(rows), candidates=len(candidates), kept=len(kept), duplicates=len(duplicate_of),
-        filtered=len(rows) - len(candidates),
+        frames=len(rows), kept=len(kept), duplicates=len(duplicate_of), filtered=len(rows) - len(kept) - len(duplicate_of),
+        detected_at_export=len(detected),
     )
 
 
@@ -137,7 +161,8 @@ def _write_coco(staging: Path, splits: dict[str, list[FrameRow]], detections: di
 
 
 def _write_manifest(staging: Path, rows: list[FrameRow], videos: dict[str, dict[str, Any]], duplicate_of: dict[str, str],
-                    image_paths: dict[str, str], detections: dict[str, list[dict[str, Any]]], fmt: str) -> None:
+                    image_paths: dict[str, str], detections: dict[str, list[dict[str, Any]]], reasons: dict[str, str | None],
+                    fmt: str) -> None:
     records = []
     for r in rows:
         key = frame_key(r)
@@ -147,7 +172,7 @@ def _write_manifest(staging: Path, rows: list[FrameRow], videos: dict[str, dict[
         elif key in duplicate_of:
             decision, reason = "duplicate", f"duplicate of {duplicate_of[key]}"
         else:
-            decision, reason = "filtered", r.reason
+            decision, reason = "filtered", reasons.get(key, r.reason)
         records.append({
             "frame": key,
             "video_id": r.video_id,
@@ -158,7 +183,8 @@ def _write_manifest(staging: Path, rows: list[FrameRow], videos: dict[str, dict[
             "image": image_paths.get(key),
             "phash": f"{r.phash:016x}",
             "blur": r.blur,
-            "detections": detections.get(key, r.detections),
+            # Only kept frames: a duplicate's detection may have been skipped.
+            "detections": detections.get(key, []),
             "decision": decision,
             "duplicate_of": duplicate_of.get(key),
             "reason": reason,

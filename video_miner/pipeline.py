@@ -168,13 +168,17 @@ def _detector_factory(first: Detector, spec: DetectorSpec) -> Callable[[], Detec
 def _labeller(config: MinerConfig) -> Labeller | None:
     if not config.label.model:
         return None
-    detector = Detector(detector_spec(config, config.label.model, config.label.conf))
+    return _on_files(Detector(detector_spec(config, config.label.model, config.label.conf)), config.filter.batch_size)
+
+
+def _on_files(detector: Detector, batch_size: int) -> Labeller:
+    """``detector`` over image files, in batches."""
 
     def label(paths: list[Path]) -> list[list[dict[str, Any]]]:
         out: list[list[dict[str, Any]]] = []
-        for start in range(0, len(paths), config.filter.batch_size):
+        for start in range(0, len(paths), batch_size):
             images = []
-            for p in paths[start:start + config.filter.batch_size]:
+            for p in paths[start:start + batch_size]:
                 with Image.open(p) as im:
                     images.append(im.convert("RGB"))
             out.extend(detector.detect(images))
@@ -230,6 +234,10 @@ def mine(request: RunRequest, display: DisplayFactory | None = None, metrics: Ru
 
         if request.engine == "ray":
             from .ray_engine import build_ray_stages, start_ray
+            from .shared_storage import open_filesystem
+
+            if config.ray.shared_storage:
+                open_filesystem(config.ray.shared_storage)  # an unknown protocol or missing package fails here
 
             started_ray = start_ray(request.ray_address)
             specs = build_ray_stages(ctx)
@@ -254,8 +262,11 @@ def mine(request: RunRequest, display: DisplayFactory | None = None, metrics: Ru
                 else:
                     result = asyncio.run(runner.run(_messages(to_run)))
         stages_wall = time.monotonic() - stages_started
-        summary = build_dataset(registry, config, config.output_dir, labeller)
-        ctx.counters.add(frames_kept=summary.kept, frames_duplicates=summary.duplicates)
+        # The filter's own model (the start-up check loaded it on this machine) detects the few
+        # deferred frames the dedup still needs.
+        summary = build_dataset(registry, config, config.output_dir, labeller, _on_files(detector, spec.batch_size))
+        ctx.counters.add(frames_kept=summary.kept, frames_duplicates=summary.duplicates,
+                         frames_to_detector=summary.detected_at_export)
         ids = {s.video_id for s in sources}
         rows = [r for r in registry.videos() if r["video_id"] in ids or r["parent"] in ids]
         failures = [Failure(r["video_id"], r["input"], r["error_class"] or "error", r["error_message"] or "")
@@ -265,8 +276,9 @@ def mine(request: RunRequest, display: DisplayFactory | None = None, metrics: Ru
         run_metrics.write(config.output_dir / "metrics.json", {
             "videos": len(rows), "videos_done": sum(r["state"] == State.DONE for r in rows),
             "videos_failed": len(failures), "frames": summary.frames, "kept": summary.kept,
-            "duplicates": summary.duplicates, "filtered": summary.filtered, "candidates": summary.candidates,
+            "duplicates": summary.duplicates, "filtered": summary.filtered,
             "frames_to_detector": counters.get("frames_to_detector", 0),
+            "frames_deferred": counters.get("frames_deferred", 0),
             "bytes_downloaded": counters.get("bytes_downloaded", 0),
             "wall_seconds": round(time.monotonic() - started, 3), "stages_seconds": round(stages_wall, 3),
         }, stages_wall)

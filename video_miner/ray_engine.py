@@ -23,9 +23,11 @@ from async_pipeline import BaseStageWorker, StageMessage, StageSpec
 from async_pipeline.worker import as_messages
 
 from .config import MinerConfig
-from .context import DetectionCache, MiningContext
+from .context import DetectionCache, KeptHints, MiningContext, hints_for
 from .errors import MinerError, TransientError
+from .shared_storage import SharedStorage
 from .stages.collect import CollectStage
+from .stages.filter import RESULT, read_result
 
 Op = tuple[str, tuple[Any, ...], dict[str, Any]]
 
@@ -75,7 +77,11 @@ class RemoteContext:
     registry: RecordingRegistry
     counters: RecordingCounters = field(default_factory=RecordingCounters)
     detections: DetectionCache = field(default_factory=DetectionCache)
+    hints: KeptHints | None = None
     stop_requested: bool = False
+
+    def __post_init__(self) -> None:
+        self.hints = self.hints or hints_for(self.config)
 
     def request_stop(self) -> None:
         self.stop_requested = True
@@ -103,19 +109,47 @@ def _stage_class(name: str) -> Any:
     return {"download": DownloadStage, "extract": ExtractStage, "filter": FilterStage}[name]
 
 
-def _run_remote(stage: Any, ctx: RemoteContext, msg: StageMessage) -> RemoteResult:
+def _storage(config: MinerConfig, output: str) -> SharedStorage | None:
+    url = config.ray.shared_storage
+    return SharedStorage(url, Path(output)) if url else None
+
+
+def _remote_context(config: MinerConfig, output: str, rows: dict[str, dict[str, Any]]) -> RemoteContext:
+    """With shared storage the stage works in this node's scratch folder, else in the shared output."""
+    storage = _storage(config, output)
+    root = storage.scratch if storage else Path(output)
+    root.mkdir(parents=True, exist_ok=True)
+    return RemoteContext(config, root, RecordingRegistry(rows))
+
+
+def _run_remote(stage: Any, ctx: RemoteContext, msg: StageMessage, output: str) -> RemoteResult:
     import ray
 
+    storage = _storage(ctx.config, output)
     error: MinerError | None = None
     outputs: list[StageMessage] = []
+    ops = ctx.registry.ops
     try:
+        fetched: set[Path] = set()
+        if storage is not None:
+            msg, fetched = storage.localize(msg)
         outputs = as_messages(stage.process(msg))
+        if storage is not None:
+            outputs = [storage.publish(m, fetched) for m in outputs]
+            ops = [(op, storage.to_driver(args), storage.to_driver(kwargs)) for op, args, kwargs in ops]
     except MinerError as exc:
         error = exc
+    except OSError as exc:
+        # fsspec raises OSError subclasses for storage trouble (timeouts, throttling): worth a retry.
+        error = TransientError(f"shared storage {ctx.config.ray.shared_storage}: {type(exc).__name__}: {exc}")
+    finally:
+        if storage is not None:
+            for m in (msg, *outputs):
+                storage.drop_scratch(m)
     node = ray.get_runtime_context().get_node_id()
     outputs = [m.evolve(metadata={"ray_nodes": {**m.metadata.get("ray_nodes", {}), stage_name(stage): node}},
                         attempt=m.attempt) for m in outputs]
-    return RemoteResult(outputs, ctx.registry.ops, dict(ctx.counters.deltas), ctx.stop_requested, error)
+    return RemoteResult(outputs, ops, dict(ctx.counters.deltas), ctx.stop_requested, error)
 
 
 def stage_name(stage: Any) -> str:
@@ -125,8 +159,8 @@ def stage_name(stage: Any) -> str:
 def cpu_stage_task(name: str, config: MinerConfig, output: str, msg: StageMessage,
                    rows: dict[str, dict[str, Any]]) -> RemoteResult:
     """A download or extract stage for one video, as a Ray task."""
-    ctx = RemoteContext(config, Path(output), RecordingRegistry(rows))
-    return _run_remote(_stage_class(name)(ctx), ctx, msg)
+    ctx = _remote_context(config, output, rows)
+    return _run_remote(_stage_class(name)(ctx), ctx, msg, output)
 
 
 class FilterActor:
@@ -137,7 +171,8 @@ class FilterActor:
         from .pipeline import detector_spec
         from .stages.filter import FilterStage
 
-        self.ctx = RemoteContext(config, Path(output), RecordingRegistry({}))
+        self.output = output
+        self.ctx = _remote_context(config, output, {})
         spec = detector_spec(config)
         self.stage = FilterStage(self.ctx, lambda: Detector(spec))  # type: ignore[arg-type]
         self.stage.setup()
@@ -147,7 +182,7 @@ class FilterActor:
         self.ctx.registry = RecordingRegistry(rows)
         self.ctx.counters = RecordingCounters()
         self.ctx.stop_requested = False
-        return _run_remote(self.stage, self.ctx, msg)
+        return _run_remote(self.stage, self.ctx, msg, self.output)
 
 
 class RayStage(BaseStageWorker):
@@ -162,6 +197,7 @@ class RayStage(BaseStageWorker):
         self.backoff_s = ctx.config.download.backoff_s
         self.actor: Any = None
         self.remote: Any = None
+        self.storage = _storage(ctx.config, str(ctx.output))
 
     def setup(self) -> None:
         import ray
@@ -204,7 +240,27 @@ class RayStage(BaseStageWorker):
             self.ctx.request_stop()
         if result.error is not None:
             raise result.error
+        if self.storage is not None:
+            self._to_driver(result.outputs)
         return result.outputs
+
+    def _to_driver(self, outputs: list[StageMessage]) -> None:
+        """With shared storage: the collect stage and export read the filter's results on this machine."""
+        assert self.storage is not None
+        for m in outputs:
+            if self.name == "filter" and m.input_path is not None:
+                self.storage.fetch_to_driver(m.input_path, _files_collect_keeps, RESULT)
+            if self.name == "extract" and self.ctx.config.cleanup.videos and m.metadata.get("video_path"):
+                # The frames are out: a downloaded video is no longer needed (a user's own file is never touched).
+                self.storage.remove(Path(m.metadata["video_path"]))
+
+
+def _files_collect_keeps(frames_dir: Path) -> list[str]:
+    """The filter's results and the frames the collect stage moves into candidates."""
+    from .registry import Decision
+
+    keep = (Decision.CANDIDATE, Decision.DEFERRED)
+    return [r["file"] for r in read_result(frames_dir) if r["decision"] in keep]
 
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> bool:

@@ -67,6 +67,15 @@ class State(StrEnum):
     SKIPPED = "skipped"
 
 
+class Decision(StrEnum):
+    """What the filter stage decided for one frame (the export turns these into kept/duplicate/filtered)."""
+
+    FILTERED = "filtered"  # a prefilter dropped it: blurry or static
+    NEGATIVE = "negative"  # the detector found none of the classes
+    CANDIDATE = "candidate"  # the detector found some: dedup decides
+    DEFERRED = "deferred"  # near a more preferred candidate: detection skipped, dedup decides
+
+
 UNFINISHED = (State.QUEUED, State.DOWNLOADED, State.EXTRACTED, State.FILTERED)
 
 
@@ -199,7 +208,15 @@ class Registry:
             db.execute(
                 "UPDATE videos SET state=?, n_candidates=?, error_class=NULL, error_message=NULL, updated_at=? "
                 "WHERE video_id=?",
-                (State.DONE.value, sum(f.decision == "candidate" for f in frames), time.time(), video_id),
+                (State.DONE.value, sum(f.decision == Decision.CANDIDATE for f in frames), time.time(), video_id),
+            )
+
+    def update_frames(self, frames: Sequence[FrameRow]) -> None:
+        """Record the export's detections for frames whose detection the filter deferred."""
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE frames SET detections=?, decision=?, reason=? WHERE video_id=? AND frame_index=?",
+                [(json.dumps(f.detections), f.decision, f.reason, f.video_id, f.frame_index) for f in frames],
             )
 
     def done_frames(self) -> list[FrameRow]:

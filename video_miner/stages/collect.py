@@ -10,7 +10,7 @@ from pathlib import Path
 
 from async_pipeline import StageMessage, StageOutput
 
-from ..registry import FrameRow
+from ..registry import Decision, FrameRow
 from .base import MinerStage
 from .filter import read_result
 
@@ -27,11 +27,13 @@ class CollectStage(MinerStage):
         keep_dir.mkdir(parents=True, exist_ok=True)
         frames: list[FrameRow] = []
         for r in rows:
+            # Candidates, and deferred frames the export may still have to detect, are kept.
+            keep = r["decision"] in (Decision.CANDIDATE, Decision.DEFERRED)
             rel = f"{keep_dir.relative_to(self.ctx.output).as_posix()}/{r['file']}"
-            if r["decision"] == "candidate" and (frames_dir / r["file"]).exists():
+            if keep and (frames_dir / r["file"]).exists():
                 # Same filesystem: a rename, no copy. Raw frames can then go with the folder.
                 os.replace(frames_dir / r["file"], keep_dir / r["file"])
-            frames.append(FrameRow(video_id, r["index"], r["t"], rel if r["decision"] == "candidate" else r["file"],
+            frames.append(FrameRow(video_id, r["index"], r["t"], rel if keep else r["file"],
                                    r["phash"], r["blur"], r["detections"], r["decision"], r["reason"]))
         self.ctx.registry.complete_video(video_id, frames)
         self._cleanup(msg)

@@ -2,7 +2,9 @@
 
 Prefilters drop blurry frames (variance of the Laplacian) and frames nearly identical to the last
 frame sent to the detector (thumbnail difference), so static stretches cost one inference, not
-dozens. Byte-identical frames seen before (the same video listed twice) reuse their detections.
+dozens. Byte-identical frames seen before (the same video listed twice) reuse their detections,
+and near-duplicates of a more preferred frame already found to show the classes are deferred:
+dedup will almost surely drop them, and the export detects the few it does not.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from PIL import Image
 
 from async_pipeline import StageMessage, StageOutput
 
-from ..context import MiningContext
+from ..context import MiningContext, priority_key
 from ..detector import Detector
 from ..frame_quality import frame_difference, measure, open_gray
 from ..fsutil import atomic_write_json, read_json
-from ..registry import State
+from ..registry import Decision, State
 from .base import MinerStage
 from .extract import read_index
 
@@ -44,16 +46,21 @@ class FilterStage(MinerStage):
         row = self.ctx.registry.video(video_id)
         if row and row["state"] == State.FILTERED and (frames_dir / RESULT).exists():
             return msg
-        rows = self.filter_frames(frames_dir, read_index(frames_dir)["frames"])
+        order = row["ord"] if row else msg.metadata["order"]
+        rows = self.filter_frames(frames_dir, read_index(frames_dir)["frames"], video_id, order)
         atomic_write_json(frames_dir / RESULT, rows)
-        candidates = sum(r["decision"] == "candidate" for r in rows)
-        self.ctx.counters.add(frames_candidates=candidates, frames_filtered=len(rows) - candidates,
+        candidates = sum(r["decision"] == Decision.CANDIDATE for r in rows)
+        deferred = sum(r["decision"] == Decision.DEFERRED for r in rows)
+        self.ctx.counters.add(frames_candidates=candidates, frames_deferred=deferred,
+                              frames_filtered=len(rows) - candidates - deferred,
                               frames_to_detector=sum(r["detected"] for r in rows))
         self.ctx.registry.set_state(video_id, State.FILTERED)
         return msg
 
-    def filter_frames(self, frames_dir: Path, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def filter_frames(self, frames_dir: Path, frames: list[dict[str, Any]], video_id: str,
+                      order: int) -> list[dict[str, Any]]:
         cfg = self.ctx.config.filter
+        hints = self.ctx.hints
         assert self.detector is not None
         rows: list[dict[str, Any]] = []
         batch: list[tuple[dict[str, Any], Image.Image, bytes]] = []
@@ -61,9 +68,11 @@ class FilterStage(MinerStage):
 
         def decide(row: dict[str, Any], dets: list[dict[str, Any]]) -> None:
             row["detections"] = dets
-            row["decision"] = "candidate" if dets else "filtered"
+            row["decision"] = Decision.CANDIDATE if dets else Decision.NEGATIVE
             if not dets:
-                row["reason"] = f"no {'/'.join(cfg.classes)} above conf {cfg.conf}"
+                row["reason"] = cfg.no_class_reason()
+            elif hints is not None:
+                hints.add(row["phash"], priority_key(row["blur"], order, video_id, row["t"]))
 
         def flush() -> None:
             assert self.detector is not None
@@ -77,7 +86,7 @@ class FilterStage(MinerStage):
             data = (frames_dir / frame["file"]).read_bytes()
             blur, phash, thumb = measure(open_gray(io.BytesIO(data)))
             row = {**frame, "phash": phash, "blur": round(blur, 3), "detections": [], "detected": False,
-                   "decision": "filtered", "reason": None}
+                   "decision": Decision.FILTERED, "reason": None}
             rows.append(row)
             if blur < cfg.blur_threshold:
                 row["reason"] = f"blurry (sharpness {blur:.1f} < {cfg.blur_threshold})"
@@ -92,6 +101,10 @@ class FilterStage(MinerStage):
             cached = self.ctx.detections.get(digest)
             if cached is not None:
                 decide(row, cached)
+                continue
+            if hints is not None and hints.covers(phash, priority_key(row["blur"], order, video_id, row["t"])):
+                row["decision"] = Decision.DEFERRED
+                row["reason"] = "near-duplicate of a frame with the classes: detection deferred to the export"
                 continue
             row["detected"] = True
             with Image.open(io.BytesIO(data)) as im:

@@ -1,0 +1,85 @@
+"""Work files through an fsspec URL: a real S3 protocol (moto's server on 127.0.0.1, read by s3fs).
+
+The Ray test runs the whole pipeline through a file:// URL; this one checks that the same
+hand-off works against S3: what a worker fetches, what it uploads, what the driver gets back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from async_pipeline import StageMessage
+from video_miner.errors import ConfigError
+from video_miner.shared_storage import SharedStorage, open_filesystem
+
+
+@pytest.fixture()
+def s3_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        port = server._server.server_port  # type: ignore[union-attr]
+        # botocore (under s3fs) reads these, as it would for MinIO or any S3-compatible store.
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        fs, _ = open_filesystem("s3://miner")
+        fs.mkdir("miner")
+        yield "s3://miner/run-1"
+    finally:
+        server.stop()
+
+
+def test_worker_and_driver_exchange_files_over_s3(s3_url: str, tmp_path: Path) -> None:
+    output = tmp_path / "out"  # the driver's output folder
+    storage = SharedStorage(s3_url, output)
+
+    # A download worker wrote a video in its scratch copy of the output folder.
+    video = storage.scratch / "work" / "videos" / "v1" / "clip.mp4"
+    video.parent.mkdir(parents=True, exist_ok=True)
+    video.write_bytes(b"\x00video" * 1000)
+    published = storage.publish(StageMessage("v1", input_path=video, metadata={"video_path": str(video)}), set())
+    assert published.input_path == output / "work" / "videos" / "v1" / "clip.mp4"
+    assert published.metadata["video_path"] == str(published.input_path)
+    storage.drop_scratch(published)
+    assert not video.exists()
+
+    # An extract worker elsewhere fetches it, writes frames; only the new files go up.
+    local, fetched = storage.localize(published)
+    assert local.input_path == video and video.read_bytes() == b"\x00video" * 1000 and fetched == {video}
+    frames = storage.scratch / "work" / "frames" / "v1"
+    frames.mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg"):
+        (frames / name).write_bytes(name.encode() * 100)
+    out = storage.publish(StageMessage("v1", input_path=frames), fetched)
+    storage.drop_scratch(out)
+
+    # The filter worker fetches the folder, adds its result.
+    local, fetched = storage.localize(out)
+    assert sorted(p.name for p in fetched) == ["a.jpg", "b.jpg"]
+    (local.input_path / "filter.json").write_text(json.dumps([{"file": "b.jpg", "decision": "candidate"}]))
+    out = storage.publish(local, fetched)
+    fs = storage.fs
+    assert sorted(Path(p).name for p in fs.ls(storage.remote("work/frames/v1"))) == ["a.jpg", "b.jpg", "filter.json"]
+
+    # The driver takes the result and the frames it keeps, and frees the storage.
+    assert out.input_path is not None
+    storage.fetch_to_driver(out.input_path, lambda d: [r["file"] for r in json.loads((d / "filter.json").read_text())],
+                            "filter.json")
+    assert sorted(p.name for p in out.input_path.iterdir()) == ["b.jpg", "filter.json"]
+    assert (out.input_path / "b.jpg").read_bytes() == b"b.jpg" * 100
+    assert not fs.exists(storage.remote("work/frames/v1"))
+    storage.remove(published.input_path)  # type: ignore[arg-type]
+    assert not fs.exists(storage.remote("work/videos/v1/clip.mp4"))
+
+
+def test_unknown_or_uninstalled_protocol_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="nosuchfs"):
+        open_filesystem("nosuchfs://bucket/x")

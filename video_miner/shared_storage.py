@@ -1,0 +1,154 @@
+"""Work files on storage every Ray node reaches, given as any fsspec URL (``s3://bucket/run``).
+
+Stages write their files under an output folder (``work/videos/<id>``, ``work/frames/<id>``). On a
+cluster without a shared filesystem, each Ray worker runs the stage against a scratch copy of that
+folder on its own disk: :meth:`SharedStorage.localize` fetches what the stage reads, and
+:meth:`SharedStorage.publish` uploads what it wrote. Messages and registry rows always name the
+driver's paths (``<output>/work/...``), so resume, status and export read them as with a shared path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from async_pipeline import StageMessage
+
+from .errors import ConfigError
+
+
+def open_filesystem(url: str) -> tuple[Any, str]:
+    """(fsspec filesystem, root path within it) for ``url``, with an actionable error if its
+    protocol needs a package that is not installed (s3fs for s3://, gcsfs for gs://, ...)."""
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(url)
+    except ImportError as exc:
+        raise ConfigError(f"{url}: {exc} (install it on the driver and every node)") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{url}: not an fsspec URL fsspec knows ({exc})") from exc
+    return fs, root.rstrip("/")
+
+
+@dataclass
+class SharedStorage:
+    url: str
+    #: The driver's output folder: what paths in messages and the registry are relative to.
+    output: Path
+    _fs: Any = field(default=None, init=False, repr=False, compare=False)
+    _root: str = field(default="", init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Each process opens its own filesystem (fsspec instances hold sessions and event loops).
+        return {"url": self.url, "output": self.output}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.url, self.output, self._fs, self._root = state["url"], state["output"], None, ""
+
+    @property
+    def fs(self) -> Any:
+        if self._fs is None:
+            self._fs, self._root = open_filesystem(self.url)
+        return self._fs
+
+    def remote(self, rel: str) -> str:
+        self.fs  # noqa: B018  (sets _root)
+        return f"{self._root}/{rel}"
+
+    @property
+    def scratch(self) -> Path:
+        """This node's stand-in for the driver's output folder (one per run, by the output path)."""
+        key = hashlib.sha256(f"{self.url}|{self.output}".encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / "video-miner-scratch" / key
+
+    def relative(self, path: Path, base: Path) -> str | None:
+        try:
+            return path.relative_to(base).as_posix()
+        except ValueError:
+            return None
+
+    # ---- on a worker -------------------------------------------------------------------------
+    def localize(self, msg: StageMessage) -> tuple[StageMessage, set[Path]]:
+        """The message with its input fetched to scratch, and the files fetched. Paths outside the
+        output folder (a user's own files, used in place) are left as they are."""
+        if msg.input_path is None or (rel := self.relative(msg.input_path, self.output)) is None:
+            return msg, set()
+        local = self.scratch / rel
+        remote = self.remote(rel)
+        if self.fs.isdir(remote):
+            local.mkdir(parents=True, exist_ok=True)
+            self.fs.get(f"{remote}/", f"{local}/", recursive=True)
+            fetched = {p for p in local.rglob("*") if p.is_file()}
+        elif self.fs.exists(remote):
+            local.parent.mkdir(parents=True, exist_ok=True)
+            self.fs.get(remote, str(local))
+            fetched = {local}
+        else:
+            # Not uploaded (an interrupted run): the stage sees a missing input and redoes its part.
+            fetched = set()
+        return msg.evolve(input_path=local), fetched
+
+    def publish(self, msg: StageMessage, fetched: set[Path]) -> StageMessage:
+        """Upload what the stage wrote under scratch (not what was fetched) and name it by the driver's path."""
+        if msg.input_path is None or (rel := self.relative(msg.input_path, self.scratch)) is None:
+            return msg
+        local = self.scratch / rel
+        files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
+        new = [p for p in files if p not in fetched]
+        targets = [self.remote(p.relative_to(self.scratch).as_posix()) for p in new]
+        for parent in sorted({t.rsplit("/", 1)[0] for t in targets}):
+            self.fs.makedirs(parent, exist_ok=True)  # object stores: no-op; local and NFS: needed
+        for path, target in zip(new, targets, strict=True):
+            self.fs.put_file(str(path), target)
+        return msg.evolve(input_path=self.output / rel, metadata=self.to_driver(msg.metadata))
+
+    def to_driver(self, value: Any) -> Any:
+        """``value`` with every string naming a scratch path renamed to the driver's path."""
+        prefix = str(self.scratch)
+        if isinstance(value, str) and value.startswith(prefix):
+            return str(self.output) + value[len(prefix):]
+        if isinstance(value, dict):
+            return {k: self.to_driver(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.to_driver(v) for v in value)
+        return value
+
+    def drop_scratch(self, msg: StageMessage) -> None:
+        """Free this node's copy of what ``msg`` names (by the driver's path or the scratch one)."""
+        import shutil
+
+        if msg.input_path is None:
+            return
+        rel = self.relative(msg.input_path, self.output) or self.relative(msg.input_path, self.scratch)
+        if rel is not None:
+            target = self.scratch / rel
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
+
+    # ---- on the driver -------------------------------------------------------------------------
+    def remove(self, path: Path) -> None:
+        """Delete the stored copy of a file under the output folder."""
+        rel = self.relative(path, self.output)
+        if rel is not None and self.fs.exists(self.remote(rel)):
+            self.fs.rm(self.remote(rel))
+
+    def fetch_to_driver(self, path: Path, wanted: Callable[[Path], list[str]], index: str) -> None:
+        """Bring a folder the workers published into the driver's output, then free the storage:
+        first its ``index`` file, then the files ``wanted`` names once the index is here."""
+        rel = self.relative(path, self.output)
+        if rel is None:
+            return
+        remote = self.remote(rel)
+        path.mkdir(parents=True, exist_ok=True)
+        self.fs.get_file(f"{remote}/{index}", str(path / index))
+        names = wanted(path)
+        if names:
+            self.fs.get([f"{remote}/{n}" for n in names], [str(path / n) for n in names])
+        self.fs.rm(remote, recursive=True)

@@ -32,6 +32,26 @@ def test_sampling_modes(tmp_path: Path, settings: dict, expected: list[float]) -
     assert all((tmp_path / f["file"]).stat().st_size > 1000 for f in result.frames)
 
 
+def test_prefilters_run_while_extracting_and_dropped_frames_are_never_written(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from video_miner.config import FilterConfig
+    from video_miner.frame_quality import phash64
+    from video_miner.prefilter import Prefilter
+
+    result = extract_frames(BOTTLE, tmp_path, "v", ExtractConfig(), threads=1, prefilter=Prefilter(FilterConfig()))
+    dropped = [f for f in result.frames if f["decision"] == "filtered"]
+    passed = [f for f in result.frames if f["decision"] is None]
+    assert dropped and passed and len(dropped) + len(passed) == len(result.frames) == 40
+    assert all(f["reason"].startswith(("blurry", "static")) for f in dropped)
+    assert sorted(p.name for p in tmp_path.glob("*.jpg")) == sorted(f["file"] for f in passed)
+    # Measures describe the written JPEG itself: what the detector and the dedup see.
+    assert all(phash64(Image.open(tmp_path / f["file"])) == f["phash"] for f in passed)
+    everything_blurry = Prefilter(FilterConfig(blur_threshold=1e9))
+    result = extract_frames(BOTTLE, tmp_path / "b", "v", ExtractConfig(), threads=1, prefilter=everything_blurry)
+    assert all(f["decision"] == "filtered" for f in result.frames) and not list((tmp_path / "b").glob("*.jpg"))
+
+
 def test_keyframes_only_and_downscale(tmp_path: Path) -> None:
     full = extract_frames(BOTTLE, tmp_path / "a", "v", ExtractConfig(mode="fps", fps=30), threads=1)
     keys = extract_frames(BOTTLE, tmp_path / "b", "v", ExtractConfig(mode="keyframes", max_side=320), threads=1)

@@ -70,6 +70,11 @@ def run(
     if fps is not None:
         overrides["extract.mode"] = "fps"
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Ultralytics logs each model load at INFO on its own handler, and sets that level when first
+    # imported: import it, then keep its warnings only.
+    from ultralytics.utils import LOGGER as ultralytics_log
+
+    ultralytics_log.setLevel(logging.WARNING)
     try:
         cfg = load_config(config, overrides)
         if engine not in ("local", "ray"):

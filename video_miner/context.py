@@ -43,14 +43,14 @@ class DetectionCache:
     the model is deterministic, so the dataset is the same whichever video came first.
     """
 
-    _by_digest: dict[bytes, list[dict[str, Any]]] = field(default_factory=dict)
+    _by_digest: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def get(self, digest: bytes) -> list[dict[str, Any]] | None:
+    def get(self, digest: str) -> list[dict[str, Any]] | None:
         with self._lock:
             return self._by_digest.get(digest)
 
-    def put(self, digest: bytes, detections: list[dict[str, Any]]) -> None:
+    def put(self, digest: str, detections: list[dict[str, Any]]) -> None:
         with self._lock:
             self._by_digest[digest] = detections
 

@@ -61,10 +61,11 @@ class Detector:
         self.class_ids = [by_name[c] for c in spec.classes]
         #: Model class id -> index in the dataset's own class list.
         self.dataset_index = {by_name[c]: i for i, c in enumerate(spec.classes)}
-        # Ultralytics builds its predictor (and prints about its runtime) on the first call: do it
-        # now, at start-up, rather than inside the first batch and under the live progress table.
-        # A full batch: Ultralytics sets up again when the first real batch is larger than the last.
-        self.detect([Image.new("RGB", (64, 64))] * spec.batch_size)
+
+    def warm_up(self) -> None:
+        """Build Ultralytics' predictor (seconds: it imports torchvision, opens the runtime) before
+        the first real batch. A full batch: Ultralytics sets up again when a batch is larger than the last."""
+        self.detect([Image.new("RGB", (64, 64))] * self.spec.batch_size)
 
     def detect(self, images: Sequence[Image.Image]) -> list[list[dict[str, Any]]]:
         if not images:

@@ -217,7 +217,7 @@ def mine(request: RunRequest, display: DisplayFactory | None = None, metrics: Ru
             import pyarrow  # noqa: F401
         except ImportError as exc:
             raise ConfigError("export.manifest: parquet needs pyarrow (pip install pyarrow), or use jsonl") from exc
-    detector = Detector(spec)  # fails fast on a bad model or unknown class, before any download
+    detector = Detector(spec)  # fails fast on a bad model or unknown class, before any download (warm-up comes later)
     labeller = _labeller(config)
     registry = prepare_output(config, request.fresh)
     run_metrics: RunMetrics | None = None

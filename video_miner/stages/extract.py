@@ -1,7 +1,9 @@
-"""Stage 2: decode a video with PyAV and write the sampled frames as JPEGs."""
+"""Stage 2: decode a video with PyAV, run the prefilters on each sampled frame and write the
+frames that pass as JPEGs."""
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -20,6 +22,7 @@ from async_pipeline import StageMessage, StageOutput
 from ..config import ExtractConfig
 from ..errors import CorruptMedia, NoVideoStream, UnsupportedCodec
 from ..fsutil import atomic_write_json, read_json
+from ..prefilter import Prefilter
 from ..registry import State
 from .base import MinerStage
 
@@ -53,8 +56,10 @@ def _open(path: Path) -> Any:
         raise CorruptMedia(f"{path.name}: cannot open ({exc})") from exc
 
 
-def extract_frames(path: Path, out_dir: Path, video_id: str, cfg: ExtractConfig, threads: int) -> Extraction:
-    """Decode straight through, converting only the frames kept; seek across long gaps."""
+def extract_frames(path: Path, out_dir: Path, video_id: str, cfg: ExtractConfig, threads: int,
+                   prefilter: Prefilter | None = None) -> Extraction:
+    """Decode straight through, converting only the frames sampled; seek across long gaps.
+    With a ``prefilter``, each sampled frame gets its measures and only those it passes are written."""
     result = Extraction()
     out_dir.mkdir(parents=True, exist_ok=True)
     with _open(path) as container:
@@ -87,8 +92,14 @@ def extract_frames(path: Path, out_dir: Path, video_id: str, cfg: ExtractConfig,
                         break
                     if t + 1e-6 < next_t:
                         continue
-                    _save(frame, out_dir / frame_name(video_id, t), cfg)
-                    result.frames.append({"file": frame_name(video_id, t), "t": round(t, 6), "index": round(t * rate)})
+                    data = _encode(frame, cfg)
+                    name, index = frame_name(video_id, t), round(t * rate)
+                    row: dict[str, Any] = {"file": name, "t": round(t, 6), "index": index}
+                    if prefilter is not None:
+                        row |= prefilter.check(data, index)
+                    if row.get("decision") is None:
+                        (out_dir / name).write_bytes(data)
+                    result.frames.append(row)
                     if cfg.max_frames is not None and len(result.frames) >= cfg.max_frames:
                         break
                     if keyframes_only:
@@ -122,13 +133,15 @@ def _frame_time(frame: Any, rate: float, decoded: int) -> float:
     return decoded / rate
 
 
-def _save(frame: Any, path: Path, cfg: ExtractConfig) -> None:
+def _encode(frame: Any, cfg: ExtractConfig) -> bytes:
     w, h = frame.width, frame.height
     scale = min(1.0, cfg.max_side / max(w, h))
     size = {"width": max(2, round(w * scale)), "height": max(2, round(h * scale)), "interpolation": "AREA"} \
         if scale < 1 else {}
     # to_ndarray converts in one swscale call; VideoFrame.to_image is over 10x slower per frame.
-    Image.fromarray(frame.to_ndarray(format="rgb24", **size)).save(path, "JPEG", quality=cfg.jpeg_quality)
+    buf = io.BytesIO()
+    Image.fromarray(frame.to_ndarray(format="rgb24", **size)).save(buf, "JPEG", quality=cfg.jpeg_quality)
+    return buf.getvalue()
 
 
 class ExtractStage(MinerStage):
@@ -149,7 +162,8 @@ class ExtractStage(MinerStage):
             return msg.evolve(input_path=out_dir)
         shutil.rmtree(out_dir, ignore_errors=True)
         assert msg.input_path is not None
-        result = extract_frames(msg.input_path, out_dir, video_id, self.ctx.config.extract, self.decoder_threads)
+        result = extract_frames(msg.input_path, out_dir, video_id, self.ctx.config.extract, self.decoder_threads,
+                                Prefilter(self.ctx.config.filter))
         # The index is the commit point: frames without it are an interrupted extraction.
         atomic_write_json(index_path, {"video_id": video_id, "frames": result.frames, "warnings": result.warnings})
         self.ctx.counters.add(frames_extracted=len(result.frames))

@@ -1,16 +1,13 @@
-"""Stage 3 (the GPU stage): cheap prefilters first, then the detector in batches.
+"""Stage 3 (the GPU stage): the detector in batches, on the frames the prefilters passed.
 
-Prefilters drop blurry frames (variance of the Laplacian) and frames nearly identical to the last
-frame sent to the detector (thumbnail difference), so static stretches cost one inference, not
-dozens. Byte-identical frames seen before (the same video listed twice) reuse their detections,
+The prefilters (:mod:`video_miner.prefilter`, run while extracting) dropped blurry frames and
+static stretches. Byte-identical frames seen before (the same video listed twice) reuse their detections,
 and near-duplicates of a more preferred frame already found to show the classes are deferred:
 dedup will almost surely drop them, and the export detects the few it does not.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,6 @@ from async_pipeline import StageMessage, StageOutput
 
 from ..context import MiningContext, priority_key
 from ..detector import Detector
-from ..frame_quality import frame_difference, measure, open_gray
 from ..fsutil import atomic_write_json, read_json
 from ..registry import Decision, State
 from .base import MinerStage
@@ -37,7 +33,9 @@ class FilterStage(MinerStage):
         self.detector: Detector | None = None
 
     def setup(self) -> None:
+        # Runs while the download and extract stages already work: the warm-up costs no wall time.
         self.detector = self._make_detector()
+        self.detector.warm_up()
 
     def handle(self, msg: StageMessage) -> StageOutput:
         video_id = msg.metadata["video_id"]
@@ -59,12 +57,12 @@ class FilterStage(MinerStage):
 
     def filter_frames(self, frames_dir: Path, frames: list[dict[str, Any]], video_id: str,
                       order: int) -> list[dict[str, Any]]:
+        """``frames``: the extract stage's rows, measures and prefilter decisions included."""
         cfg = self.ctx.config.filter
         hints = self.ctx.hints
         assert self.detector is not None
         rows: list[dict[str, Any]] = []
-        batch: list[tuple[dict[str, Any], Image.Image, bytes]] = []
-        last: tuple[Any, int] | None = None  # (thumbnail, frame index) of the last frame sent to the detector
+        batch: list[tuple[dict[str, Any], Image.Image]] = []
 
         def decide(row: dict[str, Any], dets: list[dict[str, Any]]) -> None:
             row["detections"] = dets
@@ -76,39 +74,27 @@ class FilterStage(MinerStage):
 
         def flush() -> None:
             assert self.detector is not None
-            for (row, _, digest), dets in zip(batch, self.detector.detect([img for _, img, _ in batch]), strict=True):
-                self.ctx.detections.put(digest, dets)
+            for (row, _), dets in zip(batch, self.detector.detect([img for _, img in batch]), strict=True):
+                self.ctx.detections.put(row["digest"], dets)
                 decide(row, dets)
             batch.clear()
 
         for frame in frames:
-            # One read per frame: the bytes serve the measures, the digest and the detector.
-            data = (frames_dir / frame["file"]).read_bytes()
-            blur, phash, thumb = measure(open_gray(io.BytesIO(data)))
-            row = {**frame, "phash": phash, "blur": round(blur, 3), "detections": [], "detected": False,
-                   "decision": Decision.FILTERED, "reason": None}
+            row = {"detections": [], "detected": False, **frame}
             rows.append(row)
-            if blur < cfg.blur_threshold:
-                row["reason"] = f"blurry (sharpness {blur:.1f} < {cfg.blur_threshold})"
+            if row["decision"] == Decision.FILTERED:
                 continue
-            if last is not None and cfg.static_max_diff >= 0:
-                diff = frame_difference(thumb, last[0])
-                if diff <= cfg.static_max_diff:
-                    row["reason"] = f"static: same as frame {last[1]} (difference {diff:.0f})"
-                    continue
-            last = (thumb, frame["index"])
-            digest = hashlib.blake2b(data, digest_size=16).digest()
-            cached = self.ctx.detections.get(digest)
+            cached = self.ctx.detections.get(row["digest"])
             if cached is not None:
                 decide(row, cached)
                 continue
-            if hints is not None and hints.covers(phash, priority_key(row["blur"], order, video_id, row["t"])):
+            if hints is not None and hints.covers(row["phash"], priority_key(row["blur"], order, video_id, row["t"])):
                 row["decision"] = Decision.DEFERRED
                 row["reason"] = "near-duplicate of a frame with the classes: detection deferred to the export"
                 continue
             row["detected"] = True
-            with Image.open(io.BytesIO(data)) as im:
-                batch.append((row, im.convert("RGB"), digest))
+            with Image.open(frames_dir / row["file"]) as im:
+                batch.append((row, im.convert("RGB")))
             if len(batch) >= cfg.batch_size:
                 flush()
         flush()

@@ -74,6 +74,7 @@ def test_prometheus_endpoint_and_metrics_json_agree_with_the_run(tmp_path: Path)
     assert data["totals"]["frames"] == len(rows)
     assert data["totals"]["kept"] == sum(r["decision"] == "kept" for r in rows)
     assert data["totals"]["duplicates"] == sum(r["decision"] == "duplicate" for r in rows)
+    assert final[("video_miner_frames_deferred_total", ())] == data["totals"]["frames_deferred"]
     assert list(data["stages"]) == ["download", "extract", "filter", "collect"]
     assert data["bottleneck"]["stage"] in data["stages"]
     assert "bottleneck" in data["bottleneck"]["hint"]

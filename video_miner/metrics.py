@@ -68,6 +68,7 @@ class _LiveCollector(Collector):
             ("frames_extracted", "frames_extracted", "Frames written by the extract stage"),
             ("frames_filtered_out", "frames_filtered", "Frames the prefilters or the detector rejected"),
             ("frames_candidates", "frames_candidates", "Frames the detector kept, before cross-video dedup"),
+            ("frames_deferred", "frames_deferred", "Frames not sent to the detector: near-duplicates of a frame it kept"),
             ("frames_kept", "frames_kept", "Frames in the exported dataset"),
             ("frames_duplicates", "frames_duplicates", "Frames removed as near-duplicates"),
             ("bytes_downloaded", "bytes_downloaded", "Bytes downloaded"),

@@ -33,7 +33,8 @@ def footer(ctx: MiningContext, progress: RunProgress) -> str:
     elapsed = time.monotonic() - progress.started_at
     return (
         f"videos {progress.finished}/{progress.total} | frames extracted {c.get('frames_extracted')} "
-        f"candidates {c.get('frames_candidates')} filtered out {c.get('frames_filtered')} "
+        f"candidates {c.get('frames_candidates')} deferred {c.get('frames_deferred')} "
+        f"filtered out {c.get('frames_filtered')} "
         f"(duplicates resolved at the end) | elapsed {elapsed:.0f}s | ETA {_eta(progress)}"
     )
 

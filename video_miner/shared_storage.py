@@ -10,6 +10,7 @@ driver's paths (``<output>/work/...``), so resume, status and export read them a
 from __future__ import annotations
 
 import hashlib
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,7 +58,9 @@ class SharedStorage:
         return self._fs
 
     def remote(self, rel: str) -> str:
-        self.fs  # noqa: B018  (sets _root)
+        """The storage path of ``rel`` (a path relative to the output folder)."""
+        if self._fs is None:
+            self._fs, self._root = open_filesystem(self.url)
         return f"{self._root}/{rel}"
 
     @property
@@ -120,8 +123,6 @@ class SharedStorage:
 
     def drop_scratch(self, msg: StageMessage) -> None:
         """Free this node's copy of what ``msg`` names (by the driver's path or the scratch one)."""
-        import shutil
-
         if msg.input_path is None:
             return
         rel = self.relative(msg.input_path, self.output) or self.relative(msg.input_path, self.scratch)

@@ -25,6 +25,7 @@ from async_pipeline.worker import as_messages
 from .config import MinerConfig
 from .context import DetectionCache, KeptHints, MiningContext, hints_for
 from .errors import MinerError, TransientError
+from .registry import Decision
 from .shared_storage import SharedStorage
 from .stages.collect import CollectStage
 from .stages.filter import RESULT, read_result
@@ -256,9 +257,7 @@ class RayStage(BaseStageWorker):
 
 
 def _files_collect_keeps(frames_dir: Path) -> list[str]:
-    """The filter's results and the frames the collect stage moves into candidates."""
-    from .registry import Decision
-
+    """The frames the collect stage moves into candidates, as the filter's result names them."""
     keep = (Decision.CANDIDATE, Decision.DEFERRED)
     return [r["file"] for r in read_result(frames_dir) if r["decision"] in keep]
 

@@ -33,7 +33,7 @@ class FilterStage(MinerStage):
         self.detector: Detector | None = None
 
     def setup(self) -> None:
-        # Runs while the download and extract stages already work: the warm-up costs no wall time.
+        # In the worker, not at start-up: the first videos download and decode meanwhile.
         self.detector = self._make_detector()
         self.detector.warm_up()
 

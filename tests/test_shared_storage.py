@@ -17,22 +17,25 @@ from video_miner.errors import ConfigError
 from video_miner.shared_storage import SharedStorage, open_filesystem
 
 
-@pytest.fixture()
-def s3_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def s3_url() -> Iterator[str]:
+    """One S3 server for the module (s3fs caches its filesystem, endpoint included, per process)."""
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
-        port = server._server.server_port  # type: ignore[union-attr]
-        # botocore (under s3fs) reads these, as it would for MinIO or any S3-compatible store.
-        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        fs, _ = open_filesystem("s3://miner")
-        fs.mkdir("miner")
-        yield "s3://miner/run-1"
+        with pytest.MonkeyPatch.context() as env:
+            port = server._server.server_port  # type: ignore[union-attr]
+            # botocore (under s3fs) reads these, as it would for MinIO or any S3-compatible store.
+            env.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+            env.setenv("AWS_ACCESS_KEY_ID", "test")
+            env.setenv("AWS_SECRET_ACCESS_KEY", "test")
+            env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+            fs, _ = open_filesystem("s3://miner")
+            fs.mkdir("miner")
+            yield "s3://miner/run-1"
+            fs.clear_instance_cache()
     finally:
         server.stop()
 
@@ -83,3 +86,26 @@ def test_worker_and_driver_exchange_files_over_s3(s3_url: str, tmp_path: Path) -
 def test_unknown_or_uninstalled_protocol_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="nosuchfs"):
         open_filesystem("nosuchfs://bucket/x")
+
+
+def test_object_store_inputs_a_prefix_and_a_missing_object(s3_url: str, tmp_path: Path) -> None:
+    """Inputs given as s3:// URLs: a prefix expands to every video under it (sorted), each is copied
+    into the output folder and mined; a missing object is one not_found failure."""
+    from video_miner.registry import Registry
+
+    from .conftest import BOTTLE, CARS
+    from .helpers import run
+
+    fs, _ = open_filesystem(s3_url)
+    fs.put_file(str(BOTTLE), "miner/in/b-bottle.mp4")
+    fs.put_file(str(CARS), "miner/in/a-cars.mp4")
+    fs.put_file(str(BOTTLE), "miner/in/notes.txt")  # not a video extension: skipped
+    report = run(["s3://miner/in/", "s3://miner/missing.mp4"], tmp_path / "out", **{"filter.classes": ["bottle"]})
+    assert report.videos_done == 2 and report.export.kept > 0
+    assert [(f.kind, f.input) for f in report.failures] == [("not_found", "s3://miner/missing.mp4")]
+    reg = Registry(tmp_path / "out" / "registry.sqlite")
+    rows = {r["input"]: r for r in reg.videos()}
+    reg.close()
+    assert rows["s3://miner/in/a-cars.mp4"]["ord"] < rows["s3://miner/in/b-bottle.mp4"]["ord"]
+    copied = Path(rows["s3://miner/in/b-bottle.mp4"]["path"])
+    assert copied.is_relative_to(tmp_path / "out" / "work" / "videos") and copied.read_bytes() == BOTTLE.read_bytes()

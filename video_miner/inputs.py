@@ -1,4 +1,5 @@
-"""Turn what the user listed (URLs, paths, file:// URLs, folders) into ordered, unique sources."""
+"""Turn what the user listed (URLs, paths, file:// URLs, folders, object-store URLs and prefixes)
+into ordered, unique sources."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from .errors import EmptyInput, UnsupportedUrl
+from .errors import ConfigError, EmptyInput, NotFound, UnsupportedUrl
 from .naming import video_id_for
 
 VIDEO_EXTENSIONS = frozenset(
@@ -21,7 +22,7 @@ ORDER_STRIDE = 1_000_000
 class Source:
     raw: str
     normalized: str
-    kind: str  # "local", "url" or "invalid"
+    kind: str  # "local", "url" (yt-dlp), "remote" (an fsspec URL: s3://, gs://, ...) or "invalid"
     video_id: str
     #: Position in the user's list; breaks ties between equal frames deterministically.
     order: int
@@ -56,6 +57,20 @@ def _stem_of_url(url: str) -> str:
     return stem or parts.netloc or "video"
 
 
+def _fsspec_knows(scheme: str) -> bool:
+    import fsspec
+
+    return scheme in fsspec.available_protocols()
+
+
+def remote_videos(prefix: str) -> list[str]:
+    """Every video file under an fsspec URL prefix, sorted, as full URLs."""
+    from .shared_storage import open_filesystem
+
+    fs, root = open_filesystem(prefix)
+    return [fs.unstrip_protocol(p) for p in sorted(fs.find(root)) if Path(p).suffix.lower() in VIDEO_EXTENSIONS]
+
+
 def _classify(line: str) -> tuple[str, str, str | None]:
     """(kind, normalized, error); an "invalid" kind is always an unsupported URL or name."""
     if any(ord(c) < 32 for c in line):
@@ -68,6 +83,8 @@ def _classify(line: str) -> tuple[str, str, str | None]:
         if not parts.netloc:
             return "invalid", line, "malformed URL: no host"
         return "url", parts._replace(scheme=scheme, netloc=parts.netloc.lower()).geturl(), None
+    if "://" in line and parts.netloc and _fsspec_knows(scheme):
+        return "remote", line, None
     if "://" in line or (scheme and len(scheme) > 1 and not Path(line).exists()):
         return "invalid", line, f"malformed or unsupported URL scheme {scheme!r}"
     return "local", str(Path(line).expanduser().resolve()), None
@@ -89,6 +106,20 @@ def expand_sources(lines: Iterable[str]) -> list[Source]:
         order = line_no * ORDER_STRIDE
         kind, normalized, error = _classify(line)
         if kind == "url":
+            add(line, kind, normalized, _stem_of_url(normalized), order)
+        elif kind == "remote" and normalized.endswith("/"):
+            # A prefix (a trailing slash, as with folders): every video under it.
+            try:
+                urls = remote_videos(normalized)
+            except (OSError, ConfigError) as exc:
+                add(line, "invalid", normalized, _stem_of_url(normalized), order, f"cannot list: {exc}", NotFound.kind)
+                continue
+            if not urls:
+                add(line, "invalid", normalized, _stem_of_url(normalized), order, "the prefix holds no video files",
+                    EmptyInput.kind)
+            for k, url in enumerate(urls):
+                add(url, "remote", url, _stem_of_url(url), order + k + 1)
+        elif kind == "remote":
             add(line, kind, normalized, _stem_of_url(normalized), order)
         elif kind == "invalid":
             add(line, kind, normalized, "invalid", order, error, UnsupportedUrl.kind)

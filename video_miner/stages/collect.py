@@ -43,6 +43,6 @@ class CollectStage(MinerStage):
         cfg = self.ctx.config.cleanup
         if cfg.frames and msg.input_path is not None:
             shutil.rmtree(msg.input_path, ignore_errors=True)
-        if cfg.videos and msg.metadata["kind"] == "url" and msg.metadata.get("video_path"):
+        if cfg.videos and msg.metadata["kind"] in ("url", "remote") and msg.metadata.get("video_path"):
             # Only what we downloaded; a user's local files are never touched.
             Path(msg.metadata["video_path"]).unlink(missing_ok=True)

@@ -1,16 +1,19 @@
-"""Stage 1: make each input a local video file (yt-dlp for URLs; local files used in place)."""
+"""Stage 1: make each input a local video file (yt-dlp for URLs, fsspec for object-store URLs;
+local files used in place)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from async_pipeline import StageMessage, StageOutput
 
-from ..errors import CorruptMedia, DiskFull, MinerError, NotFound, classify_download_error
+from ..errors import ConnectionFailed, CorruptMedia, DiskFull, MinerError, NotFound, classify_download_error
 from ..fsutil import free_gb
+from ..inputs import VIDEO_EXTENSIONS
 from ..naming import slug
 from ..registry import State
 from .base import MinerStage
@@ -36,7 +39,30 @@ class DownloadStage(MinerStage):
             self.ctx.request_stop()
             raise DiskFull(f"less than {self.ctx.config.download.min_free_gb} GB free in {self.ctx.output}; "
                            "no new downloads started")
+        if msg.metadata["kind"] == "remote":
+            return self._fetch(msg, video_id)
         return self._download(msg, video_id)
+
+    def _fetch(self, msg: StageMessage, video_id: str) -> StageMessage:
+        """Copy an object-store file (s3://, gs://, ...) here, under a temporary name until complete."""
+        from ..shared_storage import open_filesystem
+
+        url = msg.metadata["source"]
+        fs, path = open_filesystem(url)
+        name = Path(path).name
+        suffix = Path(name).suffix.lower()
+        dest = self.ctx.videos_dir / video_id / (slug(Path(name).stem, 60) + (suffix if suffix in VIDEO_EXTENSIONS else ""))
+        part = dest.with_name(dest.name + ".part")
+        part.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fs.get_file(path, str(part))
+        except FileNotFoundError as exc:
+            raise NotFound(f"{url} does not exist") from exc
+        except OSError as exc:
+            raise ConnectionFailed(f"{url}: {type(exc).__name__}: {exc}") from exc
+        os.replace(part, dest)
+        self._record(video_id, dest, {"webpage_url": url})
+        return msg.evolve(input_path=dest, metadata={"video_path": str(dest)})
 
     def _local(self, msg: StageMessage, video_id: str) -> StageMessage:
         path = Path(msg.metadata["source"])

@@ -51,17 +51,18 @@ class SharedStorage:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.url, self.output, self._fs, self._root = state["url"], state["output"], None, ""
 
-    @property
-    def fs(self) -> Any:
+    def _opened(self) -> tuple[Any, str]:
         if self._fs is None:
             self._fs, self._root = open_filesystem(self.url)
-        return self._fs
+        return self._fs, self._root
+
+    @property
+    def fs(self) -> Any:
+        return self._opened()[0]
 
     def remote(self, rel: str) -> str:
         """The storage path of ``rel`` (a path relative to the output folder)."""
-        if self._fs is None:
-            self._fs, self._root = open_filesystem(self.url)
-        return f"{self._root}/{rel}"
+        return f"{self._opened()[1]}/{rel}"
 
     @property
     def scratch(self) -> Path:

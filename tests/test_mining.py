@@ -203,6 +203,11 @@ def test_identical_videos_cost_one_inference_per_frame(tmp_path: Path) -> None:
         # The copy's frames are exact duplicates: the dataset is the single video's.
         assert report.export.kept == single.export.kept and report.export.duplicates >= single.export.kept
     assert dataset_files(tmp_path / "async" / "dataset") == dataset_files(tmp_path / "sequential" / "dataset")
+    # Two extract workers take both at once: the copy waits for the original's frames instead of
+    # decoding, and its manifest rows are those a decode gives (the sequential run decoded both).
+    assert both["async"].counters.get("videos_same_content") == 1
+    assert both["sequential"].counters.get("videos_same_content", 0) == 0
+    assert manifest(tmp_path / "async") == manifest(tmp_path / "sequential")
 
 
 def test_a_page_of_videos_expands_into_one_item_per_video(tmp_path: Path) -> None:

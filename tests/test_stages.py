@@ -11,7 +11,7 @@ from video_miner.config import ExtractConfig
 from video_miner.errors import classify_download_error
 from video_miner.stages.extract import extract_frames
 
-from .conftest import BOTTLE, MODEL, VIDEOS
+from .conftest import BOTTLE, MODEL, PERSON, VIDEOS
 from .helpers import run
 
 
@@ -113,3 +113,43 @@ def test_download_errors_are_classified(message: str, kind: str, transient: bool
     error = classify_download_error(message)
     assert error.kind == kind and error.transient is transient
     assert str(error)
+
+
+def test_same_content_is_matched_exactly_and_a_failed_first_one_releases_the_others(tmp_path: Path) -> None:
+    from video_miner.same_content import SameContent
+
+    a, b, c = tmp_path / "a.bin", tmp_path / "b.bin", tmp_path / "c.bin"
+    body = bytes(range(256)) * 20_000  # over 2 MiB: the middle is outside the cheap key
+    a.write_bytes(body)
+    b.write_bytes(body)
+    c.write_bytes(body[:2_000_000] + b"x" + body[2_000_001:])  # same size, first and last MiB
+    table: SameContent[str] = SameContent()
+    key_a, first = table.claim(a)
+    assert first is None
+    key_b, waiting = table.claim(b)
+    key_c, other = table.claim(c)
+    assert key_a == key_b == key_c and waiting is not None and other is None  # c differs in the middle only
+    assert not waiting.done()
+    table.settle(key_c, c, "c's result")  # not the first of that key: changes nothing
+    assert not waiting.done()
+    table.settle(key_a, a, None)
+    assert waiting.result() is None  # the first one failed: b does its own work
+
+
+def test_cpu_lanes_split_a_batch_over_sessions_with_the_same_detections(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from video_miner.detector import Detector, DetectorSpec
+
+    frames = extract_frames(PERSON, tmp_path, "p", ExtractConfig(mode="fps", fps=0.2, end=140), 1).frames
+    images = [Image.open(tmp_path / f["file"]).convert("RGB") for f in frames][:7]
+    found = {}
+    for lanes in (1, 3):
+        detector = Detector(DetectorSpec(str(MODEL), ("person",), 0.4, batch_size=8, device="cpu", cpu_lanes=lanes))
+        detector.warm_up()
+        assert len(detector._lanes) == lanes
+        for model in detector._lanes:  # reopened: no spinning threads taking the decoders' CPU time
+            options = model.predictor.model.backend.session.get_session_options()
+            assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        found[lanes] = detector.detect(images)
+    assert found[1] == found[3] and sum(map(len, found[1])) >= 3, found[1]

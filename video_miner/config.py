@@ -62,6 +62,9 @@ class FilterConfig(_Section):
     min_box_area: float = Field(0.0, ge=0, le=1)
     imgsz: int = Field(640, ge=32)
     batch_size: int = Field(8, ge=1)
+    #: On the CPU with an ONNX model: sessions inferring a batch's images side by side (0: one per
+    #: core, at most batch_size). A small model uses cores better this way than one session does.
+    cpu_lanes: int = Field(0, ge=0)
     device: str = "auto"
     half: bool = True
     blur_threshold: float = Field(30.0, ge=0)

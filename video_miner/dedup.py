@@ -145,6 +145,10 @@ def select_distinct(hashes: np.ndarray, priority: np.ndarray, threshold: int, el
                 return int(other)
         return -1
 
+    def near_any(node: int, others: list[int]) -> bool:
+        r = rank[node]
+        return any(rank[o] < r and o in others for o in edges[starts[r]:starts[r + 1], 1].tolist())
+
     unknown_at = [pos for pos, node in enumerate(walk) if known[node] == UNKNOWN]
     next_unknown = 0
     for pos, node in enumerate(walk):
@@ -156,11 +160,12 @@ def select_distinct(hashes: np.ndarray, priority: np.ndarray, threshold: int, el
             # Ask for this frame and the next few unknown ones no kept frame covers yet, in one batch.
             while unknown_at[next_unknown] < pos:
                 next_unknown += 1
+            # Not one near a frame already in the batch: that one may turn out kept and cover it.
             todo = [node]
             for later in unknown_at[next_unknown + 1:next_unknown + 1 + 4 * batch]:
                 if len(todo) >= batch:
                     break
-                if known[walk[later]] == UNKNOWN and covering(walk[later]) < 0:
+                if known[walk[later]] == UNKNOWN and covering(walk[later]) < 0 and not near_any(walk[later], todo):
                     todo.append(walk[later])
             ask(todo)
         if known[node] == YES:

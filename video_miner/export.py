@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections import Counter
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from PIL import Image
 from .config import MinerConfig
 from .context import priority_key
 from .dedup import KEPT, NO, UNKNOWN, YES, select_distinct
-from .fsutil import replace_dir
+from .fsutil import link_or_copy, replace_dir
 from .registry import Decision, FrameRow, Registry
 
 ELIGIBILITY = {Decision.CANDIDATE: YES, Decision.NEGATIVE: NO, Decision.DEFERRED: UNKNOWN}
@@ -46,13 +45,6 @@ def _split(video_id: str, val_fraction: float) -> str:
     """By video, so near-identical neighbouring frames never straddle train and val."""
     bucket = int(hashlib.sha256(video_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "val" if bucket < val_fraction else "train"
-
-
-def _link(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def build_dataset(registry: Registry, config: MinerConfig, output: Path, labeller: Labeller | None = None,
@@ -111,7 +103,7 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
         (staging / "labels" / split).mkdir(parents=True, exist_ok=True)
         for r in members:
             name = Path(r.file).name
-            _link(output / r.file, staging / "images" / split / name)
+            link_or_copy(output / r.file, staging / "images" / split / name)
             lines = [f"{d['class_index']} " + " ".join(f"{v:.6f}" for v in d["xywhn"]) for d in detections[frame_key(r)]]
             (staging / "labels" / split / f"{Path(name).stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
             image_paths[frame_key(r)] = f"images/{split}/{name}"

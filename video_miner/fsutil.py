@@ -30,6 +30,14 @@ def atomic_write_json(path: Path, obj: Any, sort_keys: bool = True) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=sort_keys))
 
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link (no copy of the bytes), or a copy where links are not possible (another filesystem)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 

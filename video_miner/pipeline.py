@@ -152,7 +152,7 @@ def _select(sources: list[Source], registry: Registry, config: MinerConfig, retr
 def detector_spec(config: MinerConfig, model: str | None = None, conf: float | None = None) -> DetectorSpec:
     f = config.filter
     return DetectorSpec(model or f.model, tuple(f.classes), f.conf if conf is None else conf, f.iou, f.imgsz, f.device,
-                        f.half, f.min_box_area, f.batch_size)
+                        f.half, f.min_box_area, f.batch_size, f.cpu_lanes)
 
 
 def _detector_factory(first: Detector, spec: DetectorSpec) -> Callable[[], Detector]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,10 @@ from .config import MinerConfig
 from .context import DetectionCache, KeptHints, MiningContext, hints_for
 from .errors import MinerError, TransientError
 from .registry import Decision
+from .same_content import SameContent
 from .shared_storage import SharedStorage
 from .stages.collect import CollectStage
+from .stages.extract import Extraction
 from .stages.filter import RESULT, read_result
 
 Op = tuple[str, tuple[Any, ...], dict[str, Any]]
@@ -79,6 +81,7 @@ class RemoteContext:
     counters: RecordingCounters = field(default_factory=RecordingCounters)
     detections: DetectionCache = field(default_factory=DetectionCache)
     hints: KeptHints | None = None
+    same_content: SameContent[tuple[Path, Extraction]] = field(default_factory=SameContent)
     stop_requested: bool = False
 
     def __post_init__(self) -> None:
@@ -175,6 +178,8 @@ class FilterActor:
         self.output = output
         self.ctx = _remote_context(config, output, {})
         spec = detector_spec(config)
+        if not spec.cpu_lanes:  # the cores Ray gave this actor, not all of the node's
+            spec = replace(spec, cpu_lanes=max(1, int(config.ray.filter_cpus)))
         self.stage = FilterStage(self.ctx, lambda: Detector(spec))  # type: ignore[arg-type]
         self.stage.setup()
 

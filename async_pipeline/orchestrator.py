@@ -180,7 +180,9 @@ class AsyncPipelineOrchestrator:
         worker: BaseStageWorker | None = None
         try:
             worker = spec.worker()
+            started = time.perf_counter()
             await loop.run_in_executor(self._executor, worker.setup)
+            self._tracker.stages[spec.name].setup_seconds += time.perf_counter() - started
             while (env := await self._queues[idx].get()) is not _EOS:
                 await self._handle(idx, worker, env)
         except Exception as exc:

@@ -64,10 +64,12 @@ class SequentialRunner:
         try:
             with ExitStack() as stack:
                 for spec, worker in zip(self.specs, workers, strict=True):
+                    started = time.perf_counter()
                     try:
                         worker.setup()
                     except Exception as exc:
                         raise PipelineError(spec.name, exc) from exc
+                    self._tracker.stages[spec.name].setup_seconds += time.perf_counter() - started
                     stack.callback(worker.close)
                 self._run_items(source, workers, locks)
         finally:

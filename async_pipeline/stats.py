@@ -47,6 +47,8 @@ class StageStats:
     #: Items the queue policy threw away (drop_oldest / drop_newest) before this stage saw them.
     queue_dropped: int = 0
     busy_seconds: float = 0.0
+    #: Time the workers spent in ``setup`` (loading a model) before their first item, summed.
+    setup_seconds: float = 0.0
     durations: list[float] = field(default_factory=list)
 
     @property
@@ -73,6 +75,7 @@ class StageStats:
             "retries": self.retries,
             "queue_dropped": self.queue_dropped,
             "busy_seconds": self.busy_seconds,
+            "setup_seconds": self.setup_seconds,
             "avg_seconds": self.avg_seconds,
             "processed": len(self.durations),
         }

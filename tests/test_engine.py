@@ -297,3 +297,18 @@ def test_async_workers_run_on_the_loop_and_overlap() -> None:
     assert {o.outputs[0].metadata["thread"] for o in result.items} == {threading.main_thread().name}
     seq = SequentialRunner(specs).run([StageMessage("a")])
     assert seq.items[0].status is Status.DONE
+
+
+class SlowSetup(Scripted):
+    def setup(self) -> None:
+        time.sleep(0.2)
+
+
+def test_setup_time_is_counted_apart_from_busy_time() -> None:
+    """A model load is work the stage does but not per item: reported as setup_seconds."""
+    specs = [StageSpec("load", lambda: SlowSetup("load", {}), workers=2), StageSpec("pass", lambda: Scripted("pass", {}))]
+    items = [StageMessage(item_id=str(i)) for i in range(3)]
+    for result in (run_async(specs, items), SequentialRunner(specs).run(items)):
+        assert result.stages["load"]["setup_seconds"] >= 0.2
+        assert result.stages["load"]["busy_seconds"] < 0.1
+        assert result.stages["pass"]["setup_seconds"] < 0.1

@@ -168,6 +168,7 @@ class RunMetrics:
                 "p95_s": round(float(np.percentile(d, 95)), 4),
                 "max_s": round(float(d.max()), 4),
                 "busy_seconds": round(s["busy_seconds"], 3),
+                "setup_seconds": round(s["setup_seconds"], 3),
                 "busy_fraction": round(s["busy_seconds"] / capacity, 4) if capacity > 0 else 0.0,
                 "throughput_per_s": round(s["processed"] / wall, 4) if wall > 0 else 0.0,
                 "queue_high_water": s["queue_high_water"],

@@ -153,3 +153,23 @@ def test_cpu_lanes_split_a_batch_over_sessions_with_the_same_detections(tmp_path
             assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
         found[lanes] = detector.detect(images)
     assert found[1] == found[3] and sum(map(len, found[1])) >= 3, found[1]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_unsampled_non_reference_frames_are_never_decoded_and_the_samples_do_not_change(tmp_path: Path,
+                                                                                      threads: int) -> None:
+    """The bottle video (H.264 High, B-frames): every sampled image equals the one a full decode gives."""
+    import av
+
+    from video_miner.stages.extract import _encode
+
+    cfg = ExtractConfig(mode="fps", fps=2.0)
+    result = extract_frames(BOTTLE, tmp_path, "b", cfg, threads)
+    expected, next_t = [], 0.0
+    with av.open(str(BOTTLE)) as container:
+        for frame in container.decode(container.streams.video[0]):
+            if frame.time + 1e-6 >= next_t:
+                expected.append((round(frame.time, 6), _encode(frame, cfg)))
+                next_t += 0.5 * (int((frame.time - next_t) / 0.5 + 1e-9) + 1)
+    assert [(f["t"], (tmp_path / f["file"]).read_bytes()) for f in result.frames] == expected
+    assert result.decoded < 0.7 * 1189, result.decoded  # 1189 frames, about half of them non-reference

@@ -8,7 +8,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,7 +83,9 @@ def extract_frames(path: Path, out_dir: Path, video_id: str, cfg: ExtractConfig,
         while True:
             reseek: float | None = None
             try:
-                for frame in _decode(container, stream, seek_to):
+                # The lambda reads next_t as it advances: late binding is the point here.
+                upcoming = None if keyframes_only else lambda: next_t  # noqa: B023
+                for frame in _decode(container, stream, seek_to, upcoming):
                     t = _frame_time(frame, rate, result.decoded)
                     result.decoded += 1
                     if frame.key_frame and (not keyframe_times or t > keyframe_times[-1]):
@@ -121,10 +123,21 @@ def extract_frames(path: Path, out_dir: Path, video_id: str, cfg: ExtractConfig,
     return result
 
 
-def _decode(container: Any, stream: Any, seek_to: float | None) -> Iterator[Any]:
+def _decode(container: Any, stream: Any, seek_to: float | None,
+            next_sample: Callable[[], float] | None) -> Iterator[Any]:
+    """The stream's frames from ``seek_to``. With ``next_sample``, a packet shown before the next
+    sampling instant is decoded only if other frames refer to it: a non-reference frame (most
+    B-frames, half the frames of a typical H.264 stream) that is never sampled is skipped outright.
+    The decision uses the packet's own presentation time, so the sampled frames are unchanged."""
     if seek_to is not None and stream.time_base:
         container.seek(int(seek_to / stream.time_base), stream=stream, backward=True, any_frame=False)
-    yield from container.decode(stream)
+    codec = stream.codec_context
+    base = float(stream.time_base) if stream.time_base else 0.0
+    for packet in container.demux(stream):
+        if next_sample is not None:
+            early = packet.pts is not None and base > 0 and packet.pts * base + 1e-6 < next_sample()
+            codec.skip_frame = "NONREF" if early else "DEFAULT"
+        yield from codec.decode(packet)
 
 
 def _frame_time(frame: Any, rate: float, decoded: int) -> float:

@@ -56,6 +56,12 @@ def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
                 start = int(m.group(1)) if m.group(1) else 0
                 end = min(int(m.group(2)), end) if m.group(2) else end
                 status = 206
+                if start >= len(data):  # as real servers do: e.g. resuming a .part that is already whole
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
             self.send_response(status)
             kinds = {".mp4": "video/mp4", ".html": "text/html; charset=utf-8", ".mkv": "video/x-matroska"}
             self.send_header("Content-Type", kinds.get(Path(route).suffix, "application/octet-stream"))

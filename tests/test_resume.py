@@ -97,6 +97,26 @@ def test_kill_9_then_rerun_gives_the_same_dataset(served, reference: Path, tmp_p
         assert state.hits[route] == hits_at_kill[route], route
 
 
+def test_a_whole_part_file_left_by_a_kill_is_downloaded_again(served, tmp_path: Path) -> None:
+    """Killed after the last byte, before yt-dlp renamed its .part: resuming asks the server for a
+    range past the end (416); the stage starts that download over instead of failing the video."""
+    from .helpers import run
+
+    base, state = served
+    url = f"{base}/v/cars.mp4"
+    first = run([url], tmp_path / "first", **{"filter.classes": ["car"]})
+    assert not first.failures
+    (done,) = (tmp_path / "first" / "work" / "videos").iterdir()
+    part = tmp_path / "again" / "work" / "videos" / done.name / "cars.mp4.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(CARS.read_bytes())
+    hits = state.hits["/v/cars.mp4"]
+    again = run([url], tmp_path / "again", **{"filter.classes": ["car"]})
+    assert not again.failures, [f.line() for f in again.failures]
+    assert (part.parent / "cars.mp4").read_bytes() == CARS.read_bytes() and not part.exists()
+    assert state.hits["/v/cars.mp4"] > hits + 1  # the refused resume, then the whole file
+
+
 def test_status_and_retry_failed(tmp_path: Path) -> None:
     out = tmp_path / "out"
     broken = tmp_path / "later.mp4"

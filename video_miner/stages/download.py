@@ -109,19 +109,32 @@ class DownloadStage(MinerStage):
         from yt_dlp.utils import DownloadError
 
         url = msg.metadata["source"]
-        try:
-            # A fresh YoutubeDL per call: instances are not thread-safe.
-            with YoutubeDL(self._ydl_options(video_id)) as ydl:
-                info = ydl.sanitize_info(ydl.extract_info(url, download=True))
-        except DownloadError as exc:
-            raise classify_download_error(str(exc)) from exc
-        except OSError as exc:
-            raise classify_download_error(str(exc)) from exc
+        for attempt in (1, 2):
+            try:
+                # A fresh YoutubeDL per call: instances are not thread-safe.
+                with YoutubeDL(self._ydl_options(video_id)) as ydl:
+                    info = ydl.sanitize_info(ydl.extract_info(url, download=True))
+                break
+            except DownloadError as exc:
+                # A run killed after the last byte but before yt-dlp renamed its .part leaves a
+                # whole .part: resuming it asks for a range past the end, which servers answer with
+                # 416 (or an empty body), and yt-dlp gives up. Such a .part is dropped, once.
+                if attempt == 1 and _past_the_end(str(exc)) and self._drop_parts(video_id):
+                    continue
+                raise classify_download_error(str(exc)) from exc
+            except OSError as exc:
+                raise classify_download_error(str(exc)) from exc
         if info.get("_type") == "playlist":
             return self._fan_out_playlist(msg, video_id, info)
         path = _downloaded_file(info)
         self._record(video_id, path, info)
         return msg.evolve(input_path=path, metadata={"video_path": str(path)})
+
+    def _drop_parts(self, video_id: str) -> bool:
+        parts = list((self.ctx.videos_dir / video_id).glob("*.part"))
+        for part in parts:
+            part.unlink(missing_ok=True)
+        return bool(parts)
 
     def _record(self, video_id: str, path: Path, info: dict[str, Any]) -> None:
         source = {k: info.get(k) for k in SOURCE_FIELDS if info.get(k) is not None}
@@ -157,3 +170,6 @@ def _downloaded_file(info: dict[str, Any]) -> Path:
         raise MinerError(f"yt-dlp reported no file for {info.get('webpage_url') or info.get('id')}")
     return Path(path)
 
+
+def _past_the_end(message: str) -> bool:
+    return "HTTP Error 416" in message or "Did not get any data blocks" in message

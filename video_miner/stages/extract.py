@@ -183,7 +183,6 @@ class ExtractStage(MinerStage):
                                     warning="; ".join(result.warnings) or None)
         return msg.evolve(input_path=out_dir, metadata={"warnings": result.warnings})
 
-
     def _extract(self, path: Path, out_dir: Path, video_id: str) -> Extraction:
         """Decode, unless an input with the same bytes was decoded in this run: then its frames."""
         key, earlier = self.ctx.same_content.claim(path)

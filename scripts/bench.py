@@ -5,7 +5,7 @@ A benchmark, not a test: prints a table and writes JSON (and a PNG of the whole-
     .venv/bin/pip install -e ".[bench]" && YOLO_OFFLINE=1 .venv/bin/python scripts/bench.py
 
 Sections: 1 extraction alone, 2 the whole job, 3 the pipeline's overlap, 4 dedup index scaling,
-5 memory for 10 vs 50 videos. Section 6 (GPU) runs on a machine with CUDA: --gpu.
+5 memory for 10 vs 50 videos. Section 6 (GPU) runs with --gpu [DEVICE] on a machine with CUDA.
 """
 
 from __future__ import annotations
@@ -225,6 +225,85 @@ def section_memory(corpus: list[Path], work: Path) -> dict[str, Any]:
     return res
 
 
+def section_gpu(corpus: list[Path], work: Path, device: str, n_frames: int = 256) -> dict[str, Any]:
+    """Filter throughput of a YOLOv8n built from its yaml (random weights: speed only, nothing to
+    download) at batch 1, 8, 32, FP32 and (on CUDA) FP16; then the whole job on ``device`` with that
+    model, sampling GPU utilization (nvidia-smi) while the filter stage is busy."""
+    import threading
+
+    import torch
+    from PIL import Image
+    from ultralytics import YOLO
+
+    from video_miner.config import load_config
+    from video_miner.metrics import RunMetrics
+    from video_miner.pipeline import RunRequest, mine
+
+    frames_dir = work / "gpu-frames"
+    if not any(frames_dir.rglob("*.jpg")):
+        ffmpeg_extract(corpus, frames_dir)
+    images = [np.asarray(Image.open(p).convert("RGB"))[:, :, ::-1] for p in sorted(frames_dir.rglob("*.jpg"))[:n_frames]]
+    weights = work / "yolov8n-random.pt"
+    YOLO("yolov8n.yaml", task="detect").save(weights)
+    cuda = device.startswith("cuda")
+    throughput = []
+    for half in (False, True) if cuda else (False,):
+        for batch in (1, 8, 32):
+            model = YOLO(str(weights), task="detect")
+            kw: dict[str, Any] = {"device": device, "verbose": False, "quantize": 16 if half else None}
+            model.predict(images[:batch], **kw)  # warm-up: predictor, CUDA kernels
+            if cuda:
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            for i in range(0, len(images), batch):
+                model.predict(images[i:i + batch], **kw)
+            if cuda:
+                torch.cuda.synchronize()
+            fps = len(images) / (time.perf_counter() - started)
+            throughput.append({"batch": batch, "fp16": half, "frames_per_s": round(fps, 1)})
+            log(f"  gpu section: batch {batch} fp16 {half}: {fps:.1f} frames/s")
+
+    samples: list[tuple[float, float]] = []
+    sampler = None
+    if cuda and shutil.which("nvidia-smi"):
+        sampler = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                    "-lms", "100"], stdout=subprocess.PIPE, text=True)
+
+        def read() -> None:
+            assert sampler is not None and sampler.stdout is not None
+            for line in sampler.stdout:
+                if line.strip().isdigit():
+                    samples.append((time.monotonic(), float(line)))
+
+        threading.Thread(target=read, daemon=True).start()
+    out = work / "job-gpu"
+    shutil.rmtree(out, ignore_errors=True)
+    # A yaml-built model has no class names: its classes are "0".."79".
+    config = load_config(None, {"output": str(out), "filter.model": str(weights), "filter.classes": ["0"],
+                                "filter.conf": 0.4, "filter.device": device, "extract.mode": "fps", "extract.fps": 1.0})
+    metrics = RunMetrics()
+    started = time.perf_counter()
+    mine(RunRequest(inputs=[str(v) for v in corpus], config=config), metrics=metrics)
+    job_s = time.perf_counter() - started
+    busy_fraction = None
+    if sampler is not None:
+        sampler.terminate()
+        # The filter's busy periods, from the run's own timeline (same monotonic clock).
+        spans, since = [], None
+        for point in (p for p in metrics.timeline if p["stage"] == "filter"):
+            if point["busy"] and since is None:
+                since = point["t"]
+            elif not point["busy"] and since is not None:
+                spans.append((metrics.started_at + since, metrics.started_at + point["t"]))
+                since = None
+        inside = [u for t, u in samples if any(a <= t <= b for a, b in spans)]
+        busy_fraction = round(sum(inside) / len(inside) / 100, 3) if inside else None
+    name = torch.cuda.get_device_name(0) if cuda else "cpu"
+    log(f"  gpu section on {name}: whole job {job_s:.1f}s, GPU busy while filtering {busy_fraction}")
+    return {"device": name, "frames": len(images), "throughput": throughput, "job_s": round(job_s, 2),
+            "gpu_busy_fraction_while_filtering": busy_fraction}
+
+
 def plot(job: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -255,6 +334,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument("--copies", type=int, default=2)
     parser.add_argument("--skip", default="", help="comma-separated sections to skip: extract,job,dedup,memory")
+    parser.add_argument("--gpu", nargs="?", const="cuda:0", default=None, metavar="DEVICE",
+                        help="also run section 6 on this device (default cuda:0; cpu to try it without a GPU)")
     args = parser.parse_args()
     skip = set(args.skip.split(","))
     os.environ["YOLO_OFFLINE"] = "1"
@@ -309,6 +390,8 @@ def main() -> None:
         results["dedup"] = section_dedup([10_000, 100_000, 1_000_000])
     if "memory" not in skip:
         results["memory"] = section_memory(corpus, args.work)
+    if args.gpu:
+        results["gpu"] = section_gpu(corpus, args.work, args.gpu)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench-results.json").write_text(json.dumps(results, indent=1))
     log(json.dumps(results, indent=1))

@@ -7,16 +7,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .config import MinerConfig
 from .registry import Registry
 from .same_content import SameContent
-
-if TYPE_CHECKING:
-    from .stages.extract import Extraction
 
 
 @dataclass
@@ -112,8 +109,8 @@ class MiningContext:
     counters: FrameCounters = field(default_factory=FrameCounters)
     detections: DetectionCache = field(default_factory=DetectionCache)
     hints: KeptHints | None = None
-    #: Inputs with identical bytes decode once: the extract stage's (frames folder, extraction) by content.
-    same_content: SameContent[tuple[Path, Extraction]] = field(default_factory=SameContent)
+    #: Inputs with identical bytes decode once: the first one's committed frames folder, by content.
+    same_content: SameContent[Path] = field(default_factory=SameContent)
     #: Set by the runner: stop taking new videos (disk floor reached).
     request_stop: Callable[[], None] = lambda: None
 

@@ -29,7 +29,6 @@ from .registry import Decision
 from .same_content import SameContent
 from .shared_storage import SharedStorage
 from .stages.collect import CollectStage
-from .stages.extract import Extraction
 from .stages.filter import RESULT, read_result
 
 Op = tuple[str, tuple[Any, ...], dict[str, Any]]
@@ -81,7 +80,7 @@ class RemoteContext:
     counters: RecordingCounters = field(default_factory=RecordingCounters)
     detections: DetectionCache = field(default_factory=DetectionCache)
     hints: KeptHints | None = None
-    same_content: SameContent[tuple[Path, Extraction]] = field(default_factory=SameContent)
+    same_content: SameContent[Path] = field(default_factory=SameContent)
     stop_requested: bool = False
 
     def __post_init__(self) -> None:

@@ -176,47 +176,52 @@ class ExtractStage(MinerStage):
         shutil.rmtree(out_dir, ignore_errors=True)
         assert msg.input_path is not None
         result = self._extract(msg.input_path, out_dir, video_id)
-        # The index is the commit point: frames without it are an interrupted extraction.
-        atomic_write_json(index_path, {"video_id": video_id, "frames": result.frames, "warnings": result.warnings})
         self.ctx.counters.add(frames_extracted=len(result.frames))
         self.ctx.registry.set_state(video_id, State.EXTRACTED, n_extracted=len(result.frames),
                                     warning="; ".join(result.warnings) or None)
         return msg.evolve(input_path=out_dir, metadata={"warnings": result.warnings})
 
     def _extract(self, path: Path, out_dir: Path, video_id: str) -> Extraction:
-        """Decode, unless an input with the same bytes was decoded in this run: then its frames."""
+        """Decode and commit, unless an input with the same bytes was decoded in this run: then its
+        frames. Only the first one's frames folder is shared, never its rows: they stay on disk."""
         key, earlier = self.ctx.same_content.claim(path)
-        if earlier is not None:
-            first = earlier.result()  # blocks only while that input is still being decoded
-            if first is not None:
-                try:
-                    result = _same_frames(*first, out_dir, video_id)
-                    self.ctx.counters.add(videos_same_content=1)
-                    return result
-                except OSError as exc:  # its frames are gone (cleaned up): decode after all
-                    log.debug("%s: cannot reuse the frames of identical %s (%s)", path.name, first[0], exc)
-                    shutil.rmtree(out_dir, ignore_errors=True)
-        done: tuple[Path, Extraction] | None = None
+        if earlier is not None and (src_dir := earlier.result()) is not None:  # waits while it decodes
+            try:
+                result = _same_frames(src_dir, out_dir, video_id)
+                self.ctx.counters.add(videos_same_content=1)
+                _commit(out_dir, video_id, result)
+                return result
+            except OSError as exc:  # its frames are gone (collected, cleaned up): decode after all
+                log.debug("%s: cannot reuse the frames of identical %s (%s)", path.name, src_dir, exc)
+                shutil.rmtree(out_dir, ignore_errors=True)
+        done: Path | None = None
         try:
             result = extract_frames(path, out_dir, video_id, self.ctx.config.extract, self.decoder_threads,
                                     Prefilter(self.ctx.config.filter))
-            done = (out_dir, result)
+            _commit(out_dir, video_id, result)
+            done = out_dir
             return result
         finally:
             self.ctx.same_content.settle(key, path, done)
 
 
-def _same_frames(src_dir: Path, src: Extraction, out_dir: Path, video_id: str) -> Extraction:
-    """Another input's extraction of the same bytes, as this video's: its frames linked under this
-    video's names, their rows (measures, decisions) unchanged."""
+def _commit(out_dir: Path, video_id: str, result: Extraction) -> None:
+    """The index is the commit point: frames without it are an interrupted extraction."""
+    atomic_write_json(out_dir / INDEX, {"video_id": video_id, "frames": result.frames, "warnings": result.warnings})
+
+
+def _same_frames(src_dir: Path, out_dir: Path, video_id: str) -> Extraction:
+    """Another input's committed extraction of the same bytes, as this video's: its frames linked
+    under this video's names, their rows (measures, decisions) unchanged."""
+    src = read_index(src_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = []
-    for row in src.frames:
+    for row in src["frames"]:
         name = frame_name(video_id, row["t"])
         if row.get("decision") is None:  # written, not dropped by a prefilter
             link_or_copy(src_dir / row["file"], out_dir / name)
         frames.append({**row, "file": name})
-    return Extraction(frames=frames, warnings=list(src.warnings), decoded=0)
+    return Extraction(frames=frames, warnings=list(src["warnings"]), decoded=0)
 
 
 def read_index(frames_dir: Path) -> dict[str, Any]:

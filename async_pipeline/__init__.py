@@ -23,7 +23,16 @@ The model, in brief
   taking inputs and gives in-flight items ``grace_seconds`` to finish; a second aborts at once.
   Either way the partial result names every unfinished item.
 * Queue policies: ``block`` (default, never loses an item) or ``drop_oldest``/``drop_newest`` for
-  live sources; every drop is counted and the item settled as dropped.
+  live sources; every drop is counted and the item settled as dropped (the ``queue_dropped`` event
+  carries the message, so its owner can clean up).
+* Inputs may be an async iterable, endless if need be (camera frames, a watched folder): a stop
+  request ends it. ``keep_outcomes=False`` then keeps counts only, so memory stays flat.
+* :class:`DynamicBatcher`: a stage's workers hand single requests (frames) to one shared batcher
+  that runs them in batches formed across all items in flight, and hands each result back. A
+  batch goes when full, when its oldest request waited ``max_wait_s``, or at once when every
+  client is waiting on it. Name it in the stage's spec so each worker counts as a client.
+* Workers may :meth:`~BaseStageWorker.report_progress` inside an item (bytes, seconds of media);
+  snapshots carry it as ``in_flight``. Durations are kept as bounded :class:`Distribution` objects.
 * Observers read :meth:`snapshot` (per stage: workers busy/idle, queue depth and high-water mark,
   items in/out/dropped/failed, time per item) or pass ``on_event`` to hear each
   :class:`PipelineEvent`. No UI code lives here.
@@ -33,6 +42,8 @@ The model, in brief
 This package imports nothing video-specific.
 """
 
+from .batcher import BatcherClosed, BatcherStats, DynamicBatcher
+from .distribution import Distribution
 from .message import StageMessage
 from .orchestrator import AsyncPipelineOrchestrator
 from .sequential import SequentialRunner
@@ -43,6 +54,10 @@ from .worker import BaseStageWorker, FatalStageError, StageOutput
 __all__ = [
     "AsyncPipelineOrchestrator",
     "BaseStageWorker",
+    "BatcherClosed",
+    "BatcherStats",
+    "Distribution",
+    "DynamicBatcher",
     "FatalStageError",
     "ItemOutcome",
     "PipelineError",

@@ -3,6 +3,9 @@
 End of stream is explicit: the feeder sends one end marker per worker of the first stage; the last
 worker of a stage to see its marker sends one per worker of the next stage. No stage ever polls,
 and the run ends exactly when the last marker reaches the last stage.
+
+Inputs are an iterable or an async iterable: the latter may be endless (camera frames, files that
+appear in a folder); a stop request then ends it, and the run finishes what it holds.
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from .batcher import BatcherClosed
 from .message import StageMessage
 from .spec import PipelineError, QueuePolicy, StageSpec
 from .stats import EventCallback, ItemOutcome, OutcomeTracker, RunResult, Status
@@ -22,6 +26,7 @@ from .worker import BaseStageWorker, FatalStageError, as_messages, backoff_delay
 
 _EOS = object()
 Envelope = tuple[str, StageMessage]
+Inputs = Iterable[StageMessage] | AsyncIterable[StageMessage]
 
 
 class _Aborted(Exception):
@@ -40,7 +45,8 @@ class AsyncPipelineOrchestrator:
 
     ``grace_seconds``: after a stop request, how long in-flight items may finish before they are
     cancelled. ``handle_signals``: install SIGINT/SIGTERM handlers for the run (first signal stops
-    taking inputs, second aborts at once).
+    taking inputs, second aborts at once). ``keep_outcomes=False``: settled items are only counted
+    (for endless inputs, so memory stays flat); the result then lists no items.
     """
 
     def __init__(
@@ -51,6 +57,7 @@ class AsyncPipelineOrchestrator:
         grace_seconds: float = 30.0,
         handle_signals: bool = False,
         executor: ThreadPoolExecutor | None = None,
+        keep_outcomes: bool = True,
     ) -> None:
         if not stages:
             raise ValueError("a pipeline needs at least one stage")
@@ -60,7 +67,7 @@ class AsyncPipelineOrchestrator:
         self.specs = list(stages)
         self.grace_seconds = grace_seconds
         self.handle_signals = handle_signals
-        self._tracker = OutcomeTracker(names, on_event)
+        self._tracker = OutcomeTracker(names, on_event, keep_outcomes)
         for spec in self.specs:
             st = self._tracker.stages[spec.name]
             st.workers = spec.workers
@@ -105,10 +112,11 @@ class AsyncPipelineOrchestrator:
             self.request_stop()
 
     # ---- run -------------------------------------------------------------------------------
-    async def run(self, inputs: Iterable[StageMessage]) -> RunResult:
+    async def run(self, inputs: Inputs) -> RunResult:
         self._loop = asyncio.get_running_loop()
         self._queues = [asyncio.Queue(maxsize=s.effective_queue_size) for s in self.specs]
-        source = iter(inputs)
+        source: Iterator[StageMessage] | AsyncIterator[StageMessage] = (
+            aiter(inputs) if isinstance(inputs, AsyncIterable) else iter(inputs))
         handled: list[signal.Signals] = []
         if self.handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -125,6 +133,7 @@ class AsyncPipelineOrchestrator:
                             tg.create_task(self._worker_task(idx))
                 watcher.cancel()
         except BaseExceptionGroup as group:
+            self._release_batchers("the run was cancelled")
             crashes = group.subgroup(_StageCrashed)
             if crashes is not None:
                 crash = _first_leaf(crashes)
@@ -133,14 +142,23 @@ class AsyncPipelineOrchestrator:
             rest = group.split(_Aborted)[1]
             if rest is not None:
                 raise
+        except BaseException:
+            self._release_batchers("the run was cancelled")
+            raise
         finally:
             for sig in handled:
                 self._loop.remove_signal_handler(sig)
             if self._own_executor:
                 # Threads cannot be interrupted: after an abort, leave them to finish on their own.
                 self._executor.shutdown(wait=not self._abort.is_set(), cancel_futures=True)
-        pending = [m.item_id for m in source]
+        pending = [m.item_id for m in source] if isinstance(source, Iterator) else []
         return self._tracker.result(pending, stopped=self._stop.is_set())
+
+    def _release_batchers(self, why: str) -> None:
+        """Worker threads blocked on a batcher cannot be cancelled: fail what it holds instead."""
+        for spec in self.specs:
+            for batcher in spec.batchers:
+                batcher.close(BatcherClosed(f"{batcher.name}: {why}"))
 
     async def _watch_stop(self) -> None:
         await self._stop.wait()
@@ -148,14 +166,34 @@ class AsyncPipelineOrchestrator:
             await asyncio.wait_for(self._abort.wait(), self.grace_seconds)
         raise _Aborted
 
-    async def _feed(self, source: Iterator[StageMessage]) -> None:
-        for msg in source:
+    async def _feed(self, source: Iterator[StageMessage] | AsyncIterator[StageMessage]) -> None:
+        while not self._stop.is_set():
+            msg = await self._next_input(source) if isinstance(source, AsyncIterator) else next(source, None)
+            if msg is None:
+                break
             if self._tracker.admit(msg.item_id):
                 await self._offer(0, (msg.item_id, msg))
-            if self._stop.is_set():
-                break
         for _ in range(self.specs[0].workers):
             await self._queues[0].put(_EOS)
+
+    async def _next_input(self, source: AsyncIterator[StageMessage]) -> StageMessage | None:
+        """The next input, or None at its end or once a stop is requested (an endless source
+        may never yield again)."""
+        nxt: asyncio.Task[StageMessage] = asyncio.ensure_future(anext(source))  # type: ignore[arg-type]
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({nxt, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not nxt.done():
+            nxt.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await nxt
+            return None
+        try:
+            return nxt.result()
+        except StopAsyncIteration:
+            return None
 
     async def _offer(self, idx: int, env: Envelope) -> None:
         """Put ``env`` on stage ``idx``'s queue under that queue's policy."""
@@ -171,15 +209,20 @@ class AsyncPipelineOrchestrator:
 
     def _queue_drop(self, stage: str, env: Envelope) -> None:
         self._tracker.stages[stage].queue_dropped += 1
-        self._tracker.emit("queue_dropped", stage, env[0])
+        self._tracker.emit("queue_dropped", stage, env[0], message=env[1])
         self._tracker.settle_part(ItemOutcome(env[0], Status.DROPPED, stage))
 
     async def _worker_task(self, idx: int) -> None:
         spec = self.specs[idx]
         loop = asyncio.get_running_loop()
         worker: BaseStageWorker | None = None
+        st = self._tracker.stages[spec.name]
+        for batcher in spec.batchers:
+            batcher.join()
         try:
             worker = spec.worker()
+            worker.progress_sink = st.report_progress
+            st.progress_unit = worker.progress_unit
             started = time.perf_counter()
             await loop.run_in_executor(self._executor, worker.setup)
             self._tracker.stages[spec.name].setup_seconds += time.perf_counter() - started
@@ -188,6 +231,8 @@ class AsyncPipelineOrchestrator:
         except Exception as exc:
             raise _StageCrashed(spec.name, exc) from exc
         finally:
+            for batcher in spec.batchers:
+                batcher.leave()
             if worker is not None:
                 worker.close()
         self._finished_workers[idx] += 1
@@ -216,7 +261,8 @@ class AsyncPipelineOrchestrator:
             elapsed = time.perf_counter() - started
             st.busy -= 1
             st.busy_seconds += elapsed
-            st.durations.append(elapsed)
+            st.durations.add(elapsed)
+            st.clear_progress(item_id)
         self._tracker.emit("finished", spec.name, item_id, elapsed)
         if not outputs:
             st.dropped += 1

@@ -55,6 +55,9 @@ class SequentialRunner:
 
     def run(self, inputs: Iterable[StageMessage]) -> RunResult:
         workers = [spec.worker() for spec in self.specs]
+        for spec, worker in zip(self.specs, workers, strict=True):
+            worker.progress_sink = self._tracker.stages[spec.name].report_progress
+            self._tracker.stages[spec.name].progress_unit = worker.progress_unit
         locks = [nullcontext() if w.thread_safe else threading.Lock() for w in workers]
         previous: dict[signal.Signals, Any] = {}
         if self.handle_signals and threading.current_thread() is threading.main_thread():
@@ -80,16 +83,34 @@ class SequentialRunner:
 
     def _run_items(self, source: Iterable[StageMessage], workers: list[BaseStageWorker], locks: list[Any]) -> None:
         running: set[Future[None]] = set()
-        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="sequential") as pool:
-            for msg in source:
-                if self._tracker.admit(msg.item_id):
-                    running.add(pool.submit(self._run_item, msg, workers, locks))
-                while len(running) >= self.jobs:
+        # Batcher clients: the items that may be inside a stage at once (one where the instance is locked).
+        clients = [self.jobs if w.thread_safe else 1 for w in workers]
+        for spec, n in zip(self.specs, clients, strict=True):
+            for batcher in spec.batchers:
+                batcher.join(n)
+        try:
+            with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="sequential") as pool:
+                for msg in source:
+                    if self._tracker.admit(msg.item_id):
+                        running.add(pool.submit(self._run_item, msg, workers, locks))
+                    while len(running) >= self.jobs:
+                        running = _wait_some(running)
+                    if self._stop.is_set():
+                        break
+                while running:
+                    # No new item starts: a batch need not wait for the slots that went idle.
+                    clients = self._shrink_clients(clients, len(running))
                     running = _wait_some(running)
-                if self._stop.is_set():
-                    break
-            while running:
-                running = _wait_some(running)
+        finally:
+            self._shrink_clients(clients, 0)
+
+    def _shrink_clients(self, clients: list[int], at_most: int) -> list[int]:
+        kept = [min(n, at_most) for n in clients]
+        for spec, before, after in zip(self.specs, clients, kept, strict=True):
+            for batcher in spec.batchers:
+                if before > after:
+                    batcher.leave(before - after)
+        return kept
 
     def _run_item(self, msg: StageMessage, workers: list[BaseStageWorker], locks: list[Any]) -> None:
         frontier = [(0, msg)]
@@ -124,10 +145,11 @@ class SequentialRunner:
         except Exception as exc:
             error = exc
         elapsed = time.perf_counter() - started
+        st.clear_progress(msg.item_id)
         with self._stats_lock:
             st.busy -= 1
             st.busy_seconds += elapsed
-            st.durations.append(elapsed)
+            st.durations.add(elapsed)
             st.failed += error is not None
             st.dropped += error is None and not outputs
             st.items_out += len(outputs)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
+from .batcher import DynamicBatcher
 from .worker import BaseStageWorker
 
 
@@ -27,6 +29,10 @@ class StageSpec:
     #: Size of the queue that feeds this stage; default twice its workers.
     queue_size: int | None = None
     queue_policy: QueuePolicy = QueuePolicy.BLOCK
+    #: Batchers this stage's workers submit to: each worker counts as one of their clients while
+    #: it runs, so a batch goes at once when every worker is waiting on it. Their owner starts
+    #: and closes them; the engine only fails what they hold when it cancels a run.
+    batchers: tuple[DynamicBatcher[Any, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if self.workers < 1:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from .distribution import Distribution
 
 
 class Status(StrEnum):
@@ -49,7 +52,13 @@ class StageStats:
     busy_seconds: float = 0.0
     #: Time the workers spent in ``setup`` (loading a model) before their first item, summed.
     setup_seconds: float = 0.0
-    durations: list[float] = field(default_factory=list)
+    #: Seconds per item (bounded: a fixed histogram, however many items pass).
+    durations: Distribution = field(default_factory=Distribution)
+    #: What the stage's progress reports count (``"bytes"``, ``"s"``), if it reports any.
+    progress_unit: str = ""
+    #: Items in this stage that reported progress: item id -> (done, total or None).
+    progress: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    _progress_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def idle(self) -> int:
@@ -57,7 +66,16 @@ class StageStats:
 
     @property
     def avg_seconds(self) -> float:
-        return self.busy_seconds / len(self.durations) if self.durations else 0.0
+        return self.durations.mean
+
+    def report_progress(self, item_id: str, done: float, total: float | None) -> None:
+        """From a worker thread: how far this stage is into an item."""
+        with self._progress_lock:
+            self.progress[item_id] = (done, total)
+
+    def clear_progress(self, item_id: str) -> None:
+        with self._progress_lock:
+            self.progress.pop(item_id, None)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -77,20 +95,28 @@ class StageStats:
             "busy_seconds": self.busy_seconds,
             "setup_seconds": self.setup_seconds,
             "avg_seconds": self.avg_seconds,
-            "processed": len(self.durations),
+            "processed": self.durations.count,
+            "progress_unit": self.progress_unit,
+            "in_flight": self._in_flight(),
         }
+
+    def _in_flight(self) -> dict[str, list[float | None]]:
+        with self._progress_lock:
+            return {item: [done, total] for item, (done, total) in self.progress.items()}
 
 
 @dataclass(frozen=True)
 class PipelineEvent:
     """What observers are told: ``kind`` is one of started, finished, failed, dropped, retry,
-    queue_dropped, item_done."""
+    queue_dropped, item_done. ``message`` is the part concerned where one is at hand (a
+    ``queue_dropped`` event carries the message the queue threw away, so its owner can clean up)."""
 
     kind: str
     stage: str | None
     item_id: str
     seconds: float = 0.0
     error: BaseException | None = None
+    message: Any = None
 
 
 EventCallback = Callable[[PipelineEvent], None]
@@ -101,23 +127,27 @@ class OutcomeTracker:
 
     An item is open while any of its parts is still in the pipeline; when the last part ends the
     item is failed if any part failed, else done if any part reached the end, else dropped.
+    With ``keep_outcomes=False`` (endless inputs, e.g. camera frames) settled items are only
+    counted, so memory does not grow with the number of items.
     """
 
-    def __init__(self, stage_names: list[str], on_event: EventCallback | None = None) -> None:
+    def __init__(self, stage_names: list[str], on_event: EventCallback | None = None, keep_outcomes: bool = True) -> None:
         self.stages = {name: StageStats(name=name, workers=0) for name in stage_names}
         self._open: dict[str, int] = {}
         self._parts: dict[str, list[ItemOutcome]] = {}
         self.outcomes: dict[str, ItemOutcome] = {}
         self.order: list[str] = []
+        self.counts: Counter[str] = Counter()
+        self.keep_outcomes = keep_outcomes
         self._on_event = on_event
         # The sequential runner settles items from several threads.
         self._lock = threading.Lock()
         self.started_at = time.monotonic()
 
     def emit(self, kind: str, stage: str | None, item_id: str, seconds: float = 0.0,
-             error: BaseException | None = None) -> None:
+             error: BaseException | None = None, message: Any = None) -> None:
         if self._on_event is not None:
-            self._on_event(PipelineEvent(kind, stage, item_id, seconds, error))
+            self._on_event(PipelineEvent(kind, stage, item_id, seconds, error, message))
 
     def admit(self, item_id: str) -> bool:
         """Register a new input; False if the id was seen already (duplicate inputs run once)."""
@@ -126,7 +156,8 @@ class OutcomeTracker:
                 return False
             self._open[item_id] = 1
             self._parts[item_id] = []
-            self.order.append(item_id)
+            if self.keep_outcomes:
+                self.order.append(item_id)
             return True
 
     def fan_out(self, item_id: str, parts: int) -> None:
@@ -151,14 +182,18 @@ class OutcomeTracker:
                 outcome = ItemOutcome(item_id, Status.DONE, outputs=outputs)
             else:
                 outcome = ItemOutcome(item_id, Status.DROPPED, parts[0].stage)
-            self.outcomes[item_id] = outcome
+            self.counts[outcome.status.value] += 1
+            if self.keep_outcomes:
+                self.outcomes[item_id] = outcome
         self.emit("item_done", outcome.stage, item_id)
 
     def cancel_open(self) -> None:
         """Settle every item still in flight as cancelled (after a stop or abort)."""
         with self._lock:
             for item_id in list(self._open):
-                self.outcomes[item_id] = ItemOutcome(item_id, Status.CANCELLED)
+                self.counts[Status.CANCELLED.value] += 1
+                if self.keep_outcomes:
+                    self.outcomes[item_id] = ItemOutcome(item_id, Status.CANCELLED)
                 del self._open[item_id]
                 self._parts.pop(item_id, None)
 
@@ -166,6 +201,7 @@ class OutcomeTracker:
         self.cancel_open()
         for item_id in pending:
             if item_id not in self.outcomes:
+                self.counts[Status.CANCELLED.value] += 1
                 self.order.append(item_id)
                 self.outcomes[item_id] = ItemOutcome(item_id, Status.CANCELLED)
         return RunResult(
@@ -173,6 +209,7 @@ class OutcomeTracker:
             stages={name: s.snapshot() for name, s in self.stages.items()},
             wall_seconds=time.monotonic() - self.started_at,
             stopped=stopped,
+            counts={s.value: self.counts[s.value] for s in Status},
         )
 
 
@@ -183,6 +220,8 @@ class RunResult:
     wall_seconds: float
     #: True when a stop request (signal or :meth:`request_stop`) cut the run short.
     stopped: bool = False
+    #: Items per status; the only record of them when outcomes were not kept.
+    counts: dict[str, int] = field(default_factory=dict)
 
     def by_status(self, status: Status) -> list[ItemOutcome]:
         return [i for i in self.items if i.status is status]
@@ -204,6 +243,8 @@ class RunResult:
         return self.by_status(Status.CANCELLED)
 
     def summary(self) -> dict[str, int]:
+        if self.counts:
+            return dict(self.counts)
         return {s.value: len(self.by_status(s)) for s in Status}
 
     def to_dict(self) -> dict[str, Any]:

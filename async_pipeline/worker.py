@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import ClassVar
 
 from .message import StageMessage
@@ -39,6 +39,16 @@ class BaseStageWorker(ABC):
     backoff_s: float = 0.5
     #: Whether one instance may run ``process`` from several threads at once (sequential runner).
     thread_safe: ClassVar[bool] = False
+    #: What :meth:`report_progress` counts ("bytes", "s"); shown beside the stage's items in flight.
+    progress_unit: ClassVar[str] = ""
+    #: Set by the engine before ``setup``: where progress reports go.
+    progress_sink: Callable[[str, float, float | None], None] | None = None
+
+    def report_progress(self, item_id: str, done: float, total: float | None = None) -> None:
+        """How far ``process`` is into an item (callable from any thread): observers show it as
+        a bar and base the ETA on it. The engine forgets it when the item leaves the stage."""
+        if self.progress_sink is not None:
+            self.progress_sink(item_id, done, total)
 
     def setup(self) -> None:
         """Acquire per-worker resources (models, sessions)."""

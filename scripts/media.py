@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 
 def reencode(src: Path, dst: Path, scale: float, seconds: float | None = None) -> None:
@@ -29,3 +30,78 @@ def reencode(src: Path, dst: Path, scale: float, seconds: float | None = None) -
                 out.mux(packet)
         for packet in vout.encode():
             out.mux(packet)
+
+
+def _clip_frame(k: int, size: tuple[int, int], photos: list[Path], person_share: float) -> Any:
+    """One still picture, distinct for each ``k``: random shapes (sharp edges, so the blur prefilter
+    passes it), and for a ``person_share`` of them a crop of a photo with people pasted in."""
+    import random
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(k)
+    w, h = size
+    image = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x0, y0 = rng.randrange(w), rng.randrange(h)
+        box = (x0, y0, x0 + rng.randrange(20, w // 2), y0 + rng.randrange(20, h // 2))
+        colour = tuple(rng.randrange(256) for _ in range(3))
+        (draw.rectangle if rng.random() < 0.5 else draw.ellipse)(box, fill=colour)
+    if photos and rng.random() < person_share:
+        with Image.open(photos[k % len(photos)]) as photo:
+            photo = photo.convert("RGB")
+            scale = rng.uniform(0.55, 0.85)
+            pw, ph = int(w * scale), int(h * scale)
+            crop_w = min(photo.width, int(photo.height * pw / ph))
+            x = rng.randrange(max(1, photo.width - crop_w + 1))
+            crop = photo.crop((x, 0, x + crop_w, photo.height)).resize((pw, ph))
+        image.paste(crop, (rng.randrange(w - pw + 1), rng.randrange(h - ph + 1)))
+    return np.asarray(image)
+
+
+def make_short_clips(folder: Path, n: int, seconds: float = 3.0, fps: int = 10, size: tuple[int, int] = (640, 360),
+                     person_share: float = 0.25, joined: Path | None = None) -> list[Path]:
+    """``n`` distinct clips of ``seconds`` each (one still picture: at 1 fps one frame per clip gets
+    past the static-frame prefilter), and optionally the same pictures joined into one video."""
+    import av
+    import ultralytics
+
+    assets = Path(ultralytics.__file__).parent / "assets"
+    photos = [assets / "bus.jpg", assets / "zidane.jpg"]
+    folder.mkdir(parents=True, exist_ok=True)
+    frames_per_clip = round(seconds * fps)
+
+    def open_out(path: Path) -> tuple[Any, Any]:
+        out = av.open(str(path), "w")
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "23"}
+        return out, stream
+
+    def write(out: Any, stream: Any, frame: Any, count: int) -> None:
+        for _ in range(count):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+
+    def finish(out: Any, stream: Any) -> None:
+        for packet in stream.encode():
+            out.mux(packet)
+        out.close()
+
+    whole = open_out(joined) if joined is not None else None
+    clips = []
+    for k in range(n):
+        frame = _clip_frame(k, size, photos, person_share)
+        path = folder / f"clip{k:04d}.mp4"
+        clip = open_out(path)
+        write(*clip, frame, frames_per_clip)
+        finish(*clip)
+        if whole is not None:
+            write(*whole, frame, frames_per_clip)
+        clips.append(path)
+    if whole is not None:
+        finish(*whole)
+    return clips

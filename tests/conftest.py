@@ -24,3 +24,11 @@ MP4S = [PERSON, BOTTLE, CARS]
 def _shared_data() -> None:
     if not MODEL.exists() or not PERSON.exists():
         pytest.fail(f"../shared is missing ({SHARED}); tests need the real model and videos")
+
+
+@pytest.fixture(scope="session")
+def short_clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """24 distinct three-second clips (some show people); one frame of each reaches the detector."""
+    from scripts.media import make_short_clips
+
+    return make_short_clips(tmp_path_factory.mktemp("clips"), 24, person_share=0.4)

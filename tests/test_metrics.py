@@ -68,6 +68,7 @@ def test_prometheus_endpoint_and_metrics_json_agree_with_the_run(tmp_path: Path)
     assert final[("video_miner_videos", (("state", "done"),))] == 3
     assert final[("video_miner_stage_processing_seconds_count", (("stage", "filter"),))] == 3
     assert final[("video_miner_video_seconds_count", ())] == 3
+    assert final[("video_miner_detector_batch_size_count", ())] >= 1
 
     data = json.loads((out / "metrics.json").read_text())
     rows = [json.loads(line) for line in (out / "dataset" / "manifest.jsonl").read_text().splitlines()]
@@ -75,6 +76,9 @@ def test_prometheus_endpoint_and_metrics_json_agree_with_the_run(tmp_path: Path)
     assert data["totals"]["kept"] == sum(r["decision"] == "kept" for r in rows)
     assert data["totals"]["duplicates"] == sum(r["decision"] == "duplicate" for r in rows)
     assert final[("video_miner_frames_deferred_total", ())] == data["totals"]["frames_deferred"]
+    # Every frame the filter sent went through the batcher (the export detects a few more itself).
+    assert final[("video_miner_detector_wait_seconds_count", ())] == data["detector"]["requests"] > 0
+    assert final[("video_miner_detector_batch_size_count", ())] == data["detector"]["batches"]
     assert list(data["stages"]) == ["download", "extract", "filter", "collect"]
     assert data["bottleneck"]["stage"] in data["stages"]
     assert "bottleneck" in data["bottleneck"]["hint"]
@@ -96,3 +100,37 @@ def test_report_prints_tables_and_writes_a_png(tmp_path: Path) -> None:
     assert "stages" in rep.stdout and "totals" in rep.stdout and "is the bottleneck" in rep.stdout
     png = out / "timeline.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_metrics_stay_small_for_many_videos_and_a_rerun_with_nothing_to_do_keeps_them(
+        short_clips: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    inputs = [str(p) for p in short_clips]
+    config = make_config(out)
+    mine(RunRequest(inputs, config))
+    first = json.loads((out / "metrics.json").read_text())
+    det = first["detector"]
+    assert det["requests"] == len(short_clips) == first["totals"]["frames_to_detector"]
+    assert det["batches"] == sum(det["batch_sizes"].values()) and 0 < det["batch_fill_mean"] <= 1
+    assert det["batch_size_p50"] >= 1 and det["wait_s"]["p50"] <= det["wait_s"]["p95"] <= det["wait_s"]["max"]
+    assert len(first["history"]) == 1
+    # Nothing left to do: the last real run's figures stay.
+    mine(RunRequest(inputs, config))
+    assert json.loads((out / "metrics.json").read_text()) == first
+    # A new input: a second entry in the history, not a file that grows with the videos.
+    mine(RunRequest([*inputs, str(VIDEOS / "again.mkv")], config))
+    second = json.loads((out / "metrics.json").read_text())
+    assert [h["videos"] for h in second["history"]] == [len(inputs), len(inputs) + 1]
+
+
+def test_the_timeline_is_bounded_however_many_events() -> None:
+    from video_miner.metrics import Timeline
+
+    timeline = Timeline(max_points=400)
+    for i in range(200_000):
+        for stage in ("download", "extract", "filter", "collect"):
+            timeline.add(i * 0.01, stage, i % 3, i % 5)
+    points = timeline.points()
+    assert len(points) <= 400
+    assert points[-1]["t"] >= 1000  # still covers the whole run
+    assert max(p["busy"] for p in points) == 2 and max(p["queue"] for p in points) == 4  # peaks survive

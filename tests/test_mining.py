@@ -226,3 +226,19 @@ def test_a_page_of_videos_expands_into_one_item_per_video(tmp_path: Path) -> Non
     assert len(children) == 2 and all(r["state"] == "done" for r in children), rows
     assert len({r["video_id"] for r in children}) == 2
     assert report.videos_done == 2
+
+
+def test_batches_across_videos_change_nothing_in_the_dataset(short_clips: list[Path], tmp_path: Path) -> None:
+    """One frame of each short clip reaches the detector. With many filter workers the batcher fills
+    batches from several clips; with one, a batch only ever holds one clip's frame. Same dataset."""
+    inputs = [str(p) for p in short_clips]
+    across = run(inputs, tmp_path / "across")
+    alone = run(inputs, tmp_path / "alone", **{"pipeline.filter_workers": 1})
+    assert not across.failures and not alone.failures
+    det = {name: json.loads((tmp_path / name / "metrics.json").read_text())["detector"] for name in ("across", "alone")}
+    assert det["across"]["requests"] == det["alone"]["requests"] == len(short_clips)
+    assert max(map(int, det["across"]["batch_sizes"])) > 1, det["across"]
+    assert set(det["alone"]["batch_sizes"]) == {"1"}, det["alone"]
+    assert across.export.kept >= 5
+    assert dataset_files(tmp_path / "across" / "dataset") == dataset_files(tmp_path / "alone" / "dataset")
+    assert manifest(tmp_path / "across") == manifest(tmp_path / "alone")

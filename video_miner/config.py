@@ -61,7 +61,11 @@ class FilterConfig(_Section):
     iou: float = Field(0.7, ge=0, le=1)
     min_box_area: float = Field(0.0, ge=0, le=1)
     imgsz: int = Field(640, ge=32)
-    batch_size: int = Field(8, ge=1)
+    #: Frames per detector batch, formed across every video in flight; None: 32 on CUDA, 8 elsewhere.
+    batch_size: int | None = Field(None, ge=1)
+    #: How long the first frame of a batch may wait for more before the batch goes anyway (it goes
+    #: at once when full, or when every filter worker is waiting on it).
+    max_wait_ms: float = Field(10.0, ge=0, le=10_000)
     #: On the CPU with an ONNX model: sessions inferring a batch's images side by side (0: one per
     #: core, at most batch_size). A small model uses cores better this way than one session does.
     cpu_lanes: int = Field(0, ge=0)
@@ -104,7 +108,10 @@ class CleanupConfig(_Section):
 class PipelineConfig(_Section):
     download_workers: int = Field(2, ge=1)
     extract_workers: int = Field(2, ge=1)
-    filter_workers: int = Field(1, ge=1)
+    #: Videos in the filter stage at once, sharing one model through the batcher; None: twice what a
+    #: detector batch holds (one frame from each of many short clips fills a batch while the one
+    #: before it runs). With --engine ray: filter actors, each with its own model (None: 1).
+    filter_workers: int | None = Field(None, ge=1)
     queue_size: int | None = Field(None, ge=1)
     grace_seconds: float = Field(30.0, ge=0)
 
@@ -150,7 +157,7 @@ class MinerConfig(_Section):
         """
         relevant = {
             "extract": self.extract.model_dump(mode="json"),
-            "filter": self.filter.model_dump(mode="json", exclude={"batch_size", "device", "half"}),
+            "filter": self.filter.model_dump(mode="json", exclude={"batch_size", "max_wait_ms", "device", "half"}),
             "dedup": self.dedup.model_dump(mode="json", exclude={"skip_detection"}),
             "label": self.label.model_dump(mode="json"),
             "format": self.download.format,

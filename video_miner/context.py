@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,22 +39,43 @@ class FrameCounters:
 
 @dataclass
 class DetectionCache:
-    """Detections by the exact bytes of a frame, shared by all filter workers.
+    """Detections by the exact bytes of a frame, shared by all filter workers, in flight or done.
 
     Only byte-identical frames (the same video listed twice, re-uploads of one file) reuse a result:
-    the model is deterministic, so the dataset is the same whichever video came first.
+    the model is deterministic, so the dataset is the same whichever video came first. A frame
+    whose twin is still in a detector batch waits for that batch instead of being sent again. The
+    most recent ``capacity`` digests are kept (a camera never repeats a frame byte for byte), so
+    memory stays flat however long a run goes; forgetting one only costs a detection.
     """
 
-    _by_digest: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    capacity: int = 100_000
+    _by_digest: OrderedDict[str, Future[list[dict[str, Any]]]] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def get(self, digest: str) -> list[dict[str, Any]] | None:
+    def claim(self, digest: str) -> tuple[Future[list[dict[str, Any]]], bool]:
+        """The detections of this content (maybe still being computed), and whether the caller
+        owns them: an owner must :meth:`settle` the future."""
         with self._lock:
-            return self._by_digest.get(digest)
+            future = self._by_digest.get(digest)
+            if future is not None:
+                self._by_digest.move_to_end(digest)
+                return future, False
+            future = Future()
+            self._by_digest[digest] = future
+            while len(self._by_digest) > self.capacity:
+                self._by_digest.popitem(last=False)
+            return future, True
 
-    def put(self, digest: str, detections: list[dict[str, Any]]) -> None:
-        with self._lock:
-            self._by_digest[digest] = detections
+    def settle(self, digest: str, future: Future[list[dict[str, Any]]], source: Future[list[dict[str, Any]]]) -> None:
+        """Copy an owned claim's outcome from ``source`` (its detector request); a failure is
+        forgotten, so a later twin asks the detector again."""
+        if (error := source.exception()) is not None:
+            with self._lock:
+                if self._by_digest.get(digest) is future:
+                    del self._by_digest[digest]
+            future.set_exception(error)
+        else:
+            future.set_result(source.result())
 
 
 #: Dedup priority of a frame, most preferred first: sharpest, then input order, then time.
@@ -116,6 +138,10 @@ class MiningContext:
 
     def __post_init__(self) -> None:
         self.hints = self.hints or hints_for(self.config)
+
+    def priority(self, frame: dict[str, Any], order: int, video_id: str) -> PriorityKey:
+        """A filter row's dedup priority (the export computes the same from the registry)."""
+        return priority_key(frame["blur"], order, video_id, frame["t"])
 
     @property
     def work(self) -> Path:

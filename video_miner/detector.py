@@ -1,9 +1,11 @@
-"""An Ultralytics detector restricted to the wanted classes, batched, on the best device."""
+"""An Ultralytics detector restricted to the wanted classes, batched, on the best device; and the
+run's one shared detector behind the engine's dynamic batcher."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +13,13 @@ from typing import Any
 
 from PIL import Image
 
+from async_pipeline import DynamicBatcher
+
 from .errors import ConfigError, ModelError
+
+#: Detector batch size when the config leaves it to the device: a GPU takes many images at once.
+GPU_BATCH, CPU_BATCH = 32, 8
+Detections = list[dict[str, Any]]
 
 
 def resolve_device(device: str) -> str:
@@ -36,7 +44,8 @@ class DetectorSpec:
     device: str = "auto"
     half: bool = True
     min_box_area: float = 0.0
-    batch_size: int = 8
+    #: Images per inference call; None: 32 on CUDA, 8 elsewhere.
+    batch_size: int | None = None
     #: Inference lanes on the CPU (ONNX Runtime): 0 = one per core, at most ``batch_size``.
     cpu_lanes: int = 0
 
@@ -72,6 +81,7 @@ class Detector:
         self.spec = spec
         self.device = resolve_device(spec.device)
         self.half = spec.half and self.device.startswith("cuda")
+        self.batch_size = spec.batch_size or (GPU_BATCH if self.device.startswith("cuda") else CPU_BATCH)
         model_ref = str(Path(spec.model).expanduser()) if Path(spec.model).expanduser().exists() else spec.model
         try:
             self.model = YOLO(model_ref, task="detect")
@@ -91,15 +101,24 @@ class Detector:
         #: Models run side by side on a batch's images (several only on the CPU with ONNX Runtime).
         self._lanes: list[Any] = [self.model]
         self._pool: ThreadPoolExecutor | None = None
+        self._warm_lock = threading.Lock()
+        self._warm = False
 
     def warm_up(self) -> None:
         """Build Ultralytics' predictor (seconds: it imports torchvision, opens the runtime) before
         the first real batch. On a GPU a full batch, so the first real one finds its shapes warmed; on
         the CPU one image (each costs a whole inference there, and there is nothing to warm).
-        On the CPU with ONNX Runtime, the inference lanes are opened here too."""
-        blank = [Image.new("RGB", (64, 64))] * (1 if self.device == "cpu" else self.spec.batch_size)
+        On the CPU with ONNX Runtime, the inference lanes are opened here too. Once per detector:
+        the filter workers that share it all call this, and the later ones wait for the first."""
+        with self._warm_lock:
+            if not self._warm:
+                self._warm_up()
+                self._warm = True
+
+    def _warm_up(self) -> None:
+        blank = [Image.new("RGB", (64, 64))] * (1 if self.device == "cpu" else self.batch_size)
         self._predict(self.model, blank)
-        lanes = max(1, min(self.spec.cpu_lanes or os.cpu_count() or 1, self.spec.batch_size))
+        lanes = max(1, min(self.spec.cpu_lanes or os.cpu_count() or 1, self.batch_size))
         threads = max(1, (os.cpu_count() or 1) // lanes)
         if not _reopen_cpu_session(self.model, threads):
             return
@@ -115,7 +134,23 @@ class Detector:
         if len(self._lanes) > 1:
             self._pool = ThreadPoolExecutor(len(self._lanes) - 1, thread_name_prefix="detector-lane")
 
-    def detect(self, images: Sequence[Image.Image]) -> list[list[dict[str, Any]]]:
+    def detect_each(self, images: Sequence[Image.Image]) -> list[Detections | BaseException]:
+        """Like :meth:`detect`, but a failing batch is retried image by image, so an image that
+        breaks the model fails alone (its result is the exception)."""
+        try:
+            return list(self.detect(images))
+        except ModelError:
+            if len(images) == 1:
+                raise
+        out: list[Detections | BaseException] = []
+        for image in images:
+            try:
+                out.extend(self.detect([image]))
+            except ModelError as exc:
+                out.append(exc)
+        return out
+
+    def detect(self, images: Sequence[Image.Image]) -> list[Detections]:
         if not images:
             return []
         images = list(images)
@@ -157,3 +192,24 @@ class Detector:
                 })
             out.append(dets)
         return out
+
+
+class SharedDetector:
+    """The run's one model behind the engine's :class:`~async_pipeline.DynamicBatcher`: filter
+    workers submit single frames, and each batch holds frames of every video in flight (so short
+    clips fill it as well as long videos do). On the CPU a batch is split over the ONNX Runtime
+    lanes; on CUDA it goes to the GPU whole."""
+
+    def __init__(self, detector: Detector, max_wait_s: float,
+                 on_batch: Callable[[int, list[float], float], None] | None = None) -> None:
+        self.detector = detector
+        self.batcher: DynamicBatcher[Image.Image, Detections] = DynamicBatcher(
+            detector.detect_each, max_batch=detector.batch_size, max_wait_s=max_wait_s, name="detector",
+            on_batch=on_batch)
+
+    @property
+    def batch_size(self) -> int:
+        return self.detector.batch_size
+
+    def warm_up(self) -> None:
+        self.detector.warm_up()

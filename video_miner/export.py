@@ -48,9 +48,10 @@ def _split(video_id: str, val_fraction: float) -> str:
 
 
 def build_dataset(registry: Registry, config: MinerConfig, output: Path, labeller: Labeller | None = None,
-                  detect: Labeller | None = None) -> ExportSummary:
+                  detect: Labeller | None = None, detect_batch: int = 8) -> ExportSummary:
     """``detect`` runs the filter's detector on frames whose detection was deferred and that no
-    kept frame covers (see :func:`video_miner.dedup.select_distinct`); answers go to the registry."""
+    kept frame covers (see :func:`video_miner.dedup.select_distinct`), ``detect_batch`` at a time;
+    answers go to the registry."""
     rows = registry.done_frames()
     videos = {v["video_id"]: v for v in registry.videos()}
     # Every frame the prefilters passed takes part: a near-duplicate of a kept frame is reported as
@@ -78,7 +79,7 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
 
     threshold = config.dedup.threshold if config.dedup.enabled else -1
     dup_of = select_distinct(hashes, np.array(priority, dtype=np.int64), threshold, eligible, resolve,
-                             batch=config.filter.batch_size)
+                             batch=detect_batch)
     kept = [pool[i] for i in np.flatnonzero(dup_of == KEPT).tolist()]
     duplicate_of = {frame_key(pool[i]): frame_key(pool[d]) for i, d in enumerate(dup_of.tolist()) if d >= 0}
     reasons = {frame_key(r): r.reason for r in pool}

@@ -15,18 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from async_pipeline import PipelineEvent
+from async_pipeline import Distribution, DynamicBatcher, PipelineEvent
 
 from .context import MiningContext
 from .fsutil import atomic_write_json
 
 PREFIX = "video_miner"
 BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+#: Runs remembered in metrics.json's history.
+HISTORY = 20
 HINTS = {
     "download": "raise pipeline.download_workers, or check bandwidth and download.rate_limit",
     "extract": "raise pipeline.extract_workers, lower extract.fps or extract.max_side",
@@ -80,18 +83,53 @@ class _LiveCollector(Collector):
         yield videos
 
 
+class Timeline:
+    """Busy workers and queue depth per stage over time, for the report's plot. Bounded: time is cut
+    into buckets that keep each stage's peak; past ``max_points`` neighbouring buckets merge and
+    the buckets double in length, so a week-long run writes as few points as a minute-long one."""
+
+    def __init__(self, max_points: int = 1000, bucket_s: float = 0.05) -> None:
+        self.max_points = max_points
+        self.bucket_s = bucket_s
+        self._buckets: dict[int, dict[str, tuple[int, int]]] = {}
+        self._stages: set[str] = set()
+
+    def add(self, t: float, stage: str, busy: int, queue: int) -> None:
+        bucket = self._buckets.setdefault(int(t // self.bucket_s), {})
+        old = bucket.get(stage, (0, 0))
+        bucket[stage] = (max(old[0], busy), max(old[1], queue))
+        self._stages.add(stage)
+        while len(self._buckets) * max(1, len(self._stages)) > self.max_points:
+            self._coarsen()
+
+    def _coarsen(self) -> None:
+        merged: dict[int, dict[str, tuple[int, int]]] = {}
+        for k, stages in self._buckets.items():
+            into = merged.setdefault(k // 2, {})
+            for stage, (busy, queue) in stages.items():
+                old = into.get(stage, (0, 0))
+                into[stage] = (max(old[0], busy), max(old[1], queue))
+        self._buckets = merged
+        self.bucket_s *= 2
+
+    def points(self) -> list[dict[str, Any]]:
+        return [{"t": round(k * self.bucket_s, 4), "stage": stage, "busy": busy, "queue": queue}
+                for k in sorted(self._buckets) for stage, (busy, queue) in sorted(self._buckets[k].items())]
+
+
 @dataclass
 class RunMetrics:
     """Observer of one run. Pass :meth:`on_event` to the engine and call :meth:`attach` first."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     ctx: MiningContext | None = None
-    timeline: list[dict[str, Any]] = field(default_factory=list)
+    timeline: Timeline = field(default_factory=Timeline)
     started_at: float = field(default_factory=time.monotonic)
+    #: The shared detector's batcher (local engines): batch sizes, waits, throughput.
+    detector: DynamicBatcher[Any, Any] | None = None
     _runner: Any = None
     _video_started: dict[str, float] = field(default_factory=dict)
-    _durations: dict[str, list[float]] = field(default_factory=dict)
-    _last_point: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _durations: dict[str, Distribution] = field(default_factory=dict)
     #: Videos per registry state, refreshed as videos finish (scrapes never touch the database).
     video_states: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -102,7 +140,17 @@ class RunMetrics:
                                        ["stage"], buckets=BUCKETS, registry=self.registry)
         self.video_seconds = Histogram(f"{PREFIX}_video_seconds", "End-to-end time per video, first stage to last",
                                        buckets=BUCKETS, registry=self.registry)
+        self.batch_size = Histogram(f"{PREFIX}_detector_batch_size", "Frames per detector batch (across videos)",
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
+        self.batch_wait = Histogram(f"{PREFIX}_detector_wait_seconds", "Time a frame waited for its detector batch",
+                                    buckets=WAIT_BUCKETS, registry=self.registry)
         self.registry.register(_LiveCollector(self))
+
+    def on_batch(self, size: int, waits: list[float], seconds: float) -> None:
+        """The detector batcher's report of one batch."""
+        self.batch_size.observe(size)
+        for w in waits:
+            self.batch_wait.observe(w)
 
     def attach(self, runner: Any, ctx: MiningContext) -> None:
         self._runner, self.ctx = runner, ctx
@@ -140,22 +188,19 @@ class RunMetrics:
         if event.kind in ("finished", "failed") and event.stage:
             self.stage_seconds.labels(event.stage).observe(event.seconds)
             with self._lock:
-                self._durations.setdefault(event.stage, []).append(event.seconds)
+                self._durations.setdefault(event.stage, Distribution()).add(event.seconds)
         if event.stage and event.kind in ("started", "finished", "failed", "queue_dropped"):
             # A queue fills on the upstream stage's events, so every stage is sampled each time.
-            t = round(now - self.started_at, 4)
+            t = now - self.started_at
             with self._lock:
                 for name, s in self.snapshot().items():
-                    state = (s["busy"], s["queue_depth"])
-                    if self._last_point.get(name) != state:  # only changes: the file stays small
-                        self._last_point[name] = state
-                        self.timeline.append({"t": t, "stage": name, "busy": state[0], "queue": state[1]})
+                    self.timeline.add(t, name, s["busy"], s["queue_depth"])
 
     def report(self, totals: dict[str, Any], wall: float) -> dict[str, Any]:
         """``wall``: seconds the stages ran, the denominator of busy fractions and throughput."""
         stages: dict[str, Any] = {}
         for name, s in self.snapshot().items():
-            d = np.array(self._durations.get(name) or [0.0])
+            d = self._durations.get(name) or Distribution()
             capacity = s["workers"] * wall
             stages[name] = {
                 "workers": s["workers"],
@@ -164,9 +209,9 @@ class RunMetrics:
                 "failed": s["failed"],
                 "dropped": s["dropped"] + s["queue_dropped"],
                 "retries": s["retries"],
-                "p50_s": round(float(np.percentile(d, 50)), 4),
-                "p95_s": round(float(np.percentile(d, 95)), 4),
-                "max_s": round(float(d.max()), 4),
+                "p50_s": round(d.quantile(0.5), 4),
+                "p95_s": round(d.quantile(0.95), 4),
+                "max_s": round(d.max, 4),
                 "busy_seconds": round(s["busy_seconds"], 3),
                 "setup_seconds": round(s["setup_seconds"], 3),
                 "busy_fraction": round(s["busy_seconds"] / capacity, 4) if capacity > 0 else 0.0,
@@ -180,12 +225,35 @@ class RunMetrics:
             frac = stages[name]["busy_fraction"]
             bottleneck = {"stage": name, "busy_fraction": frac,
                           "hint": f"{name} is the bottleneck: {frac:.0%} busy; {HINTS.get(name, 'give it more workers')}"}
-        return {"stages": stages, "totals": totals, "bottleneck": bottleneck, "timeline": self.timeline}
+        data: dict[str, Any] = {"stages": stages, "totals": totals, "bottleneck": bottleneck}
+        if self.detector is not None:
+            data["detector"] = detector_report(self.detector, wall)
+        data["timeline"] = self.timeline.points()
+        return data
 
     def write(self, path: Path, totals: dict[str, Any], wall: float) -> dict[str, Any]:
+        """metrics.json: this run's figures, and the totals of the runs before it (``history``)."""
         data = self.report(totals, wall)
+        previous: list[dict[str, Any]] = []
+        if path.exists():
+            try:
+                previous = json.loads(path.read_text()).get("history", [])
+            except (OSError, ValueError):
+                previous = []
+        entry = {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **{k: v for k, v in totals.items()
+                                                                          if isinstance(v, (int, float))}}
+        data["history"] = [*previous, entry][-HISTORY:]
         atomic_write_json(path, data, sort_keys=False)  # keep stages in pipeline order
         return data
+
+
+def detector_report(batcher: DynamicBatcher[Any, Any], wall: float) -> dict[str, Any]:
+    """Batch fill against the batch size, time frames waited for a batch, frames per second."""
+    stats = batcher.stats.snapshot()
+    stats["max_wait_s"] = batcher.max_wait_s
+    stats["frames_per_s"] = round(stats["requests"] / wall, 3) if wall > 0 else 0.0
+    stats["busy_fraction"] = round(stats["busy_seconds"] / wall, 4) if wall > 0 else 0.0
+    return stats
 
 
 def load_metrics(output: Path) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from async_pipeline import (
 
 from .config import MinerConfig
 from .context import MiningContext
-from .detector import Detector, DetectorSpec
+from .detector import Detector, DetectorSpec, SharedDetector
 from .errors import ConfigError
 from .export import ExportSummary, Labeller, build_dataset
 from .fsutil import recover_dir
@@ -155,30 +155,21 @@ def detector_spec(config: MinerConfig, model: str | None = None, conf: float | N
                         f.half, f.min_box_area, f.batch_size, f.cpu_lanes)
 
 
-def _detector_factory(first: Detector, spec: DetectorSpec) -> Callable[[], Detector]:
-    """The first filter worker gets the model loaded (and its classes checked) at start-up."""
-    pool = [first]
-
-    def make() -> Detector:
-        return pool.pop() if pool else Detector(spec)
-
-    return make
-
-
 def _labeller(config: MinerConfig) -> Labeller | None:
     if not config.label.model:
         return None
-    return _on_files(Detector(detector_spec(config, config.label.model, config.label.conf)), config.filter.batch_size)
+    return _on_files(Detector(detector_spec(config, config.label.model, config.label.conf)))
 
 
-def _on_files(detector: Detector, batch_size: int) -> Labeller:
+def _on_files(detector: Detector) -> Labeller:
     """``detector`` over image files, in batches."""
 
     def label(paths: list[Path]) -> list[list[dict[str, Any]]]:
         out: list[list[dict[str, Any]]] = []
-        for start in range(0, len(paths), batch_size):
+        size = detector.batch_size
+        for start in range(0, len(paths), size):
             images = []
-            for p in paths[start:start + batch_size]:
+            for p in paths[start:start + size]:
                 with Image.open(p) as im:
                     images.append(im.convert("RGB"))
             out.extend(detector.detect(images))
@@ -187,12 +178,15 @@ def _on_files(detector: Detector, batch_size: int) -> Labeller:
     return label
 
 
-def build_stages(ctx: MiningContext, detector: Callable[[], Detector]) -> list[StageSpec]:
+def build_stages(ctx: MiningContext, detector: SharedDetector) -> list[StageSpec]:
     p = ctx.config.pipeline
+    # Two batches' worth of videos: one batch runs while the next fills.
+    filters = p.filter_workers or 2 * detector.batch_size
     return [
         StageSpec("download", lambda: DownloadStage(ctx), workers=p.download_workers, queue_size=p.queue_size),
         StageSpec("extract", lambda: ExtractStage(ctx), workers=p.extract_workers, queue_size=p.queue_size),
-        StageSpec("filter", lambda: FilterStage(ctx, detector), workers=p.filter_workers, queue_size=p.queue_size),
+        StageSpec("filter", lambda: FilterStage(ctx, detector), workers=filters, queue_size=p.queue_size,
+                  batchers=(detector.batcher,)),
         StageSpec("collect", lambda: CollectStage(ctx), workers=1, queue_size=p.queue_size),
     ]
 
@@ -241,8 +235,11 @@ def mine(request: RunRequest, display: DisplayFactory | None = None, metrics: Ru
 
             started_ray = start_ray(request.ray_address)
             specs = build_ray_stages(ctx)
+            shared = None
         else:
-            specs = build_stages(ctx, _detector_factory(detector, spec))
+            shared = SharedDetector(detector, config.filter.max_wait_ms / 1000, on_batch=run_metrics.on_batch)
+            run_metrics.detector = shared.batcher
+            specs = build_stages(ctx, shared)
         runner: AsyncPipelineOrchestrator | SequentialRunner
         if request.engine == "sequential":
             runner = SequentialRunner(specs, jobs=request.jobs, on_event=on_event, handle_signals=request.handle_signals)
@@ -255,7 +252,8 @@ def mine(request: RunRequest, display: DisplayFactory | None = None, metrics: Ru
             run_metrics.serve(config.metrics_host, config.metrics_port)
         result: RunResult | None = None
         stages_started = time.monotonic()
-        with display(runner, ctx, progress) if display else nullcontext():
+        with display(runner, ctx, progress) if display else nullcontext(), \
+                shared.batcher if shared is not None else nullcontext():
             if to_run:
                 if isinstance(runner, SequentialRunner):
                     result = runner.run(_messages(to_run))
@@ -264,7 +262,7 @@ def mine(request: RunRequest, display: DisplayFactory | None = None, metrics: Ru
         stages_wall = time.monotonic() - stages_started
         # The filter's own model (the start-up check loaded it on this machine) detects the few
         # deferred frames the dedup still needs.
-        summary = build_dataset(registry, config, config.output_dir, labeller, _on_files(detector, spec.batch_size))
+        summary = build_dataset(registry, config, config.output_dir, labeller, _on_files(detector), detector.batch_size)
         ctx.counters.add(frames_kept=summary.kept, frames_duplicates=summary.duplicates,
                          frames_to_detector=summary.detected_at_export)
         ids = {s.video_id for s in sources}
@@ -273,15 +271,16 @@ def mine(request: RunRequest, display: DisplayFactory | None = None, metrics: Ru
                     for r in rows if r["state"] == State.FAILED]
         unfinished = [r for r in rows if r["state"] in UNFINISHED and r["kind"] != "invalid"]
         counters = ctx.counters.as_dict()
-        run_metrics.write(config.output_dir / "metrics.json", {
-            "videos": len(rows), "videos_done": sum(r["state"] == State.DONE for r in rows),
-            "videos_failed": len(failures), "frames": summary.frames, "kept": summary.kept,
-            "duplicates": summary.duplicates, "filtered": summary.filtered,
-            "frames_to_detector": counters.get("frames_to_detector", 0),
-            "frames_deferred": counters.get("frames_deferred", 0),
-            "bytes_downloaded": counters.get("bytes_downloaded", 0),
-            "wall_seconds": round(time.monotonic() - started, 3), "stages_seconds": round(stages_wall, 3),
-        }, stages_wall)
+        if result is not None:  # a re-run with nothing to do keeps the last real run's metrics
+            run_metrics.write(config.output_dir / "metrics.json", {
+                "videos": len(rows), "videos_done": sum(r["state"] == State.DONE for r in rows),
+                "videos_failed": len(failures), "frames": summary.frames, "kept": summary.kept,
+                "duplicates": summary.duplicates, "filtered": summary.filtered,
+                "frames_to_detector": counters.get("frames_to_detector", 0),
+                "frames_deferred": counters.get("frames_deferred", 0),
+                "bytes_downloaded": counters.get("bytes_downloaded", 0),
+                "wall_seconds": round(time.monotonic() - started, 3), "stages_seconds": round(stages_wall, 3),
+            }, stages_wall)
         return MiningReport(
             output=config.output_dir,
             videos_total=len([r for r in rows if r["state"] != State.SKIPPED]),

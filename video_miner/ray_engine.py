@@ -89,6 +89,7 @@ class RemoteContext:
     def request_stop(self) -> None:
         self.stop_requested = True
 
+    priority = MiningContext.priority
     work = MiningContext.work
     videos_dir = MiningContext.videos_dir
     frames_dir = MiningContext.frames_dir
@@ -170,7 +171,7 @@ class FilterActor:
     """Holds one model for its lifetime; runs the filter stage for one video per call."""
 
     def __init__(self, config: MinerConfig, output: str) -> None:
-        from .detector import Detector
+        from .detector import Detector, SharedDetector
         from .pipeline import detector_spec
         from .stages.filter import FilterStage
 
@@ -179,7 +180,11 @@ class FilterActor:
         spec = detector_spec(config)
         if not spec.cpu_lanes:  # the cores Ray gave this actor, not all of the node's
             spec = replace(spec, cpu_lanes=max(1, int(config.ray.filter_cpus)))
-        self.stage = FilterStage(self.ctx, lambda: Detector(spec))  # type: ignore[arg-type]
+        # One video per call: its frames fill the actor's batches (the batcher's one client).
+        self.detector = SharedDetector(Detector(spec), config.filter.max_wait_ms / 1000)
+        self.detector.batcher.start()
+        self.detector.batcher.join()
+        self.stage = FilterStage(self.ctx, self.detector)  # type: ignore[arg-type]
         self.stage.setup()
 
     def run(self, msg: StageMessage, rows: dict[str, dict[str, Any]]) -> RemoteResult:
@@ -287,6 +292,6 @@ def build_ray_stages(ctx: MiningContext) -> list[StageSpec]:
     return [
         StageSpec("download", lambda: RayStage(ctx, "download"), workers=p.download_workers, queue_size=p.queue_size),
         StageSpec("extract", lambda: RayStage(ctx, "extract"), workers=p.extract_workers, queue_size=p.queue_size),
-        StageSpec("filter", lambda: RayStage(ctx, "filter"), workers=p.filter_workers, queue_size=p.queue_size),
+        StageSpec("filter", lambda: RayStage(ctx, "filter"), workers=p.filter_workers or 1, queue_size=p.queue_size),
         StageSpec("collect", lambda: CollectStage(ctx), workers=1, queue_size=p.queue_size),
     ]

@@ -1,14 +1,20 @@
-"""Stage 3 (the GPU stage): the detector in batches, on the frames the prefilters passed.
+"""Stage 3 (the GPU stage): the detector, on the frames the prefilters passed.
 
 The prefilters (:mod:`video_miner.prefilter`, run while extracting) dropped blurry frames and
 static stretches. Byte-identical frames seen before (the same video listed twice) reuse their detections,
 and near-duplicates of a more preferred frame already found to show the classes are deferred:
 dedup will almost surely drop them, and the export detects the few it does not.
+
+The rest go one by one to the run's shared detector (:class:`~video_miner.detector.SharedDetector`),
+whose batcher fills each batch with frames of every video in flight (and holds at most two batches'
+worth, so a worker loading frames faster than the model works waits for room). A worker decides
+each frame as soon as its batch is back, so those detections can defer its later frames.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,25 +22,29 @@ from PIL import Image
 
 from async_pipeline import StageMessage, StageOutput
 
-from ..context import MiningContext, priority_key
-from ..detector import Detector
+from ..context import MiningContext
+from ..detector import Detections, SharedDetector
 from ..fsutil import atomic_write_json, read_json
 from ..registry import Decision, State
 from .base import MinerStage
 from .extract import read_index
 
 RESULT = "filter.json"
+#: What the detection cache holds for a frame that was deferred: its byte-identical twins are too.
+DEFERRED: Detections = []
 
 
 class FilterStage(MinerStage):
-    def __init__(self, ctx: MiningContext, detector: Callable[[], Detector]) -> None:
+    # Per-call state only: the model sits behind the shared batcher.
+    thread_safe = True
+
+    def __init__(self, ctx: MiningContext, detector: SharedDetector) -> None:
         super().__init__(ctx)
-        self._make_detector = detector
-        self.detector: Detector | None = None
+        self.detector = detector
 
     def setup(self) -> None:
-        # In the worker, not at start-up: the first videos download and decode meanwhile.
-        self.detector = self._make_detector()
+        # In the worker, not at start-up: the first videos download and decode meanwhile. The
+        # first worker here warms the shared model; the others wait for it.
         self.detector.warm_up()
 
     def handle(self, msg: StageMessage) -> StageOutput:
@@ -58,47 +68,67 @@ class FilterStage(MinerStage):
     def filter_frames(self, frames_dir: Path, frames: list[dict[str, Any]], video_id: str,
                       order: int) -> list[dict[str, Any]]:
         """``frames``: the extract stage's rows, measures and prefilter decisions included."""
-        cfg = self.ctx.config.filter
-        hints = self.ctx.hints
-        assert self.detector is not None
+        batcher = self.detector.batcher
         rows: list[dict[str, Any]] = []
-        batch: list[tuple[dict[str, Any], Image.Image]] = []
+        outstanding: dict[Future[Detections], dict[str, Any]] = {}
 
-        def decide(row: dict[str, Any], dets: list[dict[str, Any]]) -> None:
-            row["detections"] = dets
-            row["decision"] = Decision.CANDIDATE if dets else Decision.NEGATIVE
-            if not dets:
-                row["reason"] = cfg.no_class_reason()
-            elif hints is not None:
-                hints.add(row["phash"], priority_key(row["blur"], order, video_id, row["t"]))
+        def settle(done: set[Future[Detections]]) -> None:
+            # Decided here, as soon as a batch is back: its hints are there for the next frames.
+            for future in done:
+                row = outstanding.pop(future)
+                if (error := future.exception()) is not None:
+                    errors.append(error)
+                elif future.result() is DEFERRED:
+                    self._defer(row)
+                else:
+                    self._decide(row, future.result(), video_id, order)
 
-        def flush() -> None:
-            assert self.detector is not None
-            for (row, _), dets in zip(batch, self.detector.detect([img for _, img in batch]), strict=True):
-                self.ctx.detections.put(row["digest"], dets)
-                decide(row, dets)
-            batch.clear()
-
+        errors: list[BaseException] = []
         for frame in frames:
             row = {"detections": [], "detected": False, **frame}
             rows.append(row)
             if row["decision"] == Decision.FILTERED:
                 continue
-            cached = self.ctx.detections.get(row["digest"])
-            if cached is not None:
-                decide(row, cached)
+            future, owner = self.ctx.detections.claim(row["digest"])
+            if not owner:  # a byte-identical frame was detected, or is in a batch now
+                outstanding[future] = row
+            elif self.ctx.hints is not None and self.ctx.hints.covers(row["phash"], self.ctx.priority(row, order, video_id)):
+                future.set_result(DEFERRED)  # a twin of this frame is deferred too
+                self._defer(row)
                 continue
-            if hints is not None and hints.covers(row["phash"], priority_key(row["blur"], order, video_id, row["t"])):
-                row["decision"] = Decision.DEFERRED
-                row["reason"] = "near-duplicate of a frame with the classes: detection deferred to the export"
-                continue
-            row["detected"] = True
-            with Image.open(frames_dir / row["file"]) as im:
-                batch.append((row, im.convert("RGB")))
-            if len(batch) >= cfg.batch_size:
-                flush()
-        flush()
+            else:
+                row["detected"] = True
+                request = self._submit(frames_dir / row["file"])
+                # Twins in other workers wait on ``future``: it is settled whatever happens.
+                request.add_done_callback(partial(self.ctx.detections.settle, row["digest"], future))
+                outstanding[future] = row
+            settle({f for f in outstanding if f.done()})
+        settle(batcher.wait(outstanding))
+        if errors:
+            raise errors[0]
         return rows
+
+    def _submit(self, path: Path) -> Future[Detections]:
+        try:
+            with Image.open(path) as im:
+                return self.detector.batcher.submit(im.convert("RGB"))
+        except Exception as exc:  # an unreadable frame fails its video, as the detector's error would
+            failed: Future[Detections] = Future()
+            failed.set_exception(exc)
+            return failed
+
+    @staticmethod
+    def _defer(row: dict[str, Any]) -> None:
+        row["decision"] = Decision.DEFERRED
+        row["reason"] = "near-duplicate of a frame with the classes: detection deferred to the export"
+
+    def _decide(self, row: dict[str, Any], dets: Detections, video_id: str, order: int) -> None:
+        row["detections"] = dets
+        row["decision"] = Decision.CANDIDATE if dets else Decision.NEGATIVE
+        if not dets:
+            row["reason"] = self.ctx.config.filter.no_class_reason()
+        elif self.ctx.hints is not None:
+            self.ctx.hints.add(row["phash"], self.ctx.priority(row, order, video_id))
 
 
 def read_result(frames_dir: Path) -> list[dict[str, Any]]:

@@ -161,7 +161,8 @@ def test_unsampled_non_reference_frames_are_never_decoded_and_the_samples_do_not
     """The bottle video (H.264 High, B-frames): every sampled image equals the one a full decode gives."""
     import av
 
-    from video_miner.stages.extract import _encode
+    from video_miner.media.picture import geometry, to_rgb
+    from video_miner.stages.extract import _jpeg
 
     cfg = ExtractConfig(mode="fps", fps=2.0)
     result = extract_frames(BOTTLE, tmp_path, "b", cfg, threads)
@@ -169,7 +170,8 @@ def test_unsampled_non_reference_frames_are_never_decoded_and_the_samples_do_not
     with av.open(str(BOTTLE)) as container:
         for frame in container.decode(container.streams.video[0]):
             if frame.time + 1e-6 >= next_t:
-                expected.append((round(frame.time, 6), _encode(frame, cfg)))
+                rgb = to_rgb(frame, geometry(frame), cfg.max_side)
+                expected.append((round(frame.time, 6), _jpeg(rgb, cfg.jpeg_quality)))
                 next_t += 0.5 * (int((frame.time - next_t) / 0.5 + 1e-9) + 1)
     assert [(f["t"], (tmp_path / f["file"]).read_bytes()) for f in result.frames] == expected
     assert result.decoded < 0.7 * 1189, result.decoded  # 1189 frames, about half of them non-reference

@@ -19,6 +19,8 @@ from .errors import ConfigError
 #: Model used when neither the config, ``--model`` nor this environment variable names one.
 MODEL_ENV = "VIDEO_MINER_MODEL"
 DEFAULT_MODEL = "yolov8n.pt"
+#: 2: frames as players show them; of near-duplicates the copy with more pixels is kept.
+RULES_VERSION = 2
 DEFAULT_FORMAT = "bv*[height<=?720][ext=mp4]/b[height<=?720][ext=mp4]/bv*[height<=?720]/b[height<=?720]/b"
 
 
@@ -156,6 +158,8 @@ class MinerConfig(_Section):
         Workers, retries, cleanup and metrics do not count: changing them may resume a run.
         """
         relevant = {
+            # Bumped when a release changes which frames are chosen for the same settings.
+            "rules": RULES_VERSION,
             "extract": self.extract.model_dump(mode="json"),
             "filter": self.filter.model_dump(mode="json", exclude={"batch_size", "max_wait_ms", "device", "half"}),
             "dedup": self.dedup.model_dump(mode="json", exclude={"skip_detection"}),

@@ -78,12 +78,14 @@ class DetectionCache:
             future.set_result(source.result())
 
 
-#: Dedup priority of a frame, most preferred first: sharpest, then input order, then time.
-PriorityKey = tuple[float, int, str, float]
+#: Dedup priority of a frame, most preferred first: of near-identical frames a person keeps the best
+#: copy: more pixels (the source's, as shown), then less compressed (bits per pixel), then sharper
+#: at a common scale; then input order, then time, so the order never depends on timing.
+PriorityKey = tuple[int, float, float, int, str, float]
 
 
-def priority_key(blur: float, order: int, video_id: str, timestamp: float) -> PriorityKey:
-    return (-blur, order, video_id, timestamp)
+def priority_key(pixels: int, bpp: float, sharpness: float, order: int, video_id: str, timestamp: float) -> PriorityKey:
+    return (-pixels, -bpp, -sharpness, order, video_id, timestamp)
 
 
 @dataclass
@@ -141,7 +143,7 @@ class MiningContext:
 
     def priority(self, frame: dict[str, Any], order: int, video_id: str) -> PriorityKey:
         """A filter row's dedup priority (the export computes the same from the registry)."""
-        return priority_key(frame["blur"], order, video_id, frame["t"])
+        return priority_key(frame["pixels"], frame["bpp"], frame["sharpness"], order, video_id, frame["t"])
 
     @property
     def work(self) -> Path:

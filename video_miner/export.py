@@ -23,6 +23,9 @@ from .fsutil import link_or_copy, replace_dir
 from .registry import Decision, FrameRow, Registry
 
 ELIGIBILITY = {Decision.CANDIDATE: YES, Decision.NEGATIVE: NO, Decision.DEFERRED: UNKNOWN}
+#: What the manifest says of how each frame's source was decoded and shown.
+MEDIA_FIELDS = ("track", "codec", "pixel_format", "decoded_size", "display_size", "sample_aspect_ratio", "rotation",
+                "mirrored", "hdr", "bpp")
 
 Labeller = Callable[[list[Path]], list[list[dict[str, Any]]]]
 
@@ -59,8 +62,9 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
     # detections were skipped.
     pool = [r for r in rows if r.decision != Decision.FILTERED]
     order = {vid: v["ord"] for vid, v in videos.items()}
-    priority = sorted(range(len(pool)), key=lambda i: priority_key(pool[i].blur, order[pool[i].video_id],
-                                                                   pool[i].video_id, pool[i].timestamp))
+    priority = sorted(range(len(pool)), key=lambda i: priority_key(pool[i].pixels, pool[i].bpp, pool[i].sharpness,
+                                                                   order[pool[i].video_id], pool[i].video_id,
+                                                                   pool[i].timestamp))
     eligible = np.array([ELIGIBILITY[Decision(r.decision)] for r in pool], dtype=np.int8)
     hashes = np.array([r.phash for r in pool], dtype=np.uint64)
 
@@ -157,6 +161,8 @@ def _write_manifest(staging: Path, rows: list[FrameRow], videos: dict[str, dict[
                     image_paths: dict[str, str], detections: dict[str, list[dict[str, Any]]], reasons: dict[str, str | None],
                     fmt: str) -> None:
     records = []
+    media = {vid: {k: m.get(k) for k in MEDIA_FIELDS} for vid, v in videos.items()
+             for m in [json.loads(v["media_json"]) if v.get("media_json") else {}]}
     for r in rows:
         key = frame_key(r)
         video = videos[r.video_id]
@@ -176,6 +182,9 @@ def _write_manifest(staging: Path, rows: list[FrameRow], videos: dict[str, dict[
             "image": image_paths.get(key),
             "phash": f"{r.phash:016x}",
             "blur": r.blur,
+            "sharpness": r.sharpness,
+            # How the source was decoded and shown (the same for all of a video's frames).
+            **media.get(r.video_id, {}),
             # Only kept frames: a duplicate's detection may have been skipped.
             "detections": detections.get(key, []),
             "decision": decision,

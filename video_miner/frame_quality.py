@@ -52,6 +52,20 @@ def open_gray(source: Path | BinaryIO) -> Image.Image:
         return im.convert("L")
 
 
-def measure(gray: Image.Image) -> tuple[float, int, np.ndarray]:
-    """(blur score, pHash, thumbnail) of one frame, from its grayscale image."""
-    return laplacian_variance(np.asarray(gray)), phash64(gray), thumbnail(gray)
+#: Longer side frames are brought to before their sharpness is compared across copies.
+COMMON_SIDE = 320
+
+
+def common_sharpness(gray: Image.Image) -> float:
+    """Sharpness at one scale for every frame: the variance of the Laplacian grows as a picture
+    shrinks, so measured at each frame's own size a smaller copy (a re-upload, a thumbnail) looks
+    sharper than its original. Brought to a common size, the copy with more detail scores higher."""
+    scale = COMMON_SIDE / max(gray.size)
+    size = (max(3, round(gray.width * scale)), max(3, round(gray.height * scale)))
+    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+    return laplacian_variance(np.asarray(gray.resize(size, resample)))
+
+
+def measure(gray: Image.Image) -> tuple[float, float, int, np.ndarray]:
+    """(blur score, sharpness at the common scale, pHash, thumbnail) of one frame, from its grayscale image."""
+    return laplacian_variance(np.asarray(gray)), common_sharpness(gray), phash64(gray), thumbnail(gray)

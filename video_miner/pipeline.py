@@ -119,8 +119,8 @@ def prepare_output(config: MinerConfig, fresh: bool) -> Registry:
     if previous is not None and previous != current and registry.videos():
         registry.close()
         raise ConfigError(
-            f"{output} was mined with different settings (model, classes, sampling or thresholds changed); "
-            "run with --fresh to start over, or give a new --output"
+            f"{output} was mined with different settings (model, classes, sampling or thresholds changed, or an "
+            "earlier video-miner chose frames differently); run with --fresh to start over, or give a new --output"
         )
     registry.set_meta("config_hash", current)
     return registry

@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS videos (
     n_duplicates INTEGER NOT NULL DEFAULT 0,
     bytes_downloaded INTEGER NOT NULL DEFAULT 0,
     config_hash TEXT,
+    media_json TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
@@ -52,9 +53,21 @@ CREATE TABLE IF NOT EXISTS frames (
     detections TEXT NOT NULL,
     decision TEXT NOT NULL,
     reason TEXT,
+    pixels INTEGER NOT NULL DEFAULT 0,
+    bpp REAL NOT NULL DEFAULT 0,
+    sharpness REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (video_id, frame_index)
 );
 """
+#: Columns added since the first schema: (table, column, declaration). Added to older registries.
+MIGRATIONS = (
+    ("videos", "media_json", "TEXT"),
+    ("frames", "pixels", "INTEGER NOT NULL DEFAULT 0"),
+    ("frames", "bpp", "REAL NOT NULL DEFAULT 0"),
+    ("frames", "sharpness", "REAL NOT NULL DEFAULT 0"),
+)
+FRAME_COLUMNS = ("video_id", "frame_index", "timestamp", "file", "phash", "blur", "detections", "decision", "reason",
+                 "pixels", "bpp", "sharpness")
 
 
 class State(StrEnum):
@@ -90,6 +103,11 @@ class FrameRow:
     detections: list[dict[str, Any]]
     decision: str
     reason: str | None = None
+    #: The source's pixels as shown, its bits per pixel and the frame's sharpness at a common
+    #: scale: which of near-identical frames dedup keeps (see ``priority_key``).
+    pixels: int = 0
+    bpp: float = 0.0
+    sharpness: float = 0.0
 
 
 def _to_signed(h: int) -> int:
@@ -114,6 +132,10 @@ class Registry:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            for table, column, declaration in MIGRATIONS:
+                have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         with self._lock:
@@ -168,7 +190,7 @@ class Registry:
 
     def set_state(self, video_id: str, state: State, **fields: Any) -> None:
         allowed = {"path", "source_json", "n_extracted", "n_candidates", "bytes_downloaded", "error_class",
-                   "error_message", "attempts", "warning"}
+                   "error_message", "attempts", "warning", "media_json"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"unknown registry fields {sorted(unknown)}")
@@ -201,9 +223,9 @@ class Registry:
         with self._tx() as db:
             db.execute("DELETE FROM frames WHERE video_id=?", (video_id,))
             db.executemany(
-                "INSERT INTO frames VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO frames ({', '.join(FRAME_COLUMNS)}) VALUES ({', '.join('?' * len(FRAME_COLUMNS))})",
                 [(f.video_id, f.frame_index, f.timestamp, f.file, _to_signed(f.phash), f.blur,
-                  json.dumps(f.detections), f.decision, f.reason) for f in frames],
+                  json.dumps(f.detections), f.decision, f.reason, f.pixels, f.bpp, f.sharpness) for f in frames],
             )
             db.execute(
                 "UPDATE videos SET state=?, n_candidates=?, error_class=NULL, error_message=NULL, updated_at=? "
@@ -228,7 +250,7 @@ class Registry:
             ).fetchall()
         return [
             FrameRow(r["video_id"], r["frame_index"], r["timestamp"], r["file"], _to_unsigned(r["phash"]), r["blur"],
-                     json.loads(r["detections"]), r["decision"], r["reason"])
+                     json.loads(r["detections"]), r["decision"], r["reason"], r["pixels"], r["bpp"], r["sharpness"])
             for r in rows
         ]
 

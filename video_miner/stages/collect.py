@@ -33,8 +33,8 @@ class CollectStage(MinerStage):
             if keep and (frames_dir / r["file"]).exists():
                 # Same filesystem: a rename, no copy. Raw frames can then go with the folder.
                 os.replace(frames_dir / r["file"], keep_dir / r["file"])
-            frames.append(FrameRow(video_id, r["index"], r["t"], rel if keep else r["file"],
-                                   r["phash"], r["blur"], r["detections"], r["decision"], r["reason"]))
+            frames.append(FrameRow(video_id, r["index"], r["t"], rel if keep else r["file"], r["phash"], r["blur"],
+                                   r["detections"], r["decision"], r["reason"], r["pixels"], r["bpp"], r["sharpness"]))
         self.ctx.registry.complete_video(video_id, frames)
         self._cleanup(msg)
         return msg

@@ -1,9 +1,10 @@
-"""Stage 2: decode a video with PyAV, run the prefilters on each sampled frame and write the
-frames that pass as JPEGs."""
+"""Stage 2: decode a video with PyAV as a player shows it (:mod:`video_miner.media`), run the
+prefilters on each sampled frame and write the frames that pass as JPEGs."""
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
 import os
@@ -15,6 +16,8 @@ from typing import Any
 
 import av
 import av.error
+import av.stream
+import numpy as np
 from PIL import Image
 
 from async_pipeline import StageMessage, StageOutput
@@ -22,6 +25,9 @@ from async_pipeline import StageMessage, StageOutput
 from ..config import ExtractConfig
 from ..errors import CorruptMedia, NoVideoStream, UnsupportedCodec
 from ..fsutil import atomic_write_json, link_or_copy, read_json
+from ..media.animated import is_image_container, pillow_frames
+from ..media.picture import Geometry, geometry, to_rgb
+from ..media.tracks import only_cover_pictures, pick_video_stream
 from ..prefilter import Prefilter
 from ..registry import State
 from .base import MinerStage
@@ -32,7 +38,6 @@ INDEX = "frames.json"
 SEEK_GOPS = 4
 #: Before two keyframes have been seen the GOP is unknown: seek only across gaps this long.
 SEEK_UNKNOWN_GOP_S = 20.0
-_STILL_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "gif", "tiff_pipe")
 
 
 @dataclass
@@ -41,6 +46,8 @@ class Extraction:
     warnings: list[str] = field(default_factory=list)
     #: Frames the decoder produced, kept or not (seeking keeps this far below the video's length).
     decoded: int = 0
+    #: How the video was decoded and is shown: track, codec, sizes, rotation (the manifest's media fields).
+    media: dict[str, Any] = field(default_factory=dict)
 
 
 def frame_name(video_id: str, seconds: float) -> str:
@@ -56,71 +63,203 @@ def _open(path: Path) -> Any:
         raise CorruptMedia(f"{path.name}: cannot open ({exc})") from exc
 
 
+@dataclass
+class Sampler:
+    """Which instants to keep: every 1/fps or ``every_seconds`` from ``start`` (or every keyframe),
+    up to ``end`` and ``max_frames``. Shared by files, animations and live streams."""
+
+    cfg: ExtractConfig
+    next_t: float = 0.0
+    taken: int = 0
+
+    def __post_init__(self) -> None:
+        self.next_t = self.cfg.start
+
+    @property
+    def keyframes_only(self) -> bool:
+        return self.cfg.mode == "keyframes"
+
+    @property
+    def interval(self) -> float:
+        return 1.0 / self.cfg.fps if self.cfg.mode == "fps" else self.cfg.every_seconds
+
+    def past_end(self, t: float) -> bool:
+        return self.cfg.end is not None and t > self.cfg.end
+
+    def due(self, t: float, key_frame: bool = True) -> bool:
+        if self.keyframes_only:
+            return key_frame and t + 1e-6 >= self.cfg.start
+        return t + 1e-6 >= self.next_t
+
+    def take(self, t: float) -> None:
+        """``t`` was kept: the next instant is the first grid point after it."""
+        self.taken += 1
+        if not self.keyframes_only:
+            self.next_t += self.interval * max(1, math.floor((t - self.next_t) / self.interval + 1e-9) + 1)
+
+    @property
+    def full(self) -> bool:
+        return self.cfg.max_frames is not None and self.taken >= self.cfg.max_frames
+
+
+@dataclass
+class FrameWriter:
+    """Encodes each sampled picture, runs the prefilters on it and writes those that pass."""
+
+    out_dir: Path
+    video_id: str
+    cfg: ExtractConfig
+    prefilter: Prefilter | None
+    result: Extraction
+    #: Bits per pixel of the source (how compressed it is), the same for each of its frames.
+    bpp: float = 0.0
+
+    def keep(self, t: float, index: int, rgb: np.ndarray, geo: Geometry) -> dict[str, Any]:
+        data = _jpeg(rgb, self.cfg.jpeg_quality)
+        name = frame_name(self.video_id, t)
+        row: dict[str, Any] = {"file": name, "t": round(t, 6), "index": index,
+                               "pixels": geo.display[0] * geo.display[1], "bpp": self.bpp}
+        if self.prefilter is not None:
+            row |= self.prefilter.check(data, index)
+        if row.get("decision") is None:
+            (self.out_dir / name).write_bytes(data)
+        if "display_size" not in self.result.media:  # as the first sampled frame shows it
+            self.result.media.update(geo.describe(), bpp=self.bpp)
+        self.result.frames.append(row)
+        return row
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def bits_per_pixel(container: Any, stream: Any, path: Path | None = None) -> float:
+    """The stream's bits per pixel per frame: how hard it was compressed (0 when unknown)."""
+    ctx = stream.codec_context
+    rate = stream.bit_rate or container.bit_rate
+    if not rate and path is not None and container.duration:
+        rate = path.stat().st_size * 8 / (container.duration / av.time_base)
+    fps = float(stream.average_rate or stream.guessed_rate or 0)
+    if not rate or not fps or ctx is None or not ctx.width or not ctx.height:
+        return 0.0
+    return float(f"{rate / (ctx.width * ctx.height * fps):.4g}")
+
+
 def extract_frames(path: Path, out_dir: Path, video_id: str, cfg: ExtractConfig, threads: int,
                    prefilter: Prefilter | None = None) -> Extraction:
     """Decode straight through, converting only the frames sampled; seek across long gaps.
     With a ``prefilter``, each sampled frame gets its measures and only those it passes are written."""
     result = Extraction()
     out_dir.mkdir(parents=True, exist_ok=True)
+    writer = FrameWriter(out_dir, video_id, cfg, prefilter, result)
     with _open(path) as container:
-        if container.format.name in _STILL_FORMATS or container.format.name.endswith("_pipe"):
-            raise NoVideoStream(f"{path.name} is a still image, not a video")
-        if not container.streams.video:
-            raise NoVideoStream(f"{path.name} has no video stream")
-        stream = container.streams.video[0]
-        if stream.codec_context is None:
-            raise UnsupportedCodec(f"{path.name}: no decoder for codec {stream.codec.name if stream.codec else '?'}")
-        stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = threads
-        keyframes_only = cfg.mode == "keyframes"
-        if keyframes_only:
-            stream.codec_context.skip_frame = "NONKEY"
-        interval = 0.0 if keyframes_only else (1.0 / cfg.fps if cfg.mode == "fps" else cfg.every_seconds)
-        next_t = cfg.start
-        seek_to: float | None = cfg.start if cfg.start > 0 else None
-        keyframe_times: list[float] = []
-        rate = float(stream.average_rate or stream.guessed_rate or 25)
-        while True:
-            reseek: float | None = None
-            try:
-                # The lambda reads next_t as it advances: late binding is the point here.
-                upcoming = None if keyframes_only else lambda: next_t  # noqa: B023
-                for frame in _decode(container, stream, seek_to, upcoming):
-                    t = _frame_time(frame, rate, result.decoded)
-                    result.decoded += 1
-                    if frame.key_frame and (not keyframe_times or t > keyframe_times[-1]):
-                        keyframe_times = [*keyframe_times[-1:], t]
-                    if cfg.end is not None and t > cfg.end:
-                        break
-                    if t + 1e-6 < next_t:
-                        continue
-                    data = _encode(frame, cfg)
-                    name, index = frame_name(video_id, t), round(t * rate)
-                    row: dict[str, Any] = {"file": name, "t": round(t, 6), "index": index}
-                    if prefilter is not None:
-                        row |= prefilter.check(data, index)
-                    if row.get("decision") is None:
-                        (out_dir / name).write_bytes(data)
-                    result.frames.append(row)
-                    if cfg.max_frames is not None and len(result.frames) >= cfg.max_frames:
-                        break
-                    if keyframes_only:
-                        continue
-                    next_t += interval * max(1, math.floor((t - next_t) / interval + 1e-9) + 1)
-                    gop = keyframe_times[1] - keyframe_times[0] if len(keyframe_times) == 2 else 0.0
-                    if next_t - t > (SEEK_GOPS * gop if gop > 0 else SEEK_UNKNOWN_GOP_S):
-                        reseek = next_t
-                        break
-            except av.error.FFmpegError as exc:
-                result.warnings.append(f"decoding stopped after {result.decoded} frames: {exc}")
-                log.warning("%s: decoding stopped after %d frames: %s; keeping %d frames", path.name, result.decoded,
-                            exc, len(result.frames))
-            if reseek is None:
-                break
-            seek_to = reseek
+        if is_image_container(container):
+            _extract_animation(container, path, writer)
+        else:
+            _extract_video(container, path, threads, writer)
     if not result.frames and result.warnings:
         raise CorruptMedia(f"{path.name}: no frame could be decoded ({result.warnings[0]})")
     return result
+
+
+def _extract_animation(container: Any, path: Path, writer: FrameWriter) -> None:
+    """A GIF, APNG or animated WebP: a video if it has more than one frame, else a still image."""
+    stream = container.streams.video[0] if container.streams.video else None
+    frames: Iterator[Any] = iter(())
+    count = 0
+    peeked: list[Any] = []
+    if stream is not None and stream.codec_context is not None:
+        decoded = container.decode(stream)
+        try:
+            peeked = [f for _, f in zip(range(2), decoded, strict=False)]
+            frames, count = decoded, len(peeked)
+        except av.error.FFmpegError:  # e.g. animated WebP: PyAV's FFmpeg has no decoder for it
+            peeked = []
+    if not peeked:
+        count, frames = pillow_frames(path)
+    if count < 2:
+        raise NoVideoStream(f"{path.name} is a still image, not a video")
+    sampler = Sampler(writer.cfg)
+    writer.result.media["track"] = stream.index if stream is not None else 0
+    for k, frame in enumerate([*peeked, *frames] if peeked else frames):
+        writer.result.decoded += 1
+        t = float(frame.time) if frame.time is not None else 0.0
+        if sampler.past_end(t):
+            break
+        if not sampler.due(t):
+            continue
+        if isinstance(frame, av.VideoFrame):
+            geo = geometry(frame, stream)
+            rgb = to_rgb(frame, geo, writer.cfg.max_side)
+        else:
+            h, w = frame.rgb.shape[:2]
+            geo = Geometry((w, h), (w, h))
+            out_w, out_h = geo.output_size(writer.cfg.max_side)
+            rgb = frame.rgb if (out_w, out_h) == (w, h) else \
+                np.asarray(Image.fromarray(frame.rgb).resize((out_w, out_h), Image.Resampling.BOX))
+        writer.keep(t, k, rgb, geo)
+        sampler.take(t)
+        if sampler.full:
+            break
+
+
+def _extract_video(container: Any, path: Path, threads: int, writer: FrameWriter) -> None:
+    result, cfg = writer.result, writer.cfg
+    stream = pick_video_stream(container)
+    if stream is None:
+        what = "only a cover picture" if only_cover_pictures(container) else "no video stream"
+        raise NoVideoStream(f"{path.name} has {what}")
+    if stream.codec_context is None:
+        raise UnsupportedCodec(f"{path.name}: no decoder for codec {stream.codec.name if stream.codec else '?'}")
+    # Only the chosen track is demuxed and decoded.
+    for other in container.streams:
+        if other is not stream:
+            other.discard = av.stream.Discard.all
+    stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = threads
+    sampler = Sampler(cfg)
+    if sampler.keyframes_only:
+        stream.codec_context.skip_frame = "NONKEY"
+    writer.bpp = bits_per_pixel(container, stream, path)
+    result.media.update(track=stream.index, codec=stream.codec_context.name)
+    seek_to: float | None = cfg.start if cfg.start > 0 else None
+    keyframe_times: list[float] = []
+    rate = float(stream.average_rate or stream.guessed_rate or 25)
+    while True:
+        reseek: float | None = None
+        try:
+            # The lambda reads next_t as it advances: late binding is the point here.
+            upcoming = None if sampler.keyframes_only else lambda: sampler.next_t
+            for frame in _decode(container, stream, seek_to, upcoming):
+                t = _frame_time(frame, rate, result.decoded)
+                result.decoded += 1
+                if frame.key_frame and (not keyframe_times or t > keyframe_times[-1]):
+                    keyframe_times = [*keyframe_times[-1:], t]
+                if sampler.past_end(t):
+                    break
+                if not sampler.due(t, frame.key_frame):
+                    continue
+                geo = geometry(frame, stream)
+                result.media.setdefault("pixel_format", frame.format.name)
+                writer.keep(t, round(t * rate), to_rgb(frame, geo, cfg.max_side), geo)
+                sampler.take(t)
+                if sampler.full:
+                    break
+                if sampler.keyframes_only:
+                    continue
+                gop = keyframe_times[1] - keyframe_times[0] if len(keyframe_times) == 2 else 0.0
+                if sampler.next_t - t > (SEEK_GOPS * gop if gop > 0 else SEEK_UNKNOWN_GOP_S):
+                    reseek = sampler.next_t
+                    break
+        except av.error.FFmpegError as exc:
+            result.warnings.append(f"decoding stopped after {result.decoded} frames: {exc}")
+            log.warning("%s: decoding stopped after %d frames: %s; keeping %d frames", path.name, result.decoded,
+                        exc, len(result.frames))
+        if reseek is None:
+            break
+        seek_to = reseek
 
 
 def _decode(container: Any, stream: Any, seek_to: float | None,
@@ -146,17 +285,6 @@ def _frame_time(frame: Any, rate: float, decoded: int) -> float:
     return decoded / rate
 
 
-def _encode(frame: Any, cfg: ExtractConfig) -> bytes:
-    w, h = frame.width, frame.height
-    scale = min(1.0, cfg.max_side / max(w, h))
-    size = {"width": max(2, round(w * scale)), "height": max(2, round(h * scale)), "interpolation": "AREA"} \
-        if scale < 1 else {}
-    # to_ndarray converts in one swscale call; VideoFrame.to_image is over 10x slower per frame.
-    buf = io.BytesIO()
-    Image.fromarray(frame.to_ndarray(format="rgb24", **size)).save(buf, "JPEG", quality=cfg.jpeg_quality)
-    return buf.getvalue()
-
-
 class ExtractStage(MinerStage):
     thread_safe = True
 
@@ -178,7 +306,7 @@ class ExtractStage(MinerStage):
         result = self._extract(msg.input_path, out_dir, video_id)
         self.ctx.counters.add(frames_extracted=len(result.frames))
         self.ctx.registry.set_state(video_id, State.EXTRACTED, n_extracted=len(result.frames),
-                                    warning="; ".join(result.warnings) or None)
+                                    warning="; ".join(result.warnings) or None, media_json=json.dumps(result.media))
         return msg.evolve(input_path=out_dir, metadata={"warnings": result.warnings})
 
     def _extract(self, path: Path, out_dir: Path, video_id: str) -> Extraction:
@@ -207,7 +335,8 @@ class ExtractStage(MinerStage):
 
 def _commit(out_dir: Path, video_id: str, result: Extraction) -> None:
     """The index is the commit point: frames without it are an interrupted extraction."""
-    atomic_write_json(out_dir / INDEX, {"video_id": video_id, "frames": result.frames, "warnings": result.warnings})
+    atomic_write_json(out_dir / INDEX, {"video_id": video_id, "frames": result.frames, "warnings": result.warnings,
+                                        "media": result.media})
 
 
 def _same_frames(src_dir: Path, out_dir: Path, video_id: str) -> Extraction:
@@ -221,7 +350,7 @@ def _same_frames(src_dir: Path, out_dir: Path, video_id: str) -> Extraction:
         if row.get("decision") is None:  # written, not dropped by a prefilter
             link_or_copy(src_dir / row["file"], out_dir / name)
         frames.append({**row, "file": name})
-    return Extraction(frames=frames, warnings=list(src["warnings"]), decoded=0)
+    return Extraction(frames=frames, warnings=list(src["warnings"]), decoded=0, media=dict(src.get("media") or {}))
 
 
 def read_index(frames_dir: Path) -> dict[str, Any]:

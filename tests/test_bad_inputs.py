@@ -10,6 +10,7 @@ import av
 import numpy as np
 import pytest
 
+from video_miner.errors import DiskFull
 from video_miner.registry import Registry
 
 from .conftest import BOTTLE, PERSON, VIDEOS
@@ -150,13 +151,20 @@ def test_hostile_names_stay_inside_the_output(matrix) -> None:
 
 
 def test_disk_floor_stops_new_downloads_with_a_clear_message(tmp_path: Path) -> None:
+    """Below download.min_free_gb no download starts; the videos stay unfinished, not failed, so a
+    plain re-run with room mines them all."""
     files = {f"/v/{i}.mkv": VIDEOS / "again.mkv" for i in range(6)}
     with serve(files) as (base, state):
-        report = run([f"{base}/v/{i}.mkv" for i in range(6)], tmp_path / "out", **{"download.min_free_gb": 1e9})
+        urls = [f"{base}/v/{i}.mkv" for i in range(6)]
+        with pytest.raises(DiskFull) as err:
+            run(urls, tmp_path / "out", **{"download.min_free_gb": 1e9})
         hits = sum(state.hits.values())
-    assert hits == 0, "nothing was downloaded below the floor"
-    assert report.stopped and report.videos_done == 0
-    kinds = {f.kind for f in report.failures}
-    assert "disk_full" in kinds and kinds <= {"disk_full", "unfinished"}
-    assert len(report.failures) == 6
-    assert any("download.min_free_gb" in f.message for f in report.failures if f.kind == "disk_full")
+        assert hits == 0, "nothing was downloaded below the floor"
+        message = str(err.value)
+        assert "\n" not in message and "download.min_free_gb" in message and "free there" in message
+        reg = Registry(tmp_path / "out" / "registry.sqlite", readonly=True)
+        states = {r["state"] for r in reg.videos()}
+        reg.close()
+        assert states == {"queued"}, states
+        again = run(urls, tmp_path / "out")
+    assert not again.failures and again.videos_done == 6

@@ -1,12 +1,22 @@
-"""The ``video-miner`` command: run, status."""
+"""The ``video-miner`` command: run, status, report, repair, doctor.
+
+Every command ends with one line and an exit code, never a traceback, for anything a user can fix
+(a setting, an input, the disk, a second run on the same folder, a damaged registry): 0 when all
+went well, 1 when some videos failed or the machine got in the way, 2 for what must be fixed before
+a run can start. ``--debug`` (or ``VIDEO_MINER_DEBUG=1``) adds the traceback, for bug reports.
+"""
 
 from __future__ import annotations
 
 import gc
 import logging
 import os
+import sqlite3
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -14,25 +24,72 @@ from rich.console import Console
 from async_pipeline import PipelineError
 
 from .config import load_config
-from .errors import ConfigError, MinerError, ModelError
-from .pipeline import MiningReport, RunRequest, mine
+from .errors import ConfigError, MinerError, ModelError, RegistryDamaged, environment_error
+from .run_lock import OutputBusy
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Turn videos into clean, labelled, deduplicated image datasets.")
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+#: Failures that must be fixed before a run can start.
+USAGE_ERRORS = (ConfigError, ModelError, OutputBusy, RegistryDamaged)
+T = TypeVar("T")
 
 
-def _fail_usage(console: Console, message: str) -> typer.Exit:
+@app.callback()
+def main_options(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (for bug reports); also "
+                                                                      "VIDEO_MINER_DEBUG=1.")] = False) -> None:
+    if debug:
+        os.environ["VIDEO_MINER_DEBUG"] = "1"
+
+
+def _debug() -> bool:
+    return os.environ.get("VIDEO_MINER_DEBUG", "") not in ("", "0")
+
+
+def _error(console: Console, message: str, code: int) -> typer.Exit:
+    if _debug():
+        console.print_exception()
     console.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
-    return typer.Exit(EXIT_USAGE)
+    return typer.Exit(code)
+
+
+@contextmanager
+def user_errors(console: Console, where: Path | None = None) -> Iterator[None]:
+    """Turn whatever a command raises into one line and an exit code."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except USAGE_ERRORS as exc:
+        raise _error(console, str(exc), EXIT_USAGE) from None
+    except PipelineError as exc:
+        fault = environment_error(exc.cause, where)
+        raise _error(console, str(fault or exc), EXIT_FAILURES) from None
+    except MinerError as exc:
+        raise _error(console, str(exc), EXIT_FAILURES) from None
+    except (OSError, sqlite3.Error) as exc:
+        fault = environment_error(exc, where)
+        if fault is None:
+            raise _error(console, f"{type(exc).__name__}: {exc}", EXIT_FAILURES) from None
+        raise _error(console, str(fault), EXIT_USAGE if isinstance(fault, USAGE_ERRORS) else EXIT_FAILURES) from None
+    except KeyboardInterrupt:
+        raise _error(console, "interrupted; run the same command again to resume", 130) from None
+    except Exception as exc:
+        raise _error(console, f"unexpected {type(exc).__name__}: {exc} (a bug: run again with --debug and report "
+                              "the traceback)", EXIT_FAILURES) from None
 
 
 @app.command()
 def run(
-    inputs: Annotated[list[str], typer.Argument(help="A list file (one input per line) and/or inputs: URLs, paths, "
-                                                     "file:// URLs, folders.")],
+    inputs: Annotated[list[str] | None, typer.Argument(help="A list file (one input per line) and/or inputs: URLs, "
+                                                            "paths, file:// URLs, folders, rtsp:// and other streams, "
+                                                            "/dev/video0.")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="The dataset's YAML config.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (default out/<name>).")] = None,
+    watch: Annotated[list[Path] | None, typer.Option(help="A folder to mine every video that appears in (repeatable); "
+                                                          "the run goes on until Ctrl-C or --duration.")] = None,
+    duration: Annotated[float | None, typer.Option(help="Stop taking new work after this many seconds (live "
+                                                        "sources, watched folders); the dataset is exported.")] = None,
     async_mode: Annotated[bool, typer.Option("--async-mode/--sequential",
                                              help="Stage-level pipeline (default) or one video at a time.")] = True,
     jobs: Annotated[int, typer.Option(min=1, help="With --sequential: videos at a time.")] = 1,
@@ -47,6 +104,9 @@ def run(
     conf: Annotated[float | None, typer.Option(help="Minimum detection confidence.")] = None,
     fps: Annotated[float | None, typer.Option(help="Frames sampled per second.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda:0, mps.")] = None,
+    cookies_from_browser: Annotated[str | None, typer.Option(help="yt-dlp: take cookies from this browser "
+                                                                  "(BROWSER[+KEYRING][:PROFILE][::CONTAINER]).")]
+    = None,
     fresh: Annotated[bool, typer.Option(help="Start over: forget earlier progress in the output folder.")] = False,
     retry_failed: Annotated[bool, typer.Option(help="Retry only the videos that failed before.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
@@ -56,6 +116,8 @@ def run(
     = False,
 ) -> None:
     """Mine frames showing the wanted classes from videos into a deduplicated, labelled dataset."""
+    from .pipeline import MiningReport, RunRequest, RunView, mine
+
     console = Console()
     overrides: dict[str, Any] = {
         "output": str(output) if output else None,
@@ -67,6 +129,7 @@ def run(
         "metrics_port": metrics_port,
         "metrics_host": metrics_host,
         "ray.shared_storage": shared_storage,
+        "download.cookies_from_browser": cookies_from_browser,
     }
     if fps is not None:
         overrides["extract.mode"] = "fps"
@@ -80,19 +143,21 @@ def run(
     # collection walks again, and the interpreter's exit once more (bench: ~1 s in all). Frozen, the
     # collector skips them; the objects the run makes are frozen before exit for the same reason.
     gc.freeze()
-    try:
+    report: MiningReport | None = None
+    with user_errors(console, output):
         cfg = load_config(config, overrides)
         if engine not in ("local", "ray"):
             raise ConfigError(f"--engine must be local or ray, got {engine!r}")
-        request = RunRequest(inputs=inputs, config=cfg, jobs=jobs, fresh=fresh, retry_failed=retry_failed,
-                             handle_signals=True, ray_address=ray_address,
+        request = RunRequest(inputs=inputs or [], config=cfg, jobs=jobs, fresh=fresh, retry_failed=retry_failed,
+                             handle_signals=True, ray_address=ray_address, watch=list(watch or []),
+                             duration_s=duration, command=["video-miner", *sys.argv[1:]],
                              engine="ray" if engine == "ray" else "async" if async_mode else "sequential")
-        display = None
+        display: Callable[[RunView], Any] | None = None
         if not quiet:
             from .progress import live_display
 
-            def display(runner, ctx, progress):  # type: ignore[no-untyped-def]
-                return live_display(runner, ctx, progress, console)
+            def display(view: RunView) -> Any:
+                return live_display(view, console)
 
         if profile:
             from .profiling import profile_all_threads
@@ -101,46 +166,51 @@ def run(
                 report = mine(request, display=display)
         else:
             report = mine(request, display=display)
-    except (ConfigError, ModelError) as exc:
-        # A model that does not load is a setting to fix, like a bad config key.
-        raise _fail_usage(console, str(exc)) from None
-    except (PipelineError, MinerError) as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
-        raise typer.Exit(EXIT_FAILURES) from None
+    assert report is not None
     gc.freeze()
     _print_summary(console, report)
     raise typer.Exit(EXIT_FAILURES if report.failures else EXIT_OK)
 
 
-def _print_summary(console: Console, report: MiningReport) -> None:
+def _print_summary(console: Console, report: Any) -> None:
     e = report.export
-    console.print(
-        f"[bold]done[/bold] in {report.wall_seconds:.1f}s: videos {report.videos_done}/{report.videos_total} done"
+    # soft_wrap: each is one line in a log file, whatever the width, so grep finds it whole.
+    say = lambda text: console.print(text, soft_wrap=True, highlight=False)  # noqa: E731
+    say(f"[bold]done[/bold] in {report.wall_seconds:.1f}s: videos {report.videos_done}/{report.videos_total} done"
         f" ({report.videos_skipped} already done before), {len(report.failures)} failed | frames {e.frames}: "
-        f"kept {e.kept}, duplicates {e.duplicates}, filtered out {e.filtered}",
-        highlight=False,
-    )
-    console.print(f"dataset: {report.output / 'dataset'} (train with: yolo train data={report.output / 'dataset' / 'data.yaml'})",
-                  highlight=False, soft_wrap=True)
+        f"kept {e.kept}, duplicates {e.duplicates}, filtered out {e.filtered}")
+    for source, s in report.live.items():
+        say(f"live {source}: {s['state']}, frames {s['frames_captured']} received, {s['frames_sampled']} sampled, "
+            f"{s['frames_dropped']} dropped, {s['frames_decided']} decided, latency p50 {s['latency_p50_s']:.2f}s "
+            f"p95 {s['latency_p95_s']:.2f}s, {s['reconnects']} reconnects")
+    say(f"dataset: {report.output / 'dataset'} (train with: yolo train data={report.output / 'dataset' / 'data.yaml'})")
     if report.stopped:
-        console.print("[yellow]stopped early[/yellow]: run the same command again to resume.")
+        say("[yellow]stopped early[/yellow]: run the same command again to resume.")
     for source, warning in report.warnings:
-        console.print(f"[yellow]warning[/yellow] {source}: {warning}", highlight=False, soft_wrap=True)
+        say(f"[yellow]warning[/yellow] {source}: {warning}")
     for failure in report.failures:
-        console.print(f"[red]failed[/red] {failure.line()}", highlight=False, soft_wrap=True)
+        say(f"[red]failed[/red] {failure.line()}")
+
+
+def _need_run(console: Console, output: Path, file: str) -> None:
+    if not (output / file).exists():
+        what = "no registry.sqlite" if file == "registry.sqlite" else f"no {file}"
+        raise _error(console, f"{output} holds no video-miner run ({what}); run video-miner run first or pass --output",
+                     EXIT_USAGE)
 
 
 @app.command()
 def status(
     output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")] = Path("out/dataset"),
 ) -> None:
-    """Counts per state, failures grouped by class, and what a re-run would do."""
+    """Counts per state, failures grouped by class, and what a re-run would do (read-only: works
+    while a run is going)."""
     from .status import render_status
 
     console = Console()
-    if not (output / "registry.sqlite").exists():
-        raise _fail_usage(console, f"{output} holds no video-miner run (no registry.sqlite); pass --output")
-    render_status(console, output)
+    _need_run(console, output, "registry.sqlite")
+    with user_errors(console, output):
+        render_status(console, output)
 
 
 @app.command()
@@ -152,15 +222,32 @@ def report(output: Annotated[Path, typer.Option("--output", "-o", help="The run'
     from .report import plot_timeline, render_tables
 
     console = Console()
-    if not (output / "metrics.json").exists():
-        raise _fail_usage(console, f"{output} holds no metrics.json; run video-miner run first or pass --output")
-    data = load_metrics(output)
-    render_tables(console, data)
-    path = plot_timeline(data, png or output / "timeline.png")
-    console.print(f"timeline: {path}", highlight=False)
+    _need_run(console, output, "metrics.json")
+    with user_errors(console, output):
+        data = load_metrics(output)
+        render_tables(console, data)
+        path = plot_timeline(data, png or output / "timeline.png")
+        console.print(f"timeline: {path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def repair(output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")]) -> None:
+    """Rebuild a damaged or lost registry from the files on disk (the damaged one is kept aside).
+    Videos the files prove done stay done; the rest resume or run again with the same command."""
+    from .repair import repair as rebuild
+    from .run_lock import OutputLock
+
+    console = Console()
+    if not output.is_dir():
+        raise _error(console, f"{output} is not a folder; pass the run's --output", EXIT_USAGE)
+    with user_errors(console, output), OutputLock(output):
+        result = rebuild(output)
+    resumable = ", ".join(f"{n} {state}" for state, n in result.resumable.items()) or "none"
+    moved = f"the damaged registry is in {result.moved_to}; " if result.moved_to else ""
+    console.print(f"repaired: {moved}{result.done} videos done (from the dataset's manifest), resumable: {resumable}; "
+                  "run the same command again to finish and export", soft_wrap=True, highlight=False)
 
 
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app()
-

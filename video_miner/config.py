@@ -34,6 +34,8 @@ class DownloadConfig(_Section):
     socket_timeout: float = Field(30.0, gt=0)
     rate_limit: str | None = None
     cookies: Path | None = None
+    #: yt-dlp's --cookies-from-browser: BROWSER[+KEYRING][:PROFILE][::CONTAINER], e.g. "firefox".
+    cookies_from_browser: str | None = None
     proxy: str | None = None
     min_free_gb: float = Field(2.0, ge=0)
     backoff_s: float = Field(1.0, ge=0)
@@ -118,6 +120,36 @@ class PipelineConfig(_Section):
     grace_seconds: float = Field(30.0, ge=0)
 
 
+class LiveConfig(_Section):
+    """Camera streams and other live inputs (rtsp://, udp://, live HLS, /dev/video0, ...)."""
+
+    #: When frames arrive faster than the detector takes them: drop the oldest waiting frame (the
+    #: newest matter most for a camera), the newest, or block the reader (the stream then backs up).
+    queue_policy: Literal["drop_oldest", "drop_newest", "block"] = "drop_oldest"
+    #: Frames waiting for the detector, all live sources together: small keeps latency low.
+    queue_size: int = Field(8, ge=1)
+    #: Frames in the detector at once; None: as many as two detector batches hold.
+    workers: int | None = Field(None, ge=1)
+    #: Export the dataset this often while live sources or watched folders run (and at the end).
+    export_every_s: float = Field(300.0, gt=0)
+    #: A source that is not up, or dropped, is retried with backoff for this long before it ends.
+    reconnect_timeout_s: float = Field(60.0, ge=0)
+    #: Longest pause between retries.
+    backoff_max_s: float = Field(10.0, gt=0)
+    #: A stream that sends nothing for this long counts as dropped.
+    read_timeout_s: float = Field(10.0, gt=0)
+
+
+class WatchConfig(_Section):
+    """``--watch DIR``: folders that keep receiving videos."""
+
+    #: A new file is mined once its size and time stamp stayed the same this long.
+    settle_s: float = Field(2.0, ge=0)
+    #: Names being written under a temporary name are skipped until renamed.
+    temporary_suffixes: list[str] = Field(default_factory=lambda: [".part", ".tmp", ".partial", ".crdownload",
+                                                                   ".download", ".temp", ".ytdl"])
+
+
 class RayConfig(_Section):
     #: GPUs per filter actor (fractions share a GPU); default 1 when the cluster has GPUs, else 0.
     filter_gpus: float | None = Field(None, ge=0)
@@ -144,6 +176,8 @@ class MinerConfig(_Section):
     export: ExportConfig = Field(default_factory=ExportConfig)
     cleanup: CleanupConfig = Field(default_factory=CleanupConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
+    watch: WatchConfig = Field(default_factory=WatchConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from .config import MinerConfig
+from .errors import MinerError, disk_full
+from .fsutil import free_gb
 from .registry import Registry
 from .same_content import SameContent
 
@@ -125,6 +127,12 @@ def hints_for(config: MinerConfig) -> KeptHints | None:
     return KeptHints(dedup.threshold) if dedup.enabled and dedup.skip_detection else None
 
 
+def check_free_space(config: MinerConfig, output: Path, writing: Path) -> None:
+    floor = config.download.min_free_gb
+    if floor > 0 and free_gb(output) < floor:
+        raise disk_full(writing, floor=f"less than {floor} GB free (download.min_free_gb)")
+
+
 @dataclass
 class MiningContext:
     config: MinerConfig
@@ -137,6 +145,20 @@ class MiningContext:
     same_content: SameContent[Path] = field(default_factory=SameContent)
     #: Set by the runner: stop taking new videos (disk floor reached).
     request_stop: Callable[[], None] = lambda: None
+    #: The first fault of the machine a stage met (disk full, no permission): the run stops.
+    fault: MinerError | None = None
+    #: Set by the local engine: hand a source found to be live (a yt-dlp URL) to the live readers,
+    #: as ``go_live(source, url, options, ends_cleanly)``.
+    go_live: Callable[..., None] | None = None
+
+    def environment_fault(self, error: MinerError) -> None:
+        if self.fault is None:
+            self.fault = error
+        self.request_stop()
+
+    def check_free_space(self, writing: Path) -> None:
+        """Before writing a video or its frames: stop (the video stays unfinished) below the floor."""
+        check_free_space(self.config, self.output, writing)
 
     def __post_init__(self) -> None:
         self.hints = self.hints or hints_for(self.config)

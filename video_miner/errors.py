@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import errno
 import re
+import shutil
+import sqlite3
+from pathlib import Path
 
 
 class MinerError(Exception):
@@ -91,8 +94,21 @@ class UnsupportedCodec(MinerError):
 
 
 class DiskFull(MinerError):
+    """The output's filesystem is full (or below ``download.min_free_gb``): not the video's fault,
+    so the videos concerned stay unfinished and a plain re-run resumes them."""
+
     kind = "disk_full"
-    hint = "free disk space or lower download.min_free_gb, then run the same command again"
+    hint = "free some space or give another --output, then run the same command again: finished work is kept"
+
+
+class EnvironmentFault(MinerError):
+    """The machine, not an input: no permission, a read-only or failing filesystem."""
+
+    kind = "environment"
+
+
+class RegistryDamaged(MinerError):
+    kind = "registry_damaged"
 
 
 class ModelError(MinerError):
@@ -139,7 +155,65 @@ def classify_download_error(message: str) -> MinerError:
 
 def classify_os_error(exc: OSError, what: str) -> MinerError:
     if exc.errno == errno.ENOSPC:
-        return DiskFull(f"disk full while writing {what}")
+        return disk_full(Path(exc.filename) if exc.filename else None)
     if exc.errno == errno.ENOENT:
         return NotFound(f"{what} does not exist")
     return MinerError(f"{what}: {exc}")
+
+
+def _free(path: Path | None) -> str:
+    probe = path
+    while probe is not None and not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe is None:
+        return "unknown"
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return "unknown"
+    return f"{free / 1e9:.2f} GB" if free >= 1e8 else f"{free / 1e6:.1f} MB"
+
+
+def disk_full(path: Path | None, floor: str | None = None) -> DiskFull:
+    """One line: which path filled up, what is free there, what to do."""
+    where = str(path) if path is not None else "the output folder"
+    why = floor or "no space left on device"
+    return DiskFull(f"disk full: {why} writing {where} ({_free(path)} free there)")
+
+
+def environment_error(exc: BaseException, where: Path | None = None) -> MinerError | None:
+    """An error of the machine rather than of an input or of video-miner (disk full, no permission,
+    a read-only or failing disk, a damaged registry) as one line saying what to do; else None."""
+    if isinstance(exc, MinerError):
+        return exc if isinstance(exc, (DiskFull, EnvironmentFault, RegistryDamaged)) else None
+    if isinstance(exc, OSError):
+        path = Path(exc.filename) if exc.filename else where
+        if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
+            return disk_full(path)
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return EnvironmentFault(f"permission denied: {path}", "give an --output you can write to, or fix its permissions")
+        if exc.errno == errno.EROFS:
+            return EnvironmentFault(f"read-only filesystem: {path}", "give an --output on a writable disk")
+        if exc.errno == errno.EIO:
+            return EnvironmentFault(f"input/output error on {path}", "the disk is failing; copy the output folder elsewhere")
+        return None
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        if "disk is full" in text:
+            return disk_full(where)
+        if "readonly" in text or "read-only" in text:
+            return EnvironmentFault(f"cannot write the registry {where}: {exc}", "give an --output on a writable disk")
+        if "disk i/o" in text or "unable to open" in text:
+            return EnvironmentFault(f"cannot use the registry {where}: {exc}",
+                                    "check the disk and the folder's permissions")
+        return None
+    if isinstance(exc, sqlite3.DatabaseError):
+        return registry_damaged(where, exc)
+    return None
+
+
+def registry_damaged(path: Path | None, cause: BaseException | str) -> RegistryDamaged:
+    output = path.parent if path is not None else Path(".")
+    return RegistryDamaged(
+        f"the registry {path} is damaged ({cause}); nothing was deleted: run `video-miner repair -o {output}` to "
+        "rebuild it from the files on disk, then the same command again")

@@ -19,7 +19,7 @@ from PIL import Image
 from .config import MinerConfig
 from .context import priority_key
 from .dedup import KEPT, NO, UNKNOWN, YES, select_distinct
-from .fsutil import link_or_copy, replace_dir
+from .fsutil import atomic_write_json, link_or_copy, replace_dir
 from .registry import Decision, FrameRow, Registry
 
 ELIGIBILITY = {Decision.CANDIDATE: YES, Decision.NEGATIVE: NO, Decision.DEFERRED: UNKNOWN}
@@ -28,6 +28,8 @@ MEDIA_FIELDS = ("track", "codec", "pixel_format", "decoded_size", "display_size"
                 "mirrored", "hdr", "bpp")
 
 Labeller = Callable[[list[Path]], list[list[dict[str, Any]]]]
+#: Beside the manifest: the settings hash the dataset was mined with (what ``repair`` restores).
+PROVENANCE = "video-miner.json"
 
 
 @dataclass
@@ -95,13 +97,39 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
 
     staging = output / "dataset.staging"
     shutil.rmtree(staging, ignore_errors=True)
-    final = output / "dataset"
     splits: dict[str, list[FrameRow]] = {"train": [], "val": []}
     for r in kept:
         splits[_split(r.video_id, config.export.val_fraction)].append(r)
     if not splits["val"] or not splits["train"]:
         # Too few videos to hold some out: Ultralytics still needs a val set, so it reuses train.
         splits = {"train": kept, "val": []}
+    try:
+        image_paths = _write_yolo(staging, output, splits, detections, config)
+        if "coco" in config.export.formats:
+            _write_coco(staging, splits, detections, config.filter.classes, image_paths)
+        _write_manifest(staging, rows, videos, duplicate_of, image_paths, detections, reasons, config.export.manifest)
+        atomic_write_json(staging / PROVENANCE, {"config_hash": config.result_hash(), "classes": config.filter.classes})
+        replace_dir(staging, output / "dataset")
+    except BaseException:
+        # Disk full, a kill: the previous dataset stays as it was.
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+    per_video: dict[str, tuple[int, int]] = {}
+    kept_count = Counter(r.video_id for r in kept)
+    dup_count = Counter(key.rsplit("@", 1)[0] for key in duplicate_of)
+    for vid in {r.video_id for r in rows} | set(videos):
+        per_video[vid] = (kept_count[vid], dup_count[vid])
+    registry.set_dedup_counts(per_video)
+    return ExportSummary(
+        frames=len(rows), kept=len(kept), duplicates=len(duplicate_of), filtered=len(rows) - len(kept) - len(duplicate_of),
+        detected_at_export=len(detected),
+    )
+
+
+def _write_yolo(staging: Path, output: Path, splits: dict[str, list[FrameRow]], detections: dict[str, list[dict[str, Any]]],
+                config: MinerConfig) -> dict[str, str]:
+    """Images (hard links) and labels per split, and data.yaml; returns each kept frame's image path."""
     image_paths: dict[str, str] = {}
     for split, members in splits.items():
         (staging / "images" / split).mkdir(parents=True, exist_ok=True)
@@ -119,21 +147,7 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
         "names": dict(enumerate(config.filter.classes)),
     }
     (staging / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    if "coco" in config.export.formats:
-        _write_coco(staging, splits, detections, config.filter.classes, image_paths)
-    _write_manifest(staging, rows, videos, duplicate_of, image_paths, detections, reasons, config.export.manifest)
-    replace_dir(staging, final)
-
-    per_video: dict[str, tuple[int, int]] = {}
-    kept_count = Counter(r.video_id for r in kept)
-    dup_count = Counter(key.rsplit("@", 1)[0] for key in duplicate_of)
-    for vid in {r.video_id for r in rows} | set(videos):
-        per_video[vid] = (kept_count[vid], dup_count[vid])
-    registry.set_dedup_counts(per_video)
-    return ExportSummary(
-        frames=len(rows), kept=len(kept), duplicates=len(duplicate_of), filtered=len(rows) - len(kept) - len(duplicate_of),
-        detected_at_export=len(detected),
-    )
+    return image_paths
 
 
 def _write_coco(staging: Path, splits: dict[str, list[FrameRow]], detections: dict[str, list[dict[str, Any]]],

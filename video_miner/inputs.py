@@ -12,17 +12,24 @@ from .errors import ConfigError, EmptyInput, NotFound, UnsupportedUrl
 from .naming import video_id_for
 
 VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp", ".ogv"}
+    {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts", ".flv", ".f4v", ".wmv",
+     ".asf", ".3gp", ".ogv", ".vob", ".mxf", ".y4m",
+     # Animated images are videos too (a one-frame one fails as a still image).
+     ".gif", ".apng", ".webp"}
 )
 #: Gap between two input lines' order keys; folder entries and playlist entries fill the gap.
 ORDER_STRIDE = 1_000_000
+#: Read continuously at their own pace by :mod:`video_miner.sources` instead of being downloaded.
+LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "rtmpt", "srt", "udp", "tcp", "rtp"})
 
 
 @dataclass(frozen=True)
 class Source:
     raw: str
     normalized: str
-    kind: str  # "local", "url" (yt-dlp), "remote" (an fsspec URL: s3://, gs://, ...) or "invalid"
+    #: "local", "url" (yt-dlp), "remote" (an fsspec URL: s3://, gs://, ...), "live" (a stream or a
+    #: capture device, read continuously) or "invalid"
+    kind: str
     video_id: str
     #: Position in the user's list; breaks ties between equal frames deterministically.
     order: int
@@ -77,6 +84,12 @@ def _classify(line: str) -> tuple[str, str, str | None]:
         return "invalid", line, "the input holds control characters"
     parts = urlsplit(line)
     scheme = parts.scheme.lower()
+    if scheme in LIVE_SCHEMES:
+        if not parts.netloc and scheme != "udp":
+            return "invalid", line, f"malformed {scheme} URL: no host"
+        return "live", parts._replace(scheme=scheme).geturl(), None
+    if line.startswith("/dev/video") or line.startswith("v4l2://"):
+        return "live", line.removeprefix("v4l2://"), None
     if scheme == "file":
         return "local", str(Path(unquote(parts.path)).resolve()), None
     if scheme in {"http", "https"}:
@@ -107,6 +120,9 @@ def expand_sources(lines: Iterable[str]) -> list[Source]:
         kind, normalized, error = _classify(line)
         if kind == "url":
             add(line, kind, normalized, _stem_of_url(normalized), order)
+        elif kind == "live":
+            parts = urlsplit(normalized)
+            add(line, kind, normalized, f"{parts.scheme or 'v4l2'}-{parts.netloc or Path(normalized).name}", order)
         elif kind == "remote" and normalized.endswith("/"):
             # A prefix (a trailing slash, as with folders): every video under it.
             try:
@@ -133,3 +149,9 @@ def expand_sources(lines: Iterable[str]) -> list[Source]:
         else:
             add(line, "local", normalized, Path(normalized).stem, order)
     return sources
+
+
+def source_for_path(path: Path, order: int) -> Source:
+    """A local video found outside the input list (a watched folder's new file)."""
+    normalized = str(path.expanduser().resolve())
+    return Source(str(path), normalized, "local", video_id_for(normalized, path.stem), order)

@@ -81,6 +81,31 @@ class _LiveCollector(Collector):
         for state, n in m.video_states.items():
             videos.add_metric([state], n)
         yield videos
+        yield from _live_families(m.live())
+
+
+def _live_families(live: dict[str, dict[str, Any]]) -> Iterator[Any]:
+    """Per live source: frames at each step, latency from capture to decision, reconnects."""
+    if not live:
+        return
+    for name, key, doc in (
+        ("live_frames_captured", "frames_captured", "Frames the source delivered"),
+        ("live_frames_sampled", "frames_sampled", "Frames sampled at extract.fps"),
+        ("live_frames_filtered", "frames_filtered", "Sampled frames the prefilters dropped"),
+        ("live_frames_dropped", "frames_dropped", "Frames live.queue_policy threw away: the detector was behind"),
+        ("live_frames_decided", "frames_decided", "Frames the filter decided"),
+        ("live_reconnects", "reconnects", "Times the source came back after dropping"),
+    ):
+        c = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["source"])
+        for source, s in live.items():
+            c.add_metric([source], s[key])
+        yield c
+    latency = GaugeMetricFamily(f"{PREFIX}_live_latency_seconds", "Capture to decision, per source",
+                                labels=["source", "quantile"])
+    for source, s in live.items():
+        for q, key in (("0.5", "latency_p50_s"), ("0.95", "latency_p95_s"), ("1", "latency_max_s")):
+            latency.add_metric([source, q], s[key])
+    yield latency
 
 
 class Timeline:
@@ -164,6 +189,10 @@ class RunMetrics:
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return self._runner.snapshot() if self._runner is not None else {}
 
+    def live(self) -> dict[str, dict[str, Any]]:
+        live = getattr(self._runner, "live", None)
+        return live() if live is not None else {}
+
     def serve(self, host: str, port: int) -> int:
         """Start the scrape endpoint; returns the port (useful with port 0)."""
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
@@ -184,7 +213,7 @@ class RunMetrics:
             elif event.kind == "item_done" and event.item_id in self._video_started:
                 self.video_seconds.observe(now - self._video_started.pop(event.item_id))
         if event.kind == "item_done":
-            self.refresh_videos()
+            self.refresh_videos()  # the file pipeline's videos only: the live one reports elsewhere
         if event.kind in ("finished", "failed") and event.stage:
             self.stage_seconds.labels(event.stage).observe(event.seconds)
             with self._lock:
@@ -231,9 +260,13 @@ class RunMetrics:
         data["timeline"] = self.timeline.points()
         return data
 
-    def write(self, path: Path, totals: dict[str, Any], wall: float) -> dict[str, Any]:
-        """metrics.json: this run's figures, and the totals of the runs before it (``history``)."""
+    def write(self, path: Path, totals: dict[str, Any], wall: float,
+              live: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """metrics.json: this run's figures, its live sources' (``live``, keyed by source), and the
+        totals of the runs before it (``history``)."""
         data = self.report(totals, wall)
+        if live:
+            data["live"] = live
         previous: list[dict[str, Any]] = []
         if path.exists():
             try:

@@ -1,5 +1,6 @@
-"""What a person watching a run sees: a rich live table on a terminal, one line every few
-seconds otherwise. It only reads the engine's snapshots and the run's counters."""
+"""What a person watching a run sees: a rich live table on a terminal (stages, the videos in flight
+with how far each is, the live sources), one line every few seconds otherwise (never wrapped, so
+logs grep). It only reads the run's view: engine snapshots, counters, live-source figures."""
 
 from __future__ import annotations
 
@@ -9,39 +10,65 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from .context import MiningContext
-from .pipeline import Runner, RunProgress
+from .pipeline import STAGES, RunProgress, RunView
 
 LINE_INTERVAL_S = 5.0
+#: Videos in flight shown with a bar (the rest are counted).
+MAX_BARS = 6
 
 
-def _eta(progress: RunProgress) -> str:
-    elapsed = time.monotonic() - progress.started_at
-    done = progress.finished
-    if done == 0 or done >= progress.total:
+def _in_flight(snapshot: dict[str, dict[str, Any]]) -> list[tuple[str, str, float, float | None, str]]:
+    """(stage, item, done, total, unit) for every item a stage reported progress on."""
+    return [(stage, item, done, total, s.get("progress_unit", ""))
+            for stage, s in snapshot.items() for item, (done, total) in s.get("in_flight", {}).items()]
+
+
+def done_equivalent(progress: RunProgress, snapshot: dict[str, dict[str, Any]]) -> float:
+    """Videos finished, plus the part of each video in flight that is behind it: a video in the
+    k-th of n stages, ``f`` of the way through it, counts (k + f) / n."""
+    done = float(progress.finished)
+    for k, stage in enumerate(STAGES):
+        s = snapshot.get(stage)
+        if not s:
+            continue
+        reported = s.get("in_flight", {})
+        for done_part, total in reported.values():
+            fraction = min(1.0, done_part / total) if total else 0.0
+            done += (k + fraction) / len(STAGES)
+        done += (s["busy"] - len(reported)) * (k + 0.5) / len(STAGES)
+    return done
+
+
+def eta(progress: RunProgress, snapshot: dict[str, dict[str, Any]]) -> str:
+    if progress.open_ended:
         return "-"
-    return f"{elapsed / done * (progress.total - done):.0f}s"
-
-
-def footer(ctx: MiningContext, progress: RunProgress) -> str:
-    c = ctx.counters
     elapsed = time.monotonic() - progress.started_at
+    done = done_equivalent(progress, snapshot)
+    if done <= 0 or progress.finished >= progress.total:
+        return "-"
+    return f"{elapsed / done * max(0.0, progress.total - done):.0f}s"
+
+
+def footer(view: RunView, snapshot: dict[str, dict[str, Any]]) -> str:
+    c, progress = view.ctx.counters, view.progress
+    elapsed = time.monotonic() - progress.started_at
+    total = "?" if progress.open_ended else str(progress.total)
     return (
-        f"videos {progress.finished}/{progress.total} | frames extracted {c.get('frames_extracted')} "
+        f"videos {progress.finished}/{total} | frames extracted {c.get('frames_extracted')} "
         f"candidates {c.get('frames_candidates')} deferred {c.get('frames_deferred')} "
-        f"filtered out {c.get('frames_filtered')} "
-        f"(duplicates resolved at the end) | elapsed {elapsed:.0f}s | ETA {_eta(progress)}"
+        f"filtered out {c.get('frames_filtered')} | elapsed {elapsed:.0f}s | ETA {eta(progress, snapshot)}"
     )
 
 
 def stage_table(snapshot: dict[str, dict[str, Any]], elapsed: float) -> Table:
     table = Table(title="video-miner", expand=False)
-    for col in ("stage", "busy/workers", "queue", "done", "failed", "avg ms", "items/s"):
+    for col in ("stage", "busy", "queue", "done", "fail", "ms/item", "items/s"):
         table.add_column(col, justify="left" if col == "stage" else "right")
     for name, s in snapshot.items():
         rate = s["processed"] / elapsed if elapsed > 0 else 0.0
@@ -50,27 +77,79 @@ def stage_table(snapshot: dict[str, dict[str, Any]], elapsed: float) -> Table:
     return table
 
 
-def one_line(snapshot: dict[str, dict[str, Any]], ctx: MiningContext, progress: RunProgress) -> str:
+def _amount(value: float, unit: str) -> str:
+    if unit == "bytes":
+        return f"{value / 1e6:.1f} MB"
+    if unit == "s":
+        return f"{value:.0f}s"
+    return f"{value:g}"
+
+
+def flight_table(snapshot: dict[str, dict[str, Any]]) -> Table | None:
+    """One row per video in flight in a stage that reports progress: a bar and how far it is."""
+    rows = _in_flight(snapshot)
+    if not rows:
+        return None
+    table = Table(show_header=False, box=None, padding=(0, 1), expand=False)
+    for _ in range(4):
+        table.add_column()
+    for stage, item, done, total, unit in rows[:MAX_BARS]:
+        bar = ProgressBar(total=total or None, completed=done, width=20)
+        amount = f"{_amount(done, unit)}/{_amount(total, unit)}" if total else _amount(done, unit)
+        table.add_row(stage, item[:28], bar, amount)
+    if len(rows) > MAX_BARS:
+        table.add_row("", f"... {len(rows) - MAX_BARS} more", "", "")
+    return table
+
+
+def live_table(live: dict[str, dict[str, Any]]) -> Table | None:
+    """Per live source: its state, frames at each step, latency from capture to decision."""
+    if not live:
+        return None
+    table = Table(title="live sources", expand=False)
+    for col in ("source", "state", "got", "sampl", "drop", "done", "p50 s", "p95 s"):
+        table.add_column(col, justify="left" if col in ("source", "state") else "right")
+    for source, s in live.items():
+        table.add_row(source[-24:], s["state"], str(s["frames_captured"]), str(s["frames_sampled"]),
+                      str(s["frames_dropped"]), str(s["frames_decided"]), f"{s['latency_p50_s']:.2f}",
+                      f"{s['latency_p95_s']:.2f}")
+    return table
+
+
+def render(view: RunView) -> RenderableType:
+    snapshot = view.snapshot()
+    parts: list[RenderableType] = [stage_table(snapshot, time.monotonic() - view.progress.started_at)]
+    for extra in (flight_table(snapshot), live_table(view.live())):
+        if extra is not None:
+            parts.append(extra)
+    parts.append(Text(footer(view, snapshot)))
+    return Group(*parts)
+
+
+def one_line(view: RunView) -> str:
+    """The whole state in one line, for logs: stages, live sources, footer."""
+    snapshot = view.snapshot()
     stages = " ".join(f"{n}[{s['busy']}/{s['workers']} q{s['queue_depth']} ok{s['items_out']} x{s['failed']}]"
                       for n, s in snapshot.items())
-    return f"{stages} | {footer(ctx, progress)}"
+    flight = " ".join(f"{stage}:{item[:20]}:{done / total:.0%}" for stage, item, done, total, _ in _in_flight(snapshot)
+                      if total)
+    live = " ".join(f"live[{source[-20:]} {s['state']} got{s['frames_captured']} drop{s['frames_dropped']} "
+                    f"p95 {s['latency_p95_s']:.2f}s]" for source, s in view.live().items())
+    return " | ".join(part for part in (stages, flight, live, footer(view, snapshot)) if part)
 
 
 @contextmanager
-def live_display(runner: Runner, ctx: MiningContext, progress: RunProgress, console: Console) -> Iterator[None]:
+def live_display(view: RunView, console: Console) -> Iterator[None]:
     if console.is_terminal:
-        def render() -> Group:
-            return Group(stage_table(runner.snapshot(), time.monotonic() - progress.started_at),
-                         Text(footer(ctx, progress)))
-
-        with Live(get_renderable=render, console=console, refresh_per_second=4, transient=False):
+        with Live(get_renderable=lambda: render(view), console=console, refresh_per_second=4, transient=False):
             yield
         return
     stop = threading.Event()
 
     def report() -> None:
         while not stop.wait(LINE_INTERVAL_S):
-            console.print(one_line(runner.snapshot(), ctx, progress), soft_wrap=True)
+            # soft_wrap: a log line stays one line, however long, so grep finds it whole.
+            console.print(one_line(view), soft_wrap=True, highlight=False, markup=False)
 
     thread = threading.Thread(target=report, name="progress", daemon=True)
     thread.start()

@@ -23,8 +23,8 @@ from async_pipeline import BaseStageWorker, StageMessage, StageSpec
 from async_pipeline.worker import as_messages
 
 from .config import MinerConfig
-from .context import DetectionCache, KeptHints, MiningContext, hints_for
-from .errors import MinerError, TransientError
+from .context import DetectionCache, KeptHints, MiningContext, check_free_space, hints_for
+from .errors import MinerError, TransientError, environment_error
 from .registry import Decision
 from .same_content import SameContent
 from .shared_storage import SharedStorage
@@ -88,6 +88,12 @@ class RemoteContext:
 
     def request_stop(self) -> None:
         self.stop_requested = True
+
+    def environment_fault(self, error: MinerError) -> None:
+        self.request_stop()
+
+    def check_free_space(self, writing: Path) -> None:
+        check_free_space(self.config, self.output, writing)
 
     priority = MiningContext.priority
     work = MiningContext.work
@@ -249,6 +255,8 @@ class RayStage(BaseStageWorker):
         if result.stop_requested:
             self.ctx.request_stop()
         if result.error is not None:
+            if environment_error(result.error) is not None:  # the worker's disk, not the video
+                self.ctx.environment_fault(result.error)
             raise result.error
         if self.storage is not None:
             self._to_driver(result.outputs)

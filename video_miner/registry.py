@@ -17,6 +17,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from .errors import environment_error, registry_damaged
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS videos (
@@ -78,6 +80,8 @@ class State(StrEnum):
     DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"
+    #: A live source (or one connection of it) being read: its frames commit one by one.
+    LIVE = "live"
 
 
 class Decision(StrEnum):
@@ -120,14 +124,40 @@ def _to_unsigned(h: int) -> int:
 
 
 class Registry:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    """``readonly``: for ``status`` and ``report`` beside a running run (SQLite's WAL lets them read
+    while it writes). Opening checks the file with SQLite's own ``quick_check``: a damaged registry
+    (a torn write, a bad disk, a partial copy) is reported as :class:`RegistryDamaged`, never
+    written to."""
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
-        # One connection shared by the stage threads, serialized by a lock: SQLite allows one
-        # writer at a time anyway, and the writes are tiny next to decoding and inference.
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
+        if not readonly:
+            path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        try:
+            # One connection shared by the stage threads, serialized by a lock: SQLite allows one
+            # writer at a time anyway, and the writes are tiny next to decoding and inference.
+            target = f"file:{path}?mode=ro" if readonly else str(path)
+            self._db = sqlite3.connect(target, uri=readonly, check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.row_factory = sqlite3.Row
+            self._check()
+            if not readonly:
+                self._prepare()
+        except sqlite3.DatabaseError as exc:
+            error = environment_error(exc, path)
+            if hasattr(self, "_db"):
+                self._db.close()
+            if error is None:
+                raise
+            raise error from exc
+
+    def _check(self) -> None:
+        result = [r[0] for r in self._db.execute("PRAGMA quick_check(5)")]
+        if result != ["ok"]:
+            problems = [line.strip() for r in result for line in r.splitlines() if line.strip() and "***" not in line]
+            raise registry_damaged(self.path, "; ".join(problems[:2]) or "quick_check failed")
+
+    def _prepare(self) -> None:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -171,7 +201,8 @@ class Registry:
                 """INSERT INTO videos(video_id, input, normalized, kind, ord, parent, state, config_hash,
                                       created_at, updated_at)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT(video_id) DO UPDATE SET input=excluded.input, ord=excluded.ord""",
+                   ON CONFLICT(video_id) DO UPDATE SET input=excluded.input, ord=excluded.ord,
+                                                       normalized=excluded.normalized, kind=excluded.kind""",
                 (video_id, input, normalized, kind, order, parent, State.QUEUED.value, config_hash, now, now),
             )
 
@@ -233,6 +264,26 @@ class Registry:
                 (State.DONE.value, sum(f.decision == Decision.CANDIDATE for f in frames), time.time(), video_id),
             )
 
+    def add_frames(self, frames: Sequence[FrameRow]) -> None:
+        """Commit frames of a live segment as they are decided (the segment stays live)."""
+        with self._tx() as db:
+            db.executemany(
+                f"INSERT OR REPLACE INTO frames ({', '.join(FRAME_COLUMNS)}) VALUES ({', '.join('?' * len(FRAME_COLUMNS))})",
+                [(f.video_id, f.frame_index, f.timestamp, f.file, _to_signed(f.phash), f.blur,
+                  json.dumps(f.detections), f.decision, f.reason, f.pixels, f.bpp, f.sharpness) for f in frames],
+            )
+
+    def set_media(self, video_id: str, media: dict[str, Any]) -> None:
+        """How a live segment is decoded (known once its first frame is)."""
+        with self._tx() as db:
+            db.execute("UPDATE videos SET media_json=? WHERE video_id=? AND media_json IS NULL", (json.dumps(media), video_id))
+
+    def end_live(self) -> int:
+        """Live segments left open by a run that was killed: their committed frames are final."""
+        with self._tx() as db:
+            return db.execute("UPDATE videos SET state=? WHERE state=? AND parent IS NOT NULL",
+                              (State.DONE.value, State.LIVE.value)).rowcount
+
     def update_frames(self, frames: Sequence[FrameRow]) -> None:
         """Record the export's detections for frames whose detection the filter deferred."""
         with self._tx() as db:
@@ -243,10 +294,11 @@ class Registry:
 
     def done_frames(self) -> list[FrameRow]:
         with self._lock:
+            # A live segment's frames count from the moment they commit.
             rows = self._db.execute(
-                "SELECT f.* FROM frames f JOIN videos v USING (video_id) WHERE v.state=? "
+                "SELECT f.* FROM frames f JOIN videos v USING (video_id) WHERE v.state IN (?, ?) "
                 "ORDER BY v.ord, f.video_id, f.frame_index",
-                (State.DONE.value,),
+                (State.DONE.value, State.LIVE.value),
             ).fetchall()
         return [
             FrameRow(r["video_id"], r["frame_index"], r["timestamp"], r["file"], _to_unsigned(r["phash"]), r["blur"],

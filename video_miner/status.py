@@ -13,7 +13,7 @@ from .registry import UNFINISHED, Registry, State
 
 
 def render_status(console: Console, output: Path) -> None:
-    registry = Registry(output / "registry.sqlite")
+    registry = Registry(output / "registry.sqlite", readonly=True)
     try:
         videos = [v for v in registry.videos() if v["state"] != State.SKIPPED]
     finally:

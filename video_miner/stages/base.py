@@ -1,15 +1,18 @@
 """What every video-miner stage shares: turning any exception into a failure class, recorded in
-the registry for the video concerned before the engine hears of it."""
+the registry for the video concerned before the engine hears of it. A fault of the machine (disk
+full, no permission, a failing disk) is not the video's: it stops the run and leaves the video
+unfinished, so a plain re-run resumes it once the fault is fixed."""
 
 from __future__ import annotations
 
 import errno
+import sqlite3
 from abc import abstractmethod
 
 from async_pipeline import BaseStageWorker, FatalStageError, StageMessage, StageOutput
 
 from ..context import MiningContext
-from ..errors import MinerError, TransientError, classify_os_error
+from ..errors import MinerError, TransientError, classify_os_error, environment_error
 
 
 class MinerStage(BaseStageWorker):
@@ -27,9 +30,20 @@ class MinerStage(BaseStageWorker):
         except FatalStageError:
             raise
         except Exception as exc:
+            fault = environment_error(exc, self.ctx.output)
+            if fault is not None:
+                self.ctx.environment_fault(fault)
+                raise fault from exc
             error = self._classify(exc, video_id)
             if not (error.transient and msg.attempt < self.max_attempts):
-                self.ctx.registry.mark_failed(video_id, error.kind, str(error))
+                try:
+                    self.ctx.registry.mark_failed(video_id, error.kind, str(error))
+                except (OSError, sqlite3.Error) as write_error:
+                    fault = environment_error(write_error, self.ctx.registry.path)
+                    if fault is None:
+                        raise
+                    self.ctx.environment_fault(fault)
+                    raise fault from exc
             if error is exc:
                 raise
             raise error from exc
@@ -37,7 +51,7 @@ class MinerStage(BaseStageWorker):
     def _classify(self, exc: Exception, video_id: str) -> MinerError:
         if isinstance(exc, MinerError):
             return exc
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.ENOENT):
+        if isinstance(exc, OSError) and exc.errno == errno.ENOENT:
             return classify_os_error(exc, video_id)
         error = MinerError(f"{type(exc).__name__}: {exc}")
         error.kind = type(exc).__name__

@@ -11,8 +11,7 @@ from typing import Any
 
 from async_pipeline import StageMessage, StageOutput
 
-from ..errors import ConnectionFailed, CorruptMedia, DiskFull, MinerError, NotFound, classify_download_error
-from ..fsutil import free_gb
+from ..errors import ConnectionFailed, CorruptMedia, DiskFull, MinerError, NotFound, classify_download_error, disk_full
 from ..inputs import VIDEO_EXTENSIONS
 from ..naming import slug
 from ..registry import State
@@ -35,10 +34,7 @@ class DownloadStage(MinerStage):
         self.ctx.registry.bump_attempts(video_id)
         if msg.metadata["kind"] == "local":
             return self._local(msg, video_id)
-        if free_gb(self.ctx.output) < self.ctx.config.download.min_free_gb:
-            self.ctx.request_stop()
-            raise DiskFull(f"less than {self.ctx.config.download.min_free_gb} GB free in {self.ctx.output}; "
-                           "no new downloads started")
+        self.ctx.check_free_space(self.ctx.videos_dir / video_id)
         if msg.metadata["kind"] == "remote":
             return self._fetch(msg, video_id)
         return self._download(msg, video_id)
@@ -121,14 +117,19 @@ class DownloadStage(MinerStage):
                 # 416 (or an empty body), and yt-dlp gives up. Such a .part is dropped, once.
                 if attempt == 1 and _past_the_end(str(exc)) and self._drop_parts(video_id):
                     continue
-                raise classify_download_error(str(exc)) from exc
+                raise self._classify_download(str(exc), video_id) from exc
             except OSError as exc:
-                raise classify_download_error(str(exc)) from exc
+                raise self._classify_download(str(exc), video_id) from exc
         if info.get("_type") == "playlist":
             return self._fan_out_playlist(msg, video_id, info)
         path = _downloaded_file(info)
         self._record(video_id, path, info)
         return msg.evolve(input_path=path, metadata={"video_path": str(path)})
+
+    def _classify_download(self, message: str, video_id: str) -> MinerError:
+        error = classify_download_error(message)
+        # yt-dlp reports a full disk as text: say which folder, and what is free there.
+        return disk_full(self.ctx.videos_dir / video_id) if isinstance(error, DiskFull) else error
 
     def _drop_parts(self, video_id: str) -> bool:
         parts = list((self.ctx.videos_dir / video_id).glob("*.part"))

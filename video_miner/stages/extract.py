@@ -110,11 +110,13 @@ class FrameWriter:
     video_id: str
     cfg: ExtractConfig
     prefilter: Prefilter | None
-    result: Extraction
     #: Bits per pixel of the source (how compressed it is), the same for each of its frames.
     bpp: float = 0.0
+    #: How the source is decoded and shown (track, codec, sizes, rotation), for the manifest.
+    media: dict[str, Any] = field(default_factory=dict)
 
     def keep(self, t: float, index: int, rgb: np.ndarray, geo: Geometry) -> dict[str, Any]:
+        """The frame's row: measures and, if a prefilter dropped it, the decision (then no file)."""
         data = _jpeg(rgb, self.cfg.jpeg_quality)
         name = frame_name(self.video_id, t)
         row: dict[str, Any] = {"file": name, "t": round(t, 6), "index": index,
@@ -123,9 +125,8 @@ class FrameWriter:
             row |= self.prefilter.check(data, index)
         if row.get("decision") is None:
             (self.out_dir / name).write_bytes(data)
-        if "display_size" not in self.result.media:  # as the first sampled frame shows it
-            self.result.media.update(geo.describe(), bpp=self.bpp)
-        self.result.frames.append(row)
+        if "display_size" not in self.media:  # as the first sampled frame shows it
+            self.media.update(geo.describe(), bpp=self.bpp)
         return row
 
 
@@ -153,18 +154,18 @@ def extract_frames(path: Path, out_dir: Path, video_id: str, cfg: ExtractConfig,
     With a ``prefilter``, each sampled frame gets its measures and only those it passes are written."""
     result = Extraction()
     out_dir.mkdir(parents=True, exist_ok=True)
-    writer = FrameWriter(out_dir, video_id, cfg, prefilter, result)
+    writer = FrameWriter(out_dir, video_id, cfg, prefilter, media=result.media)
     with _open(path) as container:
         if is_image_container(container):
-            _extract_animation(container, path, writer)
+            _extract_animation(container, path, writer, result)
         else:
-            _extract_video(container, path, threads, writer)
+            _extract_video(container, path, threads, writer, result)
     if not result.frames and result.warnings:
         raise CorruptMedia(f"{path.name}: no frame could be decoded ({result.warnings[0]})")
     return result
 
 
-def _extract_animation(container: Any, path: Path, writer: FrameWriter) -> None:
+def _extract_animation(container: Any, path: Path, writer: FrameWriter, result: Extraction) -> None:
     """A GIF, APNG or animated WebP: a video if it has more than one frame, else a still image."""
     stream = container.streams.video[0] if container.streams.video else None
     frames: Iterator[Any] = iter(())
@@ -182,9 +183,9 @@ def _extract_animation(container: Any, path: Path, writer: FrameWriter) -> None:
     if count < 2:
         raise NoVideoStream(f"{path.name} is a still image, not a video")
     sampler = Sampler(writer.cfg)
-    writer.result.media["track"] = stream.index if stream is not None else 0
+    result.media["track"] = stream.index if stream is not None else 0
     for k, frame in enumerate([*peeked, *frames] if peeked else frames):
-        writer.result.decoded += 1
+        result.decoded += 1
         t = float(frame.time) if frame.time is not None else 0.0
         if sampler.past_end(t):
             break
@@ -199,14 +200,14 @@ def _extract_animation(container: Any, path: Path, writer: FrameWriter) -> None:
             out_w, out_h = geo.output_size(writer.cfg.max_side)
             rgb = frame.rgb if (out_w, out_h) == (w, h) else \
                 np.asarray(Image.fromarray(frame.rgb).resize((out_w, out_h), Image.Resampling.BOX))
-        writer.keep(t, k, rgb, geo)
+        result.frames.append(writer.keep(t, k, rgb, geo))
         sampler.take(t)
         if sampler.full:
             break
 
 
-def _extract_video(container: Any, path: Path, threads: int, writer: FrameWriter) -> None:
-    result, cfg = writer.result, writer.cfg
+def _extract_video(container: Any, path: Path, threads: int, writer: FrameWriter, result: Extraction) -> None:
+    cfg = writer.cfg
     stream = pick_video_stream(container)
     if stream is None:
         what = "only a cover picture" if only_cover_pictures(container) else "no video stream"
@@ -243,7 +244,7 @@ def _extract_video(container: Any, path: Path, threads: int, writer: FrameWriter
                     continue
                 geo = geometry(frame, stream)
                 result.media.setdefault("pixel_format", frame.format.name)
-                writer.keep(t, round(t * rate), to_rgb(frame, geo, cfg.max_side), geo)
+                result.frames.append(writer.keep(t, round(t * rate), to_rgb(frame, geo, cfg.max_side), geo))
                 sampler.take(t)
                 if sampler.full:
                     break
@@ -303,6 +304,7 @@ class ExtractStage(MinerStage):
             return msg.evolve(input_path=out_dir)
         shutil.rmtree(out_dir, ignore_errors=True)
         assert msg.input_path is not None
+        self.ctx.check_free_space(out_dir)
         result = self._extract(msg.input_path, out_dir, video_id)
         self.ctx.counters.add(frames_extracted=len(result.frames))
         self.ctx.registry.set_state(video_id, State.EXTRACTED, n_extracted=len(result.frames),

@@ -34,6 +34,59 @@ RESULT = "filter.json"
 DEFERRED: Detections = []
 
 
+class FrameJudge:
+    """The filter's decision for one frame, shared by the file and the live filter stages."""
+
+    def __init__(self, ctx: MiningContext, detector: SharedDetector) -> None:
+        self.ctx = ctx
+        self.detector = detector
+
+    def start(self, row: dict[str, Any], image: Path, order: int, video_id: str) -> Future[Detections] | None:
+        """Decide ``row`` now (a prefilter dropped it, or it is deferred), or return the future of
+        its detections: a byte-identical twin's, or its own request to the batcher."""
+        if row["decision"] == Decision.FILTERED:
+            return None
+        future, owner = self.ctx.detections.claim(row["digest"])
+        if not owner:  # a byte-identical frame was detected, or is in a batch now
+            return future
+        if self.ctx.hints is not None and self.ctx.hints.covers(row["phash"], self.ctx.priority(row, order, video_id)):
+            future.set_result(DEFERRED)  # its byte-identical twins are deferred too
+            self._defer(row)
+            return None
+        row["detected"] = True
+        request = self._submit(image)
+        # Twins in other workers wait on ``future``: it is settled whatever happens.
+        request.add_done_callback(partial(self.ctx.detections.settle, row["digest"], future))
+        return future
+
+    def finish(self, row: dict[str, Any], future: Future[Detections], order: int, video_id: str) -> None:
+        """Decide ``row`` from its finished future (raises the detector's error, if any)."""
+        dets = future.result()
+        if dets is DEFERRED:
+            self._defer(row)
+            return
+        row["detections"] = dets
+        row["decision"] = Decision.CANDIDATE if dets else Decision.NEGATIVE
+        if not dets:
+            row["reason"] = self.ctx.config.filter.no_class_reason()
+        elif self.ctx.hints is not None:
+            self.ctx.hints.add(row["phash"], self.ctx.priority(row, order, video_id))
+
+    def _submit(self, path: Path) -> Future[Detections]:
+        try:
+            with Image.open(path) as im:
+                return self.detector.batcher.submit(im.convert("RGB"))
+        except Exception as exc:  # an unreadable frame fails its video, as the detector's error would
+            failed: Future[Detections] = Future()
+            failed.set_exception(exc)
+            return failed
+
+    @staticmethod
+    def _defer(row: dict[str, Any]) -> None:
+        row["decision"] = Decision.DEFERRED
+        row["reason"] = "near-duplicate of a frame with the classes: detection deferred to the export"
+
+
 class FilterStage(MinerStage):
     # Per-call state only: the model sits behind the shared batcher.
     thread_safe = True
@@ -41,6 +94,7 @@ class FilterStage(MinerStage):
     def __init__(self, ctx: MiningContext, detector: SharedDetector) -> None:
         super().__init__(ctx)
         self.detector = detector
+        self.judge = FrameJudge(ctx, detector)
 
     def setup(self) -> None:
         # In the worker, not at start-up: the first videos download and decode meanwhile. The
@@ -68,67 +122,30 @@ class FilterStage(MinerStage):
     def filter_frames(self, frames_dir: Path, frames: list[dict[str, Any]], video_id: str,
                       order: int) -> list[dict[str, Any]]:
         """``frames``: the extract stage's rows, measures and prefilter decisions included."""
-        batcher = self.detector.batcher
         rows: list[dict[str, Any]] = []
         outstanding: dict[Future[Detections], dict[str, Any]] = {}
+        errors: list[BaseException] = []
 
         def settle(done: set[Future[Detections]]) -> None:
-            # Decided here, as soon as a batch is back: its hints are there for the next frames.
+            # Decided as soon as a batch is back: its hints are there for the next frames.
             for future in done:
                 row = outstanding.pop(future)
-                if (error := future.exception()) is not None:
-                    errors.append(error)
-                elif future.result() is DEFERRED:
-                    self._defer(row)
-                else:
-                    self._decide(row, future.result(), video_id, order)
+                try:
+                    self.judge.finish(row, future, order, video_id)
+                except Exception as exc:
+                    errors.append(exc)
 
-        errors: list[BaseException] = []
         for frame in frames:
             row = {"detections": [], "detected": False, **frame}
             rows.append(row)
-            if row["decision"] == Decision.FILTERED:
-                continue
-            future, owner = self.ctx.detections.claim(row["digest"])
-            if not owner:  # a byte-identical frame was detected, or is in a batch now
-                outstanding[future] = row
-            elif self.ctx.hints is not None and self.ctx.hints.covers(row["phash"], self.ctx.priority(row, order, video_id)):
-                future.set_result(DEFERRED)  # a twin of this frame is deferred too
-                self._defer(row)
-                continue
-            else:
-                row["detected"] = True
-                request = self._submit(frames_dir / row["file"])
-                # Twins in other workers wait on ``future``: it is settled whatever happens.
-                request.add_done_callback(partial(self.ctx.detections.settle, row["digest"], future))
+            future = self.judge.start(row, frames_dir / row["file"], order, video_id)
+            if future is not None:
                 outstanding[future] = row
             settle({f for f in outstanding if f.done()})
-        settle(batcher.wait(outstanding))
+        settle(self.detector.batcher.wait(outstanding))
         if errors:
             raise errors[0]
         return rows
-
-    def _submit(self, path: Path) -> Future[Detections]:
-        try:
-            with Image.open(path) as im:
-                return self.detector.batcher.submit(im.convert("RGB"))
-        except Exception as exc:  # an unreadable frame fails its video, as the detector's error would
-            failed: Future[Detections] = Future()
-            failed.set_exception(exc)
-            return failed
-
-    @staticmethod
-    def _defer(row: dict[str, Any]) -> None:
-        row["decision"] = Decision.DEFERRED
-        row["reason"] = "near-duplicate of a frame with the classes: detection deferred to the export"
-
-    def _decide(self, row: dict[str, Any], dets: Detections, video_id: str, order: int) -> None:
-        row["detections"] = dets
-        row["decision"] = Decision.CANDIDATE if dets else Decision.NEGATIVE
-        if not dets:
-            row["reason"] = self.ctx.config.filter.no_class_reason()
-        elif self.ctx.hints is not None:
-            self.ctx.hints.add(row["phash"], self.ctx.priority(row, order, video_id))
 
 
 def read_result(frames_dir: Path) -> list[dict[str, Any]]:

@@ -96,11 +96,21 @@ def test_coco_parquet_and_label_model(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("message", "kind", "transient"),
     [
-        ("ERROR: [youtube] abc: Private video. Sign in if you've been granted access to this video", "sign_in_required",
-         False),
-        ("ERROR: [youtube] abc: Sign in to confirm you're not a bot. Use --cookies-from-browser", "sign_in_required",
-         False),
-        ("ERROR: [youtube] abc: Video unavailable. This video has been removed by the uploader", "unavailable", False),
+        ("ERROR: [youtube] abc: Private video. Sign in if you've been granted access to this video", "private", False),
+        ("ERROR: [youtube] abc: Sign in to confirm you\u2019re not a bot. Use --cookies-from-browser or --cookies for "
+         "the authentication.", "bot_check", True),
+        ("ERROR: [youtube] abc: Sign in to confirm your age. This video may be inappropriate for some users.",
+         "age_restricted", False),
+        ("ERROR: [youtube] abc: Video unavailable. This video has been removed by the uploader", "removed", False),
+        ("ERROR: [youtube] abc: Video unavailable. This video is no longer available because the YouTube account "
+         "associated with this video has been terminated.", "removed", False),
+        ("ERROR: [youtube] abc: The uploader has not made this video available in your country", "geo_blocked", False),
+        ("ERROR: [youtube] abc: This live event will begin in 3 hours.", "live_not_started", False),
+        ("ERROR: [youtube] abc: Requested format is not available. Use --list-formats for a list of available formats",
+         "format_unavailable", False),
+        ("ERROR: [youtube] abc: Video unavailable. This content isn't available, try again later.", "rate_limited", True),
+        ("ERROR: Unable to download webpage: HTTP Error 429: Too Many Requests", "rate_limited", True),
+        ("ERROR: [youtube] abc: This video is only available for registered users", "sign_in_required", False),
         ("ERROR: Unsupported URL: https://example.com/page", "unsupported_url", False),
         ("ERROR: Unable to download webpage: HTTP Error 403: Forbidden", "http_4xx", False),
         ("ERROR: Unable to download webpage: HTTP Error 404: Not Found", "not_found", False),
@@ -110,9 +120,10 @@ def test_coco_parquet_and_label_model(tmp_path: Path) -> None:
     ],
 )
 def test_download_errors_are_classified(message: str, kind: str, transient: bool) -> None:
+    """yt-dlp's messages (as its extractors word them) map to classes with a one-line hint."""
     error = classify_download_error(message)
     assert error.kind == kind and error.transient is transient
-    assert str(error)
+    assert error.hint and "\n" not in str(error)
 
 
 def test_same_content_is_matched_exactly_and_a_failed_first_one_releases_the_others(tmp_path: Path) -> None:

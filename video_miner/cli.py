@@ -42,6 +42,15 @@ def main_options(debug: Annotated[bool, typer.Option("--debug", help="Show trace
         os.environ["VIDEO_MINER_DEBUG"] = "1"
 
 
+def _quiet_logs() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Ultralytics logs each model load at INFO on its own handler, and sets that level when first
+    # imported: import it, then keep its warnings only.
+    from ultralytics.utils import LOGGER as ultralytics_log
+
+    ultralytics_log.setLevel(logging.WARNING)
+
+
 def _debug() -> bool:
     return os.environ.get("VIDEO_MINER_DEBUG", "") not in ("", "0")
 
@@ -133,12 +142,7 @@ def run(
     }
     if fps is not None:
         overrides["extract.mode"] = "fps"
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # Ultralytics logs each model load at INFO on its own handler, and sets that level when first
-    # imported: import it, then keep its warnings only.
-    from ultralytics.utils import LOGGER as ultralytics_log
-
-    ultralytics_log.setLevel(logging.WARNING)
+    _quiet_logs()
     # torch and Ultralytics leave hundreds of thousands of long-lived objects that every full garbage
     # collection walks again, and the interpreter's exit once more (bench: ~1 s in all). Frozen, the
     # collector skips them; the objects the run makes are frozen before exit for the same reason.
@@ -246,6 +250,37 @@ def repair(output: Annotated[Path, typer.Option("--output", "-o", help="The run'
     moved = f"the damaged registry is in {result.moved_to}; " if result.moved_to else ""
     console.print(f"repaired: {moved}{result.done} videos done (from the dataset's manifest), resumable: {resumable}; "
                   "run the same command again to finish and export", soft_wrap=True, highlight=False)
+
+
+@app.command()
+def doctor(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="The dataset's YAML config.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder to check.")] = None,
+    model: Annotated[str | None, typer.Option(help="Detector to check (else the config's).")] = None,
+    classes: Annotated[str | None, typer.Option(help="Classes to check (else the config's).")] = None,
+    engine: Annotated[str, typer.Option(help="local or ray: check what that engine needs.")] = "local",
+) -> None:
+    """Check what a run needs (yt-dlp and its JavaScript runtime, the model and its classes, the
+    device, the output disk, Ray and storage when asked for) and say how to fix each problem.
+    Exit 0 when a run can go, 1 otherwise."""
+    from rich.markup import escape
+
+    from .doctor import FAIL, WARN, diagnose, ready
+
+    console = Console()
+    _quiet_logs()
+    with user_errors(console, output):
+        cfg = load_config(config, {"output": str(output) if output else None, "filter.model": model,
+                                   "filter.classes": [c.strip() for c in classes.split(",")] if classes else None})
+        checks = diagnose(cfg, ray_wanted=engine == "ray")
+    colour = {FAIL: "red", WARN: "yellow"}
+    for check in checks:
+        style = colour.get(check.status, "green")
+        console.print(f"[{style}]{check.status:>4}[/{style}] {escape(check.name)}: {escape(check.detail)}"
+                      + (f" [bold]->[/bold] {escape(check.fix)}" if check.fix else ""), soft_wrap=True, highlight=False)
+    good = ready(checks)
+    console.print("ready to run" if good else "not ready: fix the failures above", highlight=False)
+    raise typer.Exit(EXIT_OK if good else EXIT_FAILURES)
 
 
 def main() -> None:

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .ytdlp import check_ytdlp_options, parse_cookies_from_browser
 
 #: Model used when neither the config, ``--model`` nor this environment variable names one.
 MODEL_ENV = "VIDEO_MINER_MODEL"
@@ -39,6 +40,25 @@ class DownloadConfig(_Section):
     proxy: str | None = None
     min_free_gb: float = Field(2.0, ge=0)
     backoff_s: float = Field(1.0, ge=0)
+    #: Downloads from one host at once (a site sees at most this many connections from the run's downloads).
+    max_per_host: int = Field(2, ge=1)
+    #: Pause between the end of one download from a host and the start of the next.
+    sleep_s: float = Field(1.0, ge=0)
+    #: Any other yt-dlp option (YoutubeDL's names), checked: unknown or unsafe ones (exec,
+    #: postprocessors, paths, ...) are refused.
+    ytdlp_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("ytdlp_options")
+    @classmethod
+    def _safe_ytdlp_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_ytdlp_options(value)
+
+    @field_validator("cookies_from_browser")
+    @classmethod
+    def _browser(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_cookies_from_browser(value)
+        return value
 
 
 class ExtractConfig(_Section):

@@ -15,6 +15,7 @@ import numpy as np
 from .config import MinerConfig
 from .errors import MinerError, disk_full
 from .fsutil import free_gb
+from .host_gate import HostGate
 from .registry import Registry
 from .same_content import SameContent
 
@@ -147,6 +148,8 @@ class MiningContext:
     request_stop: Callable[[], None] = lambda: None
     #: The first fault of the machine a stage met (disk full, no permission): the run stops.
     fault: MinerError | None = None
+    #: Politeness per host for downloads (shared by the download workers).
+    hosts: HostGate = field(init=False)
     #: Set by the local engine: hand a source found to be live (a yt-dlp URL) to the live readers,
     #: as ``go_live(source, url, options, ends_cleanly)``.
     go_live: Callable[..., None] | None = None
@@ -162,6 +165,8 @@ class MiningContext:
 
     def __post_init__(self) -> None:
         self.hints = self.hints or hints_for(self.config)
+        self.hosts = HostGate(self.config.download.max_per_host, self.config.download.sleep_s,
+                              backoff_s=max(1.0, self.config.download.backoff_s))
 
     def priority(self, frame: dict[str, Any], order: int, video_id: str) -> PriorityKey:
         """A filter row's dedup priority (the export computes the same from the registry)."""

@@ -70,12 +70,66 @@ class UnsupportedUrl(MinerError):
 
 class VideoUnavailable(MinerError):
     kind = "unavailable"
-    hint = "the video is private, removed or geo-blocked; drop it from the list"
+    hint = "the video cannot be played here; drop it from the list"
+
+
+class PrivateVideo(VideoUnavailable):
+    kind = "private"
+    hint = "the video is private: drop it, or pass cookies of an account that may see it (--cookies-from-browser)"
+
+
+class RemovedVideo(VideoUnavailable):
+    kind = "removed"
+    hint = "the video was taken down or its account closed; drop it from the list"
+
+
+class GeoBlocked(VideoUnavailable):
+    kind = "geo_blocked"
+    hint = "not available in this machine's country; use download.proxy in a country where it is, or drop it"
 
 
 class SignInRequired(MinerError):
     kind = "sign_in_required"
-    hint = "export your browser cookies and set download.cookies in the config"
+    hint = "the site wants a signed-in user: pass --cookies-from-browser firefox (or download.cookies, a cookies.txt)"
+
+
+class AgeRestricted(SignInRequired):
+    kind = "age_restricted"
+    hint = "age-restricted: pass cookies of a signed-in adult account (--cookies-from-browser, or download.cookies)"
+
+
+class LiveNotStarted(MinerError):
+    kind = "live_not_started"
+    hint = "a scheduled live stream or premiere: run the same command again once it has started"
+
+
+class FormatUnavailable(MinerError):
+    kind = "format_unavailable"
+    hint = "no format matches download.format; loosen it (e.g. 'bv*+ba/b') or check yt-dlp -F URL"
+
+
+class RateLimited(TransientError):
+    """HTTP 429 or the site's own 'try again later': the host is paused, then retried."""
+
+    kind = "rate_limited"
+    hint = ("the site limits requests: retried after a pause; if it persists lower download.max_per_host, raise "
+            "download.sleep_s, or pass cookies (--cookies-from-browser)")
+
+    def __init__(self, message: str, hint: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, hint)
+        #: Seconds the server asked us to wait (its Retry-After header), if it said.
+        self.retry_after = retry_after
+
+
+class BotCheck(RateLimited):
+    kind = "bot_check"
+    hint = ("the site asks to confirm you are not a bot: retried after a pause; if it persists pass "
+            "--cookies-from-browser firefox (or download.cookies) and lower download.max_per_host")
+
+
+class LiveUnsupported(MinerError):
+    kind = "live_unsupported"
+    hint = "a live stream: mine it on the local engine (drop --engine ray and --sequential)"
 
 
 class NoVideoStream(MinerError):
@@ -122,34 +176,51 @@ class EmptyInput(MinerError):
 
 
 _HTTP = re.compile(r"HTTP Error (\d{3})")
-_SIGN_IN = ("sign in", "login required", "confirm you're not a bot", "cookies", "age-restricted", "members-only")
-_UNAVAILABLE = ("video unavailable", "private video", "has been removed", "not available", "account associated",
-                "copyright", "geo restrict", "this video is unavailable")
+#: yt-dlp's (and the sites') words for each failure, most specific first. Matched lower-cased.
+_PATTERNS: tuple[tuple[tuple[str, ...], type[MinerError]], ...] = (
+    (("confirm you're not a bot", "confirm you\u2019re not a bot", "captcha challenge", "not a robot"), BotCheck),
+    (("try again later", "rate-limited", "rate limited", "too many requests"), RateLimited),
+    (("confirm your age", "age-restricted", "age restricted", "inappropriate for some users"), AgeRestricted),
+    (("private video", "this video is private"), PrivateVideo),
+    (("has been removed", "account associated with this video has been terminated", "no longer available",
+      "copyright claim", "violating youtube's terms"), RemovedVideo),
+    (("available in your country", "geo restriction", "geo-restricted", "not available from your location"),
+     GeoBlocked),
+    (("live event will begin", "premieres in", "is_upcoming", "this live stream has not started",
+      "waiting for scheduled"), LiveNotStarted),
+    (("requested format is not available", "no video formats found"), FormatUnavailable),
+    (("sign in", "login required", "registered users", "members-only", "join this channel", "cookies"), SignInRequired),
+    (("video unavailable", "not available", "this video is unavailable"), VideoUnavailable),
+)
 
 
-def classify_download_error(message: str) -> MinerError:
+def classify_download_error(message: str, retry_after: float | None = None) -> MinerError:
     """Map yt-dlp's error text to a failure class (yt-dlp reports most failures as text only)."""
     text = message.removeprefix("ERROR: ").strip()
     low = text.lower()
     if m := _HTTP.search(text):
         code = int(m.group(1))
+        if code == 429:
+            return RateLimited(f"HTTP 429: {text}", retry_after=retry_after)
         if code == 404 or code == 410:
             return NotFound(f"HTTP {code}: {text}")
-        if code >= 500 or code == 429:
+        if code >= 500:
             return HttpServerError(f"HTTP {code}: {text}")
-        return HttpClientError(f"HTTP {code}: {text}")
+        if code != 403:  # a 403 may still say why (bot check, region) below
+            return HttpClientError(f"HTTP {code}: {text}")
     if "unsupported url" in low or "is not a valid url" in low or "no suitable extractor" in low:
         return UnsupportedUrl(text)
-    if any(s in low for s in _SIGN_IN):
-        return SignInRequired(text)
-    if any(s in low for s in _UNAVAILABLE):
-        return VideoUnavailable(text)
+    if "no space left" in low:
+        return DiskFull(text)
+    for needles, cls in _PATTERNS:
+        if any(n in low for n in needles):
+            return RateLimited(text, retry_after=retry_after) if cls is RateLimited else cls(text)
     if "timed out" in low or "timeout" in low:
         return NetworkTimeout(text)
     if "connection refused" in low or "connection reset" in low or "errno 111" in low or "remote end closed" in low:
         return ConnectionFailed(text)
-    if "no space left" in low:
-        return DiskFull(text)
+    if "http error 403" in low:
+        return HttpClientError(f"HTTP 403: {text}")
     return MinerError(text)
 
 

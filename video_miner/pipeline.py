@@ -355,8 +355,6 @@ class _Run:
                 self.shared = SharedDetector(self.detector, self.config.filter.max_wait_ms / 1000,
                                              on_batch=self.metrics.on_batch)
                 self.metrics.detector = self.shared.batcher
-            if self.config.metrics_port is not None:
-                self.metrics.serve(self.config.metrics_host, self.config.metrics_port)
             stages_started = time.monotonic()
             with self.shared.batcher if self.shared is not None else nullcontext():
                 result = self._stages(display)
@@ -411,6 +409,8 @@ class _Run:
         self.view.runners.append(runner)
         self.ctx.request_stop = self.view.request_stop
         self.metrics.attach(self.view, self.ctx)
+        if self.config.metrics_port is not None:  # scrapes see the stages from the first one on
+            self.metrics.serve(self.config.metrics_host, self.config.metrics_port)
 
     async def _compose(self, display: DisplayFactory | None) -> RunResult | None:
         loop = asyncio.get_running_loop()

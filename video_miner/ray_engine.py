@@ -25,6 +25,7 @@ from async_pipeline.worker import as_messages
 from .config import MinerConfig
 from .context import DetectionCache, KeptHints, MiningContext, check_free_space, hints_for
 from .errors import MinerError, TransientError, environment_error
+from .host_gate import HostGate
 from .registry import Decision
 from .same_content import SameContent
 from .shared_storage import SharedStorage
@@ -85,6 +86,10 @@ class RemoteContext:
 
     def __post_init__(self) -> None:
         self.hints = self.hints or hints_for(self.config)
+        # Per task: politeness holds within one worker (a cluster-wide gate would need a Ray actor).
+        self.hosts = HostGate(self.config.download.max_per_host, self.config.download.sleep_s)
+
+    go_live = None
 
     def request_stop(self) -> None:
         self.stop_requested = True

@@ -42,6 +42,8 @@ class LiveStats:
     #: Thrown away by the live queue's policy because the detector was behind.
     frames_dropped: int = 0
     frames_decided: int = 0
+    #: Packets the decoder could not use (joined mid-stream before a keyframe, damage in transit).
+    frames_corrupt: int = 0
     candidates: int = 0
     reconnects: int = 0
     gap_seconds: float = 0.0
@@ -57,7 +59,8 @@ class LiveStats:
     def as_dict(self) -> dict[str, Any]:
         with self._lock:
             counts = {k: getattr(self, k) for k in ("frames_captured", "frames_sampled", "frames_filtered",
-                                                    "frames_dropped", "frames_decided", "candidates", "reconnects")}
+                                                    "frames_dropped", "frames_decided", "frames_corrupt", "candidates",
+                                                    "reconnects")}
         return {"state": self.state, **counts, "gap_seconds": round(self.gap_seconds, 3),
                 "latency_p50_s": round(self.latency.quantile(0.5), 4),
                 "latency_p95_s": round(self.latency.quantile(0.95), 4),
@@ -104,8 +107,10 @@ class LiveReader:
     def _open(self) -> Any:
         live = self.config.live
         fmt = "v4l2" if self.url.startswith("/dev/video") else None
+        # A live stream is probed for a moment, not FFmpeg's default 5 s: its first frames count.
+        options = {"analyzeduration": "2000000", **self.options}
         # PyAV's timeout covers opening and every read, for every protocol.
-        return av.open(self.url, format=fmt, options=self.options, timeout=(live.read_timeout_s, live.read_timeout_s),
+        return av.open(self.url, format=fmt, options=options, timeout=(live.read_timeout_s, live.read_timeout_s),
                        metadata_errors="ignore")
 
     def run(self) -> None:
@@ -179,7 +184,13 @@ class LiveReader:
             # Never-sampled non-reference frames are not decoded at all (as in the extract stage).
             if first is not None and packet.pts is not None and base > 0 and not sampler.keyframes_only:
                 codec.skip_frame = "NONREF" if packet.pts * base - first + 1e-6 < sampler.next_t else "DEFAULT"
-            for frame in codec.decode(packet):
+            try:
+                frames = codec.decode(packet)
+            except av.error.InvalidDataError:
+                # Joined mid-stream (no keyframe yet) or a damaged packet: skip it, as players do.
+                self.stats.add(frames_corrupt=1)
+                continue
+            for frame in frames:
                 if frame.time is None:
                     continue
                 if first is None:

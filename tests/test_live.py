@@ -1,0 +1,365 @@
+"""Live sources against real streams on 127.0.0.1: an FFmpeg process serving a shared video in real
+time as MPEG-TS over TCP, a live HLS playlist whose segments appear over time, a folder that keeps
+receiving files. Retried connects, reconnects, drops under a slow detector, Ctrl-C and restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from video_miner.config import load_config
+from video_miner.errors import ConfigError
+from video_miner.pipeline import RunRequest, mine
+
+from .conftest import BOTTLE, MODEL, ROOT, VIDEOS
+from .helpers import make_config
+
+pytestmark = pytest.mark.timeout(300)
+LIVE = {"live.reconnect_timeout_s": 3, "live.read_timeout_s": 3, "live.backoff_max_s": 0.5,
+        "filter.classes": ["bottle", "person"]}
+
+
+@pytest.fixture(scope="module")
+def ffmpeg() -> str:
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg", reason="the [test] extra installs imageio-ffmpeg")
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def tcp_stream(ffmpeg: str, port: int, seconds: float, start: float = 0.0, loop: bool = False,
+               src: Path = BOTTLE) -> Iterator[subprocess.Popen[bytes]]:
+    """``src`` served in real time as MPEG-TS on tcp://127.0.0.1:port (FFmpeg listens; short GOPs,
+    as cameras send)."""
+    args = [ffmpeg, "-v", "error", "-re", *(["-stream_loop", "-1"] if loop else []), "-ss", str(start), "-i", str(src),
+            "-t", str(seconds), "-an", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "10",
+            "-f", "mpegts", f"tcp://127.0.0.1:{port}?listen=1"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def mine_in_thread(inputs: list[str], out: Path, **overrides: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    watch = overrides.pop("watch", [])
+    duration = overrides.pop("duration", None)
+    result: dict[str, Any] = {}
+
+    def go() -> None:
+        try:
+            result["report"] = mine(RunRequest(inputs, make_config(out, **{**LIVE, **overrides}), watch=watch,
+                                               duration_s=duration))
+        except BaseException as exc:  # the test re-raises it
+            result["error"] = exc
+
+    thread = threading.Thread(target=go)
+    thread.start()
+    return thread, result
+
+
+def finish(thread: threading.Thread, result: dict[str, Any], timeout: float = 200) -> Any:
+    thread.join(timeout)
+    assert not thread.is_alive(), "the run did not end"
+    if "error" in result:
+        raise result["error"]
+    return result["report"]
+
+
+def live_metrics(out: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((out / "metrics.json").read_text())["live"]
+    return data
+
+
+def manifest(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "dataset" / "manifest.jsonl").read_text().splitlines()]
+
+
+def registry_rows(out: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(f"file:{out / 'registry.sqlite'}?mode=ro", uri=True) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute("SELECT * FROM videos")]
+
+
+def test_a_stream_that_is_not_up_yet_is_retried_then_mined_beside_a_file(ffmpeg: str, tmp_path: Path) -> None:
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    thread, result = mine_in_thread([url, str(VIDEOS / "again.mkv")], tmp_path / "out")
+    time.sleep(2.0)  # the reader is retrying meanwhile
+    with tcp_stream(ffmpeg, port, seconds=8):
+        report = finish(thread, result)
+    assert not report.failures, [f.line() for f in report.failures]
+    stats = live_metrics(tmp_path / "out")[url]
+    assert stats["state"] == "ended" and stats["frames_captured"] >= 150 and stats["frames_sampled"] >= 5
+    assert stats["frames_decided"] >= 1 and stats["frames_dropped"] == 0
+    assert 0 < stats["latency_p50_s"] <= stats["latency_p95_s"] <= stats["latency_max_s"]
+    rows = manifest(tmp_path / "out")
+    live_rows = [r for r in rows if r["source"] == url]
+    assert live_rows and {r["video_id"] for r in rows} > {r["video_id"] for r in live_rows}, "the file was mined too"
+    assert any(r["decision"] == "kept" for r in live_rows)
+    assert all(r["display_size"] == [640, 360] for r in live_rows)
+    assert not list((tmp_path / "out" / "work" / "live").rglob("*.jpg")), "undecided frames are not left behind"
+
+
+def test_a_stream_killed_midway_and_restarted_is_reconnected(ffmpeg: str, tmp_path: Path) -> None:
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    thread, result = mine_in_thread([url], tmp_path / "out", **{"live.reconnect_timeout_s": 6})
+    with tcp_stream(ffmpeg, port, seconds=30) as first:
+        time.sleep(6)
+        first.kill()  # the camera drops
+    time.sleep(1.5)
+    with tcp_stream(ffmpeg, port, seconds=5, start=20):
+        report = finish(thread, result)
+    assert not report.failures
+    stats = live_metrics(tmp_path / "out")[url]
+    assert stats["reconnects"] >= 1 and stats["gap_seconds"] >= 1.0, stats
+    segments = [r for r in registry_rows(tmp_path / "out") if r["parent"] and r["kind"] == "live"]
+    assert len(segments) >= 2 and all(r["state"] == "done" for r in segments)
+    assert len({r["video_id"] for r in manifest(tmp_path / "out")}) >= 2, "frames from both connections"
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "block"])
+def test_a_slow_detector_drops_frames_counted_per_source_with_bounded_latency(
+        ffmpeg: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str) -> None:
+    from video_miner.detector import Detector
+
+    real = Detector.detect_each
+
+    def slow(self: Detector, images: list[Any]) -> Any:
+        time.sleep(0.4 * len(images))
+        return real(self, images)
+
+    monkeypatch.setattr(Detector, "detect_each", slow)
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    thread, result = mine_in_thread([url], tmp_path / "out", **{
+        "extract.fps": 5, "filter.static_max_diff": -1, "filter.blur_threshold": 0, "dedup.skip_detection": False,
+        "live.queue_policy": policy, "live.queue_size": 2, "live.workers": 1, "filter.batch_size": 1})
+    with tcp_stream(ffmpeg, port, seconds=10):
+        report = finish(thread, result)
+    stats = live_metrics(tmp_path / "out")[url]
+    assert not report.failures
+    sampled, dropped, decided = stats["frames_sampled"], stats["frames_dropped"], stats["frames_decided"]
+    if policy == "drop_oldest":
+        # 5 frames a second against 2.5 detected: about half are dropped, every one of them counted.
+        assert dropped >= 0.3 * sampled, stats
+        assert decided + dropped == sampled, stats
+        # A decided frame waited at most for the queue (2) and the frame in the detector: ~1.2 s.
+        assert stats["latency_p95_s"] < 2.5, stats
+    else:
+        assert dropped == 0 and decided == sampled, stats
+    assert not list((tmp_path / "out" / "work" / "live").rglob("*.jpg")), "dropped frames' files are deleted"
+    data = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert data["stages"]["live_filter"]["queue_high_water"] <= 2
+    assert data["stages"]["live_filter"]["dropped"] == dropped
+
+
+def test_ctrl_c_exports_exit_0_and_a_restart_appends_without_duplicates(ffmpeg: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    config = tmp_path / "live.yaml"
+    config.write_text("live:\n  reconnect_timeout_s: 3\n  read_timeout_s: 3\nfilter:\n  classes: [bottle, person]\n")
+
+    def run_until(port: int, stop: str) -> subprocess.CompletedProcess[str]:
+        args = [sys.executable, "-m", "video_miner", "run", f"tcp://127.0.0.1:{port}", "--model", str(MODEL),
+                "-c", str(config), "-o", str(out), "-q"]
+        if stop == "duration":
+            args += ["--duration", "8"]
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if stop == "ctrl-c":
+            deadline = time.monotonic() + 120
+            while True:
+                assert proc.poll() is None and time.monotonic() < deadline
+                try:
+                    with sqlite3.connect(f"file:{out / 'registry.sqlite'}?mode=ro", uri=True, timeout=1) as conn:
+                        if conn.execute("SELECT COUNT(*) FROM frames").fetchone()[0] >= 3:
+                            break
+                except sqlite3.Error:
+                    pass
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=120)
+        return subprocess.CompletedProcess(args, proc.returncode, stdout, "")
+
+    port = free_port()
+    with tcp_stream(ffmpeg, port, seconds=300, loop=True):
+        first = run_until(port, "ctrl-c")
+    assert first.returncode == 0, first.stdout
+    assert "Traceback" not in first.stdout
+    before = manifest(out)
+    kept_before = {r["frame"] for r in before if r["decision"] == "kept"}
+    assert before and kept_before
+    port = free_port()
+    with tcp_stream(ffmpeg, port, seconds=300, loop=True):
+        second = run_until(port, "duration")
+    assert second.returncode == 0, second.stdout
+    after = manifest(out)
+    by_frame = {r["frame"]: r for r in after}
+    # Appended: every frame of the first run is still there, each kept one kept or represented.
+    assert {r["frame"] for r in before} <= set(by_frame)
+    for frame in kept_before:
+        assert by_frame[frame]["decision"] == "kept" or by_frame[by_frame[frame]["duplicate_of"]]["decision"] == "kept"
+    assert len({r["video_id"] for r in after}) > len({r["video_id"] for r in before})
+    kept = [int(r["phash"], 16) for r in after if r["decision"] == "kept"]
+    assert all((a ^ b).bit_count() > 6 for a, b in combinations(kept, 2)), "no duplicates among the kept frames"
+    assert len({r["frame"] for r in after}) == len(after)
+
+
+class _LivePlaylist:
+    """An HLS live playlist on 127.0.0.1 whose segments appear in real time, then ENDLIST."""
+
+    def __init__(self, folder: Path, segments: list[str], seconds: float) -> None:
+        self.folder, self.segments, self.seconds = folder, segments, seconds
+        self.started = time.monotonic()
+
+    def playlist(self) -> str:
+        shown = min(len(self.segments), 2 + int((time.monotonic() - self.started) / self.seconds))
+        lines = ["#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{int(self.seconds) + 1}",
+                 "#EXT-X-MEDIA-SEQUENCE:0"]
+        for name in self.segments[:shown]:
+            lines += [f"#EXTINF:{self.seconds:.3f},", name]
+        if shown == len(self.segments):
+            lines.append("#EXT-X-ENDLIST")
+        return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def hls_server(ffmpeg: str, folder: Path) -> Iterator[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run([ffmpeg, "-v", "error", "-i", str(BOTTLE), "-t", "12", "-an", "-c:v", "libx264", "-g", "30",
+                    "-sc_threshold", "0", "-f", "hls", "-hls_time", "2", "-hls_list_size", "0",
+                    "-hls_segment_filename", str(folder / "seg%03d.ts"), str(folder / "vod.m3u8")], check=True)
+    live = _LivePlaylist(folder, sorted(p.name for p in folder.glob("seg*.ts")), 2.0)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            return None
+
+        def do_GET(self) -> None:
+            name = self.path.split("?", 1)[0].lstrip("/")
+            if name == "live.m3u8":
+                body, kind = live.playlist().encode(), "application/vnd.apple.mpegurl"
+            elif (folder / name).is_file() and name.startswith("seg"):
+                body, kind = (folder / name).read_bytes(), "video/mp2t"
+            else:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/live.m3u8"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_live_hls_playlist_is_read_as_it_grows_and_ends_with_it(ffmpeg: str, tmp_path: Path) -> None:
+    """yt-dlp finds the playlist live (no ENDLIST yet): it is read as a stream, not downloaded, and
+    the run ends when the playlist does."""
+    with hls_server(ffmpeg, tmp_path / "hls") as url:
+        started = time.monotonic()
+        thread, result = mine_in_thread([url], tmp_path / "out")
+        report = finish(thread, result)
+        elapsed = time.monotonic() - started
+    assert not report.failures, [f.line() for f in report.failures]
+    stats = live_metrics(tmp_path / "out")[url]
+    assert stats["state"] == "ended" and stats["frames_sampled"] >= 4, stats
+    assert elapsed >= 6, "read at the stream's pace, not downloaded at once"
+    rows = registry_rows(tmp_path / "out")
+    assert [r["kind"] for r in rows if r["input"] == url and not r["parent"]] == ["live"]
+
+
+def test_a_watched_folder_mines_files_once_they_are_complete(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    (inbox / "cam1").mkdir(parents=True)
+    shutil.copy(VIDEOS / "book.mkv", inbox / "already-there.mkv")
+    out = tmp_path / "out"
+    thread, result = mine_in_thread([], out, watch=[inbox], duration=14, **{"watch.settle_s": 1.0})
+
+    def camera() -> None:
+        time.sleep(3)
+        data = (VIDEOS / "again.mkv").read_bytes()
+        part = inbox / "cam1" / "clip.mkv.part"
+        with part.open("wb") as fh:  # written under a temporary name, slowly
+            for k in range(0, len(data), len(data) // 5 + 1):
+                fh.write(data[k:k + len(data) // 5 + 1])
+                fh.flush()
+                time.sleep(0.4)
+        os.replace(part, inbox / "cam1" / "clip.mkv")
+        slow = inbox / "cam1" / "direct.mkv"  # written in place, with pauses shorter than settle_s
+        with slow.open("wb") as fh:
+            for k in range(0, len(data), len(data) // 4 + 1):
+                fh.write(data[k:k + len(data) // 4 + 1])
+                fh.flush()
+                time.sleep(0.5)
+
+    writer = threading.Thread(target=camera)
+    writer.start()
+    report = finish(thread, result)
+    writer.join()
+    assert not report.failures, [f.line() for f in report.failures]
+    rows = [r for r in registry_rows(out) if r["kind"] == "local"]
+    names = sorted(Path(r["input"]).name for r in rows)
+    assert names == ["already-there.mkv", "clip.mkv", "direct.mkv"], names
+    assert all(r["state"] == "done" for r in rows)
+    # The complete file, not a prefix of it: as many frames as mining it directly gives.
+    direct = next(r for r in rows if r["input"].endswith("direct.mkv"))
+    clip = next(r for r in rows if r["input"].endswith("clip.mkv"))
+    assert direct["n_extracted"] == clip["n_extracted"] > 0
+    # A restart mines nothing again.
+    thread, result = mine_in_thread([], out, watch=[inbox], duration=4, **{"watch.settle_s": 1.0})
+    again = finish(thread, result)
+    assert again.counters.get("frames_extracted", 0) == 0 and again.videos_skipped == 0
+    assert len([r for r in registry_rows(out) if r["kind"] == "local"]) == 3
+
+
+def test_a_source_that_never_comes_up_fails_alone_with_a_reason(tmp_path: Path) -> None:
+    dead = f"tcp://127.0.0.1:{free_port()}"
+    thread, result = mine_in_thread([dead, str(VIDEOS / "again.mkv")], tmp_path / "out",
+                                    **{"live.reconnect_timeout_s": 2})
+    report = finish(thread, result)
+    failures = {f.input: f for f in report.failures}
+    assert set(failures) == {dead}
+    assert failures[dead].kind == "live_unavailable" and "never came up" in failures[dead].message
+    assert "\n" not in failures[dead].message
+    assert report.videos_done == 1
+
+
+def test_live_sources_need_the_local_stage_pipeline(tmp_path: Path) -> None:
+    for engine in ("ray", "sequential"):
+        with pytest.raises(ConfigError, match="live sources and --watch"):
+            mine(RunRequest(["rtsp://127.0.0.1:8554/cam"], load_config(None, {"output": str(tmp_path),
+                                                                              "filter.model": str(MODEL)}),
+                            engine=engine))  # type: ignore[arg-type]

@@ -221,7 +221,9 @@ def status(
 def report(output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")] = Path("out/dataset"),
            png: Annotated[Path | None, typer.Option(help="Where to write the timeline (default <output>/timeline.png).")]
            = None) -> None:
-    """The last run's metrics as tables, and a timeline PNG showing the bottleneck."""
+    """The last run's metrics as tables, a timeline PNG showing the bottleneck, and gallery.html:
+    the dataset to look at in a browser (offline: open the file)."""
+    from .gallery import write_gallery
     from .metrics import load_metrics
     from .report import plot_timeline, render_tables
 
@@ -232,6 +234,8 @@ def report(output: Annotated[Path, typer.Option("--output", "-o", help="The run'
         render_tables(console, data)
         path = plot_timeline(data, png or output / "timeline.png")
         console.print(f"timeline: {path}", highlight=False, soft_wrap=True)
+        if (output / "dataset").is_dir():
+            console.print(f"gallery: {write_gallery(output)}", highlight=False, soft_wrap=True)
 
 
 @app.command()

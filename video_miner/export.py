@@ -217,3 +217,19 @@ def _write_manifest(staging: Path, rows: list[FrameRow], videos: dict[str, dict[
         with (staging / "manifest.jsonl").open("w") as fh:
             for rec in records:
                 fh.write(json.dumps(rec) + "\n")
+
+
+def read_manifest(dataset: Path) -> list[dict[str, Any]]:
+    """A dataset's manifest rows (jsonl or parquet), detections and source_meta as objects."""
+    jsonl, parquet = dataset / "manifest.jsonl", dataset / "manifest.parquet"
+    if jsonl.exists():
+        return [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+    if parquet.exists():
+        import pyarrow.parquet as pq
+
+        rows: list[dict[str, Any]] = pq.read_table(parquet).to_pylist()
+        for r in rows:
+            r["detections"] = json.loads(r["detections"] or "[]")
+            r["source_meta"] = json.loads(r["source_meta"] or "{}")
+        return rows
+    return []

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .export import MEDIA_FIELDS, PROVENANCE
+from .export import MEDIA_FIELDS, PROVENANCE, read_manifest
 from .fsutil import read_json
 from .inputs import ORDER_STRIDE
 from .registry import Decision, FrameRow, Registry, State
@@ -31,21 +31,6 @@ class RepairReport:
     done: int = 0
     resumable: dict[str, int] = field(default_factory=dict)
     config_hash: str | None = None
-
-
-def _manifest_rows(dataset: Path) -> list[dict[str, Any]]:
-    jsonl, parquet = dataset / "manifest.jsonl", dataset / "manifest.parquet"
-    if jsonl.exists():
-        return [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
-    if parquet.exists():
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(parquet).to_pylist()
-        for r in rows:
-            r["detections"] = json.loads(r["detections"] or "[]")
-            r["source_meta"] = json.loads(r["source_meta"] or "{}")
-        return rows
-    return []
 
 
 def _kind(source: str) -> str:
@@ -88,7 +73,7 @@ def repair(output: Path) -> RepairReport:
             report.config_hash = read_json(provenance).get("config_hash")
             if report.config_hash:
                 registry.set_meta("config_hash", report.config_hash)
-        done = _restore_done(registry, output, _manifest_rows(dataset))
+        done = _restore_done(registry, output, read_manifest(dataset))
         report.done = len(done)
         report.resumable = _restore_unfinished(registry, output, done)
     finally:

@@ -9,25 +9,91 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+#: What each stage column shows: (heading, how to read it from a stage's figures).
+STAGE_FIELDS: tuple[tuple[str, Any], ...] = (
+    ("workers", lambda s: str(s["workers"])),
+    ("in", lambda s: str(s["items_in"])),
+    ("out", lambda s: str(s["items_out"])),
+    ("failed", lambda s: str(s["failed"])),
+    ("dropped", lambda s: str(s["dropped"])),
+    ("p50 s", lambda s: f"{s['p50_s']:.3f}"),
+    ("p95 s", lambda s: f"{s['p95_s']:.3f}"),
+    ("max s", lambda s: f"{s['max_s']:.3f}"),
+    ("busy", lambda s: f"{s['busy_fraction']:.0%}"),
+    ("items/s", lambda s: f"{s['throughput_per_s']:.2f}"),
+    ("queue peak", lambda s: f"{s['queue_high_water']}/{s['queue_size']}"),
+)
+#: Below this width the stage table is turned: a row per figure, a column per stage.
+WIDE = 120
+
+
+def _key_value(title: str, items: dict[str, Any]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("what", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    for key, value in items.items():
+        table.add_row(key, str(value))
+    return table
+
+
+def stage_tables(data: dict[str, Any], width: int) -> list[Table]:
+    """The stage figures: one wide table, or for a narrow terminal tables turned on their side, as
+    many stages to a table as fit, so no heading or cell is ever cut."""
+    stages = data["stages"]
+    if width >= WIDE:
+        table = Table(title="stages", title_justify="left")
+        table.add_column("stage", no_wrap=True)
+        for heading, _ in STAGE_FIELDS:
+            table.add_column(heading, justify="right", no_wrap=True)
+        for name, s in stages.items():
+            table.add_row(name, *(read(s) for _, read in STAGE_FIELDS))
+        return [table]
+    label = max(len(h) for h, _ in STAGE_FIELDS) + 4
+    names = list(stages)
+    tables: list[list[str]] = []
+    chunk: list[str] = []
+    used = label
+    for name in names:
+        cell = max(len(name), 8) + 3
+        if chunk and used + cell > width:
+            tables.append(chunk)
+            chunk, used = [], label
+        chunk.append(name)
+        used += cell
+    tables.append(chunk)
+    out = []
+    for k, group in enumerate(tables):
+        table = Table(title="stages" if k == 0 else None, title_justify="left")
+        table.add_column("", no_wrap=True)
+        for name in group:
+            table.add_column(name, justify="right", no_wrap=True)
+        for heading, read in STAGE_FIELDS:
+            table.add_row(heading, *(read(stages[name]) for name in group))
+        out.append(table)
+    return out
+
 
 def render_tables(console: Console, data: dict[str, Any]) -> None:
-    table = Table(title="stages")
-    cols = ("stage", "workers", "in", "out", "failed", "dropped", "p50 s", "p95 s", "max s", "busy", "items/s",
-            "queue peak")
-    for col in cols:
-        table.add_column(col, justify="left" if col == "stage" else "right")
-    for name, s in data["stages"].items():
-        table.add_row(name, str(s["workers"]), str(s["items_in"]), str(s["items_out"]), str(s["failed"]),
-                      str(s["dropped"]), f"{s['p50_s']:.3f}", f"{s['p95_s']:.3f}", f"{s['max_s']:.3f}",
-                      f"{s['busy_fraction']:.0%}", f"{s['throughput_per_s']:.2f}",
-                      f"{s['queue_high_water']}/{s['queue_size']}")
-    console.print(table)
-    totals = Table(title="totals")
-    totals.add_column("what")
-    totals.add_column("value", justify="right")
-    for key, value in data["totals"].items():
-        totals.add_row(key, str(value))
-    console.print(totals)
+    for table in stage_tables(data, console.width):
+        console.print(table)
+    console.print(_key_value("totals", data["totals"]))
+    if data.get("detector"):
+        d = data["detector"]
+        console.print(_key_value("detector", {
+            "batches": d["batches"], "frames": d["requests"],
+            "batch size p50 / mean / max": f"{d['batch_size_p50']} / {d['batch_size_mean']:.1f} / {d['max_batch']}",
+            "batch fill (mean)": f"{d['batch_fill_mean']:.0%}",
+            "wait for a batch p50 / p95 s": f"{d['wait_s']['p50']:.3f} / {d['wait_s']['p95']:.3f}",
+            "frames/s (run / busy)": f"{d['frames_per_s']:.1f} / {d['requests_per_busy_s']:.1f}",
+            "busy": f"{d['busy_fraction']:.0%}",
+        }))
+    for source, s in (data.get("live") or {}).items():
+        console.print(_key_value(f"live: {source}", {
+            "state": s["state"], "frames received / sampled": f"{s['frames_captured']} / {s['frames_sampled']}",
+            "filtered / dropped / decided": f"{s['frames_filtered']} / {s['frames_dropped']} / {s['frames_decided']}",
+            "latency p50 / p95 / max s": f"{s['latency_p50_s']:.2f} / {s['latency_p95_s']:.2f} / {s['latency_max_s']:.2f}",
+            "reconnects (gap s)": f"{s['reconnects']} ({s['gap_seconds']:.1f})",
+        }))
     if data.get("bottleneck"):
         console.print(f"[bold]{data['bottleneck']['hint']}[/bold]", highlight=False)
 

@@ -149,9 +149,11 @@ def bits_per_pixel(container: Any, stream: Any, path: Path | None = None) -> flo
 
 
 def extract_frames(path: Path, out_dir: Path, video_id: str, cfg: ExtractConfig, threads: int,
-                   prefilter: Prefilter | None = None) -> Extraction:
+                   prefilter: Prefilter | None = None,
+                   progress: Callable[[float, float | None], None] | None = None) -> Extraction:
     """Decode straight through, converting only the frames sampled; seek across long gaps.
-    With a ``prefilter``, each sampled frame gets its measures and only those it passes are written."""
+    With a ``prefilter``, each sampled frame gets its measures and only those it passes are written.
+    ``progress(seconds, duration)`` hears how far into the video each sampled frame is."""
     result = Extraction()
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = FrameWriter(out_dir, video_id, cfg, prefilter, media=result.media)
@@ -159,7 +161,7 @@ def extract_frames(path: Path, out_dir: Path, video_id: str, cfg: ExtractConfig,
         if is_image_container(container):
             _extract_animation(container, path, writer, result)
         else:
-            _extract_video(container, path, threads, writer, result)
+            _extract_video(container, path, threads, writer, result, progress)
     if not result.frames and result.warnings:
         raise CorruptMedia(f"{path.name}: no frame could be decoded ({result.warnings[0]})")
     return result
@@ -206,7 +208,8 @@ def _extract_animation(container: Any, path: Path, writer: FrameWriter, result: 
             break
 
 
-def _extract_video(container: Any, path: Path, threads: int, writer: FrameWriter, result: Extraction) -> None:
+def _extract_video(container: Any, path: Path, threads: int, writer: FrameWriter, result: Extraction,
+                   progress: Callable[[float, float | None], None] | None = None) -> None:
     cfg = writer.cfg
     stream = pick_video_stream(container)
     if stream is None:
@@ -226,6 +229,9 @@ def _extract_video(container: Any, path: Path, threads: int, writer: FrameWriter
     writer.bpp = bits_per_pixel(container, stream, path)
     result.media.update(track=stream.index, codec=stream.codec_context.name)
     seek_to: float | None = cfg.start if cfg.start > 0 else None
+    duration = _duration(container, stream)
+    if cfg.end is not None and duration is not None:
+        duration = min(duration, cfg.end)
     keyframe_times: list[float] = []
     rate = float(stream.average_rate or stream.guessed_rate or 25)
     while True:
@@ -245,6 +251,8 @@ def _extract_video(container: Any, path: Path, threads: int, writer: FrameWriter
                 geo = geometry(frame, stream)
                 result.media.setdefault("pixel_format", frame.format.name)
                 result.frames.append(writer.keep(t, round(t * rate), to_rgb(frame, geo, cfg.max_side), geo))
+                if progress is not None:
+                    progress(t, duration)
                 sampler.take(t)
                 if sampler.full:
                     break
@@ -261,6 +269,12 @@ def _extract_video(container: Any, path: Path, threads: int, writer: FrameWriter
         if reseek is None:
             break
         seek_to = reseek
+
+
+def _duration(container: Any, stream: Any) -> float | None:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return container.duration / av.time_base if container.duration else None
 
 
 def _decode(container: Any, stream: Any, seek_to: float | None,
@@ -288,6 +302,7 @@ def _frame_time(frame: Any, rate: float, decoded: int) -> float:
 
 class ExtractStage(MinerStage):
     thread_safe = True
+    progress_unit = "s"
 
     def __init__(self, ctx: Any, decoder_threads: int | None = None) -> None:
         super().__init__(ctx)
@@ -327,7 +342,8 @@ class ExtractStage(MinerStage):
         done: Path | None = None
         try:
             result = extract_frames(path, out_dir, video_id, self.ctx.config.extract, self.decoder_threads,
-                                    Prefilter(self.ctx.config.filter))
+                                    Prefilter(self.ctx.config.filter),
+                                    lambda done, total: self.report_progress(video_id, done, total))
             _commit(out_dir, video_id, result)
             done = out_dir
             return result

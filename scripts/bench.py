@@ -5,7 +5,10 @@ A benchmark, not a test: prints a table and writes JSON (and a PNG of the whole-
     .venv/bin/pip install -e ".[bench]" && YOLO_OFFLINE=1 .venv/bin/python scripts/bench.py
 
 Sections: 1 extraction alone, 2 the whole job, 3 the pipeline's overlap, 4 dedup index scaling,
-5 memory for 10 vs 50 videos. Section 6 (GPU) runs with --gpu [DEVICE] on a machine with CUDA.
+5 memory for 10 vs 50 videos, 7 short clips (300 three-second clips against the same clips joined
+into one video), 8 the gallery of a 50,000-frame manifest in headless Chromium. Section 6 (GPU)
+runs with --gpu [DEVICE] on a machine with CUDA; 9 live-stream capacity with --live, and the
+live soak with --soak MINUTES (see scripts/bench_live.py).
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ VIDEOS = sorted((SHARED / "data" / "videos").glob("*.m[pk][4v]"))
 MODEL = SHARED / "models" / "yolov8n_int8.onnx"
 THRESHOLD = 6
 
-from scripts.media import reencode  # noqa: E402  (needs ROOT on sys.path)
+from scripts.media import make_short_clips, reencode  # noqa: E402  (needs ROOT on sys.path)
+
+CLIPS = 300
 
 
 def log(msg: str) -> None:
@@ -225,6 +230,39 @@ def section_memory(corpus: list[Path], work: Path) -> dict[str, Any]:
     return res
 
 
+def clip_corpus(work: Path) -> tuple[list[Path], Path]:
+    folder, joined = work / "clips", work / "clips-joined.mp4"
+    clips = sorted(folder.glob("clip*.mp4"))
+    if len(clips) != CLIPS or not joined.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        clips = make_short_clips(folder, CLIPS, joined=joined)
+    return clips, joined
+
+
+def section_short_clips(work: Path) -> dict[str, Any]:
+    """300 distinct three-second clips (one frame each gets past the prefilters to the detector)
+    against the same clips joined into one video: the same frames to the detector either way."""
+    clips, joined = clip_corpus(work)
+    res: dict[str, Any] = {"clips": len(clips)}
+    for name, inputs in (("joined", [joined]), ("clips", [clips[0].parent])):
+        out = work / f"clips-out-{name}"
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [sys.executable, "-m", "video_miner", "run", *map(str, inputs), "--model", str(MODEL), "--classes",
+               "person", "--conf", "0.4", "--fps", "1", "-o", str(out), "-q"]
+        wall, proc = run_timed(cmd)
+        if proc.returncode != 0:
+            raise SystemExit(f"video-miner failed on the {name}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        metrics = json.loads((out / "metrics.json").read_text())
+        det = metrics["detector"]
+        res[name] = {"wall_s": round(wall, 2), "frames_to_detector": metrics["totals"]["frames_to_detector"],
+                     "kept": metrics["totals"]["kept"], "filter_busy_s": metrics["stages"]["filter"]["busy_seconds"],
+                     "batches": det["batches"], "batch_size_mean": det["batch_size_mean"],
+                     "batch_fill_mean": det["batch_fill_mean"], "detector_busy_s": det["busy_seconds"]}
+        log(f"  short clips, {name}: {wall:.1f}s, batch fill {det['batch_fill_mean']:.0%}")
+    res["ratio"] = round(res["clips"]["wall_s"] / res["joined"]["wall_s"], 3)
+    return res
+
+
 def section_gpu(corpus: list[Path], work: Path, device: str, n_frames: int = 256) -> dict[str, Any]:
     """Filter throughput of a YOLOv8n built from its yaml (random weights: speed only, nothing to
     download) at batch 1, 8, 32, FP32 and (on CUDA) FP16; then the whole job on ``device`` with that
@@ -276,6 +314,7 @@ def section_gpu(corpus: list[Path], work: Path, device: str, n_frames: int = 256
                     samples.append((time.monotonic(), float(line)))
 
         threading.Thread(target=read, daemon=True).start()
+    clips, _ = clip_corpus(work)
     out = work / "job-gpu"
     shutil.rmtree(out, ignore_errors=True)
     # A yaml-built model has no class names: its classes are "0".."79".
@@ -283,8 +322,10 @@ def section_gpu(corpus: list[Path], work: Path, device: str, n_frames: int = 256
                                 "filter.conf": 0.4, "filter.device": device, "extract.mode": "fps", "extract.fps": 1.0})
     metrics = RunMetrics()
     started = time.perf_counter()
-    mine(RunRequest(inputs=[str(v) for v in corpus], config=config), metrics=metrics)
+    # The short clips: one frame each, so only batches formed across videos can fill the GPU.
+    mine(RunRequest(inputs=[str(v) for v in clips], config=config), metrics=metrics)
     job_s = time.perf_counter() - started
+    detector = json.loads((out / "metrics.json").read_text())["detector"]
     busy_fraction = None
     if sampler is not None:
         sampler.terminate()
@@ -300,8 +341,10 @@ def section_gpu(corpus: list[Path], work: Path, device: str, n_frames: int = 256
         busy_fraction = round(sum(inside) / len(inside) / 100, 3) if inside else None
     name = torch.cuda.get_device_name(0) if cuda else "cpu"
     log(f"  gpu section on {name}: whole job {job_s:.1f}s, GPU busy while filtering {busy_fraction}")
+    log(f"  gpu section: short clips batch fill {detector['batch_fill_mean']:.0%} of {detector['max_batch']}")
     return {"device": name, "frames": len(images), "throughput": throughput, "job_s": round(job_s, 2),
-            "gpu_busy_fraction_while_filtering": busy_fraction}
+            "clips_batch_fill_mean": detector["batch_fill_mean"], "clips_batch_size_p50": detector["batch_size_p50"],
+            "max_batch": detector["max_batch"], "gpu_busy_fraction_while_filtering": busy_fraction}
 
 
 def plot(job: dict[str, Any], path: Path) -> None:
@@ -333,9 +376,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "bench-work")
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument("--copies", type=int, default=2)
-    parser.add_argument("--skip", default="", help="comma-separated sections to skip: extract,job,dedup,memory")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated sections to skip: extract,job,dedup,memory,clips,gallery")
     parser.add_argument("--gpu", nargs="?", const="cuda:0", default=None, metavar="DEVICE",
                         help="also run section 6 on this device (default cuda:0; cpu to try it without a GPU)")
+    parser.add_argument("--live", action="store_true", help="also run section 9: live streams sustained")
+    parser.add_argument("--soak", type=float, default=0, metavar="MINUTES", help="also run the live soak this long")
     args = parser.parse_args()
     skip = set(args.skip.split(","))
     os.environ["YOLO_OFFLINE"] = "1"
@@ -390,8 +436,31 @@ def main() -> None:
         results["dedup"] = section_dedup([10_000, 100_000, 1_000_000])
     if "memory" not in skip:
         results["memory"] = section_memory(corpus, args.work)
+    if "clips" not in skip:
+        results["short_clips"] = section_short_clips(args.work)
+        log(f"7 short clips: {results['short_clips']['ratio']} (clips / joined)")
+    if "gallery" not in skip:
+        from scripts.bench_gallery import section_gallery
+
+        images = sorted((args.work / "job-async" / "dataset" / "images").rglob("*.jpg"))[:20] or \
+            sorted((args.work / "clips-out-joined" / "dataset" / "images").rglob("*.jpg"))[:20]
+        results["gallery"] = section_gallery(args.work, images)
+        log(f"8 gallery: {results['gallery']}")
     if args.gpu:
         results["gpu"] = section_gpu(corpus, args.work, args.gpu)
+    if args.live:
+        from scripts.bench_live import capacity
+
+        results["live"] = {f"{fps:g}fps": capacity(args.work, fps) for fps in (1.0, 5.0)}
+    if args.soak:
+        from scripts.bench_live import plot_soak, soak
+
+        result = soak(args.work, args.soak)
+        args.out.mkdir(parents=True, exist_ok=True)
+        plot_soak(result, args.out / "bench-live-soak.png")
+        result["rss"] = result["rss"][::12]  # one sample a minute in the JSON
+        results["soak"] = result
+        log(f"soak: {result['ratio']} (last / first 10 min peak RSS)")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench-results.json").write_text(json.dumps(results, indent=1))
     log(json.dumps(results, indent=1))

@@ -51,7 +51,7 @@ class DetectionCache:
     memory stays flat however long a run goes; forgetting one only costs a detection.
     """
 
-    capacity: int = 100_000
+    capacity: int = 20_000
     _by_digest: OrderedDict[str, Future[list[dict[str, Any]]]] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -98,10 +98,13 @@ class KeptHints:
     A later frame within the dedup threshold of a more preferred one here will almost surely be
     dropped as its duplicate, so the filter skips the detector for it. Only a hint: the export
     detects any skipped frame that dedup does not drop after all, so the dataset is the same
-    whatever this held (see :func:`video_miner.dedup.select_distinct`).
+    whatever this held (see :func:`video_miner.dedup.select_distinct`). Past ``capacity`` entries
+    the older half is forgotten (a week of camera frames must not grow memory), at the cost of a few
+    detections.
     """
 
     threshold: int
+    capacity: int = 200_000
     _hashes: np.ndarray = field(default_factory=lambda: np.empty(1024, dtype=np.uint64))
     _keys: list[PriorityKey] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -109,6 +112,12 @@ class KeptHints:
     def add(self, phash: int, key: PriorityKey) -> None:
         with self._lock:
             n = len(self._keys)
+            if n >= self.capacity:
+                # New arrays, not moves in place: a snapshot ``covers`` holds stays consistent.
+                keep = n // 2
+                self._hashes = np.concatenate([self._hashes[n - keep:n], np.empty(len(self._hashes) - keep, np.uint64)])
+                self._keys = self._keys[n - keep:]
+                n = keep
             if n == len(self._hashes):
                 self._hashes = np.concatenate([self._hashes, np.empty_like(self._hashes)])
             self._hashes[n] = phash

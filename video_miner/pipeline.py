@@ -470,11 +470,15 @@ class _Run:
     async def _run_live(self, hub: LiveHub) -> RunResult | None:
         """The live pipeline, started with the first live source (a listed one, or a URL the
         download stage finds to be live): until then its workers would only hold batches back."""
+        assert self.shared is not None
+        if self.live:
+            # Frames are read from the moment a source opens: the model is ready first, so the
+            # first frames do not wait seconds for it (a camera's stream has no start to miss).
+            await asyncio.to_thread(self.shared.warm_up)
         for src in self.live:
             hub.add(src)
         if not await hub.first_source():
             return None
-        assert self.shared is not None
         live = AsyncPipelineOrchestrator(build_live_stages(self.ctx, self.shared, hub), on_event=hub.on_event,
                                          grace_seconds=self.config.pipeline.grace_seconds, keep_outcomes=False)
         self.view.runners.append(live)

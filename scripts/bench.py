@@ -169,7 +169,7 @@ def miner_job(corpus: list[Path], out: Path, mode: str) -> dict[str, Any]:
     represented = [int(r["phash"], 16) for r in rows if r["decision"] in ("kept", "duplicate")]
     return {"wall_s": round(wall, 2), "frames": metrics["totals"]["frames"],
             "frames_to_detector": metrics["totals"]["frames_to_detector"], "kept": len(hashes), "hashes": hashes,
-            "represented": represented,
+            "represented": represented, "detector": metrics.get("detector"),
             "stages": metrics["stages"], "stages_seconds": metrics["totals"]["stages_seconds"]}
 
 
@@ -410,14 +410,21 @@ def main() -> None:
         # A stage is occupied while it sets up (loads and warms its model, while the stages before it
         # already run) and while it processes items: the pipeline cannot end before its slowest
         # stage has done both. Busy time alone is reported too.
-        stages = job["async"]["stages"]
+        # The filter's workers mostly wait on the shared detector, which runs one batch at a time:
+        # the filter stage is occupied while the detector is (plus the model's warm-up).
+        stages, detector = job["async"]["stages"], job["async"]["detector"]
+
+        def busy_of(name: str) -> float:
+            if name == "filter" and detector:
+                return float(detector["busy_seconds"])
+            return float(stages[name]["busy_seconds"]) / stages[name]["workers"]
 
         def occupied(name: str) -> float:
-            return (stages[name]["busy_seconds"] + stages[name]["setup_seconds"]) / stages[name]["workers"]
+            return busy_of(name) + stages[name]["setup_seconds"] / stages[name]["workers"]
 
         slowest = max(stages, key=occupied)
         wall = job["async"]["stages_seconds"]
-        busy = stages[slowest]["busy_seconds"] / stages[slowest]["workers"]
+        busy = busy_of(slowest)
         results["overlap"] = {"slowest_stage": slowest, "slowest_busy_s": round(busy, 2),
                               "slowest_setup_s": round(stages[slowest]["setup_seconds"] / stages[slowest]["workers"], 2),
                               "stages_wall_s": wall, "wall_over_slowest": round(wall / occupied(slowest), 3),

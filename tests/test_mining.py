@@ -116,6 +116,13 @@ def test_skipping_the_detector_for_near_duplicates_changes_nothing_in_the_output
     assert reports[True].export.kept >= 5
     assert dataset_files(tmp_path / "True" / "dataset") == dataset_files(tmp_path / "False" / "dataset")
     assert manifest(tmp_path / "True") == manifest(tmp_path / "False")
+    # Both videos side by side (the default): a frame of the copy near a frame of the original that
+    # is in a detector batch waits for that frame's detections instead of being sent too.
+    side = run(inputs, tmp_path / "side", **{"extract.end": 70})
+    both = json.loads((tmp_path / "side" / "metrics.json").read_text())["totals"]
+    assert not side.failures and both["frames_deferred"] >= 10, both
+    assert dataset_files(tmp_path / "side" / "dataset") == dataset_files(tmp_path / "False" / "dataset")
+    assert manifest(tmp_path / "side") == manifest(tmp_path / "False")
 
 
 def test_bottle_frames_come_from_the_bottle_video(tmp_path: Path) -> None:

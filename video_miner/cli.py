@@ -8,6 +8,7 @@ a run can start. ``--debug`` (or ``VIDEO_MINER_DEBUG=1``) adds the traceback, fo
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -40,6 +41,26 @@ def main_options(debug: Annotated[bool, typer.Option("--debug", help="Show trace
                                                                       "VIDEO_MINER_DEBUG=1.")] = False) -> None:
     if debug:
         os.environ["VIDEO_MINER_DEBUG"] = "1"
+
+
+#: glibc's mallopt parameter for the number of malloc arenas.
+_M_ARENA_MAX = -8
+
+
+def _few_malloc_arenas() -> None:
+    """Filter workers decode frames in many threads and the detector's thread frees them: with a
+    malloc arena per thread (glibc's default, up to 8 per core) memory fragments across arenas and
+    peak RSS grows with the videos in flight (bench: 1.76 GiB for 50 videos, 1.35 with two arenas).
+    Has no effect off glibc, or when MALLOC_ARENA_MAX is set."""
+    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(name).mallopt(_M_ARENA_MAX, 2)
 
 
 def _quiet_logs() -> None:
@@ -125,6 +146,7 @@ def run(
     = False,
 ) -> None:
     """Mine frames showing the wanted classes from videos into a deduplicated, labelled dataset."""
+    _few_malloc_arenas()
     from .pipeline import MiningReport, RunRequest, RunView, mine
 
     console = Console()

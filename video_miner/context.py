@@ -107,6 +107,7 @@ class KeptHints:
     capacity: int = 200_000
     _hashes: np.ndarray = field(default_factory=lambda: np.empty(1024, dtype=np.uint64))
     _keys: list[PriorityKey] = field(default_factory=list)
+    _flight: dict[int, tuple[int, PriorityKey, Future[Any]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, phash: int, key: PriorityKey) -> None:
@@ -122,6 +123,27 @@ class KeptHints:
                 self._hashes = np.concatenate([self._hashes, np.empty_like(self._hashes)])
             self._hashes[n] = phash
             self._keys.append(key)
+
+    def in_flight(self, phash: int, key: PriorityKey, detections: Future[Any]) -> None:
+        """A frame sent to the detector: until ``detections`` are in, a less preferred frame near
+        it may wait for them instead of being sent too (see :meth:`blocker`)."""
+        with self._lock:
+            self._flight[id(detections)] = (phash, key, detections)
+        detections.add_done_callback(self._landed)
+
+    def _landed(self, detections: Future[Any]) -> None:
+        with self._lock:
+            self._flight.pop(id(detections), None)
+
+    def blocker(self, phash: int, key: PriorityKey) -> Future[Any] | None:
+        """The detections of a more preferred frame within the threshold that is in a batch now:
+        if it shows the classes, this frame is its duplicate whatever it shows."""
+        with self._lock:
+            flying = list(self._flight.values())
+        for other, other_key, detections in flying:
+            if other_key < key and (other ^ phash).bit_count() <= self.threshold and not detections.done():
+                return detections
+        return None
 
     def covers(self, phash: int, key: PriorityKey) -> bool:
         """Whether a more preferred frame within the threshold is here."""

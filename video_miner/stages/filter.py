@@ -13,7 +13,8 @@ each frame as soon as its batch is back, so those detections can defer its later
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from PIL import Image
 
 from async_pipeline import StageMessage, StageOutput
 
-from ..context import MiningContext
+from ..context import MiningContext, PriorityKey
 from ..detector import Detections, SharedDetector
 from ..fsutil import atomic_write_json, read_json
 from ..registry import Decision, State
@@ -34,6 +35,17 @@ RESULT = "filter.json"
 DEFERRED: Detections = []
 
 
+@dataclass
+class Ticket:
+    """A frame waiting for ``future``: its detections, or those of a more preferred near frame in
+    a batch now (then ``claim``, its own entry in the detection cache, is still to be settled)."""
+
+    row: dict[str, Any]
+    future: Future[Detections]
+    claim: Future[Detections] | None = None
+    image: Path | None = None
+
+
 class FrameJudge:
     """The filter's decision for one frame, shared by the file and the live filter stages."""
 
@@ -41,36 +53,58 @@ class FrameJudge:
         self.ctx = ctx
         self.detector = detector
 
-    def start(self, row: dict[str, Any], image: Path, order: int, video_id: str) -> Future[Detections] | None:
-        """Decide ``row`` now (a prefilter dropped it, or it is deferred), or return the future of
-        its detections: a byte-identical twin's, or its own request to the batcher."""
+    def start(self, row: dict[str, Any], image: Path, order: int, video_id: str) -> Ticket | None:
+        """Decide ``row`` now (a prefilter dropped it, or it is deferred), or return what it waits
+        for: its detections (a byte-identical twin's, or its own request to the batcher), or first
+        the detections of a more preferred near frame in a batch now."""
         if row["decision"] == Decision.FILTERED:
             return None
-        future, owner = self.ctx.detections.claim(row["digest"])
+        claim, owner = self.ctx.detections.claim(row["digest"])
         if not owner:  # a byte-identical frame was detected, or is in a batch now
-            return future
-        if self.ctx.hints is not None and self.ctx.hints.covers(row["phash"], self.ctx.priority(row, order, video_id)):
-            future.set_result(DEFERRED)  # its byte-identical twins are deferred too
+            return Ticket(row, claim)
+        return self._route(Ticket(row, claim, claim, image), self.ctx.priority(row, order, video_id))
+
+    def _route(self, ticket: Ticket, key: PriorityKey) -> Ticket | None:
+        """Defer the frame, make it wait on a blocker, or send it to the detector."""
+        row, claim, hints = ticket.row, ticket.claim, self.ctx.hints
+        assert claim is not None and ticket.image is not None
+        if hints is not None and hints.covers(row["phash"], key):
+            claim.set_result(DEFERRED)  # its byte-identical twins are deferred too
             self._defer(row)
             return None
+        if hints is not None and (blocker := hints.blocker(row["phash"], key)) is not None:
+            return Ticket(row, blocker, claim, ticket.image)
         row["detected"] = True
-        request = self._submit(image)
-        # Twins in other workers wait on ``future``: it is settled whatever happens.
-        request.add_done_callback(partial(self.ctx.detections.settle, row["digest"], future))
-        return future
+        request = self._submit(ticket.image)
+        # Twins in other workers wait on the claim: it is settled whatever happens.
+        request.add_done_callback(partial(self.ctx.detections.settle, row["digest"], claim))
+        if hints is not None:
+            hints.in_flight(row["phash"], key, claim)
+        return Ticket(row, claim)
 
-    def finish(self, row: dict[str, Any], future: Future[Detections], order: int, video_id: str) -> None:
-        """Decide ``row`` from its finished future (raises the detector's error, if any)."""
-        dets = future.result()
+    def finish(self, ticket: Ticket, order: int, video_id: str) -> Ticket | None:
+        """Decide the ticket's frame from its finished future (raises the detector's error, if
+        any); a frame that waited on a blocker may go on waiting, now for its own detections."""
+        row = ticket.row
+        key = self.ctx.priority(row, order, video_id)
+        if ticket.future is not ticket.claim and ticket.claim is not None:  # it waited on a blocker
+            shown = ticket.future.exception() is None and bool(ticket.future.result())
+            if shown:
+                ticket.claim.set_result(DEFERRED)
+                self._defer(row)
+                return None
+            return self._route(Ticket(row, ticket.claim, ticket.claim, ticket.image), key)
+        dets = ticket.future.result()
         if dets is DEFERRED:
             self._defer(row)
-            return
+            return None
         row["detections"] = dets
         row["decision"] = Decision.CANDIDATE if dets else Decision.NEGATIVE
         if not dets:
             row["reason"] = self.ctx.config.filter.no_class_reason()
         elif self.ctx.hints is not None:
-            self.ctx.hints.add(row["phash"], self.ctx.priority(row, order, video_id))
+            self.ctx.hints.add(row["phash"], key)
+        return None
 
     def _submit(self, path: Path) -> Future[Detections]:
         try:
@@ -123,26 +157,29 @@ class FilterStage(MinerStage):
                       order: int) -> list[dict[str, Any]]:
         """``frames``: the extract stage's rows, measures and prefilter decisions included."""
         rows: list[dict[str, Any]] = []
-        outstanding: dict[Future[Detections], dict[str, Any]] = {}
+        outstanding: dict[Future[Detections], list[Ticket]] = {}
         errors: list[BaseException] = []
+
+        def wait_for(ticket: Ticket | None) -> None:
+            if ticket is not None:
+                outstanding.setdefault(ticket.future, []).append(ticket)
 
         def settle(done: set[Future[Detections]]) -> None:
             # Decided as soon as a batch is back: its hints are there for the next frames.
             for future in done:
-                row = outstanding.pop(future)
-                try:
-                    self.judge.finish(row, future, order, video_id)
-                except Exception as exc:
-                    errors.append(exc)
+                for ticket in outstanding.pop(future):
+                    try:
+                        wait_for(self.judge.finish(ticket, order, video_id))
+                    except Exception as exc:
+                        errors.append(exc)
 
         for frame in frames:
             row = {"detections": [], "detected": False, **frame}
             rows.append(row)
-            future = self.judge.start(row, frames_dir / row["file"], order, video_id)
-            if future is not None:
-                outstanding[future] = row
+            wait_for(self.judge.start(row, frames_dir / row["file"], order, video_id))
             settle({f for f in outstanding if f.done()})
-        settle(self.detector.batcher.wait(outstanding))
+        while outstanding:
+            settle(self.detector.batcher.wait(outstanding, FIRST_COMPLETED))
         if errors:
             raise errors[0]
         return rows

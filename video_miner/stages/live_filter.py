@@ -28,10 +28,10 @@ class LiveFilterStage(BaseStageWorker):
         assert msg.input_path is not None
         row = {"detections": [], "detected": False, **msg.metadata["row"]}
         video_id, order = msg.metadata["video_id"], msg.metadata["order"]
-        future = self.judge.start(row, msg.input_path, order, video_id)
-        if future is not None:
-            self.detector.batcher.wait([future])
-            self.judge.finish(row, future, order, video_id)
+        ticket = self.judge.start(row, msg.input_path, order, video_id)
+        while ticket is not None:
+            self.detector.batcher.wait([ticket.future])
+            ticket = self.judge.finish(ticket, order, video_id)
         self.hub.decided(msg, row["decision"] == Decision.CANDIDATE)
         self.ctx.counters.add(frames_to_detector=int(row["detected"]),
                               frames_candidates=int(row["decision"] == Decision.CANDIDATE),

@@ -524,6 +524,7 @@ class _Run:
     def stop(self) -> None:
         """Take no new work (inputs, frames, files); what is in flight finishes."""
         self._stops += 1
+        self.ctx.hosts.stop.set()  # no download waits out a host's pause any more
         if self.watcher is not None:
             self.watcher.stop()
         if self.hub is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -139,22 +139,29 @@ def one_line(view: RunView) -> str:
 
 
 @contextmanager
-def live_display(view: RunView, console: Console) -> Iterator[None]:
-    if console.is_terminal:
-        with Live(get_renderable=lambda: render(view), console=console, refresh_per_second=4, transient=False):
-            yield
-        return
+def every(seconds: float, action: Callable[[], None]) -> Iterator[None]:
+    """Call ``action`` every ``seconds`` in a thread of its own while the block runs."""
     stop = threading.Event()
 
-    def report() -> None:
-        while not stop.wait(LINE_INTERVAL_S):
-            # soft_wrap: a log line stays one line, however long, so grep finds it whole.
-            console.print(one_line(view), soft_wrap=True, highlight=False, markup=False)
+    def loop() -> None:
+        while not stop.wait(seconds):
+            action()
 
-    thread = threading.Thread(target=report, name="progress", daemon=True)
+    thread = threading.Thread(target=loop, name="progress", daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
         thread.join()
+
+
+@contextmanager
+def live_display(view: RunView, console: Console) -> Iterator[None]:
+    if console.is_terminal:
+        with Live(get_renderable=lambda: render(view), console=console, refresh_per_second=4, transient=False):
+            yield
+        return
+    # soft_wrap: a log line stays one line, however long, so grep finds it whole.
+    with every(LINE_INTERVAL_S, lambda: console.print(one_line(view), soft_wrap=True, highlight=False, markup=False)):
+        yield

@@ -168,3 +168,23 @@ def test_disk_floor_stops_new_downloads_with_a_clear_message(tmp_path: Path) -> 
         assert states == {"queued"}, states
         again = run(urls, tmp_path / "out")
     assert not again.failures and again.videos_done == 6
+
+
+def test_a_folder_lists_its_videos_not_the_system_files_beside_them(tmp_path: Path) -> None:
+    from video_miner.inputs import expand_sources
+
+    (tmp_path / "Phone" / ".thumbnails").mkdir(parents=True)
+    (tmp_path / ".Trash").mkdir()
+    for name in ("a.mp4", "Phone/IMG_0001.MOV", "Phone/.thumbnails/t.mp4", ".Trash/old.mp4", "._a.mp4",
+                 "~$draft.mp4", "notes.txt", "a.mp4.part"):
+        (tmp_path / name).write_bytes(b"x")
+    sources = expand_sources([str(tmp_path)])
+    assert [Path(s.normalized).relative_to(tmp_path).as_posix() for s in sources] == ["Phone/IMG_0001.MOV", "a.mp4"]
+
+
+def test_a_list_saved_on_windows_reads_like_any_other(tmp_path: Path) -> None:
+    from video_miner.inputs import read_input_lines
+
+    listing = tmp_path / "urls.txt"
+    listing.write_bytes("\ufeffhttps://example.com/a.mp4\r\n# a comment\r\n\r\n  /data/b.mkv  \r\n".encode())
+    assert read_input_lines([str(listing)]) == ["https://example.com/a.mp4", "/data/b.mkv"]

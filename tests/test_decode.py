@@ -44,11 +44,12 @@ def media(ffmpeg: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
     return make
 
 
-def ffmpeg_samples(ffmpeg: str, path: Path, vf: str = "") -> list[np.ndarray]:
-    """What ffmpeg shows at each whole second (the instants video-miner samples at 1 fps), as RGB."""
+def ffmpeg_samples(ffmpeg: str, path: Path, vf: str = "", track: str | None = None) -> list[np.ndarray]:
+    """What ffmpeg shows at each whole second (the instants video-miner samples at 1 fps), as RGB;
+    of ``track`` (``-map``) or of the track ffmpeg picks."""
     chain = ",".join(f for f in (vf, "fps=1:round=up") if f)
-    raw = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-vf", chain, "-f", "image2pipe", "-c:v", "png", "-"],
-                         check=True, capture_output=True).stdout
+    raw = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), *(("-map", track) if track else ()), "-vf", chain,
+                          "-f", "image2pipe", "-c:v", "png", "-"], check=True, capture_output=True).stdout
     frames, start = [], 0
     while (end := raw.find(b"IEND", start)) != -1:
         with Image.open(io.BytesIO(raw[start:end + 8])) as im:
@@ -113,19 +114,24 @@ def test_a_cover_picture_is_not_the_video(ffmpeg: str, tmp_path: Path) -> None:
     assert result.media["codec"] == "h264" and frames[0].shape[:2] == (360, 640)
 
 
-@pytest.mark.parametrize("name", ["anim.gif", "anim.webp", "anim.apng"])
+@pytest.mark.parametrize("name", ["anim.gif", "anim.webp", "anim.apng", "anim.avif"])
 def test_animated_images_are_videos(media, ffmpeg: str, tmp_path: Path, name: str) -> None:
-    extra = {"anim.gif": (), "anim.webp": ("-c:v", "libwebp_anim", "-loop", "0"), "anim.apng": ("-f", "apng")}[name]
+    extra = {"anim.gif": (), "anim.webp": ("-c:v", "libwebp_anim", "-loop", "0"), "anim.apng": ("-f", "apng"),
+             # An animated AVIF holds a still primary picture beside the animation: the animation is shown.
+             "anim.avif": ("-c:v", "libaom-av1", "-cpu-used", "8", "-crf", "20")}[name]
     path = media(name, "-vf", "fps=5,scale=320:-2", *extra)
     result, frames = ours(path, tmp_path)
     assert len(frames) == 5 and frames[0].shape[:2] == (180, 320)
     # Lossless palette or RGB: the same pixels as ffmpeg's (the animated WebP is lossy: a little noise).
-    assert_same_pictures(frames, ffmpeg_samples(ffmpeg, path), tolerance=4.0)
+    # ffmpeg itself picks an animated AVIF's still picture; browsers, and video-miner, the animation.
+    assert_same_pictures(frames, ffmpeg_samples(ffmpeg, path, track="0:1" if name.endswith("avif") else None),
+                         tolerance=4.0)
     assert [f["t"] for f in result.frames] == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
-def test_a_one_frame_gif_is_a_still_image(media, tmp_path: Path) -> None:
-    path = media("one.gif", "-frames:v", "1", "-vf", "scale=320:-2")
+@pytest.mark.parametrize("name", ["one.gif", "one.avif"])
+def test_a_one_frame_animated_image_format_is_a_still_image(media, tmp_path: Path, name: str) -> None:
+    path = media(name, "-frames:v", "1", "-vf", "scale=320:-2", *(("-c:v", "libaom-av1") if name.endswith("avif") else ()))
     with pytest.raises(NoVideoStream, match="still image"):
         extract_frames(path, tmp_path, "v", ExtractConfig(), 1)
 
@@ -168,6 +174,26 @@ def test_hdr_is_tone_mapped_as_ffmpeg_does(media, ffmpeg: str, tmp_path: Path) -
         naive = next(container.decode(video=0)).to_ndarray(format="rgb24")
     assert float(np.std(frames[0])) > 1.3 * float(np.std(naive))
 
+@pytest.mark.parametrize(("name", "args"), [
+    # A camera's recording: MPEG-TS stamped with the camera's clock, an hour in.
+    ("camera.ts", ("-c:v", "libx264", "-an", "-output_ts_offset", "3600", "-f", "mpegts")),
+    # Fragmented MP4 (no edit list): the first frame is shown after the B-frame delay.
+    ("fragmented.mp4", ("-c:v", "libx264", "-an", "-movflags", "+frag_keyframe+empty_moov")),
+])
+def test_times_count_from_the_start_of_the_file_as_players_do(media, ffmpeg: str, tmp_path: Path, name: str,
+                                                              args: tuple[str, ...]) -> None:
+    path = media(name, *args, src=PERSON, seconds=6)
+    result, frames = ours(path, tmp_path / "all")
+    assert [f["t"] for f in result.frames] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert result.frames[2]["file"] == "v_000002000ms.jpg"
+    theirs = ffmpeg_samples(ffmpeg, path)
+    assert_same_pictures(frames, theirs)
+    # extract.start and extract.end are seconds into the video too (a seek across the offset).
+    result, frames = ours(path, tmp_path / "part", start=2.0, end=4.0)
+    assert [f["t"] for f in result.frames] == [2.0, 3.0, 4.0]
+    assert_same_pictures(frames, theirs[2:5])
+
+
 
 def test_phone_footage_stored_sideways_is_mined_upright(media, tmp_path: Path) -> None:
     """The person video stored as a phone stores portrait footage: pixels turned a quarter, and a
@@ -209,3 +235,38 @@ def test_the_original_is_kept_over_a_lower_quality_reupload(media, tmp_path: Pat
     kept = Counter(r["source"] == str(original) for r in rows if r["decision"] == "kept")
     assert kept[True] >= 5
     assert kept[True] / (kept[True] + kept[False]) >= 0.95, kept
+
+
+def test_a_letterboxed_repost_is_a_duplicate_of_its_original(media, tmp_path: Path) -> None:
+    """The person video reposted as a portrait short: scaled to 720 wide inside black bars above and
+    below. Its frames are the original's pictures: the dataset is what the original alone gives."""
+    original = media("person-60s.mp4", "-c", "copy", src=PERSON, seconds=60)
+    short = media("person-short.mp4", "-vf", "scale=720:-2,pad=720:1280:0:(oh-ih)/2:black", "-c:v", "libx264",
+                  src=PERSON, seconds=60)
+    alone = run([str(original)], tmp_path / "alone")
+    both = run([str(short), str(original)], tmp_path / "both")
+    assert not both.failures and alone.export.kept >= 5
+    rows = [json.loads(line) for line in (tmp_path / "both" / "dataset" / "manifest.jsonl").read_text().splitlines()]
+    kept = [r for r in rows if r["decision"] == "kept"]
+    assert len(kept) <= alone.export.kept + 1, (len(kept), alone.export.kept)
+    assert Counter(r["source"] == str(original) for r in kept)[True] >= 0.95 * len(kept)
+
+
+@pytest.mark.parametrize(("bars", "box"), [
+    ("letterbox", (0, 140, 320, 500)), ("pillarbox", (40, 0, 280, 640)), ("none", (0, 0, 320, 640)),
+    ("thin", (0, 0, 320, 640)), ("black", (0, 0, 320, 640))])
+def test_black_bars_are_found_as_cropdetect_finds_them(bars: str, box: tuple[int, int, int, int]) -> None:
+    from video_miner.frame_quality import content_box
+
+    rng = np.random.default_rng(0)
+    gray = np.full((640, 320), 16, np.uint8)
+    picture = rng.integers(0, 256, (640, 320), dtype=np.uint8)
+    if bars == "letterbox":
+        gray[140:500] = picture[140:500]
+    elif bars == "pillarbox":
+        gray[:, 40:280] = picture[:, 40:280]
+    elif bars in ("none", "thin"):
+        gray[:] = picture
+        if bars == "thin":  # a dark line or two at the edge (encoder padding) is not a bar
+            gray[:6] = 16
+    assert content_box(gray) == box

@@ -1,6 +1,7 @@
 """Live sources against real streams on 127.0.0.1: an FFmpeg process serving a shared video in real
-time as MPEG-TS over TCP, a live HLS playlist whose segments appear over time, a folder that keeps
-receiving files. Retried connects, reconnects, drops under a slow detector, Ctrl-C and restart."""
+time as MPEG-TS over TCP, an RTSP camera (tests/rtsp_server.py), a live HLS playlist whose segments
+appear over time, a folder that keeps receiving files. Retried connects, reconnects, drops under a
+slow detector, Ctrl-C and restart."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from video_miner.pipeline import RunRequest, mine
 
 from .conftest import BOTTLE, MODEL, ROOT, VIDEOS
 from .helpers import make_config
+from .rtsp_server import rtsp_camera
 
 pytestmark = pytest.mark.timeout(300)
 LIVE = {"live.reconnect_timeout_s": 3, "live.read_timeout_s": 3, "live.backoff_max_s": 0.5,
@@ -122,6 +124,36 @@ def test_a_stream_that_is_not_up_yet_is_retried_then_mined_beside_a_file(ffmpeg:
     assert any(r["decision"] == "kept" for r in live_rows)
     assert all(r["display_size"] == [640, 360] for r in live_rows)
     assert not list((tmp_path / "out" / "work" / "live").rglob("*.jpg")), "undecided frames are not left behind"
+
+
+def test_an_ip_camera_over_rtsp_is_mined_for_the_duration_asked(ffmpeg: str, tmp_path: Path) -> None:
+    """A camera that sends RTP inside its RTSP connection only (a client asking for UDP is refused
+    and comes back over TCP, as behind NAT); --duration ends the run with the dataset exported."""
+    out = tmp_path / "out"
+    with rtsp_camera(ffmpeg, BOTTLE, tmp_path) as url:
+        started = time.monotonic()
+        thread, result = mine_in_thread([url], out, duration=8)
+        report = finish(thread, result)
+        took = time.monotonic() - started
+    assert not report.failures, [f.line() for f in report.failures]
+    assert 8 <= took < 40, took
+    stats = live_metrics(out)[url]
+    assert stats["frames_captured"] >= 100 and stats["frames_sampled"] >= 4, stats
+    assert stats["frames_decided"] >= 1 and stats["frames_dropped"] == 0, stats
+    rows = [r for r in manifest(out) if r["source"] == url]
+    assert any(r["decision"] == "kept" for r in rows)
+    assert all(r["display_size"] == [640, 360] for r in rows)
+
+
+def test_live_ffmpeg_options_reach_the_stream(ffmpeg: str, tmp_path: Path) -> None:
+    """live.ffmpeg_options are FFmpeg's: UDP only, against a camera that sends over TCP only, never
+    comes up, and says so in one line."""
+    with rtsp_camera(ffmpeg, BOTTLE, tmp_path) as url:
+        thread, result = mine_in_thread([url], tmp_path / "out", **{"live.ffmpeg_options": {"rtsp_transport": "udp"},
+                                                                    "live.reconnect_timeout_s": 2})
+        report = finish(thread, result)
+    assert [f.input for f in report.failures] == [url]
+    assert "never came up" in report.failures[0].line()
 
 
 def test_a_stream_killed_midway_and_restarted_is_reconnected(ffmpeg: str, tmp_path: Path) -> None:
@@ -305,6 +337,10 @@ def test_a_watched_folder_mines_files_once_they_are_complete(tmp_path: Path) -> 
     inbox = tmp_path / "inbox"
     (inbox / "cam1").mkdir(parents=True)
     shutil.copy(VIDEOS / "book.mkv", inbox / "already-there.mkv")
+    # What a Mac or a sync tool leaves beside footage is not footage.
+    (inbox / "._already-there.mkv").write_bytes(b"\x00\x05\x16\x07" + bytes(4000))
+    (inbox / ".sync").mkdir()
+    shutil.copy(VIDEOS / "book.mkv", inbox / ".sync" / "conflicted-copy.mkv")
     out = tmp_path / "out"
     thread, result = mine_in_thread([], out, watch=[inbox], duration=14, **{"watch.settle_s": 1.0})
 

@@ -21,7 +21,8 @@ from .ytdlp import check_ytdlp_options, parse_cookies_from_browser
 MODEL_ENV = "VIDEO_MINER_MODEL"
 DEFAULT_MODEL = "yolov8n.pt"
 #: 2: frames as players show them; of near-duplicates the copy with more pixels is kept.
-RULES_VERSION = 2
+#: 3: times count from the file's start; pHash, blur and pixels of the picture inside black bars.
+RULES_VERSION = 3
 DEFAULT_FORMAT = "bv*[height<=?720][ext=mp4]/b[height<=?720][ext=mp4]/bv*[height<=?720]/b[height<=?720]/b"
 
 
@@ -158,6 +159,9 @@ class LiveConfig(_Section):
     backoff_max_s: float = Field(10.0, gt=0)
     #: A stream that sends nothing for this long counts as dropped.
     read_timeout_s: float = Field(10.0, gt=0)
+    #: FFmpeg options for opening every live input, e.g. ``{rtsp_transport: tcp}`` for cameras
+    #: whose RTP over UDP a firewall drops (FFmpeg otherwise tries UDP first).
+    ffmpeg_options: dict[str, str] = Field(default_factory=dict)
 
 
 class WatchConfig(_Section):

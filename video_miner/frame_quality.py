@@ -66,6 +66,43 @@ def common_sharpness(gray: Image.Image) -> float:
     return laplacian_variance(np.asarray(gray.resize(size, resample)))
 
 
-def measure(gray: Image.Image) -> tuple[float, float, int, np.ndarray]:
-    """(blur score, sharpness at the common scale, pHash, thumbnail) of one frame, from its grayscale image."""
-    return laplacian_variance(np.asarray(gray)), common_sharpness(gray), phash64(gray), thumbnail(gray)
+#: Luma at or below which a line of pixels is black (video black is 16; JPEG noise adds a little).
+BAR_LUMA = 32
+#: Bars thinner than this share of the side are not cropped (encoders pad 1080 to 1088, cameras
+#: leave a dark line): a picture without bars keeps its exact measures.
+MIN_BAR_SHARE = 0.02
+
+
+def _bars(dark: np.ndarray) -> tuple[int, int]:
+    """Leading and trailing dark lines."""
+    lit = np.flatnonzero(~dark)
+    if lit.size == 0:
+        return 0, 0
+    return int(lit[0]), int(dark.size - 1 - lit[-1])
+
+
+def content_box(gray: np.ndarray) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the picture inside black bars, as ffmpeg's cropdetect finds
+    them: a re-upload letterboxed or pillarboxed into another shape (a landscape video posted as a
+    portrait short) shows the same picture in a smaller box. A line is black when at most 1% of its
+    pixels are brighter than :data:`BAR_LUMA`."""
+    h, w = gray.shape
+    bright = gray > BAR_LUMA
+    top, bottom = _bars(bright.mean(axis=1) <= 0.01)
+    if top + bottom < MIN_BAR_SHARE * h or h - top - bottom < h / 4:
+        top = bottom = 0
+    left, right = _bars(bright[top:h - bottom].mean(axis=0) <= 0.01)
+    if left + right < MIN_BAR_SHARE * w or w - left - right < w / 4:
+        left = right = 0
+    return left, top, w - right, h - bottom
+
+
+def measure(gray: Image.Image) -> tuple[float, float, int, np.ndarray, float]:
+    """(blur score, sharpness at the common scale, pHash, thumbnail, share of the frame inside black
+    bars) of one frame, from its grayscale image. Blur, sharpness and pHash are of the picture inside
+    the bars: a letterboxed copy hashes like its original, and its bars do not count as blur."""
+    pixels = np.asarray(gray)
+    box = content_box(pixels)
+    inner = gray if box == (0, 0, gray.width, gray.height) else gray.crop(box)
+    share = (box[2] - box[0]) * (box[3] - box[1]) / (gray.width * gray.height)
+    return laplacian_variance(np.asarray(inner)), common_sharpness(inner), phash64(inner), thumbnail(gray), share

@@ -15,8 +15,19 @@ VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts", ".flv", ".f4v", ".wmv",
      ".asf", ".3gp", ".ogv", ".vob", ".mxf", ".y4m",
      # Animated images are videos too (a one-frame one fails as a still image).
-     ".gif", ".apng", ".webp"}
+     ".gif", ".apng", ".webp", ".avif"}
 )
+
+
+def is_listed_video(path: Path, root: Path) -> bool:
+    """A video file of a folder: a video extension, and neither it nor a folder above it (under
+    ``root``) hidden. Hidden names are system files, not footage: a Mac's ``._clip.mp4``
+    resource forks, ``.Trash``, ``.git``, editors' and sync tools' temporary copies (``~$x``)."""
+    if path.suffix.lower() not in VIDEO_EXTENSIONS:
+        return False
+    return not any(part.startswith((".", "~")) for part in path.relative_to(root).parts)
+
+
 #: Gap between two input lines' order keys; folder entries and playlist entries fill the gap.
 ORDER_STRIDE = 1_000_000
 #: Read continuously at their own pace by :mod:`video_miner.sources` instead of being downloaded.
@@ -48,7 +59,8 @@ def read_input_lines(paths_or_inputs: Iterable[str]) -> list[str]:
     for arg in paths_or_inputs:
         candidate = Path(arg)
         if candidate.suffix.lower() in {".txt", ".list", ".urls"} and candidate.is_file():
-            for line in candidate.read_text(encoding="utf-8", errors="replace").splitlines():
+            # utf-8-sig: a list saved by Windows tools starts with a byte-order mark.
+            for line in candidate.read_text(encoding="utf-8-sig", errors="replace").splitlines():
                 line = line.strip()
                 if line and not line.startswith("#"):
                     lines.append(line)
@@ -140,7 +152,8 @@ def expand_sources(lines: Iterable[str]) -> list[Source]:
         elif kind == "invalid":
             add(line, kind, normalized, "invalid", order, error, UnsupportedUrl.kind)
         elif Path(normalized).is_dir():
-            videos = sorted(p for p in Path(normalized).rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+            root = Path(normalized)
+            videos = sorted(p for p in root.rglob("*") if is_listed_video(p, root) and p.is_file())
             if not videos:
                 add(line, "invalid", normalized, Path(normalized).name, order, "the folder holds no video files",
                     EmptyInput.kind)

@@ -30,9 +30,9 @@ class Prefilter:
 
         The measures come from the encoded JPEG, exactly what the detector and dedup see later.
         """
-        blur, sharpness, phash, thumb = measure(open_gray(io.BytesIO(data)))
+        blur, sharpness, phash, thumb, content = measure(open_gray(io.BytesIO(data)))
         row: dict[str, Any] = {"phash": phash, "blur": round(blur, 3), "sharpness": round(sharpness, 3),
-                               "decision": None, "reason": None}
+                               "content": round(content, 4), "decision": None, "reason": None}
         if blur < self.cfg.blur_threshold:
             row.update(decision=Decision.FILTERED, reason=f"blurry (sharpness {blur:.1f} < {self.cfg.blur_threshold})")
             return row

@@ -11,16 +11,17 @@ _NOT_THE_VIDEO = av.stream.Disposition.attached_pic | av.stream.Disposition.time
 
 
 def pick_video_stream(container: Any) -> Any | None:
-    """The main video track: not a cover picture or a thumbnail track; the one marked default
-    first, then the largest picture, then the first. None if the file has no such track."""
+    """The main video track: not a cover picture or a thumbnail track; one that moves before a
+    one-frame track (an animated AVIF's still primary picture); the one marked default first, then
+    the largest picture, then the first. None if the file has no such track."""
     candidates = [s for s in container.streams.video if not (s.disposition & _NOT_THE_VIDEO)]
     if not candidates:
         return None
 
-    def rank(stream: Any) -> tuple[bool, int, int]:
+    def rank(stream: Any) -> tuple[bool, bool, int, int]:
         ctx = stream.codec_context
         area = (ctx.width * ctx.height) if ctx is not None else 0
-        return bool(stream.disposition & av.stream.Disposition.default), area, -stream.index
+        return stream.frames != 1, bool(stream.disposition & av.stream.Disposition.default), area, -stream.index
 
     return max(candidates, key=rank)
 

@@ -108,7 +108,7 @@ class LiveReader:
         live = self.config.live
         fmt = "v4l2" if self.url.startswith("/dev/video") else None
         # A live stream is probed for a moment, not FFmpeg's default 5 s: its first frames count.
-        options = {"analyzeduration": "2000000", **self.options}
+        options = {"analyzeduration": "2000000", **live.ffmpeg_options, **self.options}
         # PyAV's timeout covers opening and every read, for every protocol.
         return av.open(self.url, format=fmt, options=options, timeout=(live.read_timeout_s, live.read_timeout_s),
                        metadata_errors="ignore")

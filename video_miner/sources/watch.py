@@ -19,7 +19,7 @@ from pathlib import Path
 from watchfiles import Change, awatch
 
 from ..config import WatchConfig
-from ..inputs import VIDEO_EXTENSIONS, Source, source_for_path
+from ..inputs import Source, is_listed_video, source_for_path
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,10 @@ class FolderWatcher:
         self._sent: set[Path] = set()
 
     def wanted(self, path: Path) -> bool:
-        name = path.name
-        if name.startswith((".", "~")) or any(name.endswith(s) for s in self.config.temporary_suffixes):
+        if any(path.name.endswith(s) for s in self.config.temporary_suffixes):
             return False
-        return path.suffix.lower() in VIDEO_EXTENSIONS
+        root = next((r for r in self.roots if path.is_relative_to(r)), None)
+        return root is not None and is_listed_video(path, root)
 
     def _order(self, path: Path) -> int:
         for k, root in enumerate(self.roots):

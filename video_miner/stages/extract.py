@@ -11,6 +11,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ from .base import MinerStage
 
 log = logging.getLogger(__name__)
 INDEX = "frames.json"
+#: Image formats in video containers (HEIF: MP4's boxes), one frame when not animated.
+STILL_FORMATS = frozenset({".avif", ".heic", ".heif"})
 #: Seek instead of decoding through when the next sample is this many keyframe gaps away.
 SEEK_GOPS = 4
 #: Before two keyframes have been seen the GOP is unknown: seek only across gaps this long.
@@ -123,6 +126,8 @@ class FrameWriter:
                                "pixels": geo.display[0] * geo.display[1], "bpp": self.bpp}
         if self.prefilter is not None:
             row |= self.prefilter.check(data, index)
+            # Pixels of the picture, not of black bars around it: a letterboxed re-upload has fewer.
+            row["pixels"] = round(row["pixels"] * row.pop("content"))
         if row.get("decision") is None:
             (self.out_dir / name).write_bytes(data)
         if "display_size" not in self.media:  # as the first sampled frame shows it
@@ -185,10 +190,11 @@ def _extract_animation(container: Any, path: Path, writer: FrameWriter, result: 
     if count < 2:
         raise NoVideoStream(f"{path.name} is a still image, not a video")
     sampler = Sampler(writer.cfg)
+    start = timeline_start(container, stream) if stream is not None else Fraction(0)
     result.media["track"] = stream.index if stream is not None else 0
     for k, frame in enumerate([*peeked, *frames] if peeked else frames):
         result.decoded += 1
-        t = float(frame.time) if frame.time is not None else 0.0
+        t = _frame_time(frame, start, 1.0, 0) if isinstance(frame, av.VideoFrame) else frame.time
         if sampler.past_end(t):
             break
         if not sampler.due(t):
@@ -217,6 +223,8 @@ def _extract_video(container: Any, path: Path, threads: int, writer: FrameWriter
         raise NoVideoStream(f"{path.name} has {what}")
     if stream.codec_context is None:
         raise UnsupportedCodec(f"{path.name}: no decoder for codec {stream.codec.name if stream.codec else '?'}")
+    if stream.frames == 1 and path.suffix.lower() in STILL_FORMATS:
+        raise NoVideoStream(f"{path.name} is a still image, not a video")
     # Only the chosen track is demuxed and decoded.
     for other in container.streams:
         if other is not stream:
@@ -229,21 +237,34 @@ def _extract_video(container: Any, path: Path, threads: int, writer: FrameWriter
     writer.bpp = bits_per_pixel(container, stream, path)
     result.media.update(track=stream.index, codec=stream.codec_context.name)
     seek_to: float | None = cfg.start if cfg.start > 0 else None
+    start = timeline_start(container, stream)
     duration = _duration(container, stream)
     if cfg.end is not None and duration is not None:
         duration = min(duration, cfg.end)
-    keyframe_times: list[float] = []
+    # Keyframe spacing, from two keyframes in a row (the last one before a seek and the first after
+    # it are not in a row: their distance is the seek's).
+    gop = 0.0
     rate = float(stream.average_rate or stream.guessed_rate or 25)
+    aim_back = 0.0
     while True:
         reseek: float | None = None
+        aim = None if seek_to is None else max(0.0, seek_to - aim_back)
+        first: float | None = None
+        last_key: float | None = None
         try:
             # The lambda reads next_t as it advances: late binding is the point here.
             upcoming = None if sampler.keyframes_only else lambda: sampler.next_t
-            for frame in _decode(container, stream, seek_to, upcoming):
-                t = _frame_time(frame, rate, result.decoded)
+            for frame in _decode(container, stream, start, aim, upcoming):
+                t = _frame_time(frame, start, rate, result.decoded)
                 result.decoded += 1
-                if frame.key_frame and (not keyframe_times or t > keyframe_times[-1]):
-                    keyframe_times = [*keyframe_times[-1:], t]
+                if first is None:
+                    first = t
+                    if seek_to is not None and t > seek_to + 1e-6:
+                        break  # landed past the instant wanted: aim earlier (below)
+                if frame.key_frame:
+                    if last_key is not None and t > last_key:
+                        gop = t - last_key
+                    last_key = t
                 if sampler.past_end(t):
                     break
                 if not sampler.due(t, frame.key_frame):
@@ -258,7 +279,6 @@ def _extract_video(container: Any, path: Path, threads: int, writer: FrameWriter
                     break
                 if sampler.keyframes_only:
                     continue
-                gop = keyframe_times[1] - keyframe_times[0] if len(keyframe_times) == 2 else 0.0
                 if sampler.next_t - t > (SEEK_GOPS * gop if gop > 0 else SEEK_UNKNOWN_GOP_S):
                     reseek = sampler.next_t
                     break
@@ -266,6 +286,13 @@ def _extract_video(container: Any, path: Path, threads: int, writer: FrameWriter
             result.warnings.append(f"decoding stopped after {result.decoded} frames: {exc}")
             log.warning("%s: decoding stopped after %d frames: %s; keeping %d frames", path.name, result.decoded,
                         exc, len(result.frames))
+        if aim and seek_to is not None and (first is None or first > seek_to + 1e-6) and \
+                (duration is None or seek_to < duration):
+            # Files without an index (MPEG-TS, MPEG-PS, raw streams) seek by bytes and can land past
+            # the instant, or on frames that do not decode until the next keyframe: aim earlier, for
+            # the rest of this file, down to its start.
+            aim_back = SEEK_UNKNOWN_GOP_S if aim_back == 0 else aim_back * 4
+            continue
         if reseek is None:
             break
         seek_to = reseek
@@ -277,26 +304,44 @@ def _duration(container: Any, stream: Any) -> float | None:
     return container.duration / av.time_base if container.duration else None
 
 
-def _decode(container: Any, stream: Any, seek_to: float | None,
+def timeline_start(container: Any, stream: Any) -> Fraction:
+    """Where the file's timeline starts. Times count from here, as in ffmpeg and players (``-ss 5``
+    is 5 s into the video): an MPEG-TS starts at 1.4 s or at its camera's clock, hours in, a
+    Matroska file often one frame in, a fragmented MP4 at its first frame's reordering delay."""
+    if container.start_time is not None:
+        return Fraction(container.start_time, av.time_base)
+    if stream.start_time is not None and stream.time_base:
+        return Fraction(stream.start_time) * stream.time_base
+    return Fraction(0)
+
+
+def _decode(container: Any, stream: Any, start: Fraction, seek_to: float | None,
             next_sample: Callable[[], float] | None) -> Iterator[Any]:
-    """The stream's frames from ``seek_to``. With ``next_sample``, a packet shown before the next
-    sampling instant is decoded only if other frames refer to it: a non-reference frame (most
-    B-frames, half the frames of a typical H.264 stream) that is never sampled is skipped outright.
-    The decision uses the packet's own presentation time, so the sampled frames are unchanged."""
+    """The stream's frames from ``seek_to`` (seconds after ``start``). With ``next_sample``, a
+    packet shown before the next sampling instant is decoded only if other frames refer to it: a
+    non-reference frame (most B-frames, half the frames of a typical H.264 stream) that is never
+    sampled is skipped outright. The decision uses the packet's own presentation time, so the
+    sampled frames are unchanged."""
     if seek_to is not None and stream.time_base:
-        container.seek(int(seek_to / stream.time_base), stream=stream, backward=True, any_frame=False)
+        target = int((Fraction(seek_to) + start) / stream.time_base)
+        # Back to the start: timestamp 0 (or the start, if negative) lands on the first packet even
+        # where a byte-seeking demuxer would skip the first keyframe aiming at its exact time.
+        container.seek(target if seek_to > 0 else min(0, target), stream=stream, backward=True, any_frame=False)
     codec = stream.codec_context
     base = float(stream.time_base) if stream.time_base else 0.0
+    offset = float(start)
     for packet in container.demux(stream):
         if next_sample is not None:
-            early = packet.pts is not None and base > 0 and packet.pts * base + 1e-6 < next_sample()
+            early = packet.pts is not None and base > 0 and packet.pts * base - offset + 1e-6 < next_sample()
             codec.skip_frame = "NONREF" if early else "DEFAULT"
         yield from codec.decode(packet)
 
 
-def _frame_time(frame: Any, rate: float, decoded: int) -> float:
-    if frame.time is not None:
-        return float(frame.time)
+def _frame_time(frame: Any, start: Fraction, rate: float, decoded: int) -> float:
+    """Seconds after the timeline's start, computed exactly (a frame at 1.033 s of a file starting
+    at 0.033 s is at 1 s, not at 0.99999)."""
+    if frame.pts is not None and frame.time_base:
+        return float(frame.pts * frame.time_base - start)
     return decoded / rate
 
 

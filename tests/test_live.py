@@ -354,6 +354,11 @@ def test_a_watched_folder_mines_files_once_they_are_complete(tmp_path: Path) -> 
                 fh.flush()
                 time.sleep(0.4)
         os.replace(part, inbox / "cam1" / "clip.mkv")
+        # A folder of clips moved in whole: the OS reports the folder, not the files in it.
+        batch = tmp_path / "batch"
+        (batch / "day2").mkdir(parents=True)
+        shutil.copy(VIDEOS / "bottle-detection.mp4", batch / "day2" / "moved.mp4")
+        os.replace(batch, inbox / "batch")
         slow = inbox / "cam1" / "direct.mkv"  # written in place, with pauses shorter than settle_s
         with slow.open("wb") as fh:
             for k in range(0, len(data), len(data) // 4 + 1):
@@ -368,7 +373,7 @@ def test_a_watched_folder_mines_files_once_they_are_complete(tmp_path: Path) -> 
     assert not report.failures, [f.line() for f in report.failures]
     rows = [r for r in registry_rows(out) if r["kind"] == "local"]
     names = sorted(Path(r["input"]).name for r in rows)
-    assert names == ["already-there.mkv", "clip.mkv", "direct.mkv"], names
+    assert names == ["already-there.mkv", "clip.mkv", "direct.mkv", "moved.mp4"], names
     assert all(r["state"] == "done" for r in rows)
     # The complete file, not a prefix of it: as many frames as mining it directly gives.
     direct = next(r for r in rows if r["input"].endswith("direct.mkv"))
@@ -378,7 +383,7 @@ def test_a_watched_folder_mines_files_once_they_are_complete(tmp_path: Path) -> 
     thread, result = mine_in_thread([], out, watch=[inbox], duration=4, **{"watch.settle_s": 1.0})
     again = finish(thread, result)
     assert again.counters.get("frames_extracted", 0) == 0 and again.videos_skipped == 0
-    assert len([r for r in registry_rows(out) if r["kind"] == "local"]) == 3
+    assert len([r for r in registry_rows(out) if r["kind"] == "local"]) == 4
 
 
 def test_a_source_that_never_comes_up_fails_alone_with_a_reason(tmp_path: Path) -> None:
@@ -399,3 +404,29 @@ def test_live_sources_need_the_local_stage_pipeline(tmp_path: Path) -> None:
             mine(RunRequest(["rtsp://127.0.0.1:8554/cam"], load_config(None, {"output": str(tmp_path),
                                                                               "filter.model": str(MODEL)}),
                             engine=engine))  # type: ignore[arg-type]
+
+
+def test_a_folder_on_a_network_filesystem_is_polled(tmp_path: Path) -> None:
+    """Other machines' writes to an NFS or SMB folder raise no inotify event here: such folders are
+    listed every second instead, and files that land there are mined all the same."""
+    from video_miner.sources.watch import filesystem_type, needs_polling
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/sda1 / ext4 rw 0 0\nnas:/cams /mnt/my\\040nas nfs4 rw 0 0\n"
+                      "//srv/share /mnt/smb cifs rw 0 0\n/dev/sdb1 /mnt/my\\040nas/local ext4 rw 0 0\n")
+    text = mounts.read_text()
+    assert filesystem_type(Path("/mnt/my nas/cam1/a.mp4"), text) == "nfs4"
+    assert filesystem_type(Path("/mnt/my nas/local/a.mp4"), text) == "ext4"  # the deepest mount holds it
+    assert needs_polling([Path("/data"), Path("/mnt/smb/x")], mounts)
+    assert not needs_polling([Path("/data"), Path("/mnt/my nas/local")], mounts)
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    out = tmp_path / "out"
+    thread, result = mine_in_thread([], out, watch=[inbox], duration=8,
+                                    **{"watch.settle_s": 1.0, "watch.force_polling": True})
+    time.sleep(2)
+    shutil.copy(VIDEOS / "book.mkv", inbox / "from-another-machine.mkv")
+    report = finish(thread, result)
+    assert not report.failures
+    assert [Path(r["input"]).name for r in registry_rows(out) if r["state"] == "done"] == ["from-another-machine.mkv"]

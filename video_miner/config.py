@@ -172,6 +172,9 @@ class WatchConfig(_Section):
     #: Names being written under a temporary name are skipped until renamed.
     temporary_suffixes: list[str] = Field(default_factory=lambda: [".part", ".tmp", ".partial", ".crdownload",
                                                                    ".download", ".temp", ".ytdl"])
+    #: List the folders every second instead of waiting for the OS's file events. None: only for
+    #: folders on network filesystems (NFS, SMB, sshfs, ...), where other machines' writes raise none.
+    force_polling: bool | None = None
 
 
 class RayConfig(_Section):

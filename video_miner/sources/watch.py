@@ -1,8 +1,9 @@
 """``--watch DIR``: a folder that keeps receiving videos (the NAS the cameras dump clips into).
 
-The files already there are sources at once; then the OS tells us (inotify through ``watchfiles``;
-it polls only where the filesystem gives no events, e.g. NFS) of every file that appears or
-changes, recursively. A file is mined once it is complete: its size and time stamp stayed the same
+The files already there are sources at once; then the OS tells us (inotify through ``watchfiles``)
+of every file that appears or changes, recursively. Network filesystems (NFS, SMB, sshfs, ...) tell
+nothing of what other machines write, so a folder on one is polled instead (``watch.force_polling``
+overrides the choice). A file is mined once it is complete: its size and time stamp stayed the same
 for ``watch.settle_s``. Names being written under a temporary name (``.part``, ``.tmp``, ...) are
 skipped: the rename to the final name is an event like any other. Whether a file was mined before
 is the registry's business (a restart skips what is done)."""
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +24,35 @@ from ..config import WatchConfig
 from ..inputs import Source, is_listed_video, source_for_path
 
 log = logging.getLogger(__name__)
+#: How often a polled folder is listed.
+POLL_MS = 1000
+#: Filesystems whose changes made by other machines raise no inotify event here.
+NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "gpfs",
+                                 "beegfs", "afs", "davfs", "fuse.sshfs", "fuse.rclone", "fuse.s3fs", "fuse.gcsfuse",
+                                 "fuse.glusterfs", "fuse.cephfs", "fuse.davfs2", "fuse.juicefs", "fuse.mountpoint-s3"})
+
+
+def filesystem_type(path: Path, mounts: str) -> str | None:
+    """The type of the filesystem holding ``path``, from a ``/proc/self/mounts`` text."""
+    found: tuple[int, str | None] = (-1, None)
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        # Spaces and tabs in mount points are octal escapes there (\040).
+        point = Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1]))
+        if path.is_relative_to(point) and len(point.parts) > found[0]:
+            found = (len(point.parts), fields[2])
+    return found[1]
+
+
+def needs_polling(roots: list[Path], mounts_file: Path = Path("/proc/self/mounts")) -> bool:
+    """Whether any of ``roots`` is on a network filesystem (False where mounts cannot be read)."""
+    try:
+        mounts = mounts_file.read_text()
+    except OSError:
+        return False
+    return any(filesystem_type(root, mounts) in NETWORK_FILESYSTEMS for root in roots)
 
 
 class FolderWatcher:
@@ -84,11 +115,23 @@ class FolderWatcher:
 
     async def _watch(self) -> None:
         def wanted(change: Change, path: str) -> bool:
-            return change != Change.deleted and self.wanted(Path(path))
+            return change != Change.deleted and (self.wanted(Path(path)) or Path(path).is_dir())
 
-        async for changes in awatch(*self.roots, watch_filter=wanted, stop_event=self._stop, recursive=True):
-            for _, path in sorted(changes, key=lambda c: c[1]):
-                self._schedule(Path(path), delay=self.config.settle_s)
+        polling = self.config.force_polling if self.config.force_polling is not None else needs_polling(self.roots)
+        if polling:
+            log.info("watch: polling %s (a network filesystem: no file events from other machines)",
+                     ", ".join(map(str, self.roots)))
+        async for changes in awatch(*self.roots, watch_filter=wanted, stop_event=self._stop, recursive=True,
+                                    force_polling=polling, poll_delay_ms=POLL_MS):
+            for _, name in sorted(changes, key=lambda c: c[1]):
+                path = Path(name)
+                if path.is_dir():
+                    # A folder moved in says only that it came, not what it holds; files written
+                    # into a new folder before the OS watched it said nothing either.
+                    for inner in sorted(p for p in path.rglob("*") if p.is_file() and self.wanted(p)):
+                        self._schedule(inner, delay=self.config.settle_s)
+                else:
+                    self._schedule(path, delay=self.config.settle_s)
 
     def _schedule(self, path: Path, delay: float) -> None:
         """Look at ``path`` again in ``delay`` seconds; a change meanwhile starts the wait over."""

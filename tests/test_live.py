@@ -156,6 +156,41 @@ def test_live_ffmpeg_options_reach_the_stream(ffmpeg: str, tmp_path: Path) -> No
     assert "never came up" in report.failures[0].line()
 
 
+def test_a_stream_whose_clock_goes_back_is_sampled_on(ffmpeg: str, tmp_path: Path) -> None:
+    """An encoder restarted behind one connection: the MPEG-TS clock starts over mid-stream (two
+    recordings joined byte for byte, sent at their real-time rate). Sampling goes on through it."""
+    parts = []
+    for k, start in enumerate((0, 10)):
+        part = tmp_path / f"part{k}.ts"
+        subprocess.run([ffmpeg, "-v", "error", "-ss", str(start), "-i", str(BOTTLE), "-t", "6", "-an", "-c:v", "libx264",
+                        "-preset", "ultrafast", "-g", "10", "-f", "mpegts", str(part)], check=True)
+        parts.append(part.read_bytes())
+    data = b"".join(parts)
+    server = socket.create_server(("127.0.0.1", 0))
+    url = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+
+    def send() -> None:
+        conn, _ = server.accept()
+        with conn:
+            chunk = len(data) // 60 + 1
+            for k in range(0, len(data), chunk):  # 12 s of video in 12 s
+                conn.sendall(data[k:k + chunk])
+                time.sleep(0.2)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    out = tmp_path / "out"
+    thread, result = mine_in_thread([url], out, **{"live.reconnect_timeout_s": 0})
+    report = finish(thread, result)
+    sender.join()
+    server.close()
+    assert not report.failures
+    stats = live_metrics(out)[url]
+    assert stats["frames_sampled"] >= 10, stats  # about 12 at 1 fps; 6 if sampling stopped at the reset
+    times = [r["timestamp"] for r in manifest(out) if r["source"] == url]
+    assert len(times) == len(set(times))
+
+
 def test_a_stream_killed_midway_and_restarted_is_reconnected(ffmpeg: str, tmp_path: Path) -> None:
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"

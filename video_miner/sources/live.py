@@ -27,6 +27,8 @@ from ..prefilter import Prefilter
 from ..stages.extract import FrameWriter, Sampler, bits_per_pixel
 
 log = logging.getLogger(__name__)
+#: A clock going back more than this within one connection is a restart of the stream's timeline.
+CLOCK_JUMP_S = 1.0
 
 
 @dataclass
@@ -175,6 +177,7 @@ class LiveReader:
         codec.thread_type = "AUTO"
         base = float(stream.time_base) if stream.time_base else 0.0
         first: float | None = None
+        last_t = 0.0
         for packet in container.demux(stream):
             if self.stop.is_set():
                 return False
@@ -196,6 +199,13 @@ class LiveReader:
                 if first is None:
                     first = float(frame.time)
                 t = float(frame.time) - first
+                if t < last_t - CLOCK_JUMP_S:
+                    # The stream's clock went back (an encoder restarted, an HLS discontinuity): go on
+                    # from where the timeline was, or nothing would be sampled until it caught up.
+                    log.warning("%s: the stream's clock went back %.1fs; going on from %.1fs", self.url, last_t - t, last_t)
+                    first = float(frame.time) - last_t
+                    t = last_t
+                last_t = t
                 if not sampler.due(t, frame.key_frame):
                     continue
                 sampler.take(t)

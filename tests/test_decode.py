@@ -174,6 +174,18 @@ def test_hdr_is_tone_mapped_as_ffmpeg_does(media, ffmpeg: str, tmp_path: Path) -
         naive = next(container.decode(video=0)).to_ndarray(format="rgb24")
     assert float(np.std(frames[0])) > 1.3 * float(np.std(naive))
 
+def test_a_raw_h264_stream_is_read_through(media, ffmpeg: str, tmp_path: Path) -> None:
+    """A Raspberry Pi camera's .h264: no container, no timestamps (25 fps assumed, as ffmpeg does);
+    it cannot seek, so a start is reached by decoding through, not by a seek that reads to the end."""
+    path = media("pi-camera.h264", "-an", "-c:v", "libx264", "-g", "10", "-f", "h264", seconds=6)
+    theirs = ffmpeg_samples(ffmpeg, path)
+    _, frames = ours(path, tmp_path / "all")
+    assert_same_pictures(frames, theirs)
+    result, frames = ours(path, tmp_path / "part", start=3.0)
+    assert [round(f["t"]) for f in result.frames][:2] == [3, 4]  # no frame at exactly 3 s at 29.83 fps
+    assert_same_pictures(frames, theirs[3:])
+
+
 @pytest.mark.parametrize(("name", "args"), [
     # A camera's recording: MPEG-TS stamped with the camera's clock, an hour in.
     ("camera.ts", ("-c:v", "libx264", "-an", "-output_ts_offset", "3600", "-f", "mpegts")),

@@ -14,6 +14,8 @@ from .naming import video_id_for
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts", ".flv", ".f4v", ".wmv",
      ".asf", ".3gp", ".ogv", ".vob", ".mxf", ".y4m",
+     # Raw elementary streams, as a Raspberry Pi camera or an NVR export writes them.
+     ".h264", ".264", ".h265", ".265", ".hevc",
      # Animated images are videos too (a one-frame one fails as a still image).
      ".gif", ".apng", ".webp", ".avif"}
 )

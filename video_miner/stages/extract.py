@@ -35,6 +35,8 @@ from .base import MinerStage
 
 log = logging.getLogger(__name__)
 INDEX = "frames.json"
+#: libavformat's flag of formats without timestamps.
+AVFMT_NOTIMESTAMPS = 0x80
 #: Image formats in video containers (HEIF: MP4's boxes), one frame when not animated.
 STILL_FORMATS = frozenset({".avif", ".heic", ".heif"})
 #: Seek instead of decoding through when the next sample is this many keyframe gaps away.
@@ -246,20 +248,29 @@ def _extract_video(container: Any, path: Path, threads: int, writer: FrameWriter
     gop = 0.0
     rate = float(stream.average_rate or stream.guessed_rate or 25)
     aim_back = 0.0
+    # Raw H.264/HEVC elementary streams carry no timestamps to seek by (and an attempt reads to the
+    # end); their frames are timed as ffmpeg times them, at the rate the bitstream declares, not at
+    # the demuxer's 25 fps default.
+    seekable = not container.format.flags & AVFMT_NOTIMESTAMPS
+    if not seekable:
+        rate = float(stream.guessed_rate or rate)
     while True:
         reseek: float | None = None
         aim = None if seek_to is None else max(0.0, seek_to - aim_back)
+        seeked = aim is not None and seekable and _seek(container, stream, start, aim)
+        if aim is not None and not seeked:
+            seekable = False  # a raw elementary stream: decode on from where it is
         first: float | None = None
         last_key: float | None = None
         try:
             # The lambda reads next_t as it advances: late binding is the point here.
             upcoming = None if sampler.keyframes_only else lambda: sampler.next_t
-            for frame in _decode(container, stream, start, aim, upcoming):
+            for frame in _decode(container, stream, start, upcoming):
                 t = _frame_time(frame, start, rate, result.decoded)
                 result.decoded += 1
                 if first is None:
                     first = t
-                    if seek_to is not None and t > seek_to + 1e-6:
+                    if seeked and seek_to is not None and t > seek_to + 1e-6:
                         break  # landed past the instant wanted: aim earlier (below)
                 if frame.key_frame:
                     if last_key is not None and t > last_key:
@@ -279,14 +290,14 @@ def _extract_video(container: Any, path: Path, threads: int, writer: FrameWriter
                     break
                 if sampler.keyframes_only:
                     continue
-                if sampler.next_t - t > (SEEK_GOPS * gop if gop > 0 else SEEK_UNKNOWN_GOP_S):
+                if seekable and sampler.next_t - t > (SEEK_GOPS * gop if gop > 0 else SEEK_UNKNOWN_GOP_S):
                     reseek = sampler.next_t
                     break
         except av.error.FFmpegError as exc:
             result.warnings.append(f"decoding stopped after {result.decoded} frames: {exc}")
             log.warning("%s: decoding stopped after %d frames: %s; keeping %d frames", path.name, result.decoded,
                         exc, len(result.frames))
-        if aim and seek_to is not None and (first is None or first > seek_to + 1e-6) and \
+        if seeked and aim and seek_to is not None and (first is None or first > seek_to + 1e-6) and \
                 (duration is None or seek_to < duration):
             # Files without an index (MPEG-TS, MPEG-PS, raw streams) seek by bytes and can land past
             # the instant, or on frames that do not decode until the next keyframe: aim earlier, for
@@ -315,18 +326,26 @@ def timeline_start(container: Any, stream: Any) -> Fraction:
     return Fraction(0)
 
 
-def _decode(container: Any, stream: Any, start: Fraction, seek_to: float | None,
-            next_sample: Callable[[], float] | None) -> Iterator[Any]:
-    """The stream's frames from ``seek_to`` (seconds after ``start``). With ``next_sample``, a
-    packet shown before the next sampling instant is decoded only if other frames refer to it: a
-    non-reference frame (most B-frames, half the frames of a typical H.264 stream) that is never
-    sampled is skipped outright. The decision uses the packet's own presentation time, so the
-    sampled frames are unchanged."""
-    if seek_to is not None and stream.time_base:
-        target = int((Fraction(seek_to) + start) / stream.time_base)
+def _seek(container: Any, stream: Any, start: Fraction, seconds: float) -> bool:
+    """To the keyframe at or before ``seconds`` after ``start``; False where the file cannot seek."""
+    if not stream.time_base:
+        return False
+    target = int((Fraction(seconds) + start) / stream.time_base)
+    try:
         # Back to the start: timestamp 0 (or the start, if negative) lands on the first packet even
         # where a byte-seeking demuxer would skip the first keyframe aiming at its exact time.
-        container.seek(target if seek_to > 0 else min(0, target), stream=stream, backward=True, any_frame=False)
+        container.seek(target if seconds > 0 else min(0, target), stream=stream, backward=True, any_frame=False)
+    except av.error.FFmpegError:
+        return False
+    return True
+
+
+def _decode(container: Any, stream: Any, start: Fraction, next_sample: Callable[[], float] | None) -> Iterator[Any]:
+    """The stream's frames from where the demuxer is. With ``next_sample``, a packet shown before
+    the next sampling instant is decoded only if other frames refer to it: a non-reference frame
+    (most B-frames, half the frames of a typical H.264 stream) that is never sampled is skipped
+    outright. The decision uses the packet's own presentation time, so the sampled frames are
+    unchanged."""
     codec = stream.codec_context
     base = float(stream.time_base) if stream.time_base else 0.0
     offset = float(start)

@@ -117,3 +117,31 @@ def test_every_planted_pair_is_resolved_at_scale() -> None:
     kept = select_distinct(h, np.random.default_rng(2).permutation(len(h)), t) < 0
     assert not (kept[plants[:, 0]] & kept[plants[:, 1]]).any(), "no planted pair keeps both frames"
     assert kept.sum() >= n - 2000
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_repeated_pictures_give_the_brute_force_result(seed: int) -> None:
+    """Frames with equal hashes (a looping stream, a still scene): one node each, the same answer."""
+    rng = np.random.default_rng(seed)
+    h = np.repeat(clusters(seed)[::4], rng.integers(1, 6, size=70))
+    truth = rng.random(len(h)) < 0.6
+    priority = rng.permutation(len(h))
+    eligible = np.where(rng.random(len(h)) < 0.5, UNKNOWN, np.where(truth, YES, NO))
+    got = select_distinct(h, priority, 4, eligible, lambda nodes: [bool(truth[i]) for i in nodes], batch=3)
+    assert np.array_equal(got, brute_greedy(h, priority, 4, truth))
+
+
+def test_a_camera_watching_a_still_scene_costs_memory_per_picture_not_per_pair() -> None:
+    """200,000 frames of 100 pictures (a week of a shop camera whose scene barely changes): the old
+    pair list held billions of pairs. Now memory stays near the frames' own arrays."""
+    import tracemalloc
+
+    rng = np.random.default_rng(7)
+    pictures = rng.integers(0, 2**64 - 1, size=100, dtype=np.uint64)
+    h = pictures[rng.integers(0, 100, size=200_000)]
+    tracemalloc.start()
+    dup_of = select_distinct(h, rng.permutation(len(h)), 6)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert (dup_of == KEPT).sum() == len(np.unique(h))
+    assert peak < 100 * 2**20, peak / 2**20

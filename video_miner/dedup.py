@@ -102,6 +102,10 @@ def select_distinct(hashes: np.ndarray, priority: np.ndarray, threshold: int, el
     detection was skipped) needs ``resolve`` only if no kept frame covers it, and the result is
     the same as if every frame's eligibility had been known from the start.
 
+    Frames with equal hashes (a camera watching a still scene, a looping stream, a video listed
+    twice) are one node of the graph of near pairs, which is built over distinct hashes only: a
+    picture seen ten thousand times costs one node, not fifty million pairs.
+
     Returns ``dup_of``: ``KEPT``, ``NOT_ELIGIBLE``, or the index of the most preferred kept frame
     within ``threshold`` bits. ``eligible`` defaults to all ``YES``.
     """
@@ -115,39 +119,46 @@ def select_distinct(hashes: np.ndarray, priority: np.ndarray, threshold: int, el
             chunk = nodes[start:start + batch]
             known[chunk] = [YES if ok else NO for ok in resolve(chunk)]  # type: ignore[misc]
 
-    # A negative threshold: dedup is off, only eligibility counts.
-    pairs = near_pairs(hashes, threshold) if n and threshold >= 0 else np.empty((0, 2), dtype=np.int64)
-    involved = np.zeros(n, dtype=bool)
-    involved[pairs.ravel()] = True
+    if threshold < 0 or n == 0:  # dedup off: only eligibility counts
+        ask(np.flatnonzero(known == UNKNOWN).tolist())
+        return np.where(known == YES, KEPT, NOT_ELIGIBLE).astype(np.int64)
+    values, group = np.unique(np.asarray(hashes, dtype=np.uint64), return_inverse=True)
+    group = group.ravel()
+    pairs = near_pairs(values, threshold) if len(values) > 1 else np.empty((0, 2), dtype=np.int64)
+    edges = np.concatenate([pairs, pairs[:, ::-1]])
+    edges = edges[np.argsort(edges[:, 0], kind="stable")]
+    starts = np.searchsorted(edges[:, 0], np.arange(len(values) + 1)).tolist()
+    near = edges[:, 1].tolist()
+    sizes = np.bincount(group, minlength=len(values))
+    involved = ((sizes > 1) | (np.diff(starts) > 0))[group]
     # A frame with no near neighbour is never anyone's duplicate: only its eligibility counts.
     ask(np.flatnonzero(~involved & (known == UNKNOWN)).tolist())
     dup_of = np.where(known == YES, KEPT, NOT_ELIGIBLE).astype(np.int64)
-    if not len(pairs):
-        return dup_of
-    rank = np.empty(n, dtype=np.int64)
-    rank[np.asarray(priority, dtype=np.int64)] = np.arange(n)
-    edges = np.concatenate([pairs, pairs[:, ::-1]])
-    edges = edges[np.lexsort((rank[edges[:, 1]], rank[edges[:, 0]]))]
-    starts = np.searchsorted(rank[edges[:, 0]], np.arange(n + 1))
     walk = np.asarray(priority, dtype=np.int64)
     walk = walk[involved[walk]].tolist()
+    if not walk:
+        return dup_of
     dup_of[walk] = NOT_ELIGIBLE
-    kept = np.zeros(n, dtype=bool)
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.asarray(priority, dtype=np.int64)] = np.arange(n)
+    ranks, groups = rank.tolist(), group.tolist()
+    # The first frame kept with each hash: walked in priority order, the most preferred one.
+    first_kept = [-1] * len(values)
 
     def covering(node: int) -> int:
-        """The most preferred kept frame within the threshold and more preferred, or -1."""
-        r = rank[node]
-        for other in edges[starts[r]:starts[r + 1], 1].tolist():
-            # Neighbours come in priority order: the first kept, more preferred one wins.
-            if rank[other] >= r:
-                break
-            if kept[other]:
-                return int(other)
-        return -1
+        """The most preferred kept frame within the threshold (all kept so far are more preferred), or -1."""
+        g = groups[node]
+        best = first_kept[g]
+        for other in near[starts[g]:starts[g + 1]]:
+            k = first_kept[other]
+            if k >= 0 and (best < 0 or ranks[k] < ranks[best]):
+                best = k
+        return best
 
     def near_any(node: int, others: list[int]) -> bool:
-        r = rank[node]
-        return any(rank[o] < r and o in others for o in edges[starts[r]:starts[r + 1], 1].tolist())
+        g = groups[node]
+        close = {g, *near[starts[g]:starts[g + 1]]}
+        return any(groups[o] in close for o in others)
 
     unknown_at = [pos for pos, node in enumerate(walk) if known[node] == UNKNOWN]
     next_unknown = 0
@@ -169,6 +180,6 @@ def select_distinct(hashes: np.ndarray, priority: np.ndarray, threshold: int, el
                     todo.append(walk[later])
             ask(todo)
         if known[node] == YES:
-            kept[node] = True
+            first_kept[groups[node]] = node  # none of its hash was kept before: it would cover this one
             dup_of[node] = KEPT
     return dup_of

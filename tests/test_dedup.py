@@ -145,3 +145,13 @@ def test_a_camera_watching_a_still_scene_costs_memory_per_picture_not_per_pair()
     tracemalloc.stop()
     assert (dup_of == KEPT).sum() == len(np.unique(h))
     assert peak < 100 * 2**20, peak / 2**20
+
+
+@pytest.mark.parametrize("t", [2, 6])
+def test_near_pairs_of_dense_clusters_are_each_found_once(t: int) -> None:
+    """Near-identical pictures share most bands (a camera's noise flips a bit or two): every pair
+    is found, and reported once, not once per pair of shared bands."""
+    h = np.concatenate([clusters(3), clusters(3)[:50]])
+    pairs = near_pairs(h, t)
+    assert len(pairs) == len({tuple(p) for p in pairs.tolist()})
+    assert set(map(tuple, pairs.tolist())) == brute_pairs(h, t)

@@ -29,14 +29,23 @@ def _bands(threshold: int) -> list[tuple[int, int]]:
     return list(zip(shifts, widths, strict=True))
 
 
-def _pairs_sharing_key(key: np.ndarray, hashes: np.ndarray, threshold: int) -> list[np.ndarray]:
-    """Pairs within ``threshold`` among hashes whose ``key`` (two bands) is equal."""
+def _pairs_sharing_key(key: np.ndarray, hashes: np.ndarray, threshold: int, earlier: list[tuple[int, int]]
+                       ) -> list[np.ndarray]:
+    """Pairs within ``threshold`` among hashes whose ``key`` (two bands) is equal, but for those
+    that also share one of the ``earlier`` bands (shift, width) besides the first of the key's:
+    an earlier band pair finds those, and each pair is reported once."""
     n = len(key)
     order = np.argsort(key, kind="stable")
     sk, sh = key[order], hashes[order]
     found: list[np.ndarray] = []
 
     def keep(i: np.ndarray, d: int) -> None:
+        if len(i) and earlier:
+            x = sh[i] ^ sh[i + d]
+            seen = np.zeros(len(i), dtype=bool)
+            for shift, width in earlier:
+                seen |= (x >> np.uint64(shift)) & np.uint64((1 << width) - 1) == 0
+            i = i[~seen]
         if len(i):
             a, b = order[i], order[i + d]
             found.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
@@ -73,14 +82,18 @@ def near_pairs(hashes: np.ndarray, threshold: int, threads: int | None = None) -
         key = (values[a] << np.uint32(bands[b][1])) | values[b]
         if bands[a][1] + bands[b][1] <= 16:
             key = key.astype(np.uint16)  # numpy sorts 16-bit keys by radix
-        return _pairs_sharing_key(key, hashes, threshold)
+        # A pair is reported by the first two bands it shares: (a, b) skips pairs sharing a band
+        # before b other than a. Near-identical pictures share most bands: without this a pair came
+        # from up to 28 band pairs, and sorting out the repeats cost more than finding them.
+        return _pairs_sharing_key(key, hashes, threshold, [bands[k] for k in range(b) if k != a])
 
     # numpy releases the GIL in sorts and ufuncs, so band pairs run on all cores.
     with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
         found = [p for chunk in pool.map(for_bands, combinations(range(len(bands)), 2)) for p in chunk]
     if not found:
         return np.empty((0, 2), dtype=np.int64)
-    return np.unique(np.concatenate(found).astype(np.int64), axis=0)
+    pairs = np.concatenate(found).astype(np.int64)
+    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
 
 
 #: ``eligible`` values: the frame shows the wanted classes, does not, or has not been asked yet.
@@ -139,21 +152,19 @@ def select_distinct(hashes: np.ndarray, priority: np.ndarray, threshold: int, el
     if not walk:
         return dup_of
     dup_of[walk] = NOT_ELIGIBLE
-    rank = np.empty(n, dtype=np.int64)
-    rank[np.asarray(priority, dtype=np.int64)] = np.arange(n)
-    ranks, groups = rank.tolist(), group.tolist()
-    # The first frame kept with each hash: walked in priority order, the most preferred one.
-    first_kept = [-1] * len(values)
+    groups = group.tolist()
+    # Per hash, the most preferred kept frame within the threshold: frames are kept in priority
+    # order, so the first one kept near a hash covers it for good.
+    covered_by = [-1] * len(values)
 
     def covering(node: int) -> int:
-        """The most preferred kept frame within the threshold (all kept so far are more preferred), or -1."""
+        return covered_by[groups[node]]
+
+    def keep(node: int) -> None:
         g = groups[node]
-        best = first_kept[g]
-        for other in near[starts[g]:starts[g + 1]]:
-            k = first_kept[other]
-            if k >= 0 and (best < 0 or ranks[k] < ranks[best]):
-                best = k
-        return best
+        for other in (g, *near[starts[g]:starts[g + 1]]):
+            if covered_by[other] < 0:
+                covered_by[other] = node
 
     def near_any(node: int, others: list[int]) -> bool:
         g = groups[node]
@@ -180,6 +191,6 @@ def select_distinct(hashes: np.ndarray, priority: np.ndarray, threshold: int, el
                     todo.append(walk[later])
             ask(todo)
         if known[node] == YES:
-            first_kept[groups[node]] = node  # none of its hash was kept before: it would cover this one
+            keep(node)
             dup_of[node] = KEPT
     return dup_of

@@ -186,3 +186,47 @@ def test_unsampled_non_reference_frames_are_never_decoded_and_the_samples_do_not
                 next_t += 0.5 * (int((frame.time - next_t) / 0.5 + 1e-9) + 1)
     assert [(f["t"], (tmp_path / f["file"]).read_bytes()) for f in result.frames] == expected
     assert result.decoded < 0.7 * 1189, result.decoded  # 1189 frames, about half of them non-reference
+
+
+@pytest.mark.parametrize("first", ["copy", "original"])
+def test_a_deferred_twin_does_not_defer_a_more_preferred_twin(tmp_path: Path, first: str) -> None:
+    """Byte-identical frames of a video and of its copy (listed later) on either side of a kept near
+    frame in priority: the original's frame ranks above the kept one, the copy's below. Whichever
+    twin reaches the detection cache first, the original's is detected once and the copy's is not
+    deferred in its place (a race that made CI count 22 detections instead of 21)."""
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from video_miner.config import load_config
+    from video_miner.context import MiningContext
+    from video_miner.registry import Decision, Registry
+    from video_miner.stages.filter import FrameJudge
+
+    config = load_config(None, {"output": str(tmp_path)})
+    ctx = MiningContext(config=config, registry=Registry(tmp_path / "registry.sqlite"), output=tmp_path)
+    requests: list[Future[list[dict]]] = []
+
+    def submit(image: Image.Image) -> Future[list[dict]]:
+        requests.append(Future())
+        return requests[-1]
+
+    judge = FrameJudge(ctx, SimpleNamespace(batcher=SimpleNamespace(submit=submit)))  # type: ignore[arg-type]
+    image = tmp_path / "frame.jpg"
+    Image.new("RGB", (64, 36)).save(image)
+    measures = {"pixels": 2304, "bpp": 0.1, "sharpness": 50.0, "digest": "same-bytes", "phash": 0b11}
+    assert ctx.hints is not None
+    ctx.hints.add(0b01, ctx.priority({**measures, "t": 2.0}, 0, "a"))  # kept: the original at 2 s
+    twins = {"original": ({**measures, "t": 1.0, "decision": None}, 0, "a"),
+             "copy": ({**measures, "t": 1.0, "decision": None}, 1, "b")}
+    order = [first, "original" if first == "copy" else "copy"]
+    tickets = {name: judge.start(twins[name][0], image, twins[name][1], twins[name][2]) for name in order}
+    assert len(requests) == 1
+    requests[0].set_result([{"class_index": 0, "conf": 0.9, "xywhn": [0.5, 0.5, 0.2, 0.2]}])
+    for name, ticket in tickets.items():
+        while ticket is not None:
+            ticket = judge.finish(ticket, twins[name][1], twins[name][2])
+    original, copy = twins["original"][0], twins["copy"][0]
+    assert original["decision"] == Decision.CANDIDATE and original.get("detected") is True
+    assert copy["decision"] in (Decision.DEFERRED, Decision.CANDIDATE) and not copy.get("detected")

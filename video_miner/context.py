@@ -69,13 +69,17 @@ class DetectionCache:
                 self._by_digest.popitem(last=False)
             return future, True
 
+    def forget(self, digest: str, future: Future[list[dict[str, Any]]]) -> None:
+        """Drop a claim that will hold no detections (its frame was deferred): the next twin claims anew."""
+        with self._lock:
+            if self._by_digest.get(digest) is future:
+                del self._by_digest[digest]
+
     def settle(self, digest: str, future: Future[list[dict[str, Any]]], source: Future[list[dict[str, Any]]]) -> None:
         """Copy an owned claim's outcome from ``source`` (its detector request); a failure is
         forgotten, so a later twin asks the detector again."""
         if (error := source.exception()) is not None:
-            with self._lock:
-                if self._by_digest.get(digest) is future:
-                    del self._by_digest[digest]
+            self.forget(digest, future)
             future.set_exception(error)
         else:
             future.set_result(source.result())

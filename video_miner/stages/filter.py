@@ -31,7 +31,8 @@ from .base import MinerStage
 from .extract import read_index
 
 RESULT = "filter.json"
-#: What the detection cache holds for a frame that was deferred: its byte-identical twins are too.
+#: What a frame's byte-identical twins waiting on it hear when it was deferred: whether they are
+#: too depends on their own priority (a twin may be more preferred), so each decides again.
 DEFERRED: Detections = []
 
 
@@ -44,6 +45,8 @@ class Ticket:
     future: Future[Detections]
     claim: Future[Detections] | None = None
     image: Path | None = None
+    #: Waiting on a byte-identical frame's claim rather than on its own.
+    twin: bool = False
 
 
 class FrameJudge:
@@ -61,7 +64,7 @@ class FrameJudge:
             return None
         claim, owner = self.ctx.detections.claim(row["digest"])
         if not owner:  # a byte-identical frame was detected, or is in a batch now
-            return Ticket(row, claim)
+            return Ticket(row, claim, image=image, twin=True)
         return self._route(Ticket(row, claim, claim, image), self.ctx.priority(row, order, video_id))
 
     def _route(self, ticket: Ticket, key: PriorityKey) -> Ticket | None:
@@ -69,8 +72,7 @@ class FrameJudge:
         row, claim, hints = ticket.row, ticket.claim, self.ctx.hints
         assert claim is not None and ticket.image is not None
         if hints is not None and hints.covers(row["phash"], key):
-            claim.set_result(DEFERRED)  # its byte-identical twins are deferred too
-            self._defer(row)
+            self._defer(row, claim)
             return None
         if hints is not None and (blocker := hints.blocker(row["phash"], key)) is not None:
             return Ticket(row, blocker, claim, ticket.image)
@@ -90,14 +92,14 @@ class FrameJudge:
         if ticket.future is not ticket.claim and ticket.claim is not None:  # it waited on a blocker
             shown = ticket.future.exception() is None and bool(ticket.future.result())
             if shown:
-                ticket.claim.set_result(DEFERRED)
-                self._defer(row)
+                self._defer(row, ticket.claim)
                 return None
             return self._route(Ticket(row, ticket.claim, ticket.claim, ticket.image), key)
         dets = ticket.future.result()
-        if dets is DEFERRED:
-            self._defer(row)
-            return None
+        if dets is DEFERRED and ticket.twin and ticket.image is not None:
+            # Its twin was deferred for a near frame more preferred than that twin; this frame may
+            # rank above that one, so the outcome must not depend on which twin claimed first.
+            return self.start(row, ticket.image, order, video_id)
         row["detections"] = dets
         row["decision"] = Decision.CANDIDATE if dets else Decision.NEGATIVE
         if not dets:
@@ -115,8 +117,10 @@ class FrameJudge:
             failed.set_exception(exc)
             return failed
 
-    @staticmethod
-    def _defer(row: dict[str, Any]) -> None:
+    def _defer(self, row: dict[str, Any], claim: Future[Detections]) -> None:
+        """Defer ``row``; its twins waiting on ``claim`` decide again, one of them claiming anew."""
+        self.ctx.detections.forget(row["digest"], claim)
+        claim.set_result(DEFERRED)
         row["decision"] = Decision.DEFERRED
         row["reason"] = "near-duplicate of a frame with the classes: detection deferred to the export"
 

@@ -48,7 +48,7 @@ from .message import StageMessage
 from .orchestrator import AsyncPipelineOrchestrator
 from .sequential import SequentialRunner
 from .spec import PipelineError, QueuePolicy, StageSpec
-from .stats import ItemOutcome, PipelineEvent, RunResult, StageStats, Status
+from .stats import ItemOutcome, PipelineEvent, RunResult, StageSnapshot, StageStats, Status
 from .worker import BaseStageWorker, FatalStageError, StageOutput
 
 __all__ = [
@@ -67,6 +67,7 @@ __all__ = [
     "SequentialRunner",
     "StageMessage",
     "StageOutput",
+    "StageSnapshot",
     "StageSpec",
     "StageStats",
     "Status",

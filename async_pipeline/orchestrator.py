@@ -21,7 +21,7 @@ from typing import Any
 from .batcher import BatcherClosed
 from .message import StageMessage
 from .spec import PipelineError, QueuePolicy, StageSpec
-from .stats import EventCallback, ItemOutcome, OutcomeTracker, RunResult, Status
+from .stats import EventCallback, ItemOutcome, OutcomeTracker, RunResult, StageSnapshot, Status
 from .worker import BaseStageWorker, FatalStageError, as_messages, backoff_delay, is_async_worker, should_retry
 
 _EOS = object()
@@ -83,7 +83,7 @@ class AsyncPipelineOrchestrator:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- observers -------------------------------------------------------------------------
-    def snapshot(self) -> dict[str, dict[str, Any]]:
+    def snapshot(self) -> dict[str, StageSnapshot]:
         """Per-stage live state as plain data; safe to call at any moment from the loop."""
         for spec, q in zip(self.specs, self._queues, strict=False):
             self._tracker.stages[spec.name].queue_depth = q.qsize()

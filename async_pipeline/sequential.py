@@ -16,7 +16,7 @@ from typing import Any
 
 from .message import StageMessage
 from .spec import PipelineError, StageSpec
-from .stats import EventCallback, ItemOutcome, OutcomeTracker, RunResult, Status
+from .stats import EventCallback, ItemOutcome, OutcomeTracker, RunResult, StageSnapshot, Status
 from .worker import BaseStageWorker, FatalStageError, as_messages, backoff_delay, is_async_worker, should_retry
 
 
@@ -40,7 +40,7 @@ class SequentialRunner:
         self._stats_lock = threading.Lock()
         self._stop = threading.Event()
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
+    def snapshot(self) -> dict[str, StageSnapshot]:
         with self._stats_lock:
             return {name: st.snapshot() for name, st in self._tracker.stages.items()}
 

@@ -6,7 +6,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -77,32 +77,49 @@ class StageStats:
         with self._progress_lock:
             self.progress.pop(item_id, None)
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "workers": self.workers,
-            "busy": self.busy,
-            "idle": self.idle,
-            "queue_size": self.queue_size,
-            "queue_depth": self.queue_depth,
-            "queue_high_water": self.queue_high_water,
-            "items_in": self.items_in,
-            "items_out": self.items_out,
-            "dropped": self.dropped,
-            "failed": self.failed,
-            "retries": self.retries,
-            "queue_dropped": self.queue_dropped,
-            "busy_seconds": self.busy_seconds,
-            "setup_seconds": self.setup_seconds,
-            "avg_seconds": self.avg_seconds,
-            "processed": self.durations.count,
-            "progress_unit": self.progress_unit,
-            "in_flight": self._in_flight(),
-        }
+    def snapshot(self) -> StageSnapshot:
+        return StageSnapshot(
+            name=self.name, workers=self.workers, busy=self.busy, idle=self.idle, queue_size=self.queue_size,
+            queue_depth=self.queue_depth, queue_high_water=self.queue_high_water, items_in=self.items_in,
+            items_out=self.items_out, dropped=self.dropped, failed=self.failed, retries=self.retries,
+            queue_dropped=self.queue_dropped, busy_seconds=self.busy_seconds, setup_seconds=self.setup_seconds,
+            avg_seconds=self.avg_seconds, processed=self.durations.count, progress_unit=self.progress_unit,
+            in_flight=self._in_flight())
 
-    def _in_flight(self) -> dict[str, list[float | None]]:
+    def _in_flight(self) -> dict[str, tuple[float, float | None]]:
         with self._progress_lock:
-            return {item: [done, total] for item, (done, total) in self.progress.items()}
+            return dict(self.progress)
+
+
+@dataclass(frozen=True)
+class StageSnapshot:
+    """One stage's figures at a moment, as observers read them."""
+
+    name: str
+    workers: int
+    busy: int
+    idle: int
+    queue_size: int
+    queue_depth: int
+    queue_high_water: int
+    items_in: int
+    items_out: int
+    dropped: int
+    failed: int
+    retries: int
+    #: Items the queue policy threw away before this stage saw them.
+    queue_dropped: int
+    busy_seconds: float
+    setup_seconds: float
+    avg_seconds: float
+    #: Items whose processing ended (passed on, dropped or failed).
+    processed: int
+    progress_unit: str = ""
+    #: Items in the stage that reported progress: item id -> (done, total or None).
+    in_flight: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -216,7 +233,7 @@ class OutcomeTracker:
 @dataclass
 class RunResult:
     items: list[ItemOutcome]
-    stages: dict[str, dict[str, Any]]
+    stages: dict[str, StageSnapshot]
     wall_seconds: float
     #: True when a stop request (signal or :meth:`request_stop`) cut the run short.
     stopped: bool = False
@@ -254,7 +271,7 @@ class RunResult:
                  "error_type": i.error_type, "error": i.error}
                 for i in self.items
             ],
-            "stages": self.stages,
+            "stages": {name: s.as_dict() for name, s in self.stages.items()},
             "wall_seconds": self.wall_seconds,
             "stopped": self.stopped,
             "summary": self.summary(),

@@ -40,7 +40,7 @@ class BaseStageWorker(ABC):
     #: Whether one instance may run ``process`` from several threads at once (sequential runner).
     thread_safe: ClassVar[bool] = False
     #: What :meth:`report_progress` counts ("bytes", "s"); shown beside the stage's items in flight.
-    progress_unit: ClassVar[str] = ""
+    progress_unit: str = ""
     #: Set by the engine before ``setup``: where progress reports go.
     progress_sink: Callable[[str, float, float | None], None] | None = None
 

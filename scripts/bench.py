@@ -105,7 +105,7 @@ def ffmpeg_extract(videos: list[Path], out: Path, parallel: int = 2) -> float:
 
 def miner_extract(videos: list[Path], out: Path, parallel: int = 2) -> tuple[float, int]:
     from video_miner.config import ExtractConfig
-    from video_miner.stages.extract import extract_frames
+    from video_miner.media.decode import extract_frames
 
     shutil.rmtree(out, ignore_errors=True)
     cfg = ExtractConfig(mode="fps", fps=1.0, max_side=4096, jpeg_quality=90)
@@ -183,7 +183,7 @@ def overlap(ours: list[int], theirs: list[int]) -> float:
 
 
 def section_dedup(sizes: list[int]) -> list[dict[str, Any]]:
-    from video_miner.dedup import near_pairs, select_distinct
+    from video_miner.dataset.dedup import near_pairs, select_distinct
 
     out = []
     for n in sizes:
@@ -285,8 +285,9 @@ def section_gpu(corpus: list[Path], work: Path, device: str, n_frames: int = 256
     from ultralytics import YOLO
 
     from video_miner.config import load_config
-    from video_miner.metrics import RunMetrics
-    from video_miner.pipeline import RunRequest, mine
+    from video_miner.observe.metrics import RunMetrics
+    from video_miner.run.compose import mine
+    from video_miner.run.request import RunRequest
 
     frames_dir = work / "gpu-frames"
     if not any(frames_dir.rglob("*.jpg")):

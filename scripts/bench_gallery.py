@@ -80,7 +80,7 @@ def measure(page_path: Path) -> dict[str, Any]:
 
 
 def section_gallery(work: Path, images: list[Path]) -> dict[str, Any]:
-    from video_miner.gallery import write_gallery
+    from video_miner.dataset.gallery import write_gallery
 
     out = synthetic_output(work, images)
     started = time.perf_counter()

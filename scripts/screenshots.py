@@ -28,7 +28,7 @@ def recorder(at_s: float) -> Iterator[tuple[Any, dict[str, str]]]:
     made ``at_s`` seconds into the run, as SVG."""
     from rich.console import Console
 
-    from video_miner.progress import every, render
+    from video_miner.observe.progress import every, render
 
     kept: dict[str, str] = {}
 
@@ -49,8 +49,9 @@ def main() -> None:
 
     from scripts.bench_live import streams
     from video_miner.config import load_config
-    from video_miner.gallery import write_gallery
-    from video_miner.pipeline import RunRequest, mine
+    from video_miner.dataset.gallery import write_gallery
+    from video_miner.run.compose import mine
+    from video_miner.run.request import RunRequest
 
     work = ROOT / "bench-work"
     out = work / "screenshots"

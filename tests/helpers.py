@@ -4,7 +4,8 @@ from pathlib import Path
 from typing import Any
 
 from video_miner.config import MinerConfig, load_config
-from video_miner.pipeline import MiningReport, RunRequest, mine
+from video_miner.run.compose import mine
+from video_miner.run.request import MiningReport, RunRequest
 
 from .conftest import MODEL
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from video_miner.errors import DiskFull
-from video_miner.registry import Registry
+from video_miner.store.registry import Registry
 
 from .conftest import BOTTLE, PERSON, VIDEOS
 from .helpers import run
@@ -77,7 +77,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, dict], d
                                                    "extract.fps": 0.5})
         hits = dict(state.hits)
     reg = Registry(d / "out" / "registry.sqlite")
-    rows = {r["input"]: r for r in reg.videos()}
+    rows = {r.input: r for r in reg.videos()}
     reg.close()
     return {name: rows[value] for name, value in cases.items()}, hits, report
 
@@ -100,34 +100,34 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, dict], d
 def test_bad_input_fails_with_its_class(matrix, case: str, kind: str) -> None:
     rows, _, report = matrix
     row = rows[case]
-    assert row["state"] == "failed", row
-    assert row["error_class"] == kind, row
-    assert row["error_message"]
-    assert any(f.video_id == row["video_id"] and kind in f.line() for f in report.failures)
+    assert row.state == "failed", row
+    assert row.error_class == kind, row
+    assert row.error_message
+    assert any(f.video_id == row.video_id and kind in f.line() for f in report.failures)
 
 
 def test_truncated_file_keeps_the_frames_that_decode_with_a_warning(matrix) -> None:
     rows, _, report = matrix
     row = rows["truncated"]
-    assert row["state"] == "done"
-    assert 5 <= row["n_extracted"] < 60, row["n_extracted"]  # the whole video gives 70 at 0.5 fps
-    assert "decoding stopped" in row["warning"]
-    assert any(src == row["input"] for src, _ in report.warnings)
+    assert row.state == "done"
+    assert 5 <= row.n_extracted < 60, row.n_extracted  # the whole video gives 70 at 0.5 fps
+    assert "decoding stopped" in row.warning
+    assert any(src == row.input for src, _ in report.warnings)
 
 
 def test_good_inputs_complete_beside_bad_ones(matrix) -> None:
     rows, hits, report = matrix
     for case in ("good_local", "good_http", "http500_then_ok", "traversal"):
-        assert rows[case]["state"] == "done", rows[case]
+        assert rows[case].state == "done", rows[case]
     assert hits["/flaky/book.mkv"] >= 2, "the 500 was retried"
     assert report.videos_done == 5  # the four above and the truncated file
 
 
 def test_transient_failures_were_retried_permanent_ones_not(matrix) -> None:
     rows, hits, _ = matrix
-    assert rows["hang"]["attempts"] == 2
-    assert rows["refused"]["attempts"] == 2
-    assert rows["http404"]["attempts"] == 1
+    assert rows["hang"].attempts == 2
+    assert rows["refused"].attempts == 2
+    assert rows["http404"].attempts == 1
     assert hits["/nope/video.mp4"] >= 1
 
 
@@ -135,15 +135,15 @@ def test_duplicate_lines_run_once(matrix) -> None:
     rows, hits, _ = matrix
     assert hits["/ok/again.mkv"] >= 1
     # The listing repeats the two good inputs; the registry holds each once and each was done once.
-    assert rows["good_local"]["attempts"] == 1 and rows["good_http"]["attempts"] == 1
+    assert rows["good_local"].attempts == 1 and rows["good_http"].attempts == 1
 
 
 def test_hostile_names_stay_inside_the_output(matrix) -> None:
     rows, _, report = matrix
-    vid = rows["traversal"]["video_id"]
+    vid = rows["traversal"].video_id
     assert vid.startswith("escape") and "/" not in vid and ".." not in vid
     assert all(c.isalnum() or c in "._-" for c in vid)
-    path = Path(rows["traversal"]["path"]).resolve()
+    path = Path(rows["traversal"].path).resolve()
     assert path.is_relative_to((report.output / "work" / "videos" / vid).resolve())
     assert all(c.isalnum() or c in "._-" for c in path.name)
     images = list((report.output / "dataset" / "images").rglob(f"{vid}_*.jpg"))
@@ -163,7 +163,7 @@ def test_disk_floor_stops_new_downloads_with_a_clear_message(tmp_path: Path) -> 
         message = str(err.value)
         assert "\n" not in message and "download.min_free_gb" in message and "free there" in message
         reg = Registry(tmp_path / "out" / "registry.sqlite", readonly=True)
-        states = {r["state"] for r in reg.videos()}
+        states = {r.state for r in reg.videos()}
         reg.close()
         assert states == {"queued"}, states
         again = run(urls, tmp_path / "out")
@@ -171,7 +171,7 @@ def test_disk_floor_stops_new_downloads_with_a_clear_message(tmp_path: Path) -> 
 
 
 def test_a_folder_lists_its_videos_not_the_system_files_beside_them(tmp_path: Path) -> None:
-    from video_miner.inputs import expand_sources
+    from video_miner.inputs.listing import expand_sources
 
     (tmp_path / "Phone" / ".thumbnails").mkdir(parents=True)
     (tmp_path / ".Trash").mkdir()
@@ -183,7 +183,7 @@ def test_a_folder_lists_its_videos_not_the_system_files_beside_them(tmp_path: Pa
 
 
 def test_a_list_saved_on_windows_reads_like_any_other(tmp_path: Path) -> None:
-    from video_miner.inputs import read_input_lines
+    from video_miner.inputs.listing import read_input_lines
 
     listing = tmp_path / "urls.txt"
     listing.write_bytes("\ufeffhttps://example.com/a.mp4\r\n# a comment\r\n\r\n  /data/b.mkv  \r\n".encode())

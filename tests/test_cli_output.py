@@ -27,9 +27,11 @@ def cli(*args: str, columns: int, timeout: float = 300) -> subprocess.CompletedP
 
 @pytest.fixture(scope="module")
 def logged_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """A run of more than five seconds with stdout a pipe (a log file), in a 40-column 'terminal'."""
+    """A run with stdout a pipe (a log file), in a 40-column 'terminal'. Progress lines come every
+    0.2 s and once more when the stages end, so there are some however fast the machine is."""
     out = tmp_path_factory.mktemp("cli") / "a-rather-long-output-folder-name-for-the-log-lines" / "out"
-    proc = cli("run", str(PERSON), str(VIDEOS / "again.mkv"), "--model", str(MODEL), "-o", str(out), columns=40)
+    proc = cli("run", str(PERSON), str(VIDEOS / "again.mkv"), "--model", str(MODEL), "-o", str(out),
+               "--progress-every", "0.2", columns=40)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out, proc
 
@@ -38,7 +40,8 @@ def test_log_lines_never_wrap(logged_run: tuple[Path, subprocess.CompletedProces
     _, proc = logged_run
     lines = proc.stdout.splitlines()
     progress = [line for line in lines if line.startswith("download[")]
-    assert progress, "a progress line every 5 s"
+    assert progress, "a progress line every 0.2 s, and one at the end of the stages"
+    assert "videos 2/2" in progress[-1], "the last line says where the stages ended"
     assert all("| videos " in line and "ETA" in line for line in progress), progress
     summary = [line for line in lines if line.startswith("done in")]
     assert len(summary) == 1 and "kept" in summary[0] and "filtered out" in summary[0]
@@ -67,42 +70,49 @@ def test_a_long_video_in_flight_shows_how_far_it_is() -> None:
     """The extract stage reports seconds into the video; the live display draws a bar and the ETA
     counts the part of the video already done."""
 
+    from async_pipeline import StageSnapshot
     from video_miner.config import load_config
-    from video_miner.context import MiningContext
-    from video_miner.pipeline import RunProgress, RunView
-    from video_miner.progress import done_equivalent, eta, render
-    from video_miner.registry import Registry
+    from video_miner.observe.progress import done_equivalent, eta, render
+    from video_miner.observe.view import RunProgress, RunView
+    from video_miner.records import VideoItem
+    from video_miner.stages.base import LocalStage
+    from video_miner.stages.context import MiningContext, StageEnv
     from video_miner.stages.extract import ExtractStage
+    from video_miner.store.registry import Registry
 
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(None, {"output": tmp, "extract.fps": 0.2})
         registry = Registry(Path(tmp) / "registry.sqlite")
-        ctx = MiningContext(config=config, registry=registry, output=Path(tmp))
-        stage = ExtractStage(ctx)
+        ctx = MiningContext(StageEnv.of(config, Path(tmp)), registry)
+        stage = LocalStage(ctx, ExtractStage(ctx.env))
         reports: list[tuple[str, float, float | None]] = []
         stage.progress_sink = lambda item, done, total: reports.append((item, done, total))
         registry.upsert_video("p", input=str(PERSON), normalized=str(PERSON), kind="local", order=0)
-        stage.process(StageMessage("p", PERSON, metadata={"video_id": "p", "kind": "local", "order": 0}))
+        stage.process(StageMessage("p", PERSON, payload=VideoItem("p", "local", str(PERSON), 0)))
         registry.close()
     assert len(reports) >= 20
     assert all(item == "p" and total is not None and 130 < total < 150 for item, _, total in reports)
     assert [done for _, done, _ in reports] == sorted(done for _, done, _ in reports) and reports[-1][1] > 130
 
-    snapshot = {"download": {"busy": 0, "workers": 2, "queue_depth": 0, "queue_size": 4, "items_out": 3, "failed": 0,
-                             "avg_seconds": 0.1, "processed": 3, "progress_unit": "bytes", "in_flight": {}},
-                "extract": {"busy": 1, "workers": 2, "queue_depth": 0, "queue_size": 4, "items_out": 1, "failed": 0,
-                            "avg_seconds": 2.0, "processed": 1, "progress_unit": "s",
-                            "in_flight": {"long-video": [100.0, 400.0]}}}
+    def stage_at(name: str, busy: int, items_out: int, avg: float, unit: str,
+                 in_flight: dict[str, tuple[float, float | None]]) -> StageSnapshot:
+        return StageSnapshot(name, workers=2, busy=busy, idle=2 - busy, queue_size=4, queue_depth=0, queue_high_water=0,
+                             items_in=items_out + busy, items_out=items_out, dropped=0, failed=0, retries=0,
+                             queue_dropped=0, busy_seconds=0.0, setup_seconds=0.0, avg_seconds=avg,
+                             processed=items_out, progress_unit=unit, in_flight=in_flight)
+
+    snapshot = {"download": stage_at("download", 0, 3, 0.1, "bytes", {}),
+                "extract": stage_at("extract", 1, 1, 2.0, "s", {"long-video": (100.0, 400.0)})}
 
     class Runner:
-        def snapshot(self) -> dict:  # type: ignore[type-arg]
+        def snapshot(self) -> dict[str, StageSnapshot]:
             return snapshot
 
         def request_stop(self) -> None:
             return None
 
     progress = RunProgress(total=4, started_at=time.monotonic() - 30, finished=1)
-    view = RunView(ctx=ctx, progress=progress, runners=[Runner()])
+    view = RunView(ctx.counters, registry, progress=progress, runners=[Runner()])
     console = Console(record=True, width=100)
     console.print(render(view))
     text = console.export_text()

@@ -16,7 +16,7 @@ from PIL import Image
 
 from video_miner.config import ExtractConfig
 from video_miner.errors import NoVideoStream
-from video_miner.stages.extract import extract_frames
+from video_miner.media.decode import extract_frames
 
 from .conftest import BOTTLE, PERSON
 from .helpers import run
@@ -60,7 +60,7 @@ def ffmpeg_samples(ffmpeg: str, path: Path, vf: str = "", track: str | None = No
 
 def ours(path: Path, tmp: Path, **cfg: object):  # type: ignore[no-untyped-def]
     result = extract_frames(path, tmp, "v", ExtractConfig(mode="fps", fps=FPS, max_side=4096, jpeg_quality=95, **cfg), 2)
-    return result, [np.asarray(Image.open(tmp / f["file"]).convert("RGB")) for f in result.frames]
+    return result, [np.asarray(Image.open(tmp / f.file).convert("RGB")) for f in result.frames]
 
 
 def _blocks(a: np.ndarray, n: int = 4) -> np.ndarray:
@@ -89,16 +89,16 @@ def test_rotated_and_mirrored_videos_come_out_as_players_show_them(media, ffmpeg
     result, frames = ours(path, tmp_path)
     assert frames[0].shape[:2] == shown
     assert_same_pictures(frames, ffmpeg_samples(ffmpeg, path))
-    assert result.media["rotation"] == rotation and result.media["mirrored"] is mirror
-    assert result.media["decoded_size"] == [640, 360]
-    assert result.media["display_size"] == [shown[1], shown[0]]
+    assert result.media.rotation == rotation and result.media.mirrored is mirror
+    assert result.media.decoded_size == [640, 360]
+    assert result.media.display_size == [shown[1], shown[0]]
 
 
 def test_the_main_track_is_decoded_not_a_thumbnail_track_before_it(media, ffmpeg: str, tmp_path: Path) -> None:
     path = media("thumbs-first.mkv", "-filter_complex", "[0:v]fps=1,scale=160:90[t]", "-map", "[t]", "-map", "0:v",
                  "-c:v", "libx264", "-disposition:v:0", "0", "-disposition:v:1", "default")
     result, frames = ours(path, tmp_path)
-    assert result.media["track"] == 1
+    assert result.media.track == 1
     assert frames[0].shape[:2] == (360, 640)
     assert_same_pictures(frames, ffmpeg_samples(ffmpeg, path))
 
@@ -111,7 +111,7 @@ def test_a_cover_picture_is_not_the_video(ffmpeg: str, tmp_path: Path) -> None:
                     "-map", "0:v", "-c:v:0", "png", "-c:v:1", "libx264", "-disposition:v:0", "attached_pic",
                     str(path)], check=True)
     result, frames = ours(path, tmp_path / "f")
-    assert result.media["codec"] == "h264" and frames[0].shape[:2] == (360, 640)
+    assert result.media.codec == "h264" and frames[0].shape[:2] == (360, 640)
 
 
 @pytest.mark.parametrize("name", ["anim.gif", "anim.webp", "anim.apng", "anim.avif"])
@@ -126,7 +126,7 @@ def test_animated_images_are_videos(media, ffmpeg: str, tmp_path: Path, name: st
     # ffmpeg itself picks an animated AVIF's still picture; browsers, and video-miner, the animation.
     assert_same_pictures(frames, ffmpeg_samples(ffmpeg, path, track="0:1" if name.endswith("avif") else None),
                          tolerance=4.0)
-    assert [f["t"] for f in result.frames] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert [f.t for f in result.frames] == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
 @pytest.mark.parametrize("name", ["one.gif", "one.avif"])
@@ -140,7 +140,7 @@ def test_non_square_pixels_are_resampled_to_the_display_aspect(media, ffmpeg: st
     path = media("anamorphic.mp4", "-vf", "scale=480:360,setsar=4/3", "-c:v", "libx264")
     result, frames = ours(path, tmp_path)
     assert frames[0].shape[:2] == (360, 640)
-    assert result.media["decoded_size"] == [480, 360] and result.media["sample_aspect_ratio"] == "4:3"
+    assert result.media.decoded_size == [480, 360] and result.media.sample_aspect_ratio == "4:3"
     assert_same_pictures(frames, ffmpeg_samples(ffmpeg, path, "scale=iw*sar:ih,setsar=1"))
 
 
@@ -154,7 +154,7 @@ def test_other_codecs_and_bit_depths_give_ffmpegs_colours(media, ffmpeg: str, tm
                                                          args: tuple[str, ...], pix_fmt: str) -> None:
     path = media(name, *args, seconds=4)
     result, frames = ours(path, tmp_path)
-    assert result.media["pixel_format"] == pix_fmt
+    assert result.media.pixel_format == pix_fmt
     assert_same_pictures(frames, ffmpeg_samples(ffmpeg, path))
 
 
@@ -163,7 +163,7 @@ def test_hdr_is_tone_mapped_as_ffmpeg_does(media, ffmpeg: str, tmp_path: Path) -
     path = media("hdr-pq.mp4", "-vf", to_pq, "-c:v", "libx265", "-x265-params",
                  "log-level=error:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc", seconds=4)
     result, frames = ours(path, tmp_path)
-    assert result.media["hdr"] == "pq" and result.media["pixel_format"] == "yuv420p10le"
+    assert result.media.hdr == "pq" and result.media.pixel_format == "yuv420p10le"
     recipe = ("zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=tonemap=hable:desat=0,"
               "zscale=t=bt709:m=bt709:r=tv,format=yuv444p")
     assert_same_pictures(frames, ffmpeg_samples(ffmpeg, path, recipe), tolerance=4.0)
@@ -182,7 +182,7 @@ def test_a_raw_h264_stream_is_read_through(media, ffmpeg: str, tmp_path: Path) -
     _, frames = ours(path, tmp_path / "all")
     assert_same_pictures(frames, theirs)
     result, frames = ours(path, tmp_path / "part", start=3.0)
-    assert [round(f["t"]) for f in result.frames][:2] == [3, 4]  # no frame at exactly 3 s at 29.83 fps
+    assert [round(f.t) for f in result.frames][:2] == [3, 4]  # no frame at exactly 3 s at 29.83 fps
     assert_same_pictures(frames, theirs[3:])
 
 
@@ -196,13 +196,13 @@ def test_times_count_from_the_start_of_the_file_as_players_do(media, ffmpeg: str
                                                               args: tuple[str, ...]) -> None:
     path = media(name, *args, src=PERSON, seconds=6)
     result, frames = ours(path, tmp_path / "all")
-    assert [f["t"] for f in result.frames] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
-    assert result.frames[2]["file"] == "v_000002000ms.jpg"
+    assert [f.t for f in result.frames] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert result.frames[2].file == "v_000002000ms.jpg"
     theirs = ffmpeg_samples(ffmpeg, path)
     assert_same_pictures(frames, theirs)
     # extract.start and extract.end are seconds into the video too (a seek across the offset).
     result, frames = ours(path, tmp_path / "part", start=2.0, end=4.0)
-    assert [f["t"] for f in result.frames] == [2.0, 3.0, 4.0]
+    assert [f.t for f in result.frames] == [2.0, 3.0, 4.0]
     assert_same_pictures(frames, theirs[2:5])
 
 
@@ -268,7 +268,7 @@ def test_a_letterboxed_repost_is_a_duplicate_of_its_original(media, tmp_path: Pa
     ("letterbox", (0, 140, 320, 500)), ("pillarbox", (40, 0, 280, 640)), ("none", (0, 0, 320, 640)),
     ("thin", (0, 0, 320, 640)), ("black", (0, 0, 320, 640))])
 def test_black_bars_are_found_as_cropdetect_finds_them(bars: str, box: tuple[int, int, int, int]) -> None:
-    from video_miner.frame_quality import content_box
+    from video_miner.media.quality import content_box
 
     rng = np.random.default_rng(0)
     gray = np.full((640, 320), 16, np.uint8)

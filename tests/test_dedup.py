@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from video_miner.dedup import KEPT, NO, NOT_ELIGIBLE, UNKNOWN, YES, near_pairs, select_distinct
+from video_miner.dataset.dedup import KEPT, NO, NOT_ELIGIBLE, UNKNOWN, YES, near_pairs, select_distinct
 
 
 def brute_pairs(h: np.ndarray, t: int) -> set[tuple[int, int]]:

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
+import threading
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
 from video_miner.config import load_config
+from video_miner.download.ytdlp import runtime_report, ydl_options
 from video_miner.errors import ConfigError
-from video_miner.stages.download import ydl_options
-from video_miner.ytdlp import runtime_report
 
 from .conftest import MODEL, ROOT, VIDEOS
 from .helpers import make_config, run
@@ -27,7 +26,7 @@ def test_the_download_stages_yt_dlp_has_a_js_runtime_and_the_ejs_scripts(tmp_pat
     from yt_dlp.extractor.youtube.jsc._builtin import vendor
 
     config = make_config(tmp_path / "out")
-    with YoutubeDL(ydl_options(config, tmp_path / "v")) as ydl:
+    with YoutubeDL(ydl_options(config.download, tmp_path / "v")) as ydl:
         report = runtime_report(ydl)
     deno = report["runtimes"]["deno"]
     assert deno is not None and deno["supported"], report
@@ -96,7 +95,7 @@ def test_unknown_or_unsafe_ytdlp_options_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unsupported browser 'netscape'"):
         load_config(None, {"download.cookies_from_browser": "netscape"})
     ok = load_config(None, {"download.cookies_from_browser": "firefox:work", "output": str(tmp_path)})
-    assert ydl_options(ok, tmp_path)["cookiesfrombrowser"] == ("firefox", "work", None, None)
+    assert ydl_options(ok.download, tmp_path)["cookiesfrombrowser"] == ("firefox", "work", None, None)
 
 
 @pytest.mark.timeout(300)
@@ -109,7 +108,7 @@ def test_allowed_ytdlp_options_reach_yt_dlp(tmp_path: Path) -> None:
 
 
 def test_a_gate_pause_is_bounded_and_resets(tmp_path: Path) -> None:
-    from video_miner.host_gate import MAX_PAUSE_S, HostGate
+    from video_miner.download.host_gate import MAX_PAUSE_S, HostGate
 
     gate = HostGate(max_per_host=1, sleep_s=0.0, backoff_s=2.0)
     assert gate.rate_limited("http://a.example/x", None) == 2.0
@@ -117,10 +116,17 @@ def test_a_gate_pause_is_bounded_and_resets(tmp_path: Path) -> None:
     assert gate.rate_limited("http://a.example/y", 10**6) == MAX_PAUSE_S
     gate.succeeded("http://a.example/z")
     assert gate.rate_limited("http://a.example/x", None) == 2.0
-    started = time.monotonic()
-    with gate.slot("http://b.example/v"):  # another host is not held up
-        pass
-    assert time.monotonic() - started < 0.5
+    assert gate.rate_limited("http://a.example/x", 3600) == MAX_PAUSE_S  # a.example is paused for minutes
+    entered = threading.Event()
+
+    def other_host() -> None:
+        with gate.slot("http://b.example/v"):  # another host is not held up
+            entered.set()
+
+    thread = threading.Thread(target=other_host, daemon=True)
+    thread.start()
+    assert entered.wait(120), "b.example waited for a.example's pause"
+    thread.join()
 
 
 def _doctor(*args: str) -> subprocess.CompletedProcess[str]:
@@ -160,7 +166,7 @@ def _config(tmp_path: Path, text: str) -> Path:
 def test_doctor_warns_about_an_old_yt_dlp() -> None:
     import datetime as dt
 
-    from video_miner.doctor import OK, WARN, ytdlp_age
+    from video_miner.observe.doctor import OK, WARN, ytdlp_age
 
     today = dt.date(2026, 11, 24)
     assert ytdlp_age("2026.11.01", today).status == OK

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from video_miner.errors import DiskFull, environment_error
-from video_miner.registry import Registry
+from video_miner.store.registry import Registry
 
 from .conftest import BOTTLE, MODEL, ROOT, VIDEOS
 from .helpers import dataset_files, run
@@ -130,7 +130,7 @@ def test_a_really_full_disk_stops_with_one_line_and_a_rerun_finishes(reference: 
         assert str(small) in line
         # Not the videos' fault: none is failed, so a plain re-run takes them all up again.
         reg = Registry(out / "registry.sqlite", readonly=True)
-        assert not [r for r in reg.videos() if r["state"] == "failed"]
+        assert not [r for r in reg.videos() if r.state == "failed"]
         reg.close()
         subprocess.run(["mount", "-o", "remount,size=300m", str(small)], check=True)
         again = cli(*args, "-c", str(config))
@@ -169,12 +169,12 @@ def _ytdlp_enospc() -> BaseException:
 #: site -> (module, class or "", attribute, error, on which call it strikes)
 SITES: dict[str, tuple[str, str, str, Callable[[], BaseException], int]] = {
     "download": ("yt_dlp", "YoutubeDL", "extract_info", _ytdlp_enospc, 1),
-    "extract": ("video_miner.stages.extract", "FrameWriter", "keep", _enospc, 5),
-    "filter": ("video_miner.stages.filter", "", "atomic_write_json", _enospc, 2),
-    "collect": ("video_miner.registry", "Registry", "complete_video", _sqlite_full, 2),
-    "registry": ("video_miner.registry", "Registry", "set_state", _sqlite_full, 4),
-    "export": ("video_miner.export", "", "link_or_copy", _enospc, 3),
-    "metrics": ("video_miner.metrics", "", "atomic_write_json", _enospc, 1),
+    "extract": ("video_miner.media.writer", "FrameWriter", "keep", _enospc, 5),
+    "filter": ("video_miner.stages.filter", "", "write_result", _enospc, 2),
+    "collect": ("video_miner.store.registry", "Registry", "complete_video", _sqlite_full, 2),
+    "registry": ("video_miner.store.registry", "Registry", "update", _sqlite_full, 4),
+    "export": ("video_miner.dataset.writers", "", "link_or_copy", _enospc, 3),
+    "metrics": ("video_miner.observe.metrics", "", "atomic_write_json", _enospc, 1),
 }
 
 
@@ -214,7 +214,7 @@ def test_disk_full_at_each_write_site(site: str, reference: Path, tmp_path: Path
         message = str(fault)
         assert "\n" not in message and "disk full" in message and "free there" in message
         reg = Registry(out / "registry.sqlite", readonly=True)
-        failed = [r["video_id"] for r in reg.videos() if r["state"] == "failed"]
+        failed = [r.video_id for r in reg.videos() if r.state == "failed"]
         reg.close()
         assert not failed, failed
         if before is not None:
@@ -282,12 +282,13 @@ def test_repair_resumes_what_the_files_prove_and_reruns_the_rest(reference: Path
         (out / f"registry.sqlite{suffix}").unlink(missing_ok=True)
     # Pretend book.mkv was extracted when the registry was lost: its committed extraction is on disk.
     from video_miner.config import ExtractConfig
-    from video_miner.inputs import expand_sources
-    from video_miner.stages.extract import _commit, extract_frames
+    from video_miner.inputs.listing import expand_sources
+    from video_miner.media.decode import extract_frames
+    from video_miner.store.layout import write_index
 
     book = expand_sources([str(VIDEOS / "book.mkv")])[0]
     frames = out / "work" / "frames" / book.video_id
-    _commit(frames, book.video_id, extract_frames(VIDEOS / "book.mkv", frames, book.video_id, ExtractConfig(), 1))
+    write_index(frames, extract_frames(VIDEOS / "book.mkv", frames, book.video_id, ExtractConfig(), 1).index(book.video_id))
     proc = cli("repair", "-o", str(out))
     assert proc.returncode == 0 and "1 videos done" in proc.stdout and "1 extracted" in proc.stdout, proc.stdout
     report = run([str(p) for p in SMALL], out)

@@ -26,7 +26,8 @@ import pytest
 
 from video_miner.config import load_config
 from video_miner.errors import ConfigError
-from video_miner.pipeline import RunRequest, mine
+from video_miner.run.compose import mine
+from video_miner.run.request import RunRequest
 
 from .conftest import BOTTLE, MODEL, ROOT, VIDEOS
 from .helpers import make_config
@@ -212,7 +213,7 @@ def test_a_stream_killed_midway_and_restarted_is_reconnected(ffmpeg: str, tmp_pa
 @pytest.mark.parametrize("policy", ["drop_oldest", "block"])
 def test_a_slow_detector_drops_frames_counted_per_source_with_bounded_latency(
         ffmpeg: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str) -> None:
-    from video_miner.detector import Detector
+    from video_miner.detect.detector import Detector
 
     real = Detector.detect_each
 
@@ -444,7 +445,7 @@ def test_live_sources_need_the_local_stage_pipeline(tmp_path: Path) -> None:
 def test_a_folder_on_a_network_filesystem_is_polled(tmp_path: Path) -> None:
     """Other machines' writes to an NFS or SMB folder raise no inotify event here: such folders are
     listed every second instead, and files that land there are mined all the same."""
-    from video_miner.sources.watch import filesystem_type, needs_polling
+    from video_miner.inputs.watch import filesystem_type, needs_polling
 
     mounts = tmp_path / "mounts"
     mounts.write_text("/dev/sda1 / ext4 rw 0 0\nnas:/cams /mnt/my\\040nas nfs4 rw 0 0\n"

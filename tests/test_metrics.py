@@ -12,8 +12,9 @@ from pathlib import Path
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from video_miner.metrics import RunMetrics
-from video_miner.pipeline import RunRequest, mine
+from video_miner.observe.metrics import RunMetrics
+from video_miner.run.compose import mine
+from video_miner.run.request import RunRequest
 
 from .conftest import BOTTLE, MODEL, PERSON, ROOT, VIDEOS
 from .helpers import make_config
@@ -124,7 +125,7 @@ def test_metrics_stay_small_for_many_videos_and_a_rerun_with_nothing_to_do_keeps
 
 
 def test_the_timeline_is_bounded_however_many_events() -> None:
-    from video_miner.metrics import Timeline
+    from video_miner.observe.metrics import Timeline
 
     timeline = Timeline(max_points=400)
     for i in range(200_000):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from video_miner.frame_quality import hamming, open_gray, phash64
+from video_miner.media.quality import hamming, open_gray, phash64
 
 from .conftest import BOTTLE, CARS, MODEL, MP4S, PERSON, VIDEOS
 from .helpers import dataset_files, run
@@ -145,20 +145,20 @@ def test_downloads_over_http_file_urls_and_local_paths(tmp_path: Path) -> None:
         report = run(inputs, tmp_path / "out", **{"extract.fps": 0.5})
     assert not report.failures, [f.line() for f in report.failures]
     assert report.videos_done == 5
-    from video_miner.registry import Registry
+    from video_miner.store.registry import Registry
 
     reg = Registry(tmp_path / "out" / "registry.sqlite")
-    rows = {r["input"]: r for r in reg.videos()}
+    rows = {r.input: r for r in reg.videos()}
     reg.close()
     a, b = rows[f"{base}/a/video.mp4"], rows[f"{base}/b/video.mp4"]
-    assert a["video_id"] != b["video_id"]
-    assert Path(a["path"]).read_bytes() == BOTTLE.read_bytes()
-    assert Path(b["path"]).read_bytes() == CARS.read_bytes()
-    assert Path(a["path"]).is_relative_to(tmp_path / "out" / "work" / "videos")
+    assert a.video_id != b.video_id
+    assert Path(a.path).read_bytes() == BOTTLE.read_bytes()
+    assert Path(b.path).read_bytes() == CARS.read_bytes()
+    assert Path(a.path).is_relative_to(tmp_path / "out" / "work" / "videos")
     # Local files and file:// URLs are used in place, never copied.
-    assert rows[str(PERSON)]["path"] == str(PERSON.resolve())
-    assert rows[(VIDEOS / "book.mkv").as_uri()]["path"] == str((VIDEOS / "book.mkv").resolve())
-    assert json.loads(a["source_json"])["webpage_url"] == f"{base}/a/video.mp4"
+    assert rows[str(PERSON)].path == str(PERSON.resolve())
+    assert rows[(VIDEOS / "book.mkv").as_uri()].path == str((VIDEOS / "book.mkv").resolve())
+    assert a.source_meta["webpage_url"] == f"{base}/a/video.mp4"
     assert state.hits["/a/video.mp4"] >= 1
 
 
@@ -228,14 +228,14 @@ def test_a_page_of_videos_expands_into_one_item_per_video(tmp_path: Path) -> Non
     with serve({"/clips.html": page, "/v/again.mkv": VIDEOS / "again.mkv", "/v/book.mkv": VIDEOS / "book.mkv"}) as (base, _):
         report = run([f"{base}/clips.html"], tmp_path / "out")
     assert not [f for f in report.failures if f.kind != "unfinished"], [f.line() for f in report.failures]
-    from video_miner.registry import Registry
+    from video_miner.store.registry import Registry
 
     reg = Registry(tmp_path / "out" / "registry.sqlite")
     rows = reg.videos()
     reg.close()
-    children = [r for r in rows if r["parent"]]
-    assert len(children) == 2 and all(r["state"] == "done" for r in children), rows
-    assert len({r["video_id"] for r in children}) == 2
+    children = [r for r in rows if r.parent]
+    assert len(children) == 2 and all(r.state == "done" for r in children), rows
+    assert len({r.video_id for r in children}) == 2
     assert report.videos_done == 2
 
 

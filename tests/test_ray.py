@@ -87,7 +87,7 @@ def test_two_node_cluster_places_work_on_both_and_retries_a_killed_worker(tmp_pa
     assert killed, "an extract worker was killed mid-task"
     assert not report.failures and report.videos_done == 4, [f.line() for f in report.failures]
     assert report.result is not None
-    placed = [o.outputs[0].metadata["ray_nodes"] for o in report.result.items]
+    placed = [dict(o.outputs[0].payload.nodes) for o in report.result.items]
     filter_nodes = {p["filter"] for p in placed}
     extract_nodes = {p["extract"] for p in placed}
     assert len(filter_nodes) == 1 and len(extract_nodes) == 1 and filter_nodes != extract_nodes

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from async_pipeline import StageMessage
+from video_miner.download.remote import open_filesystem
 from video_miner.errors import ConfigError
-from video_miner.shared_storage import SharedStorage, open_filesystem
+from video_miner.records import VideoItem
+from video_miner.run.shared_storage import SharedStorage
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +50,10 @@ def test_worker_and_driver_exchange_files_over_s3(s3_url: str, tmp_path: Path) -
     video = storage.scratch / "work" / "videos" / "v1" / "clip.mp4"
     video.parent.mkdir(parents=True, exist_ok=True)
     video.write_bytes(b"\x00video" * 1000)
-    published = storage.publish(StageMessage("v1", input_path=video, metadata={"video_path": str(video)}), set())
+    item = VideoItem("v1", "url", "https://example.com/clip.mp4", 0, video_path=str(video))
+    published = storage.publish(StageMessage("v1", input_path=video, payload=item), set())
     assert published.input_path == output / "work" / "videos" / "v1" / "clip.mp4"
-    assert published.metadata["video_path"] == str(published.input_path)
+    assert published.item.video_path == str(published.input_path)
     storage.drop_scratch(published)
     assert not video.exists()
 
@@ -61,7 +64,7 @@ def test_worker_and_driver_exchange_files_over_s3(s3_url: str, tmp_path: Path) -
     frames.mkdir(parents=True)
     for name in ("a.jpg", "b.jpg"):
         (frames / name).write_bytes(name.encode() * 100)
-    out = storage.publish(StageMessage("v1", input_path=frames), fetched)
+    out = storage.publish(published.evolve(input_path=frames), fetched)
     storage.drop_scratch(out)
 
     # The filter worker fetches the folder, adds its result.
@@ -91,7 +94,7 @@ def test_unknown_or_uninstalled_protocol_is_a_config_error() -> None:
 def test_object_store_inputs_a_prefix_and_a_missing_object(s3_url: str, tmp_path: Path) -> None:
     """Inputs given as s3:// URLs: a prefix expands to every video under it (sorted), each is copied
     into the output folder and mined; a missing object is one not_found failure."""
-    from video_miner.registry import Registry
+    from video_miner.store.registry import Registry
 
     from .conftest import BOTTLE, CARS
     from .helpers import run
@@ -104,8 +107,10 @@ def test_object_store_inputs_a_prefix_and_a_missing_object(s3_url: str, tmp_path
     assert report.videos_done == 2 and report.export.kept > 0
     assert [(f.kind, f.input) for f in report.failures] == [("not_found", "s3://miner/missing.mp4")]
     reg = Registry(tmp_path / "out" / "registry.sqlite")
-    rows = {r["input"]: r for r in reg.videos()}
+    rows = {r.input: r for r in reg.videos()}
     reg.close()
-    assert rows["s3://miner/in/a-cars.mp4"]["ord"] < rows["s3://miner/in/b-bottle.mp4"]["ord"]
-    copied = Path(rows["s3://miner/in/b-bottle.mp4"]["path"])
+    assert rows["s3://miner/in/a-cars.mp4"].order < rows["s3://miner/in/b-bottle.mp4"].order
+    path = rows["s3://miner/in/b-bottle.mp4"].path
+    assert path is not None
+    copied = Path(path)
     assert copied.is_relative_to(tmp_path / "out" / "work" / "videos") and copied.read_bytes() == BOTTLE.read_bytes()

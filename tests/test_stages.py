@@ -9,7 +9,7 @@ import pytest
 
 from video_miner.config import ExtractConfig
 from video_miner.errors import classify_download_error
-from video_miner.stages.extract import extract_frames
+from video_miner.media.decode import extract_frames
 
 from .conftest import BOTTLE, MODEL, PERSON, VIDEOS
 from .helpers import run
@@ -26,30 +26,30 @@ from .helpers import run
 )
 def test_sampling_modes(tmp_path: Path, settings: dict, expected: list[float]) -> None:
     result = extract_frames(BOTTLE, tmp_path, "v", ExtractConfig(**settings), threads=1)
-    times = [f["t"] for f in result.frames]
+    times = [f.t for f in result.frames]
     assert len(times) == len(expected)
     assert all(abs(t - e) < 0.05 for t, e in zip(times, expected, strict=True)), times
-    assert all((tmp_path / f["file"]).stat().st_size > 1000 for f in result.frames)
+    assert all((tmp_path / f.file).stat().st_size > 1000 for f in result.frames)
 
 
 def test_prefilters_run_while_extracting_and_dropped_frames_are_never_written(tmp_path: Path) -> None:
     from PIL import Image
 
     from video_miner.config import FilterConfig
-    from video_miner.frame_quality import phash64
-    from video_miner.prefilter import Prefilter
+    from video_miner.media.prefilter import Prefilter
+    from video_miner.media.quality import phash64
 
     result = extract_frames(BOTTLE, tmp_path, "v", ExtractConfig(), threads=1, prefilter=Prefilter(FilterConfig()))
-    dropped = [f for f in result.frames if f["decision"] == "filtered"]
-    passed = [f for f in result.frames if f["decision"] is None]
+    dropped = [f for f in result.frames if f.decision == "filtered"]
+    passed = [f for f in result.frames if f.decision is None]
     assert dropped and passed and len(dropped) + len(passed) == len(result.frames) == 40
-    assert all(f["reason"].startswith(("blurry", "static")) for f in dropped)
-    assert sorted(p.name for p in tmp_path.glob("*.jpg")) == sorted(f["file"] for f in passed)
+    assert all(f.reason.startswith(("blurry", "static")) for f in dropped)
+    assert sorted(p.name for p in tmp_path.glob("*.jpg")) == sorted(f.file for f in passed)
     # Measures describe the written JPEG itself: what the detector and the dedup see.
-    assert all(phash64(Image.open(tmp_path / f["file"])) == f["phash"] for f in passed)
+    assert all(phash64(Image.open(tmp_path / f.file)) == f.phash for f in passed)
     everything_blurry = Prefilter(FilterConfig(blur_threshold=1e9))
     result = extract_frames(BOTTLE, tmp_path / "b", "v", ExtractConfig(), threads=1, prefilter=everything_blurry)
-    assert all(f["decision"] == "filtered" for f in result.frames) and not list((tmp_path / "b").glob("*.jpg"))
+    assert all(f.decision == "filtered" for f in result.frames) and not list((tmp_path / "b").glob("*.jpg"))
 
 
 def test_keyframes_only_and_downscale(tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ def test_keyframes_only_and_downscale(tmp_path: Path) -> None:
     assert 0 < len(keys.frames) < len(full.frames) / 5
     from PIL import Image
 
-    with Image.open(tmp_path / "b" / keys.frames[0]["file"]) as im:
+    with Image.open(tmp_path / "b" / keys.frames[0].file) as im:
         assert max(im.size) == 320
 
 
@@ -66,8 +66,8 @@ def test_long_gaps_seek_instead_of_decoding_through(tmp_path: Path) -> None:
     # One frame a minute from a 139 s video: the same frames whether it seeks or not.
     person = VIDEOS / "one-by-one-person-detection.mp4"
     result = extract_frames(person, tmp_path, "v", ExtractConfig(mode="interval", every_seconds=60), threads=1)
-    assert [round(f["t"]) for f in result.frames] == [0, 60, 120]
-    assert [f["index"] for f in result.frames] == [0, 600, 1200]  # 10 fps
+    assert [round(f.t) for f in result.frames] == [0, 60, 120]
+    assert [f.index for f in result.frames] == [0, 600, 1200]  # 10 fps
     # Frames between samples were skipped by seeking, not decoded (the video has 1394).
     assert result.decoded < 100, result.decoded
 
@@ -127,7 +127,7 @@ def test_download_errors_are_classified(message: str, kind: str, transient: bool
 
 
 def test_same_content_is_matched_exactly_and_a_failed_first_one_releases_the_others(tmp_path: Path) -> None:
-    from video_miner.same_content import SameContent
+    from video_miner.media.same_content import SameContent
 
     a, b, c = tmp_path / "a.bin", tmp_path / "b.bin", tmp_path / "c.bin"
     body = bytes(range(256)) * 20_000  # over 2 MiB: the middle is outside the cheap key
@@ -150,10 +150,10 @@ def test_same_content_is_matched_exactly_and_a_failed_first_one_releases_the_oth
 def test_cpu_lanes_split_a_batch_over_sessions_with_the_same_detections(tmp_path: Path) -> None:
     from PIL import Image
 
-    from video_miner.detector import Detector, DetectorSpec
+    from video_miner.detect.detector import Detector, DetectorSpec
 
     frames = extract_frames(PERSON, tmp_path, "p", ExtractConfig(mode="fps", fps=0.2, end=140), 1).frames
-    images = [Image.open(tmp_path / f["file"]).convert("RGB") for f in frames][:7]
+    images = [Image.open(tmp_path / f.file).convert("RGB") for f in frames][:7]
     found = {}
     for lanes in (1, 3):
         detector = Detector(DetectorSpec(str(MODEL), ("person",), 0.4, batch_size=8, device="cpu", cpu_lanes=lanes))
@@ -173,7 +173,7 @@ def test_unsampled_non_reference_frames_are_never_decoded_and_the_samples_do_not
     import av
 
     from video_miner.media.picture import geometry, to_rgb
-    from video_miner.stages.extract import _jpeg
+    from video_miner.media.writer import jpeg as _jpeg
 
     cfg = ExtractConfig(mode="fps", fps=2.0)
     result = extract_frames(BOTTLE, tmp_path, "b", cfg, threads)
@@ -184,7 +184,7 @@ def test_unsampled_non_reference_frames_are_never_decoded_and_the_samples_do_not
                 rgb = to_rgb(frame, geometry(frame), cfg.max_side)
                 expected.append((round(frame.time, 6), _jpeg(rgb, cfg.jpeg_quality)))
                 next_t += 0.5 * (int((frame.time - next_t) / 0.5 + 1e-9) + 1)
-    assert [(f["t"], (tmp_path / f["file"]).read_bytes()) for f in result.frames] == expected
+    assert [(f.t, (tmp_path / f.file).read_bytes()) for f in result.frames] == expected
     assert result.decoded < 0.7 * 1189, result.decoded  # 1189 frames, about half of them non-reference
 
 
@@ -200,33 +200,36 @@ def test_a_deferred_twin_does_not_defer_a_more_preferred_twin(tmp_path: Path, fi
     from PIL import Image
 
     from video_miner.config import load_config
-    from video_miner.context import MiningContext
-    from video_miner.registry import Decision, Registry
-    from video_miner.stages.filter import FrameJudge
+    from video_miner.dataset.priority import frame_priority
+    from video_miner.detect.judge import FrameJudge
+    from video_miner.records import Decision, Detection, FrameRecord
+    from video_miner.stages.context import StageEnv
 
-    config = load_config(None, {"output": str(tmp_path)})
-    ctx = MiningContext(config=config, registry=Registry(tmp_path / "registry.sqlite"), output=tmp_path)
-    requests: list[Future[list[dict]]] = []
+    env = StageEnv.of(load_config(None, {"output": str(tmp_path)}), tmp_path)
+    requests: list[Future[list[Detection]]] = []
 
-    def submit(image: Image.Image) -> Future[list[dict]]:
+    def submit(image: Image.Image) -> Future[list[Detection]]:
         requests.append(Future())
         return requests[-1]
 
-    judge = FrameJudge(ctx, SimpleNamespace(batcher=SimpleNamespace(submit=submit)))  # type: ignore[arg-type]
+    detector = SimpleNamespace(batcher=SimpleNamespace(submit=submit))
+    judge = FrameJudge(detector, env.detections, env.hints, "none")  # type: ignore[arg-type]
     image = tmp_path / "frame.jpg"
     Image.new("RGB", (64, 36)).save(image)
-    measures = {"pixels": 2304, "bpp": 0.1, "sharpness": 50.0, "digest": "same-bytes", "phash": 0b11}
-    assert ctx.hints is not None
-    ctx.hints.add(0b01, ctx.priority({**measures, "t": 2.0}, 0, "a"))  # kept: the original at 2 s
-    twins = {"original": ({**measures, "t": 1.0, "decision": None}, 0, "a"),
-             "copy": ({**measures, "t": 1.0, "decision": None}, 1, "b")}
+
+    def frame(t: float) -> FrameRecord:
+        return FrameRecord("f.jpg", t, 0, pixels=2304, bpp=0.1, sharpness=50.0, digest="same-bytes", phash=0b11)
+
+    assert env.hints is not None
+    env.hints.add(0b01, frame_priority(frame(2.0), 0, "a"))  # kept: the original at 2 s
+    twins = {"original": (frame(1.0), 0, "a"), "copy": (frame(1.0), 1, "b")}
     order = [first, "original" if first == "copy" else "copy"]
     tickets = {name: judge.start(twins[name][0], image, twins[name][1], twins[name][2]) for name in order}
     assert len(requests) == 1
-    requests[0].set_result([{"class_index": 0, "conf": 0.9, "xywhn": [0.5, 0.5, 0.2, 0.2]}])
+    requests[0].set_result([Detection("person", 0, 0.9, (0.5, 0.5, 0.2, 0.2))])
     for name, ticket in tickets.items():
         while ticket is not None:
             ticket = judge.finish(ticket, twins[name][1], twins[name][2])
     original, copy = twins["original"][0], twins["copy"][0]
-    assert original["decision"] == Decision.CANDIDATE and original.get("detected") is True
-    assert copy["decision"] in (Decision.DEFERRED, Decision.CANDIDATE) and not copy.get("detected")
+    assert original.decision == Decision.CANDIDATE and original.detected is True
+    assert copy.decision in (Decision.DEFERRED, Decision.CANDIDATE) and not copy.detected

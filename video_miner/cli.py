@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -26,7 +26,10 @@ from async_pipeline import PipelineError
 
 from .config import load_config
 from .errors import ConfigError, MinerError, ModelError, RegistryDamaged, environment_error
-from .run_lock import OutputBusy
+from .store.lock import OutputBusy
+
+if TYPE_CHECKING:  # the run's modules load torch: only a command that runs one imports them
+    from .run.request import MiningReport, RunRequest
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Turn videos into clean, labelled, deduplicated image datasets.")
@@ -144,32 +147,27 @@ def run(
     metrics_host: Annotated[str | None, typer.Option(help="Address for --metrics-port (default 127.0.0.1).")] = None,
     profile: Annotated[bool, typer.Option(help="Profile the run; writes profile.pstats/.txt beside metrics.json.")]
     = False,
+    progress_every: Annotated[float, typer.Option(min=0.05, help="When stdout is not a terminal: seconds between "
+                                                                 "progress lines.")] = 5.0,
 ) -> None:
     """Mine frames showing the wanted classes from videos into a deduplicated, labelled dataset."""
     _few_malloc_arenas()
-    from .pipeline import MiningReport, RunRequest, RunView, mine
+    from .run.request import RunRequest
 
     console = Console()
     overrides: dict[str, Any] = {
         "output": str(output) if output else None,
         "filter.classes": [c.strip() for c in classes.split(",") if c.strip()] if classes else None,
-        "filter.model": model,
-        "filter.conf": conf,
-        "filter.device": device,
-        "extract.fps": fps,
-        "metrics_port": metrics_port,
-        "metrics_host": metrics_host,
-        "ray.shared_storage": shared_storage,
-        "download.cookies_from_browser": cookies_from_browser,
+        "filter.model": model, "filter.conf": conf, "filter.device": device,
+        "extract.fps": fps, "extract.mode": "fps" if fps is not None else None,
+        "metrics_port": metrics_port, "metrics_host": metrics_host,
+        "ray.shared_storage": shared_storage, "download.cookies_from_browser": cookies_from_browser,
     }
-    if fps is not None:
-        overrides["extract.mode"] = "fps"
     _quiet_logs()
     # torch and Ultralytics leave hundreds of thousands of long-lived objects that every full garbage
     # collection walks again, and the interpreter's exit once more (bench: ~1 s in all). Frozen, the
     # collector skips them; the objects the run makes are frozen before exit for the same reason.
     gc.freeze()
-    report: MiningReport | None = None
     with user_errors(console, output):
         cfg = load_config(config, overrides)
         if engine not in ("local", "ray"):
@@ -178,27 +176,31 @@ def run(
                              handle_signals=True, ray_address=ray_address, watch=list(watch or []),
                              duration_s=duration, command=["video-miner", *sys.argv[1:]],
                              engine="ray" if engine == "ray" else "async" if async_mode else "sequential")
-        display: Callable[[RunView], Any] | None = None
-        if not quiet:
-            from .progress import live_display
-
-            def display(view: RunView) -> Any:
-                return live_display(view, console)
-
-        if profile:
-            from .profiling import profile_all_threads
-
-            with profile_all_threads(cfg.output_dir):
-                report = mine(request, display=display)
-        else:
-            report = mine(request, display=display)
-    assert report is not None
+        report = _mine(console, request, None if quiet else progress_every, profile)
     gc.freeze()
     _print_summary(console, report)
     raise typer.Exit(EXIT_FAILURES if report.failures else EXIT_OK)
 
 
-def _print_summary(console: Console, report: Any) -> None:
+def _mine(console: Console, request: RunRequest, progress_every: float | None, profile: bool) -> MiningReport:
+    """The run, with the live display unless quiet (``progress_every`` None), profiled if asked."""
+    from .observe.profiling import profile_all_threads
+    from .observe.progress import live_display
+    from .observe.view import RunView
+    from .run.compose import mine
+
+    display: Callable[[RunView], Any] | None = None
+    if progress_every is not None:
+        every = progress_every
+
+        def display(view: RunView) -> Any:
+            return live_display(view, console, every)
+
+    with profile_all_threads(request.config.output_dir) if profile else contextlib.nullcontext():
+        return mine(request, display=display)
+
+
+def _print_summary(console: Console, report: MiningReport) -> None:
     e = report.export
     # soft_wrap: each is one line in a log file, whatever the width, so grep finds it whole.
     say = lambda text: console.print(text, soft_wrap=True, highlight=False)  # noqa: E731
@@ -206,9 +208,9 @@ def _print_summary(console: Console, report: Any) -> None:
         f" ({report.videos_skipped} already done before), {len(report.failures)} failed | frames {e.frames}: "
         f"kept {e.kept}, duplicates {e.duplicates}, filtered out {e.filtered}")
     for source, s in report.live.items():
-        say(f"live {source}: {s['state']}, frames {s['frames_captured']} received, {s['frames_sampled']} sampled, "
-            f"{s['frames_dropped']} dropped, {s['frames_decided']} decided, latency p50 {s['latency_p50_s']:.2f}s "
-            f"p95 {s['latency_p95_s']:.2f}s, {s['reconnects']} reconnects")
+        say(f"live {source}: {s.state}, frames {s.frames_captured} received, {s.frames_sampled} sampled, "
+            f"{s.frames_dropped} dropped, {s.frames_decided} decided, latency p50 {s.latency_p50_s:.2f}s "
+            f"p95 {s.latency_p95_s:.2f}s, {s.reconnects} reconnects")
     say(f"dataset: {report.output / 'dataset'} (train with: yolo train data={report.output / 'dataset' / 'data.yaml'})")
     if report.stopped:
         say("[yellow]stopped early[/yellow]: run the same command again to resume.")
@@ -231,7 +233,7 @@ def status(
 ) -> None:
     """Counts per state, failures grouped by class, and what a re-run would do (read-only: works
     while a run is going)."""
-    from .status import render_status
+    from .observe.status import render_status
 
     console = Console()
     _need_run(console, output, "registry.sqlite")
@@ -245,9 +247,9 @@ def report(output: Annotated[Path, typer.Option("--output", "-o", help="The run'
            = None) -> None:
     """The last run's metrics as tables, a timeline PNG showing the bottleneck, and gallery.html:
     the dataset to look at in a browser (offline: open the file)."""
-    from .gallery import write_gallery
-    from .metrics import load_metrics
-    from .report import plot_timeline, render_tables
+    from .dataset.gallery import write_gallery
+    from .observe.metrics import load_metrics
+    from .observe.report import plot_timeline, render_tables
 
     console = Console()
     _need_run(console, output, "metrics.json")
@@ -264,8 +266,8 @@ def report(output: Annotated[Path, typer.Option("--output", "-o", help="The run'
 def repair(output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")]) -> None:
     """Rebuild a damaged or lost registry from the files on disk (the damaged one is kept aside).
     Videos the files prove done stay done; the rest resume or run again with the same command."""
-    from .repair import repair as rebuild
-    from .run_lock import OutputLock
+    from .store.lock import OutputLock
+    from .store.repair import repair as rebuild
 
     console = Console()
     if not output.is_dir():
@@ -291,7 +293,7 @@ def doctor(
     Exit 0 when a run can go, 1 otherwise."""
     from rich.markup import escape
 
-    from .doctor import FAIL, WARN, diagnose, ready
+    from .observe.doctor import FAIL, WARN, diagnose, ready
 
     console = Console()
     _quiet_logs()

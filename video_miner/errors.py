@@ -194,20 +194,34 @@ _PATTERNS: tuple[tuple[tuple[str, ...], type[MinerError]], ...] = (
 )
 
 
+def _http_class(text: str, retry_after: float | None) -> MinerError | None:
+    """The class an HTTP status in yt-dlp's text decides on its own (a 403 may still say why: a bot
+    check, a region)."""
+    if (m := _HTTP.search(text)) is None:
+        return None
+    code = int(m.group(1))
+    if code == 429:
+        return RateLimited(f"HTTP 429: {text}", retry_after=retry_after)
+    if code in (404, 410):
+        return NotFound(f"HTTP {code}: {text}")
+    if code >= 500:
+        return HttpServerError(f"HTTP {code}: {text}")
+    return None if code == 403 else HttpClientError(f"HTTP {code}: {text}")
+
+
+#: The last resort: words of the network layer, most specific first.
+_NETWORK: tuple[tuple[tuple[str, ...], type[MinerError]], ...] = (
+    (("timed out", "timeout"), NetworkTimeout),
+    (("connection refused", "connection reset", "errno 111", "remote end closed"), ConnectionFailed),
+)
+
+
 def classify_download_error(message: str, retry_after: float | None = None) -> MinerError:
     """Map yt-dlp's error text to a failure class (yt-dlp reports most failures as text only)."""
     text = message.removeprefix("ERROR: ").strip()
     low = text.lower()
-    if m := _HTTP.search(text):
-        code = int(m.group(1))
-        if code == 429:
-            return RateLimited(f"HTTP 429: {text}", retry_after=retry_after)
-        if code == 404 or code == 410:
-            return NotFound(f"HTTP {code}: {text}")
-        if code >= 500:
-            return HttpServerError(f"HTTP {code}: {text}")
-        if code != 403:  # a 403 may still say why (bot check, region) below
-            return HttpClientError(f"HTTP {code}: {text}")
+    if (by_status := _http_class(text, retry_after)) is not None:
+        return by_status
     if "unsupported url" in low or "is not a valid url" in low or "no suitable extractor" in low:
         return UnsupportedUrl(text)
     if "no space left" in low:
@@ -215,10 +229,9 @@ def classify_download_error(message: str, retry_after: float | None = None) -> M
     for needles, cls in _PATTERNS:
         if any(n in low for n in needles):
             return RateLimited(text, retry_after=retry_after) if cls is RateLimited else cls(text)
-    if "timed out" in low or "timeout" in low:
-        return NetworkTimeout(text)
-    if "connection refused" in low or "connection reset" in low or "errno 111" in low or "remote end closed" in low:
-        return ConnectionFailed(text)
+    for needles, cls in _NETWORK:
+        if any(n in low for n in needles):
+            return cls(text)
     if "http error 403" in low:
         return HttpClientError(f"HTTP 403: {text}")
     return MinerError(text)

@@ -6,18 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
-
-#: Demuxers of pictures rather than videos (one file, one or more frames).
-_IMAGE_FORMATS = {"gif", "apng", "image2", "webp_pipe", "png_pipe", "jpeg_pipe", "bmp_pipe", "tiff_pipe"}
-
-
-def is_image_container(container: Any) -> bool:
-    name = container.format.name
-    return name in _IMAGE_FORMATS or name.endswith("_pipe")
 
 
 @dataclass(frozen=True)

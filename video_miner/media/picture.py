@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..records import MediaInfo
 from .orientation import UPRIGHT, Orientation, frame_orientation
 
 #: FFmpeg's AVColorTransferCharacteristic values for HDR transfers.
@@ -36,10 +37,12 @@ class Geometry:
         scale = min(1.0, max_side / max(w, h))
         return (max(2, round(w * scale)), max(2, round(h * scale))) if scale < 1 else (w, h)
 
-    def describe(self) -> dict[str, Any]:
-        return {"decoded_size": list(self.decoded), "display_size": list(self.display),
-                "rotation": self.orientation.rotation, "mirrored": self.orientation.mirrored,
-                "sample_aspect_ratio": f"{self.sar.numerator}:{self.sar.denominator}", "hdr": self.hdr}
+    def describe(self, media: MediaInfo) -> None:
+        """Record in ``media`` how frames of this geometry are shown."""
+        media.decoded_size, media.display_size = list(self.decoded), list(self.display)
+        media.rotation, media.mirrored = self.orientation.rotation, self.orientation.mirrored
+        media.sample_aspect_ratio = f"{self.sar.numerator}:{self.sar.denominator}"
+        media.hdr = self.hdr
 
 
 def _sar(frame: Any, stream: Any) -> Fraction:

@@ -1,48 +1,45 @@
 """Stage 4: the dedup collector. It files each video's candidate frames and their hashes in the
 registry and marks the video done; duplicates across videos are resolved once all are in
-(:mod:`video_miner.dedup`), so the result never depends on which video finished first."""
+(:mod:`video_miner.dataset.dedup`), so the result never depends on which video finished first."""
 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
-from async_pipeline import StageMessage, StageOutput
+from async_pipeline import StageOutput
 
-from ..registry import Decision, FrameRow
-from .base import MinerStage
-from .filter import read_result
+from ..records import FrameRow, VideoRow
+from ..store.layout import read_result
+from .base import Message, MinerStage, Progress
+from .changes import StageChanges
 
 
 class CollectStage(MinerStage):
-    thread_safe = True
+    name = "collect"
 
-    def handle(self, msg: StageMessage) -> StageOutput:
-        video_id = msg.metadata["video_id"]
+    def handle(self, msg: Message, row: VideoRow | None, changes: StageChanges, progress: Progress) -> StageOutput:
+        video_id = msg.item.video_id
         frames_dir = msg.input_path
         assert frames_dir is not None
-        rows = read_result(frames_dir)
-        keep_dir = self.ctx.candidates_dir / video_id
+        layout = self.env.layout
+        keep_dir = layout.candidates_dir / video_id
         keep_dir.mkdir(parents=True, exist_ok=True)
-        frames: list[FrameRow] = []
-        for r in rows:
+        rows: list[FrameRow] = []
+        for frame in read_result(frames_dir):
             # Candidates, and deferred frames the export may still have to detect, are kept.
-            keep = r["decision"] in (Decision.CANDIDATE, Decision.DEFERRED)
-            rel = f"{keep_dir.relative_to(self.ctx.output).as_posix()}/{r['file']}"
-            if keep and (frames_dir / r["file"]).exists():
-                # Same filesystem: a rename, no copy. Raw frames can then go with the folder.
-                os.replace(frames_dir / r["file"], keep_dir / r["file"])
-            frames.append(FrameRow(video_id, r["index"], r["t"], rel if keep else r["file"], r["phash"], r["blur"],
-                                   r["detections"], r["decision"], r["reason"], r["pixels"], r["bpp"], r["sharpness"]))
-        self.ctx.registry.complete_video(video_id, frames)
-        self._cleanup(msg)
-        return msg
-
-    def _cleanup(self, msg: StageMessage) -> None:
-        cfg = self.ctx.config.cleanup
-        if cfg.frames and msg.input_path is not None:
-            shutil.rmtree(msg.input_path, ignore_errors=True)
-        if cfg.videos and msg.metadata["kind"] in ("url", "remote") and msg.metadata.get("video_path"):
+            file = frame.file
+            if frame.keeps_file:
+                file = layout.relative(keep_dir / frame.file)
+                if (frames_dir / frame.file).exists():
+                    # Same filesystem: a rename, no copy. Raw frames can then go with the folder.
+                    os.replace(frames_dir / frame.file, keep_dir / frame.file)
+            rows.append(FrameRow.of(video_id, frame, file))
+        changes.complete(video_id, rows)
+        cleanup = self.env.config.cleanup
+        if cleanup.frames:
+            changes.remove(frames_dir)
+        if cleanup.videos and msg.item.downloaded() and msg.item.video_path:
             # Only what we downloaded; a user's local files are never touched.
-            Path(msg.metadata["video_path"]).unlink(missing_ok=True)
+            changes.remove(Path(msg.item.video_path))
+        return msg

@@ -8,16 +8,16 @@ import os
 
 from async_pipeline import BaseStageWorker, StageMessage, StageOutput
 
-from ..context import MiningContext
 from ..errors import environment_error
-from ..registry import Decision, FrameRow
+from ..records import FrameRow, LiveFrame
+from .context import MiningContext
 
 
 class LiveCollectStage(BaseStageWorker):
     def __init__(self, ctx: MiningContext) -> None:
         self.ctx = ctx
 
-    def process(self, msg: StageMessage) -> StageOutput:
+    def process(self, msg: StageMessage[LiveFrame]) -> StageOutput:
         try:
             return self._commit(msg)
         except Exception as exc:
@@ -27,22 +27,20 @@ class LiveCollectStage(BaseStageWorker):
                 raise fault from exc
             raise
 
-    def _commit(self, msg: StageMessage) -> StageOutput:
+    def _commit(self, msg: StageMessage[LiveFrame]) -> StageOutput:
         assert msg.input_path is not None
-        row, video_id = msg.metadata["row"], msg.metadata["video_id"]
-        keep = row["decision"] in (Decision.CANDIDATE, Decision.DEFERRED)
-        file = row["file"]
-        if keep:
-            folder = self.ctx.candidates_dir / video_id
+        live = msg.item
+        frame, layout = live.frame, self.ctx.layout
+        file = frame.file
+        if frame.keeps_file:
+            folder = layout.candidates_dir / live.video_id
             folder.mkdir(parents=True, exist_ok=True)
             os.replace(msg.input_path, folder / file)
-            file = (folder / file).relative_to(self.ctx.output).as_posix()
+            file = layout.relative(folder / file)
         else:
             msg.input_path.unlink(missing_ok=True)
-        self.ctx.registry.add_frames([FrameRow(video_id, row["index"], row["t"], file, row["phash"], row["blur"],
-                                               row["detections"], row["decision"], row["reason"], row["pixels"],
-                                               row["bpp"], row["sharpness"])])
-        if msg.metadata.get("media"):
-            self.ctx.registry.set_media(video_id, msg.metadata["media"])
-        self.ctx.counters.add(frames_extracted=1, frames_filtered=int(not keep))
+        self.ctx.registry.add_frames([FrameRow.of(live.video_id, frame, file)])
+        if live.media.display_size is not None:
+            self.ctx.registry.set_media(live.video_id, live.media)
+        self.ctx.counters.add(frames_extracted=1, frames_filtered=int(not frame.keeps_file))
         return msg

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from async_pipeline import BaseStageWorker, StageMessage, StageOutput
 
-from ..context import MiningContext
-from ..detector import SharedDetector
-from ..registry import Decision
-from ..sources.hub import LiveHub
-from .filter import FrameJudge
+from ..detect.detector import SharedDetector
+from ..detect.judge import FrameJudge
+from ..live.hub import LiveHub
+from ..records import Decision, LiveFrame
+from .context import MiningContext
 
 
 class LiveFilterStage(BaseStageWorker):
@@ -19,21 +19,22 @@ class LiveFilterStage(BaseStageWorker):
 
     def __init__(self, ctx: MiningContext, detector: SharedDetector, hub: LiveHub) -> None:
         self.ctx, self.detector, self.hub = ctx, detector, hub
-        self.judge = FrameJudge(ctx, detector)
+        env = ctx.env
+        self.judge = FrameJudge(detector, env.detections, env.hints, env.config.filter.no_class_reason())
 
     def setup(self) -> None:
         self.detector.warm_up()
 
-    def process(self, msg: StageMessage) -> StageOutput:
+    def process(self, msg: StageMessage[LiveFrame]) -> StageOutput:
         assert msg.input_path is not None
-        row = {"detections": [], "detected": False, **msg.metadata["row"]}
-        video_id, order = msg.metadata["video_id"], msg.metadata["order"]
-        ticket = self.judge.start(row, msg.input_path, order, video_id)
+        live = msg.item
+        frame = live.frame
+        ticket = self.judge.start(frame, msg.input_path, live.order, live.video_id)
         while ticket is not None:
             self.detector.batcher.wait([ticket.future])
-            ticket = self.judge.finish(ticket, order, video_id)
-        self.hub.decided(msg, row["decision"] == Decision.CANDIDATE)
-        self.ctx.counters.add(frames_to_detector=int(row["detected"]),
-                              frames_candidates=int(row["decision"] == Decision.CANDIDATE),
-                              frames_deferred=int(row["decision"] == Decision.DEFERRED))
-        return msg.evolve(metadata={"row": row}, timestamp=msg.timestamp)
+            ticket = self.judge.finish(ticket, live.order, live.video_id)
+        self.hub.decided(live, frame.decision == Decision.CANDIDATE)
+        self.ctx.counters.add(frames_to_detector=int(frame.detected),
+                              frames_candidates=int(frame.decision == Decision.CANDIDATE),
+                              frames_deferred=int(frame.decision == Decision.DEFERRED))
+        return msg.evolve(timestamp=msg.timestamp)

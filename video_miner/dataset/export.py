@@ -1,0 +1,98 @@
+"""The export: the whole dataset built from the registry's done videos into a staging folder and
+swapped in, so the dataset and manifest only ever hold finished videos."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import MinerConfig
+from ..records import Detection, FrameRow, VideoRow
+from ..store.files import atomic_write_json, replace_dir
+from ..store.manifest import PROVENANCE, ManifestRecord, write_manifest
+from ..store.registry import Registry
+from .select import Labeller, Selection, select_frames
+from .writers import Labels, Splits, write_coco, write_yolo
+
+
+@dataclass
+class ExportSummary:
+    frames: int
+    kept: int
+    duplicates: int
+    filtered: int
+    #: Deferred frames the export had to detect (no kept frame covered them).
+    detected_at_export: int
+
+
+def split_of(video_id: str, val_fraction: float) -> str:
+    """By video, so near-identical neighbouring frames never straddle train and val."""
+    bucket = int(hashlib.sha256(video_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "val" if bucket < val_fraction else "train"
+
+
+def _splits(kept: list[FrameRow], val_fraction: float) -> Splits:
+    splits: Splits = {"train": [], "val": []}
+    for r in kept:
+        splits[split_of(r.video_id, val_fraction)].append(r)
+    if not splits["val"] or not splits["train"]:
+        # Too few videos to hold some out: Ultralytics still needs a val set, so it reuses train.
+        splits = {"train": kept, "val": []}
+    return splits
+
+
+def build_dataset(registry: Registry, config: MinerConfig, output: Path, labeller: Labeller | None = None,
+                  detect: Labeller | None = None, detect_batch: int = 8) -> ExportSummary:
+    """The dataset from everything done so far. ``labeller``: a second model that labels the kept
+    frames; ``detect``: the filter's detector, for the deferred frames the dedup still needs."""
+    rows = registry.done_frames()
+    videos = {v.video_id: v for v in registry.videos()}
+    chosen = select_frames(registry, rows, {vid: v.order for vid, v in videos.items()}, config, output, detect,
+                           detect_batch)
+    labels: Labels = {r.key: r.detections for r in chosen.kept}
+    if labeller is not None and chosen.kept:
+        for r, dets in zip(chosen.kept, labeller([output / r.file for r in chosen.kept]), strict=True):
+            labels[r.key] = dets
+    staging = output / "dataset.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    splits = _splits(chosen.kept, config.export.val_fraction)
+    try:
+        image_paths = write_yolo(staging, output, splits, labels, config.filter.classes)
+        if "coco" in config.export.formats:
+            write_coco(staging, splits, labels, config.filter.classes, image_paths)
+        write_manifest(staging, _manifest(rows, videos, chosen, image_paths, labels), config.export.manifest)
+        atomic_write_json(staging / PROVENANCE, {"config_hash": config.result_hash(), "classes": config.filter.classes})
+        replace_dir(staging, output / "dataset")
+    except BaseException:
+        # Disk full, a kill: the previous dataset stays as it was.
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    kept_count = Counter(r.video_id for r in chosen.kept)
+    dup_count = Counter(key.rsplit("@", 1)[0] for key in chosen.duplicate_of)
+    registry.set_dedup_counts({vid: (kept_count[vid], dup_count[vid]) for vid in {r.video_id for r in rows} | set(videos)})
+    duplicates = len(chosen.duplicate_of)
+    return ExportSummary(frames=len(rows), kept=len(chosen.kept), duplicates=duplicates,
+                         filtered=len(rows) - len(chosen.kept) - duplicates, detected_at_export=chosen.detected)
+
+
+def _manifest(rows: list[FrameRow], videos: dict[str, VideoRow], chosen: Selection, image_paths: dict[str, str],
+              labels: dict[str, list[Detection]]) -> list[ManifestRecord]:
+    reasons = {r.key: r.reason for r in chosen.pool}
+    records = []
+    for r in rows:
+        key, video = r.key, videos[r.video_id]
+        if key in image_paths:
+            decision, reason = "kept", None
+        elif key in chosen.duplicate_of:
+            decision, reason = "duplicate", f"duplicate of {chosen.duplicate_of[key]}"
+        else:
+            decision, reason = "filtered", reasons.get(key, r.reason)
+        records.append(ManifestRecord(
+            frame=key, video_id=r.video_id, source=video.input, source_meta=video.source_meta, timestamp=r.timestamp,
+            frame_index=r.frame_index, image=image_paths.get(key), phash=r.phash, blur=r.blur, sharpness=r.sharpness,
+            media=video.media, detections=labels.get(key, []), decision=decision,
+            duplicate_of=chosen.duplicate_of.get(key), reason=reason))
+    return records

@@ -1,0 +1,235 @@
+"""``<output>/gallery.html``: the dataset to look at, in one offline page (no CDN, no server).
+
+Every kept frame with its boxes (class and confidence), grouped by video in input order; for each
+kept frame the duplicates it stands for; the filtered frames with their reasons, collapsed; filters
+by class and decision; the counts at the top. Images are referenced relative to the output folder
+(the dataset's, and the candidates' for duplicates), loaded lazily, a page at a time, so the page
+stays quick with tens of thousands of frames: the data is one compact JSON block, and only the
+current page becomes HTML.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ..store.layout import OutputLayout, frame_name
+from ..store.manifest import PROVENANCE, ManifestRecord, read_manifest
+
+DECISIONS = ("kept", "duplicate", "filtered")
+PAGE = "gallery.html"
+
+
+def gallery_data(output: Path, rows: list[ManifestRecord]) -> dict[str, Any]:
+    """The page's data: videos in input order, frames as compact rows."""
+    classes = sorted({d.label for r in rows for d in r.detections})
+    class_index = {c: i for i, c in enumerate(classes)}
+    videos: dict[str, int] = {}
+    video_rows: list[list[Any]] = []
+    index = {r.frame: k for k, r in enumerate(rows)}
+    candidates = OutputLayout(output).candidates_dir
+    frames: list[list[Any]] = []
+    for r in rows:
+        if r.video_id not in videos:
+            videos[r.video_id] = len(video_rows)
+            video_rows.append([r.video_id, r.source])
+        boxes = [[class_index[d.label], d.conf, *[round(v, 5) for v in d.xywhn]] for d in r.detections]
+        frames.append([videos[r.video_id], round(r.timestamp, 3), DECISIONS.index(r.decision),
+                       _image(output, candidates, r), boxes, index.get(r.duplicate_of or "", -1), r.reason or ""])
+    kept_by_class = Counter(classes[b[0]] for f in frames if f[2] == 0 for b in {x[0]: x for x in f[4]}.values())
+    counts = {"videos": len(video_rows), "frames": len(frames), **Counter(DECISIONS[f[2]] for f in frames)}
+    return {"classes": classes, "videos": video_rows, "frames": frames,
+            "counts": {d: counts.get(d, 0) for d in ("videos", "frames", *DECISIONS)},
+            "kept_by_class": dict(kept_by_class)}
+
+
+def _image(output: Path, candidates: Path, r: ManifestRecord) -> str | None:
+    """A kept frame's image in the dataset; a duplicate's among the candidates, while it is there."""
+    if r.image:
+        return f"dataset/{r.image}"
+    if r.decision == "duplicate":
+        candidate = candidates / r.video_id / frame_name(r.video_id, r.timestamp)
+        return candidate.relative_to(output).as_posix() if candidate.exists() else None
+    return None
+
+
+def write_gallery(output: Path) -> Path:
+    dataset = output / "dataset"
+    rows = read_manifest(dataset)
+    data = gallery_data(output, rows)
+    title = output.resolve().name
+    provenance = dataset / PROVENANCE
+    if provenance.exists():
+        classes = json.loads(provenance.read_text()).get("classes") or []
+        title += f" ({', '.join(classes)})"
+    # </script> cannot occur inside the JSON block: "/" is escaped wherever it follows "<".
+    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    page = output / PAGE
+    page.write_text(TEMPLATE.replace("%TITLE%", html.escape(title)).replace("%DATA%", payload))
+    return page
+
+
+TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>video-miner: %TITLE%</title>
+<style>
+body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f4f4f2;color:#222}
+header{position:sticky;top:0;background:#fff;border-bottom:1px solid #ddd;padding:8px 16px;z-index:2}
+h1{font-size:17px;margin:0 0 4px}
+#counts span{margin-right:14px} #counts b{font-size:15px}
+#controls{margin-top:6px} #controls label{margin-right:12px}
+main{padding:8px 16px}
+section.video{margin:14px 0} section.video h2{font-size:14px;margin:0 0 6px;word-break:break-all}
+section.video h2 small{color:#666;font-weight:normal}
+.cards{display:flex;flex-wrap:wrap;gap:10px}
+.card{background:#fff;border:1px solid #ddd;border-radius:4px;padding:6px;width:330px}
+.card.duplicate{border-color:#bbb;background:#fafafa} .card.filtered{width:auto;max-width:330px}
+.shot{position:relative;width:320px;line-height:0;background:#ccc;min-height:40px}
+.shot img{width:100%;height:auto}
+.box{position:absolute;border:2px solid #e4572e;box-sizing:border-box;pointer-events:none}
+.box span{position:absolute;left:-2px;top:-16px;background:#e4572e;color:#fff;font:11px/14px monospace;
+  padding:0 3px;white-space:nowrap}
+.meta{font-size:12px;color:#555;margin-top:4px} .reason{color:#8a3b12}
+details{margin-top:4px} summary{cursor:pointer;color:#335}
+.dups{display:flex;flex-wrap:wrap;gap:4px;margin-top:4px} .dups img{width:96px;height:auto}
+.dups span{font-size:11px}
+nav{margin:10px 0} nav button{margin-right:6px}
+</style></head>
+<body>
+<header><h1>video-miner: %TITLE%</h1><div id="counts"></div>
+<div id="controls">
+<label>decision <select id="decision"><option value="kept">kept</option><option value="duplicate">duplicates</option>
+<option value="filtered">filtered</option><option value="all">all</option></select></label>
+<label>class <select id="class"><option value="">any</option></select></label>
+<label>video <input id="video" type="search" placeholder="part of a name" size="18"></label>
+<label>per page <select id="per"><option>24</option><option selected>60</option><option>200</option>
+<option value="100000">all</option></select></label>
+</div></header>
+<main><nav id="top"></nav><div id="frames"></div><nav id="bottom"></nav></main>
+<script type="application/json" id="data">%DATA%</script>
+<script>
+"use strict";
+const D = JSON.parse(document.getElementById("data").textContent);
+const DEC = ["kept", "duplicate", "filtered"];
+const $ = id => document.getElementById(id);
+const el = (tag, attrs, ...kids) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) { if (k === "text") e.textContent = v; else e.setAttribute(k, v); }
+  for (const k of kids) if (k) e.append(k);
+  return e;
+};
+// Which frames stand for which: duplicates listed under the kept frame they duplicate.
+const dupsOf = new Map(), filteredBy = new Map();
+const push = (m, k, v) => { if (!m.has(k)) m.set(k, []); m.get(k).push(v); };
+D.frames.forEach((f, i) => { if (f[2] === 1 && f[5] >= 0) push(dupsOf, f[5], i); if (f[2] === 2) push(filteredBy, f[0], i); });
+const state = {decision: "kept", cls: "", video: "", per: 60, page: 0};
+
+function counts() {
+  const c = D.counts, parts = [["videos", c.videos], ["frames", c.frames], ["kept", c.kept],
+    ["duplicates", c.duplicate], ["filtered", c.filtered]];
+  $("counts").replaceChildren(...parts.map(([k, v]) => el("span", {"data-count": k}, el("b", {text: String(v)}), " " + k)),
+    el("span", {text: "kept per class: " + Object.entries(D.kept_by_class).map(([k, v]) => k + " " + v).join(", ")}));
+  for (const c of D.classes) $("class").append(el("option", {value: c, text: c}));
+}
+function label(f) { return D.videos[f[0]][0] + " @ " + f[1].toFixed(3) + "s"; }
+function matches(f) {
+  if (state.decision !== "all" && DEC[f[2]] !== state.decision) return false;
+  if (state.cls && !f[4].some(b => D.classes[b[0]] === state.cls)) return false;
+  if (state.video && !D.videos[f[0]][0].includes(state.video) && !D.videos[f[0]][1].includes(state.video)) return false;
+  // In "all", filtered frames are listed under their video, collapsed, not as cards.
+  return !(state.decision === "all" && f[2] === 2);
+}
+function shot(i, f) {
+  const box = el("div", {class: "shot"});
+  if (f[3]) box.append(el("img", {src: f[3], loading: "lazy", alt: label(f)}));
+  f[4].forEach((b, k) => {
+    const [c, conf, x, y, w, h] = b;
+    const s = el("div", {class: "box", "data-frame": String(i), "data-box": String(k),
+      style: `left:${(x - w / 2) * 100}%;top:${(y - h / 2) * 100}%;width:${w * 100}%;height:${h * 100}%`});
+    s.append(el("span", {text: D.classes[c] + " " + conf.toFixed(2)}));
+    box.append(s);
+  });
+  return box;
+}
+function card(i) {
+  const f = D.frames[i], kind = DEC[f[2]];
+  const c = el("div", {class: "card " + kind, "data-frame": String(i), "data-decision": kind, "data-video": D.videos[f[0]][0],
+    "data-t": String(f[1])});
+  if (f[3] || f[4].length) c.append(shot(i, f));
+  c.append(el("div", {class: "meta", text: "t=" + f[1].toFixed(3) + "s " + kind}));
+  if (kind === "duplicate" && f[5] >= 0) c.append(el("div", {class: "meta", text: "duplicate of " + label(D.frames[f[5]])}));
+  if (kind === "filtered") c.append(el("div", {class: "meta reason", text: f[6]}));
+  const dups = dupsOf.get(i) || [];
+  if (kind === "kept" && dups.length) {
+    const n = dups.length + " duplicate" + (dups.length > 1 ? "s" : "");
+    const d = el("details", {class: "stands-for"}, el("summary", {text: "stands for " + n}));
+    const list = el("div", {class: "dups"});
+    d.addEventListener("toggle", () => {  // built when opened: most are never opened
+      if (list.childElementCount) return;
+      for (const j of dups) {
+        const g = D.frames[j];
+        list.append(g[3] ? el("img", {src: g[3], loading: "lazy", title: label(g), alt: label(g)})
+                         : el("span", {text: label(g)}));
+      }
+    });
+    d.append(list); c.append(d);
+  }
+  return c;
+}
+function filteredOf(video) {
+  const own = filteredBy.get(video) || [];
+  if (!own.length) return null;
+  const n = own.length + " filtered frame" + (own.length > 1 ? "s" : "");
+  const d = el("details", {class: "filtered-list"}, el("summary", {text: n}));
+  const ul = el("ul");
+  for (const k of own) {
+    ul.append(el("li", {"data-frame": String(k), text: "t=" + D.frames[k][1].toFixed(3) + "s: " + D.frames[k][6]}));
+  }
+  d.append(ul);
+  return d;
+}
+function render() {
+  const hits = [];
+  D.frames.forEach((f, i) => { if (matches(f)) hits.push(i); });
+  const pages = Math.max(1, Math.ceil(hits.length / state.per));
+  state.page = Math.min(state.page, pages - 1);
+  const slice = hits.slice(state.page * state.per, (state.page + 1) * state.per);
+  const out = [];
+  let section = null, cards = null, current = -1;
+  for (const i of slice) {
+    const f = D.frames[i];
+    if (f[0] !== current) {
+      current = f[0];
+      const [vid, src] = D.videos[current];
+      cards = el("div", {class: "cards"});
+      section = el("section", {class: "video", "data-video": vid}, el("h2", {text: vid + " "}, el("small", {text: src})), cards);
+      if (state.decision === "all") { const fl = filteredOf(current); if (fl) section.append(fl); }
+      out.push(section);
+    }
+    cards.append(card(i));
+  }
+  $("frames").replaceChildren(...out);
+  for (const nav of [$("top"), $("bottom")]) {
+    const prev = el("button", {text: "previous", "data-nav": "prev"}), next = el("button", {text: "next", "data-nav": "next"});
+    prev.disabled = state.page === 0; next.disabled = state.page >= pages - 1;
+    prev.onclick = () => { state.page--; render(); scrollTo(0, 0); };
+    next.onclick = () => { state.page++; render(); scrollTo(0, 0); };
+    const where = `page ${state.page + 1} of ${pages} · ${hits.length} frames`;
+    nav.replaceChildren(prev, next, el("span", {class: "page", text: where}));
+  }
+  document.body.dataset.shown = String(slice.length);
+  document.body.dataset.matching = String(hits.length);
+}
+for (const [id, key, parse] of [["decision", "decision", String], ["class", "cls", String], ["per", "per", Number]]) {
+  $(id).addEventListener("change", e => { state[key] = parse(e.target.value); state.page = 0; render(); });
+}
+$("video").addEventListener("input", e => { state.video = e.target.value; state.page = 0; render(); });
+counts();
+render();
+document.body.dataset.ready = "1";
+</script></body></html>
+"""

@@ -1,0 +1,257 @@
+"""An Ultralytics detector restricted to the wanted classes, batched, on the best device; and the
+run's one shared detector behind the engine's dynamic batcher."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from async_pipeline import DynamicBatcher
+
+from ..config import MinerConfig
+from ..errors import ConfigError, ModelError
+from ..records import Detection
+from .hints import Detections
+
+#: Detector batch size when the config leaves it to the device: a GPU takes many images at once.
+GPU_BATCH, CPU_BATCH = 32, 8
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda:0"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    model: str
+    classes: tuple[str, ...]
+    conf: float
+    iou: float = 0.7
+    imgsz: int = 640
+    device: str = "auto"
+    half: bool = True
+    min_box_area: float = 0.0
+    #: Images per inference call; None: 32 on CUDA, 8 elsewhere.
+    batch_size: int | None = None
+    #: Inference lanes on the CPU (ONNX Runtime): 0 = one per core, at most ``batch_size``.
+    cpu_lanes: int = 0
+
+
+def _reopen_cpu_session(model: Any, threads: int) -> bool:
+    """Reopen the ONNX Runtime CPU session Ultralytics' predictor made (it offers no setting for
+    session options) with ``threads`` threads that do not spin; False for any other runtime.
+
+    A small detector gains little from splitting one inference over threads, and much from running
+    independent ones side by side (2 cores: 82 ms a frame over two 1-thread sessions, 131 ms on
+    one 2-thread session). And ONNX Runtime's threads spin between operators by default, taking
+    the CPU time frame decoding needs beside them (bench: whole job ~10% faster without)."""
+    backend = getattr(getattr(model.predictor, "model", None), "backend", None)
+    session = getattr(backend, "session", None)
+    path = getattr(session, "_model_path", None)
+    if session is None or not isinstance(path, str) or session.get_providers()[0] != "CPUExecutionProvider":
+        return False
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    backend.session = onnxruntime.InferenceSession(path, options, providers=session.get_providers())  # type: ignore[union-attr]
+    return True
+
+
+def detector_spec(config: MinerConfig, model: str | None = None, conf: float | None = None) -> DetectorSpec:
+    """The filter's detector as the config describes it (``model``/``conf``: the label model's)."""
+    f = config.filter
+    return DetectorSpec(model or f.model, tuple(f.classes), f.conf if conf is None else conf, f.iou, f.imgsz, f.device,
+                        f.half, f.min_box_area, f.batch_size, f.cpu_lanes)
+
+
+class Detector:
+    """Loads the model once; :meth:`detect` returns the wanted boxes of each image."""
+
+    def __init__(self, spec: DetectorSpec) -> None:
+        from ultralytics import YOLO
+
+        self.spec = spec
+        self.device = resolve_device(spec.device)
+        self.half = spec.half and self.device.startswith("cuda")
+        self.batch_size = spec.batch_size or (GPU_BATCH if self.device.startswith("cuda") else CPU_BATCH)
+        model_ref = str(Path(spec.model).expanduser()) if Path(spec.model).expanduser().exists() else spec.model
+        try:
+            self.model = YOLO(model_ref, task="detect")
+            self._model_ref = model_ref
+            names: dict[int, str] = dict(self.model.names)
+        except Exception as exc:
+            raise ModelError(f"cannot load model {spec.model!r}: {type(exc).__name__}: {exc}") from exc
+        by_name = {name: idx for idx, name in names.items()}
+        unknown = [c for c in spec.classes if c not in by_name]
+        if unknown:
+            valid = ", ".join(names[i] for i in sorted(names))
+            raise ConfigError(f"filter.classes: {', '.join(unknown)} not among the classes of {spec.model}; valid: {valid}")
+        self.model_names = names
+        self.class_ids = [by_name[c] for c in spec.classes]
+        #: Model class id -> index in the dataset's own class list.
+        self.dataset_index = {by_name[c]: i for i, c in enumerate(spec.classes)}
+        #: Models run side by side on a batch's images (several only on the CPU with ONNX Runtime).
+        self._lanes: list[Any] = [self.model]
+        self._pool: ThreadPoolExecutor | None = None
+        self._warm_lock = threading.Lock()
+        self._warm = False
+
+    def warm_up(self) -> None:
+        """Build Ultralytics' predictor (seconds: it imports torchvision, opens the runtime) before
+        the first real batch. On a GPU a full batch, so the first real one finds its shapes warmed; on
+        the CPU one image (each costs a whole inference there, and there is nothing to warm).
+        On the CPU with ONNX Runtime, the inference lanes are opened here too. Once per detector:
+        the filter workers that share it all call this, and the later ones wait for the first."""
+        with self._warm_lock:
+            if not self._warm:
+                self._warm_up()
+                self._warm = True
+
+    def _warm_up(self) -> None:
+        blank = [Image.new("RGB", (64, 64))] * (1 if self.device == "cpu" else self.batch_size)
+        self._predict(self.model, blank)
+        lanes = max(1, min(self.spec.cpu_lanes or os.cpu_count() or 1, self.batch_size))
+        threads = max(1, (os.cpu_count() or 1) // lanes)
+        if not _reopen_cpu_session(self.model, threads):
+            return
+        from ultralytics import YOLO
+
+        more = [YOLO(self._model_ref, task="detect") for _ in range(lanes - 1)]
+        for model in more:
+            self._predict(model, blank)
+            _reopen_cpu_session(model, threads)
+        self._lanes += more
+        for model in self._lanes:
+            self._predict(model, blank)  # a new session's first run allocates its buffers
+        if len(self._lanes) > 1:
+            self._pool = ThreadPoolExecutor(len(self._lanes) - 1, thread_name_prefix="detector-lane")
+
+    def detect_each(self, images: Sequence[Image.Image]) -> list[Detections | BaseException]:
+        """Like :meth:`detect`, but a failing batch is retried image by image, so an image that
+        breaks the model fails alone (its result is the exception)."""
+        try:
+            return list(self.detect(images))
+        except ModelError:
+            if len(images) == 1:
+                raise
+        out: list[Detections | BaseException] = []
+        for image in images:
+            try:
+                out.extend(self.detect([image]))
+            except ModelError as exc:
+                out.append(exc)
+        return out
+
+    def detect(self, images: Sequence[Image.Image]) -> list[Detections]:
+        if not images:
+            return []
+        images = list(images)
+        size = -(-len(images) // len(self._lanes))
+        chunks = [images[i:i + size] for i in range(0, len(images), size)]
+        if len(chunks) == 1 or self._pool is None:
+            return self._boxes(self._predict(self.model, images))
+        # Independent images on independent sessions: ONNX Runtime releases the GIL while it runs.
+        later = [self._pool.submit(self._predict, self._lanes[i], chunk) for i, chunk in enumerate(chunks[1:], 1)]
+        results = self._predict(self._lanes[0], chunks[0])
+        for future in later:
+            results += future.result()
+        return self._boxes(results)
+
+    def _predict(self, model: Any, images: list[Image.Image]) -> list[Any]:
+        try:
+            return list(model.predict(
+                images, conf=self.spec.conf, iou=self.spec.iou, imgsz=self.spec.imgsz, device=self.device,
+                # FP16 on CUDA; `quantize` replaced the deprecated `half` argument in Ultralytics 8.4.
+                quantize=16 if self.half else None, classes=self.class_ids, verbose=False,
+            ))
+        except Exception as exc:
+            raise ModelError(f"inference failed with {self.spec.model}: {type(exc).__name__}: {exc}") from exc
+
+    def _boxes(self, results: list[Any]) -> list[Detections]:
+        out: list[Detections] = []
+        for result in results:
+            boxes: Any = result.boxes
+            dets = []
+            for cls, conf, xywhn in zip(boxes.cls.tolist(), boxes.conf.tolist(), boxes.xywhn.tolist(), strict=True):
+                area = xywhn[2] * xywhn[3]
+                if area < self.spec.min_box_area:
+                    continue
+                x, y, w, h = (round(float(v), 6) for v in xywhn)
+                dets.append(Detection(self.model_names[int(cls)], self.dataset_index[int(cls)], round(float(conf), 4),
+                                      (x, y, w, h)))
+            out.append(dets)
+        return out
+
+
+class SharedDetector:
+    """The run's one model behind the engine's :class:`~async_pipeline.DynamicBatcher`: filter
+    workers submit single frames, and each batch holds frames of every video in flight (so short
+    clips fill it as well as long videos do). On the CPU a batch is split over the ONNX Runtime
+    lanes; on CUDA it goes to the GPU whole."""
+
+    def __init__(self, detector: Detector, max_wait_s: float,
+                 on_batch: Callable[[int, list[float], float], None] | None = None) -> None:
+        self.detector = detector
+        self.batcher: DynamicBatcher[Image.Image, Detections] = DynamicBatcher(
+            detector.detect_each, max_batch=detector.batch_size, max_wait_s=max_wait_s, name="detector",
+            on_batch=on_batch)
+
+    @property
+    def batch_size(self) -> int:
+        return self.detector.batch_size
+
+    def warm_up(self) -> None:
+        self.detector.warm_up()
+
+
+#: A detector over image files: the detections of each, in order.
+FilesDetector = Callable[[list[Path]], list[Detections]]
+
+
+def _load(path: Path) -> Image.Image:
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def on_files(detector: Detector) -> FilesDetector:
+    """``detector`` over image files, in batches of its size."""
+
+    def label(paths: list[Path]) -> list[Detections]:
+        out: list[Detections] = []
+        size = detector.batch_size
+        for start in range(0, len(paths), size):
+            out.extend(detector.detect([_load(p) for p in paths[start:start + size]]))
+        return out
+
+    return label
+
+
+def shared_on_files(shared: SharedDetector) -> FilesDetector:
+    """The shared detector over image files: the export's few deferred frames join the batches of
+    whatever else is in flight (live frames keep coming while a periodic export runs)."""
+
+    def label(paths: list[Path]) -> list[Detections]:
+        shared.batcher.join()
+        try:
+            return shared.batcher.map(_load(p) for p in paths)
+        finally:
+            shared.batcher.leave()
+
+    return label

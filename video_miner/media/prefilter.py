@@ -1,0 +1,51 @@
+"""The cheap per-frame checks that run before the detector, on each sampled frame's JPEG bytes.
+
+They run in the extract stage, while the frame is still in memory: a frame they drop is never
+written, read back or decoded again, and the filter stage (the bottleneck: it holds the model)
+spends its time on inference only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import FilterConfig
+from ..records import Decision, FrameRecord
+from .quality import frame_difference, measure, open_gray
+
+
+@dataclass
+class Prefilter:
+    """Blur and static-frame checks for one video's frames, in time order."""
+
+    cfg: FilterConfig
+    #: (thumbnail, frame index) of the last frame that passed: static frames are compared with it.
+    _last: tuple[np.ndarray, int] | None = field(default=None, init=False)
+
+    def check(self, data: bytes, frame: FrameRecord) -> None:
+        """Give ``frame`` its measures and, if a check drops it, its decision and reason.
+
+        The measures come from the encoded JPEG ``data``, exactly what the detector and dedup see
+        later; they are of the picture inside black bars, whose share scales ``frame.pixels``.
+        """
+        blur, sharpness, phash, thumb, content = measure(open_gray(io.BytesIO(data)))
+        frame.phash, frame.blur, frame.sharpness = phash, round(blur, 3), round(sharpness, 3)
+        # Pixels of the picture, not of black bars around it: a letterboxed re-upload has fewer.
+        frame.pixels = round(frame.pixels * round(content, 4))
+        if blur < self.cfg.blur_threshold:
+            frame.decision = Decision.FILTERED
+            frame.reason = f"blurry (sharpness {blur:.1f} < {self.cfg.blur_threshold})"
+            return
+        if self._last is not None and self.cfg.static_max_diff >= 0:
+            diff = frame_difference(thumb, self._last[0])
+            if diff <= self.cfg.static_max_diff:
+                frame.decision = Decision.FILTERED
+                frame.reason = f"static: same as frame {self._last[1]} (difference {diff:.0f})"
+                return
+        self._last = (thumb, frame.index)
+        # Byte-identical frames (the same video listed twice) share one detection.
+        frame.digest = hashlib.blake2b(data, digest_size=16).hexdigest()

@@ -1,0 +1,48 @@
+"""Each sampled picture encoded once as a JPEG, measured and prefiltered in memory, and written
+only if it passed: a dropped frame is never written, read back or decoded again."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..config import ExtractConfig
+from ..records import FrameRecord, MediaInfo
+from ..store.layout import frame_name
+from .picture import Geometry
+from .prefilter import Prefilter
+
+
+@dataclass
+class FrameWriter:
+    out_dir: Path
+    video_id: str
+    cfg: ExtractConfig
+    prefilter: Prefilter | None
+    #: Bits per pixel of the source (how compressed it is), the same for each of its frames.
+    bpp: float = 0.0
+    #: How the source is decoded and shown, for the manifest: filled from the first sampled frame.
+    media: MediaInfo = field(default_factory=MediaInfo)
+
+    def keep(self, t: float, index: int, rgb: np.ndarray, geo: Geometry) -> FrameRecord:
+        """The frame's record: measures and, if a prefilter dropped it, the decision (then no file)."""
+        data = jpeg(rgb, self.cfg.jpeg_quality)
+        frame = FrameRecord(frame_name(self.video_id, t), round(t, 6), index, geo.display[0] * geo.display[1], self.bpp)
+        if self.prefilter is not None:
+            self.prefilter.check(data, frame)
+        if frame.decision is None:
+            (self.out_dir / frame.file).write_bytes(data)
+        if self.media.display_size is None:  # as the first sampled frame shows it
+            geo.describe(self.media)
+            self.media.bpp = self.bpp
+        return frame
+
+
+def jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()

@@ -1,0 +1,293 @@
+"""Run metrics: a Prometheus endpoint while the run goes, metrics.json when it ends.
+
+Live values (queue depths, busy workers, stage counters, frame totals) are read from the engine's
+snapshot and the run's counters at scrape time, so nothing is counted twice; per-item durations
+feed real histograms as the engine reports them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from async_pipeline import Distribution, DynamicBatcher, PipelineEvent, StageSnapshot
+
+from ..live.stats import LiveSnapshot
+from ..store.files import atomic_write_json
+from .view import RunView
+
+PREFIX = "video_miner"
+BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+#: Runs remembered in metrics.json's history.
+HISTORY = 20
+HINTS = {
+    "download": "raise pipeline.download_workers, or check bandwidth and download.rate_limit",
+    "extract": "raise pipeline.extract_workers, lower extract.fps or extract.max_side",
+    "filter": "add a GPU, lower extract.fps or raise the prefilter thresholds (filter.blur_threshold, "
+              "filter.static_max_diff)",
+    "collect": "check the output disk's speed",
+}
+
+
+class _LiveCollector(Collector):
+    def __init__(self, metrics: RunMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        m = self.metrics
+        snap = m.snapshot()
+        gauges = {
+            "queue_depth": ("Items waiting in each stage's input queue", "queue_depth"),
+            "stage_busy_workers": ("Workers of each stage busy with an item", "busy"),
+            "stage_workers": ("Workers of each stage", "workers"),
+        }
+        for name, (doc, key) in gauges.items():
+            g = GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=["stage"])
+            for stage, s in snap.items():
+                g.add_metric([stage], getattr(s, key))
+            yield g
+        counters = {
+            "stage_items_processed": ("Items a stage finished (passed on, fanned out or dropped)", "processed"),
+            "stage_items_failed": ("Items that failed in a stage", "failed"),
+            "stage_items_dropped": ("Items a stage or its queue policy dropped", "dropped"),
+        }
+        for name, (doc, key) in counters.items():
+            c = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["stage"])
+            for stage, s in snap.items():
+                c.add_metric([stage], getattr(s, key) + (s.queue_dropped if key == "dropped" else 0))
+            yield c
+        counts = m.view.counters.as_dict() if m.view else {}
+        for name, key, doc in (
+            ("frames_extracted", "frames_extracted", "Frames written by the extract stage"),
+            ("frames_filtered_out", "frames_filtered", "Frames the prefilters or the detector rejected"),
+            ("frames_candidates", "frames_candidates", "Frames the detector kept, before cross-video dedup"),
+            ("frames_deferred", "frames_deferred", "Frames not sent to the detector: near-duplicates of a frame it kept"),
+            ("frames_kept", "frames_kept", "Frames in the exported dataset"),
+            ("frames_duplicates", "frames_duplicates", "Frames removed as near-duplicates"),
+            ("bytes_downloaded", "bytes_downloaded", "Bytes downloaded"),
+        ):
+            yield CounterMetricFamily(f"{PREFIX}_{name}", doc, value=counts.get(key, 0))
+        videos = GaugeMetricFamily(f"{PREFIX}_videos", "Videos per registry state", labels=["state"])
+        for state, n in m.video_states.items():
+            videos.add_metric([state], n)
+        yield videos
+        yield from _live_families(m.live())
+
+
+def _live_families(live: dict[str, LiveSnapshot]) -> Iterator[Any]:
+    """Per live source: frames at each step, latency from capture to decision, reconnects."""
+    if not live:
+        return
+    for name, key, doc in (
+        ("live_frames_captured", "frames_captured", "Frames the source delivered"),
+        ("live_frames_sampled", "frames_sampled", "Frames sampled at extract.fps"),
+        ("live_frames_filtered", "frames_filtered", "Sampled frames the prefilters dropped"),
+        ("live_frames_dropped", "frames_dropped", "Frames live.queue_policy threw away: the detector was behind"),
+        ("live_frames_decided", "frames_decided", "Frames the filter decided"),
+        ("live_reconnects", "reconnects", "Times the source came back after dropping"),
+    ):
+        c = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["source"])
+        for source, s in live.items():
+            c.add_metric([source], getattr(s, key))
+        yield c
+    latency = GaugeMetricFamily(f"{PREFIX}_live_latency_seconds", "Capture to decision, per source",
+                                labels=["source", "quantile"])
+    for source, s in live.items():
+        for q, value in (("0.5", s.latency_p50_s), ("0.95", s.latency_p95_s), ("1", s.latency_max_s)):
+            latency.add_metric([source, q], value)
+    yield latency
+
+
+class Timeline:
+    """Busy workers and queue depth per stage over time, for the report's plot. Bounded: time is cut
+    into buckets that keep each stage's peak; past ``max_points`` neighbouring buckets merge and
+    the buckets double in length, so a week-long run writes as few points as a minute-long one."""
+
+    def __init__(self, max_points: int = 1000, bucket_s: float = 0.05) -> None:
+        self.max_points = max_points
+        self.bucket_s = bucket_s
+        self._buckets: dict[int, dict[str, tuple[int, int]]] = {}
+        self._stages: set[str] = set()
+
+    def add(self, t: float, stage: str, busy: int, queue: int) -> None:
+        bucket = self._buckets.setdefault(int(t // self.bucket_s), {})
+        old = bucket.get(stage, (0, 0))
+        bucket[stage] = (max(old[0], busy), max(old[1], queue))
+        self._stages.add(stage)
+        while len(self._buckets) * max(1, len(self._stages)) > self.max_points:
+            self._coarsen()
+
+    def _coarsen(self) -> None:
+        merged: dict[int, dict[str, tuple[int, int]]] = {}
+        for k, stages in self._buckets.items():
+            into = merged.setdefault(k // 2, {})
+            for stage, (busy, queue) in stages.items():
+                old = into.get(stage, (0, 0))
+                into[stage] = (max(old[0], busy), max(old[1], queue))
+        self._buckets = merged
+        self.bucket_s *= 2
+
+    def points(self) -> list[dict[str, Any]]:
+        return [{"t": round(k * self.bucket_s, 4), "stage": stage, "busy": busy, "queue": queue}
+                for k in sorted(self._buckets) for stage, (busy, queue) in sorted(self._buckets[k].items())]
+
+
+@dataclass
+class RunMetrics:
+    """Observer of one run. Pass :meth:`on_event` to the engine and call :meth:`attach` first."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    view: RunView | None = None
+    timeline: Timeline = field(default_factory=Timeline)
+    started_at: float = field(default_factory=time.monotonic)
+    #: The shared detector's batcher (local engines): batch sizes, waits, throughput.
+    detector: DynamicBatcher[Any, Any] | None = None
+    _video_started: dict[str, float] = field(default_factory=dict)
+    _durations: dict[str, Distribution] = field(default_factory=dict)
+    #: Videos per registry state, refreshed as videos finish (scrapes never touch the database).
+    video_states: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: Any = None
+
+    def __post_init__(self) -> None:
+        self.stage_seconds = Histogram(f"{PREFIX}_stage_processing_seconds", "Processing time per item per stage",
+                                       ["stage"], buckets=BUCKETS, registry=self.registry)
+        self.video_seconds = Histogram(f"{PREFIX}_video_seconds", "End-to-end time per video, first stage to last",
+                                       buckets=BUCKETS, registry=self.registry)
+        self.batch_size = Histogram(f"{PREFIX}_detector_batch_size", "Frames per detector batch (across videos)",
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
+        self.batch_wait = Histogram(f"{PREFIX}_detector_wait_seconds", "Time a frame waited for its detector batch",
+                                    buckets=WAIT_BUCKETS, registry=self.registry)
+        self.registry.register(_LiveCollector(self))
+
+    def on_batch(self, size: int, waits: list[float], seconds: float) -> None:
+        """The detector batcher's report of one batch."""
+        self.batch_size.observe(size)
+        for w in waits:
+            self.batch_wait.observe(w)
+
+    def attach(self, view: RunView) -> None:
+        self.view = view
+        self.started_at = time.monotonic()
+        self.refresh_videos()
+
+    def refresh_videos(self) -> None:
+        if self.view is not None:
+            self.video_states = self.view.registry.counts_by_state()
+
+    def snapshot(self) -> dict[str, StageSnapshot]:
+        return self.view.snapshot() if self.view is not None else {}
+
+    def live(self) -> dict[str, LiveSnapshot]:
+        return self.view.live() if self.view is not None else {}
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the scrape endpoint; returns the port (useful with port 0)."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server = server
+        return int(server.server_address[1])
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def on_event(self, event: PipelineEvent) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if event.kind == "started" and event.item_id not in self._video_started:
+                self._video_started[event.item_id] = now
+            elif event.kind == "item_done" and event.item_id in self._video_started:
+                self.video_seconds.observe(now - self._video_started.pop(event.item_id))
+        if event.kind == "item_done":
+            self.refresh_videos()  # the file pipeline's videos only: the live one reports elsewhere
+        if event.kind in ("finished", "failed") and event.stage:
+            self.stage_seconds.labels(event.stage).observe(event.seconds)
+            with self._lock:
+                self._durations.setdefault(event.stage, Distribution()).add(event.seconds)
+        if event.stage and event.kind in ("started", "finished", "failed", "queue_dropped"):
+            # A queue fills on the upstream stage's events, so every stage is sampled each time.
+            t = now - self.started_at
+            with self._lock:
+                for name, s in self.snapshot().items():
+                    self.timeline.add(t, name, s.busy, s.queue_depth)
+
+    def report(self, totals: dict[str, Any], wall: float) -> dict[str, Any]:
+        """``wall``: seconds the stages ran, the denominator of busy fractions and throughput."""
+        stages: dict[str, Any] = {}
+        for name, s in self.snapshot().items():
+            d = self._durations.get(name) or Distribution()
+            capacity = s.workers * wall
+            stages[name] = {
+                "workers": s.workers,
+                "items_in": s.items_in,
+                "items_out": s.items_out,
+                "failed": s.failed,
+                "dropped": s.dropped + s.queue_dropped,
+                "retries": s.retries,
+                "p50_s": round(d.quantile(0.5), 4),
+                "p95_s": round(d.quantile(0.95), 4),
+                "max_s": round(d.max, 4),
+                "busy_seconds": round(s.busy_seconds, 3),
+                "setup_seconds": round(s.setup_seconds, 3),
+                "busy_fraction": round(s.busy_seconds / capacity, 4) if capacity > 0 else 0.0,
+                "throughput_per_s": round(s.processed / wall, 4) if wall > 0 else 0.0,
+                "queue_high_water": s.queue_high_water,
+                "queue_size": s.queue_size,
+            }
+        bottleneck = None
+        if stages:
+            name = max(stages, key=lambda n: stages[n]["busy_fraction"])
+            frac = stages[name]["busy_fraction"]
+            bottleneck = {"stage": name, "busy_fraction": frac,
+                          "hint": f"{name} is the bottleneck: {frac:.0%} busy; {HINTS.get(name, 'give it more workers')}"}
+        data: dict[str, Any] = {"stages": stages, "totals": totals, "bottleneck": bottleneck}
+        if self.detector is not None:
+            data["detector"] = detector_report(self.detector, wall)
+        data["timeline"] = self.timeline.points()
+        return data
+
+    def write(self, path: Path, totals: dict[str, Any], wall: float,
+              live: dict[str, LiveSnapshot] | None = None) -> dict[str, Any]:
+        """metrics.json: this run's figures, its live sources' (``live``, keyed by source), and the
+        totals of the runs before it (``history``)."""
+        data = self.report(totals, wall)
+        if live:
+            data["live"] = {source: s.as_json() for source, s in live.items()}
+        previous: list[dict[str, Any]] = []
+        if path.exists():
+            try:
+                previous = json.loads(path.read_text()).get("history", [])
+            except (OSError, ValueError):
+                previous = []
+        entry = {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **{k: v for k, v in totals.items()
+                                                                          if isinstance(v, (int, float))}}
+        data["history"] = [*previous, entry][-HISTORY:]
+        atomic_write_json(path, data, sort_keys=False)  # keep stages in pipeline order
+        return data
+
+
+def detector_report(batcher: DynamicBatcher[Any, Any], wall: float) -> dict[str, Any]:
+    """Batch fill against the batch size, time frames waited for a batch, frames per second."""
+    stats = batcher.stats.snapshot()
+    stats["max_wait_s"] = batcher.max_wait_s
+    stats["frames_per_s"] = round(stats["requests"] / wall, 3) if wall > 0 else 0.0
+    stats["busy_fraction"] = round(stats["busy_seconds"] / wall, 4) if wall > 0 else 0.0
+    return stats
+
+
+def load_metrics(output: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((output / "metrics.json").read_text())
+    return data

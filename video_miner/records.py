@@ -1,0 +1,246 @@
+"""The typed records that cross a stage or go to disk, each defined once here.
+
+JSON and SQLite hold them as plain values; ``from_json``/``as_json`` (and the registry's row
+readers) are the only places their fields are named by string. The JSON keys are the ones earlier
+releases wrote, so work folders and registries written by them still resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+
+class State(StrEnum):
+    """Where a video (or a live segment) is: each state is committed before the next stage sees it."""
+
+    QUEUED = "queued"
+    DOWNLOADED = "downloaded"
+    EXTRACTED = "extracted"
+    FILTERED = "filtered"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    #: A live source (or one connection of it) being read: its frames commit one by one.
+    LIVE = "live"
+
+
+UNFINISHED = (State.QUEUED, State.DOWNLOADED, State.EXTRACTED, State.FILTERED)
+
+
+class Decision(StrEnum):
+    """What the filter decided for one frame (the export turns these into kept/duplicate/filtered)."""
+
+    FILTERED = "filtered"  # a prefilter dropped it: blurry or static
+    NEGATIVE = "negative"  # the detector found none of the classes
+    CANDIDATE = "candidate"  # the detector found some: dedup decides
+    DEFERRED = "deferred"  # near a more preferred candidate: detection skipped, dedup decides
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One box of a wanted class: ``xywhn`` is centre x, centre y, width, height, 0-1 of the picture."""
+
+    label: str
+    class_index: int
+    conf: float
+    xywhn: tuple[float, float, float, float]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"class": self.label, "class_index": self.class_index, "conf": self.conf, "xywhn": list(self.xywhn)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Detection:
+        x, y, w, h = (float(v) for v in data["xywhn"])
+        return cls(str(data["class"]), int(data["class_index"]), float(data["conf"]), (x, y, w, h))
+
+
+def detections_json(detections: list[Detection]) -> list[dict[str, Any]]:
+    return [d.as_json() for d in detections]
+
+
+def detections_from_json(data: list[dict[str, Any]] | None) -> list[Detection]:
+    return [Detection.from_json(d) for d in data or []]
+
+
+@dataclass
+class MediaInfo:
+    """How a video's frames were decoded and are shown (the manifest's media fields, in its order)."""
+
+    track: int | None = None
+    codec: str | None = None
+    pixel_format: str | None = None
+    decoded_size: list[int] | None = None
+    display_size: list[int] | None = None
+    sample_aspect_ratio: str | None = None
+    rotation: int | None = None
+    mirrored: bool | None = None
+    hdr: str | None = None
+    bpp: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """Only what is known (the registry and frames.json keep it so)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def manifest_fields(self) -> dict[str, Any]:
+        """Every field, unknown ones as None, in the manifest's order."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> MediaInfo:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+
+@dataclass
+class FrameRecord:
+    """One sampled frame of a video, from extraction through the filter: its file, time, measures
+    and (once decided) its decision. ``frames.json`` and ``filter.json`` hold lists of these."""
+
+    file: str
+    t: float
+    index: int
+    #: The source's pixels as shown (inside black bars), its bits per pixel and the frame's
+    #: sharpness at a common scale: which of near-identical frames dedup keeps.
+    pixels: int
+    bpp: float
+    phash: int = 0
+    blur: float = 0.0
+    sharpness: float = 0.0
+    #: None while undecided; set by a prefilter (filtered) or the filter.
+    decision: Decision | None = None
+    reason: str | None = None
+    #: Hash of the JPEG's bytes: byte-identical frames share one detection. None when filtered.
+    digest: str | None = None
+    detections: list[Detection] = field(default_factory=list)
+    #: Whether the detector saw this frame (not deferred, not a twin's reuse).
+    detected: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {"file": self.file, "t": self.t, "index": self.index, "pixels": self.pixels, "bpp": self.bpp,
+                "phash": self.phash, "blur": self.blur, "sharpness": self.sharpness, "decision": self.decision,
+                "reason": self.reason, "digest": self.digest, "detections": detections_json(self.detections),
+                "detected": self.detected}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FrameRecord:
+        decision = data.get("decision")
+        return cls(file=str(data["file"]), t=float(data["t"]), index=int(data["index"]), pixels=int(data["pixels"]),
+                   bpp=float(data["bpp"]), phash=int(data.get("phash", 0)), blur=float(data.get("blur", 0.0)),
+                   sharpness=float(data.get("sharpness", 0.0)), decision=Decision(decision) if decision else None,
+                   reason=data.get("reason"), digest=data.get("digest"),
+                   detections=detections_from_json(data.get("detections")), detected=bool(data.get("detected")))
+
+    @property
+    def keeps_file(self) -> bool:
+        """Whether the export may still need its picture: a candidate, or deferred (maybe detected at export)."""
+        return self.decision in (Decision.CANDIDATE, Decision.DEFERRED)
+
+
+@dataclass(frozen=True)
+class FrameRow:
+    """A frame as the registry holds it: a :class:`FrameRecord` of a video, once that video is done
+    (or, for a live segment, once the frame is decided)."""
+
+    video_id: str
+    frame_index: int
+    timestamp: float
+    file: str
+    phash: int
+    blur: float
+    detections: list[Detection]
+    decision: Decision
+    reason: str | None = None
+    pixels: int = 0
+    bpp: float = 0.0
+    sharpness: float = 0.0
+
+    @classmethod
+    def of(cls, video_id: str, frame: FrameRecord, file: str) -> FrameRow:
+        assert frame.decision is not None, "only decided frames are recorded"
+        return cls(video_id, frame.index, frame.t, file, frame.phash, frame.blur, frame.detections, frame.decision,
+                   frame.reason, frame.pixels, frame.bpp, frame.sharpness)
+
+    @property
+    def key(self) -> str:
+        """The frame's name in the manifest: ``video@seconds``."""
+        return f"{self.video_id}@{self.timestamp:.3f}"
+
+
+@dataclass(frozen=True)
+class VideoRow:
+    """A video (or a live segment, or a playlist) as the registry holds it."""
+
+    video_id: str
+    input: str
+    normalized: str
+    kind: str
+    order: int
+    state: State
+    parent: str | None = None
+    attempts: int = 0
+    error_class: str | None = None
+    error_message: str | None = None
+    warning: str | None = None
+    path: str | None = None
+    #: What yt-dlp said of the source (title, uploader, licence, ...): the manifest's ``source_meta``.
+    source_meta: dict[str, Any] = field(default_factory=dict)
+    media: MediaInfo = field(default_factory=MediaInfo)
+    n_extracted: int = 0
+    n_candidates: int = 0
+    n_kept: int = 0
+    n_duplicates: int = 0
+    bytes_downloaded: int = 0
+    config_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class VideoItem:
+    """What a message of the file pipeline carries: one video on its way through the stages."""
+
+    video_id: str
+    #: "local", "url" (yt-dlp), "remote" (an fsspec URL) or "live".
+    kind: str
+    #: The normalized input: a path or a URL.
+    source: str
+    order: int
+    #: The file the download stage made (a user's own local file is never named here).
+    video_path: str | None = None
+    warnings: tuple[str, ...] = ()
+    #: Stage -> node id, where the Ray engine ran each stage.
+    nodes: tuple[tuple[str, str], ...] = ()
+
+    def downloaded(self) -> bool:
+        """Whether the file is ours to delete (downloaded or copied), not a user's own."""
+        return self.kind in ("url", "remote") and self.video_path is not None
+
+
+@dataclass(frozen=True)
+class LiveFrame:
+    """What a message of the live pipeline carries: one sampled, prefiltered camera frame."""
+
+    frame: FrameRecord
+    #: The segment (one connection to the source) the frame belongs to, and the source itself.
+    video_id: str
+    source_id: str
+    order: int
+    #: Wall-clock time the frame was read (latency is measured from here to its decision).
+    captured_at: float
+    media: MediaInfo
+
+
+@dataclass(frozen=True)
+class VideoUpdate:
+    """A change of a video's registry row: its new state and the fields that come with it (None
+    leaves a field as it is; an empty ``warning`` clears it)."""
+
+    state: State
+    path: str | None = None
+    source_meta: dict[str, Any] | None = None
+    media: MediaInfo | None = None
+    n_extracted: int | None = None
+    bytes_downloaded: int | None = None
+    warning: str | None = None
+    error_class: str | None = None
+    error_message: str | None = None

@@ -1,0 +1,106 @@
+"""Where the file pipeline's stages run: the one seam between a run and its engine.
+
+An :class:`Engine` is chosen once per run. :class:`LocalEngine` runs the stages in this process
+around one shared detector (on the asyncio orchestrator, or one video at a time with
+``--sequential``); :class:`~video_miner.run.ray_engine.RayEngine` runs them on a Ray cluster. Both
+run the same stage classes (:mod:`video_miner.stages`) and commit their changes on the driver.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from types import TracebackType
+
+from async_pipeline import QueuePolicy, StageSpec
+
+from ..detect.detector import Detector, FilesDetector, SharedDetector, on_files, shared_on_files
+from ..errors import ConfigError
+from ..live.hub import LiveHub
+from ..observe.metrics import RunMetrics
+from ..stages.base import LIVE_STAGES, LocalStage
+from ..stages.collect import CollectStage
+from ..stages.context import MiningContext
+from ..stages.download import DownloadStage
+from ..stages.extract import ExtractStage
+from ..stages.filter import FilterStage
+from ..stages.live_collect import LiveCollectStage
+from ..stages.live_filter import LiveFilterStage
+
+
+class Engine(ABC):
+    """A context manager: entering starts what the stages need (a model, a cluster), leaving stops it."""
+
+    #: Runs one video at a time, without queues (no live sources or watched folders then).
+    sequential = False
+    #: The run's shared detector, where the stages run in this process (live frames use it too).
+    shared: SharedDetector | None = None
+
+    def __init__(self, ctx: MiningContext, detector: Detector) -> None:
+        self.ctx = ctx
+        self.detector = detector
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        return None
+
+    @abstractmethod
+    def file_stages(self) -> list[StageSpec]:
+        """download -> extract -> filter -> collect, as this engine runs them."""
+
+    def live_stages(self, hub: LiveHub) -> list[StageSpec]:
+        """live_filter -> live_collect: only where the detector is in this process (``shared``)."""
+        raise ConfigError("live sources run on the local engine only: drop --engine ray")
+
+    def detect_files(self) -> FilesDetector:
+        """The filter's model over image files: the export detects the deferred frames it still needs."""
+        return on_files(self.detector)
+
+
+class LocalEngine(Engine):
+    def __init__(self, ctx: MiningContext, detector: Detector, metrics: RunMetrics, sequential: bool = False) -> None:
+        super().__init__(ctx, detector)
+        self.sequential = sequential
+        self.shared = SharedDetector(detector, ctx.config.filter.max_wait_ms / 1000, on_batch=metrics.on_batch)
+        metrics.detector = self.shared.batcher
+
+    def __enter__(self) -> LocalEngine:
+        assert self.shared is not None
+        self.shared.batcher.__enter__()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        assert self.shared is not None
+        self.shared.batcher.__exit__(kind, exc, tb)
+
+    def file_stages(self) -> list[StageSpec]:
+        ctx, shared = self.ctx, self.shared
+        assert shared is not None
+        env, p = ctx.env, ctx.config.pipeline
+        # Two batches' worth of videos: one batch runs while the next fills.
+        filters = p.filter_workers or 2 * shared.batch_size
+        return [
+            StageSpec("download", lambda: LocalStage(ctx, DownloadStage(env)), workers=p.download_workers,
+                      queue_size=p.queue_size),
+            StageSpec("extract", lambda: LocalStage(ctx, ExtractStage(env)), workers=p.extract_workers,
+                      queue_size=p.queue_size),
+            StageSpec("filter", lambda: LocalStage(ctx, FilterStage(env, shared)), workers=filters,
+                      queue_size=p.queue_size, batchers=(shared.batcher,)),
+            StageSpec("collect", lambda: LocalStage(ctx, CollectStage(env)), workers=1, queue_size=p.queue_size),
+        ]
+
+    def live_stages(self, hub: LiveHub) -> list[StageSpec]:
+        ctx, shared, live = self.ctx, self.shared, self.ctx.config.live
+        assert shared is not None
+        return [
+            StageSpec(LIVE_STAGES[0], lambda: LiveFilterStage(ctx, shared, hub),
+                      workers=live.workers or 2 * shared.batch_size, queue_size=live.queue_size,
+                      queue_policy=QueuePolicy(live.queue_policy), batchers=(shared.batcher,)),
+            StageSpec(LIVE_STAGES[1], lambda: LiveCollectStage(ctx), workers=1, queue_size=live.queue_size),
+        ]
+
+    def detect_files(self) -> FilesDetector:
+        # The filter's own model: the export's frames join the batches of whatever is in flight.
+        assert self.shared is not None
+        return shared_on_files(self.shared)

@@ -1,0 +1,104 @@
+"""After the stages (and every ``live.export_every_s`` while a run is open-ended): the export, and
+the run's report with its metrics.json."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from async_pipeline import RunResult
+
+from ..dataset.export import ExportSummary, build_dataset
+from ..detect.detector import FilesDetector
+from ..inputs.listing import Source
+from ..observe.metrics import RunMetrics
+from ..records import UNFINISHED, State, VideoRow
+from ..stages.context import MiningContext
+from .request import Failure, MiningReport
+
+
+@dataclass
+class Exporter:
+    """Builds the dataset from everything done so far; one export at a time."""
+
+    ctx: MiningContext
+    #: A second model that labels the kept frames (``label.model``).
+    labeller: FilesDetector | None
+    #: The filter's model over files, for the deferred frames the dedup still needs.
+    detect: FilesDetector | None = None
+    batch: int = 8
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def export(self) -> ExportSummary:
+        with self._lock:
+            return build_dataset(self.ctx.registry, self.ctx.config, self.ctx.output, self.labeller, self.detect,
+                                 self.batch)
+
+
+@dataclass
+class RunOutcome:
+    """What the run did, for its report."""
+
+    result: RunResult | None
+    summary: ExportSummary
+    stages_wall: float
+    started: float
+    skipped: int
+    stopped: bool
+    #: Videos that came from watched folders.
+    watched: set[str] = field(default_factory=set)
+
+
+def report(ctx: MiningContext, metrics: RunMetrics, sources: list[Source], done: RunOutcome) -> MiningReport:
+    """The run's report; metrics.json too, unless the run had nothing to do (a re-run keeps the
+    last real run's)."""
+    summary = done.summary
+    ctx.counters.add(frames_kept=summary.kept, frames_duplicates=summary.duplicates,
+                     frames_to_detector=summary.detected_at_export)
+    rows = _videos_of(ctx, sources, done.watched)
+    failures = [Failure(r.video_id, r.input, r.error_class or "error", r.error_message or "")
+                for r in rows if r.state == State.FAILED]
+    unfinished = [Failure(r.video_id, r.input, "unfinished", "stopped before it finished; run the same command again "
+                          "to resume") for r in rows if r.state in UNFINISHED and r.kind not in ("invalid", "live")]
+    counters = ctx.counters.as_dict()
+    live = metrics.live()
+    if done.result is not None or live:
+        metrics.write(ctx.output / "metrics.json", _totals(rows, failures, summary, counters, done), done.stages_wall,
+                      live=live)
+    videos = [r for r in rows if r.kind != "live"]
+    return MiningReport(
+        output=ctx.output,
+        videos_total=sum(r.state != State.SKIPPED for r in videos),
+        videos_done=sum(r.state == State.DONE for r in videos),
+        videos_skipped=done.skipped,
+        failures=failures + unfinished,
+        export=summary,
+        counters=counters,
+        wall_seconds=time.monotonic() - done.started,
+        stopped=bool(done.result and done.result.stopped) or done.stopped,
+        warnings=[(r.input, r.warning) for r in rows if r.warning and r.state == State.DONE],
+        result=done.result,
+        live=live,
+    )
+
+
+def _videos_of(ctx: MiningContext, sources: list[Source], watched: set[str]) -> list[VideoRow]:
+    """The run's videos: the listed inputs, watched files, playlist entries (a live source's
+    segments are not videos)."""
+    ids = {s.video_id for s in sources}
+    return [r for r in ctx.registry.videos()
+            if r.video_id in ids or (r.parent in ids and r.kind != "live") or r.video_id in watched]
+
+
+def _totals(rows: list[VideoRow], failures: list[Failure], summary: ExportSummary, counters: dict[str, int],
+            done: RunOutcome) -> dict[str, int | float]:
+    return {
+        "videos": len(rows), "videos_done": sum(r.state == State.DONE for r in rows),
+        "videos_failed": len(failures), "frames": summary.frames, "kept": summary.kept,
+        "duplicates": summary.duplicates, "filtered": summary.filtered,
+        "frames_to_detector": counters.get("frames_to_detector", 0),
+        "frames_deferred": counters.get("frames_deferred", 0),
+        "bytes_downloaded": counters.get("bytes_downloaded", 0),
+        "wall_seconds": round(time.monotonic() - done.started, 3), "stages_seconds": round(done.stages_wall, 3),
+    }

@@ -1,0 +1,221 @@
+"""``--engine ray``: the same stage classes on a Ray cluster.
+
+On the driver the usual :class:`~async_pipeline.AsyncPipelineOrchestrator` runs, so backpressure,
+exact completion, retries, Ctrl-C, the registry, metrics and the export work exactly as locally.
+Its download/extract/filter stages are thin proxies: each sends one video's work to Ray (a task
+for CPU stages, a long-lived actor holding the model for the filter) and awaits the
+:class:`~video_miner.stages.base.StageResult`; the number of proxy workers bounds the work in flight
+per stage. Remotely the unchanged stage class runs with a :class:`StageEnv` of its own; its changes
+come back typed and the driver commits them (:func:`~video_miner.stages.base.settle`) before the
+next stage sees the video. Files live where every node reaches them (a shared path, or an fsspec
+URL through :mod:`video_miner.run.shared_storage`); the collect stage, dedup and export stay on the
+driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from async_pipeline import StageSpec
+
+from ..config import MinerConfig
+from ..detect.detector import Detector, SharedDetector, detector_spec
+from ..errors import TransientError
+from ..records import VideoRow, VideoUpdate
+from ..stages.base import EngineStage, LocalStage, Message, MinerStage, StageResult, execute, settle
+from ..stages.changes import StageChanges
+from ..stages.collect import CollectStage
+from ..stages.context import MiningContext, StageEnv
+from ..stages.download import DownloadStage
+from ..stages.extract import ExtractStage
+from ..stages.filter import FilterStage
+from ..store.layout import RESULT, read_result
+from .engine import Engine
+from .shared_storage import SharedStorage
+
+CPU_STAGES: dict[str, type[DownloadStage] | type[ExtractStage]] = {"download": DownloadStage, "extract": ExtractStage}
+
+
+def _storage(config: MinerConfig, output: str) -> SharedStorage | None:
+    url = config.ray.shared_storage
+    return SharedStorage(url, Path(output)) if url else None
+
+
+def _env(config: MinerConfig, output: str) -> StageEnv:
+    """With shared storage the stage works in this node's scratch folder, else in the shared output."""
+    storage = _storage(config, output)
+    root = storage.scratch if storage else Path(output)
+    root.mkdir(parents=True, exist_ok=True)
+    return StageEnv.of(config, root)
+
+
+def _to_driver(storage: SharedStorage, changes: StageChanges) -> StageChanges:
+    """The changes with paths in this node's scratch folder named as the driver names them."""
+    def moved(update: VideoUpdate) -> VideoUpdate:
+        return replace(update, path=storage.to_driver(update.path)) if update.path else update
+
+    return replace(changes, updates=[(vid, moved(update)) for vid, update in changes.updates])
+
+
+def _run_remote(stage: MinerStage, msg: Message, row: VideoRow | None, output: str) -> StageResult:
+    import ray
+
+    storage = _storage(stage.env.config, output)
+    result = StageResult()
+    try:
+        fetched: set[Path] = set()
+        if storage is not None:
+            msg, fetched = storage.localize(msg)
+        result = execute(stage, msg, row)
+        if storage is not None:
+            result.outputs = [storage.publish(m, fetched) for m in result.outputs]
+            result.changes = _to_driver(storage, result.changes)
+    except OSError as exc:
+        # fsspec raises OSError subclasses for storage trouble (timeouts, throttling): worth a retry.
+        result = StageResult([], result.changes, TransientError(
+            f"shared storage {stage.env.config.ray.shared_storage}: {type(exc).__name__}: {exc}"))
+    finally:
+        if storage is not None:
+            for m in (msg, *result.outputs):
+                storage.drop_scratch(m)
+    node = ray.get_runtime_context().get_node_id()
+    result.outputs = [m.evolve(payload=replace(m.item, nodes=(*m.item.nodes, (stage.name, node))), attempt=m.attempt)
+                      for m in result.outputs]
+    return result
+
+
+def cpu_stage_task(name: str, config: MinerConfig, output: str, msg: Message, row: VideoRow | None) -> StageResult:
+    """A download or extract stage for one video, as a Ray task."""
+    return _run_remote(CPU_STAGES[name](_env(config, output)), msg, row, output)
+
+
+class FilterActor:
+    """Holds one model for its lifetime; runs the filter stage for one video per call."""
+
+    def __init__(self, config: MinerConfig, output: str) -> None:
+        self.output = output
+        spec = detector_spec(config)
+        if not spec.cpu_lanes:  # the cores Ray gave this actor, not all of the node's
+            spec = replace(spec, cpu_lanes=max(1, int(config.ray.filter_cpus)))
+        # One video per call: its frames fill the actor's batches (the batcher's one client).
+        self.detector = SharedDetector(Detector(spec), config.filter.max_wait_ms / 1000)
+        self.detector.batcher.start()
+        self.detector.batcher.join()
+        self.stage = FilterStage(_env(config, output), self.detector)
+        self.stage.setup()
+
+    def run(self, msg: Message, row: VideoRow | None) -> StageResult:
+        return _run_remote(self.stage, msg, row, self.output)
+
+
+class RayStage(EngineStage):
+    """Driver-side proxy: one in-flight video per proxy worker."""
+
+    def __init__(self, ctx: MiningContext, name: str) -> None:
+        super().__init__(ctx)
+        self.name = name
+        self.actor: Any = None
+        self.remote: Any = None
+        self.storage = _storage(ctx.config, str(ctx.output))
+
+    def setup(self) -> None:
+        import ray
+
+        ray_cfg = self.ctx.config.ray
+        if self.name == "filter":
+            gpus = ray_cfg.filter_gpus if ray_cfg.filter_gpus is not None else \
+                (1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0)
+            actor_cls = ray.remote(FilterActor).options(num_cpus=ray_cfg.filter_cpus, num_gpus=gpus,
+                                                        resources=ray_cfg.filter_resources or None,
+                                                        max_restarts=3, max_task_retries=3)
+            self.actor = actor_cls.remote(self.ctx.config, str(self.ctx.output))
+        else:
+            self.remote = ray.remote(cpu_stage_task).options(
+                num_cpus=ray_cfg.cpus_per_task, max_retries=3, retry_exceptions=False,
+                resources=ray_cfg.cpu_resources or None, name=f"{self.name}")
+
+    def close(self) -> None:
+        if self.actor is not None:
+            import ray
+
+            ray.kill(self.actor)
+            self.actor = None
+
+    async def process(self, msg: Message) -> list[Message]:
+        row = self.ctx.registry.video(msg.item.video_id)
+        if self.actor is not None:
+            ref = self.actor.run.remote(msg, row)
+        else:
+            ref = self.remote.remote(self.name, self.ctx.config, str(self.ctx.output), msg, row)
+        result: StageResult = await ref
+        outputs = settle(self.ctx, msg, result, self.max_attempts)
+        if self.storage is not None:
+            self._to_driver(outputs)
+        return outputs
+
+    def _to_driver(self, outputs: list[Message]) -> None:
+        """With shared storage: the collect stage and export read the filter's results on this machine."""
+        assert self.storage is not None
+        for m in outputs:
+            if self.name == "filter" and m.input_path is not None:
+                self.storage.fetch_to_driver(m.input_path, _files_collect_keeps, RESULT)
+            if self.name == "extract" and self.ctx.config.cleanup.videos and m.item.video_path:
+                # The frames are out: a downloaded video is no longer needed (a user's own file is never touched).
+                self.storage.remove(Path(m.item.video_path))
+
+
+def _files_collect_keeps(frames_dir: Path) -> list[str]:
+    """The frames the collect stage moves into candidates, as the filter's result names them."""
+    return [f.file for f in read_result(frames_dir) if f.keeps_file]
+
+
+def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
+    """Connect to ``address`` (or RAY_ADDRESS), else start a local instance on loopback.
+    Returns whether this call started Ray (and so should shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        # Keeps a local instance on 127.0.0.1 instead of the machine's other addresses.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    else:
+        ray.init(address=address, logging_level=logging.WARNING)
+    return True
+
+
+class RayEngine(Engine):
+    def __init__(self, ctx: MiningContext, detector: Detector, address: str | None) -> None:
+        super().__init__(ctx, detector)
+        self.address = address
+        self._started = False
+
+    def __enter__(self) -> RayEngine:
+        from ..download.remote import open_filesystem
+
+        if self.ctx.config.ray.shared_storage:
+            open_filesystem(self.ctx.config.ray.shared_storage)  # an unknown protocol or missing package fails here
+        self._started = start_ray(self.address)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._started:
+            import ray
+
+            ray.shutdown()
+
+    def file_stages(self) -> list[StageSpec]:
+        ctx, p = self.ctx, self.ctx.config.pipeline
+        return [
+            StageSpec("download", lambda: RayStage(ctx, "download"), workers=p.download_workers, queue_size=p.queue_size),
+            StageSpec("extract", lambda: RayStage(ctx, "extract"), workers=p.extract_workers, queue_size=p.queue_size),
+            StageSpec("filter", lambda: RayStage(ctx, "filter"), workers=p.filter_workers or 1, queue_size=p.queue_size),
+            StageSpec("collect", lambda: LocalStage(ctx, CollectStage(ctx.env)), workers=1, queue_size=p.queue_size),
+        ]
+

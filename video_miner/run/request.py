@@ -1,0 +1,63 @@
+"""What a run is asked to do, and what it reports at the end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from async_pipeline import RunResult
+
+from ..config import MinerConfig
+from ..dataset.export import ExportSummary
+from ..live.stats import LiveSnapshot
+
+Engine = Literal["async", "sequential", "ray"]
+
+
+@dataclass
+class RunRequest:
+    inputs: list[str]
+    config: MinerConfig
+    engine: Engine = "async"
+    jobs: int = 1
+    fresh: bool = False
+    retry_failed: bool = False
+    handle_signals: bool = False
+    #: With engine "ray": the cluster to join (else RAY_ADDRESS, else a local instance).
+    ray_address: str | None = None
+    #: Folders that keep receiving videos: the run goes on until stopped (or ``duration_s``).
+    watch: list[Path] = field(default_factory=list)
+    #: Stop taking new work after this many seconds (live sources, watched folders).
+    duration_s: float | None = None
+    #: The command line, shown to a second run on the same output folder.
+    command: list[str] | None = None
+
+
+@dataclass
+class Failure:
+    video_id: str
+    input: str
+    kind: str
+    message: str
+
+    def line(self) -> str:
+        return f"{self.input}: {self.kind}: {self.message}"
+
+
+@dataclass
+class MiningReport:
+    output: Path
+    videos_total: int
+    videos_done: int
+    videos_skipped: int
+    failures: list[Failure]
+    export: ExportSummary
+    counters: dict[str, int]
+    wall_seconds: float
+    stopped: bool
+    #: (input, warning) for videos that completed with a problem, e.g. a truncated file.
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    result: RunResult | None = None
+    #: Per live source: frames captured, dropped, decided, latency (metrics.json's "live").
+    live: dict[str, LiveSnapshot] = field(default_factory=dict)

@@ -1,0 +1,96 @@
+"""The dataset's manifest: one row per frame that was sampled, with its source, measures, how its
+video was decoded, its detections and what became of it (kept, duplicate of which frame, or
+filtered and why). JSON Lines, or Parquet with ``export.manifest: parquet``. ``repair`` rebuilds
+a registry from it, the gallery draws it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..records import Detection, MediaInfo, detections_from_json, detections_json
+
+#: Beside the manifest: the settings hash the dataset was mined with (what ``repair`` restores).
+PROVENANCE = "video-miner.json"
+JSONL, PARQUET = "manifest.jsonl", "manifest.parquet"
+MEDIA_FIELDS = tuple(f.name for f in fields(MediaInfo))
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    frame: str
+    video_id: str
+    source: str
+    source_meta: dict[str, Any]
+    timestamp: float
+    frame_index: int
+    #: Where the kept frame's image is in the dataset (None for the others).
+    image: str | None
+    phash: int
+    blur: float
+    sharpness: float
+    media: MediaInfo
+    #: Only kept frames': a duplicate's detection may have been skipped.
+    detections: list[Detection]
+    decision: str
+    duplicate_of: str | None = None
+    reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "frame": self.frame, "video_id": self.video_id, "source": self.source, "source_meta": self.source_meta,
+            "timestamp": self.timestamp, "frame_index": self.frame_index, "image": self.image,
+            "phash": f"{self.phash:016x}", "blur": self.blur, "sharpness": self.sharpness,
+            # How the source was decoded and shown (the same for all of a video's frames).
+            **self.media.manifest_fields(),
+            "detections": detections_json(self.detections), "decision": self.decision,
+            "duplicate_of": self.duplicate_of, "reason": self.reason, **self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ManifestRecord:
+        known = {f.name for f in fields(cls)} | set(MEDIA_FIELDS)
+        return cls(
+            frame=str(data["frame"]), video_id=str(data["video_id"]), source=str(data["source"]),
+            source_meta=dict(data.get("source_meta") or {}), timestamp=float(data["timestamp"]),
+            frame_index=int(data["frame_index"]), image=data.get("image"), phash=int(data["phash"], 16),
+            blur=float(data["blur"]), sharpness=float(data.get("sharpness") or 0.0),
+            media=MediaInfo.from_json({k: data.get(k) for k in MEDIA_FIELDS if data.get(k) is not None}),
+            detections=detections_from_json(data.get("detections")), decision=str(data["decision"]),
+            duplicate_of=data.get("duplicate_of"), reason=data.get("reason"),
+            extra={k: v for k, v in data.items() if k not in known and k != "phash"})
+
+
+def write_manifest(folder: Path, records: list[ManifestRecord], fmt: str) -> None:
+    rows = [r.as_json() for r in records]
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        for row in rows:
+            row["source_meta"] = json.dumps(row["source_meta"])
+            row["detections"] = json.dumps(row["detections"])
+        pq.write_table(pa.Table.from_pylist(rows), folder / PARQUET)
+    else:
+        with (folder / JSONL).open("w") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+
+
+def read_manifest(dataset: Path) -> list[ManifestRecord]:
+    """A dataset's manifest rows (jsonl or parquet)."""
+    jsonl, parquet = dataset / JSONL, dataset / PARQUET
+    if jsonl.exists():
+        return [ManifestRecord.from_json(json.loads(line)) for line in jsonl.read_text().splitlines() if line.strip()]
+    if parquet.exists():
+        import pyarrow.parquet as pq
+
+        rows: list[dict[str, Any]] = pq.read_table(parquet).to_pylist()
+        for r in rows:
+            r["detections"] = json.loads(r["detections"] or "[]")
+            r["source_meta"] = json.loads(r["source_meta"] or "{}")
+        return [ManifestRecord.from_json(r) for r in rows]
+    return []

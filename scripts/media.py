@@ -105,3 +105,18 @@ def make_short_clips(folder: Path, n: int, seconds: float = 3.0, fps: int = 10, 
     if whole is not None:
         finish(*whole)
     return clips
+
+
+def gif_bomb(path: Path, width: int = 16000, height: int = 16000, frames: int = 20) -> Path:
+    """A tiny animated GIF (under a kilobyte) whose logical screen declares ``width`` x ``height``:
+    a decoder that allocates the canvas for each frame needs gigabytes."""
+    from PIL import Image
+
+    pictures = [Image.new("P", (1, 1), k % 2) for k in range(frames)]
+    for picture in pictures:
+        picture.putpalette([0, 0, 0, 255, 255, 255])
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=100, loop=0, optimize=False)
+    data = bytearray(path.read_bytes())
+    data[6:10] = width.to_bytes(2, "little") + height.to_bytes(2, "little")  # the logical screen descriptor
+    path.write_bytes(bytes(data))
+    return path

@@ -25,17 +25,18 @@ from rich.console import Console
 from async_pipeline import PipelineError
 
 from .config import load_config
-from .errors import ConfigError, MinerError, ModelError, RegistryDamaged, environment_error
+from .errors import ConfigError, MinerError, ModelError, RegistryDamaged, UnsafePath, environment_error
+from .redact import RedactingFilter, plain
 from .store.lock import OutputBusy
 
 if TYPE_CHECKING:  # the run's modules load torch: only a command that runs one imports them
-    from .run.request import MiningReport, RunRequest
+    from .run.request import Failure, MiningReport, RunRequest
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Turn videos into clean, labelled, deduplicated image datasets.")
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 #: Failures that must be fixed before a run can start.
-USAGE_ERRORS = (ConfigError, ModelError, OutputBusy, RegistryDamaged)
+USAGE_ERRORS = (ConfigError, ModelError, OutputBusy, RegistryDamaged, UnsafePath)
 T = TypeVar("T")
 
 
@@ -73,6 +74,9 @@ def _quiet_logs() -> None:
     from ultralytics.utils import LOGGER as ultralytics_log
 
     ultralytics_log.setLevel(logging.WARNING)
+    # Whatever logs a URL (yt-dlp, a stream's reader, FFmpeg's messages) logs it without its secrets.
+    for handler in (*logging.getLogger().handlers, *ultralytics_log.handlers):
+        handler.addFilter(RedactingFilter())
 
 
 def _debug() -> bool:
@@ -82,7 +86,10 @@ def _debug() -> bool:
 def _error(console: Console, message: str, code: int) -> typer.Exit:
     if _debug():
         console.print_exception()
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
+    # A line per setting when a config has several problems; each as plain text (a URL in it may
+    # hold "[/x]", a name an escape sequence).
+    for k, line in enumerate(message.splitlines() or [""]):
+        console.print(("[red]error:[/red] " if k == 0 else "  ") + plain(line), soft_wrap=True, highlight=False)
     return typer.Exit(code)
 
 
@@ -103,13 +110,20 @@ def user_errors(console: Console, where: Path | None = None) -> Iterator[None]:
     except (OSError, sqlite3.Error) as exc:
         fault = environment_error(exc, where)
         if fault is None:
-            raise _error(console, f"{type(exc).__name__}: {exc}", EXIT_FAILURES) from None
+            raise _error(console, _words(exc), EXIT_FAILURES) from None
         raise _error(console, str(fault), EXIT_USAGE if isinstance(fault, USAGE_ERRORS) else EXIT_FAILURES) from None
     except KeyboardInterrupt:
         raise _error(console, "interrupted; run the same command again to resume", 130) from None
     except Exception as exc:
-        raise _error(console, f"unexpected {type(exc).__name__}: {exc} (a bug: run again with --debug and report "
+        raise _error(console, f"unexpected error: {exc or 'no message'} (a bug: run again with --debug and report "
                               "the traceback)", EXIT_FAILURES) from None
+
+
+def _words(exc: OSError | sqlite3.Error) -> str:
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"cannot read or write{where}: {exc.strerror or exc}"
+    return f"the registry refused a change ({exc}); a bug: run again with --debug and report the traceback"
 
 
 @app.command()
@@ -208,16 +222,42 @@ def _print_summary(console: Console, report: MiningReport) -> None:
         f" ({report.videos_skipped} already done before), {len(report.failures)} failed | frames {e.frames}: "
         f"kept {e.kept}, duplicates {e.duplicates}, filtered out {e.filtered}")
     for source, s in report.live.items():
-        say(f"live {source}: {s.state}, frames {s.frames_captured} received, {s.frames_sampled} sampled, "
+        say(f"live {plain(source)}: {s.state}, frames {s.frames_captured} received, {s.frames_sampled} sampled, "
             f"{s.frames_dropped} dropped, {s.frames_decided} decided, latency p50 {s.latency_p50_s:.2f}s "
             f"p95 {s.latency_p95_s:.2f}s, {s.reconnects} reconnects")
-    say(f"dataset: {report.output / 'dataset'} (train with: yolo train data={report.output / 'dataset' / 'data.yaml'})")
+    dataset = report.output / "dataset"
+    say(f"dataset: {plain(str(dataset))} (train with: yolo train data={plain(str(dataset / 'data.yaml'))})")
     if report.stopped:
         say("[yellow]stopped early[/yellow]: run the same command again to resume.")
-    for source, warning in report.warnings:
-        say(f"[yellow]warning[/yellow] {source}: {warning}")
-    for failure in report.failures:
-        say(f"[red]failed[/red] {failure.line()}")
+    for source, warning in report.warnings[:SUMMARY_LINES]:
+        say(f"[yellow]warning[/yellow] {plain(source)}: {plain(warning)}")
+    if len(report.warnings) > SUMMARY_LINES:
+        say(f"[yellow]warning[/yellow] ... {len(report.warnings) - SUMMARY_LINES} more: video-miner status -o "
+            f"{plain(str(report.output))}")
+    _print_failures(say, report)
+
+
+#: Failures (and warnings) printed one by one; past this many they are grouped by class.
+SUMMARY_LINES = 10
+#: Inputs named for each class of a grouped summary.
+EXAMPLES = 3
+
+
+def _print_failures(say: Callable[[str], None], report: MiningReport) -> None:
+    failures = report.failures
+    if len(failures) <= SUMMARY_LINES:
+        for failure in failures:
+            say(f"[red]failed[/red] {plain(failure.line())}")
+    else:
+        by_kind: dict[str, list[Failure]] = {}
+        for failure in failures:
+            by_kind.setdefault(failure.kind, []).append(failure)
+        for kind, group in sorted(by_kind.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            examples = "; ".join(f"{f.input}: {f.message}" for f in group[:EXAMPLES])
+            say(f"[red]failed[/red] {len(group)} {plain(kind)}, e.g. {plain(examples)}")
+    if failures and report.failures_file is not None:
+        say(f"every failed input, with its class and message: {plain(str(report.failures_file))} "
+            f"(or video-miner status --failed -o {plain(str(report.output))})")
 
 
 def _need_run(console: Console, output: Path, file: str) -> None:
@@ -230,6 +270,8 @@ def _need_run(console: Console, output: Path, file: str) -> None:
 @app.command()
 def status(
     output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")] = Path("out/dataset"),
+    failed: Annotated[bool, typer.Option("--failed", help="Only the failed inputs, a line each (class, message, "
+                                                          "input; tab-separated).")] = False,
 ) -> None:
     """Counts per state, failures grouped by class, and what a re-run would do (read-only: works
     while a run is going)."""
@@ -238,7 +280,7 @@ def status(
     console = Console()
     _need_run(console, output, "registry.sqlite")
     with user_errors(console, output):
-        render_status(console, output)
+        render_status(console, output, failed_only=failed)
 
 
 @app.command()
@@ -274,8 +316,10 @@ def repair(output: Annotated[Path, typer.Option("--output", "-o", help="The run'
         raise _error(console, f"{output} is not a folder; pass the run's --output", EXIT_USAGE)
     with user_errors(console, output), OutputLock(output):
         result = rebuild(output)
+    for line in result.refused:
+        console.print(f"[yellow]refused[/yellow] {plain(line)}", soft_wrap=True, highlight=False)
     resumable = ", ".join(f"{n} {state}" for state, n in result.resumable.items()) or "none"
-    moved = f"the damaged registry is in {result.moved_to}; " if result.moved_to else ""
+    moved = f"the damaged registry is in {plain(str(result.moved_to))}; " if result.moved_to else ""
     console.print(f"repaired: {moved}{result.done} videos done (from the dataset's manifest), resumable: {resumable}; "
                   "run the same command again to finish and export", soft_wrap=True, highlight=False)
 

@@ -27,7 +27,8 @@ DEFAULT_FORMAT = "bv*[height<=?720][ext=mp4]/b[height<=?720][ext=mp4]/bv*[height
 
 
 # ---- yt-dlp options a config may pass ------------------------------------------------------
-#: yt-dlp options a config may set (YoutubeDL's own names), passed through as given.
+#: yt-dlp options a config may set (YoutubeDL's own names, every one of them an option yt-dlp's own
+#: command-line parser produces), passed through as given.
 ALLOWED_OPTIONS = frozenset({
     "format_sort", "format_sort_force", "prefer_free_formats", "check_formats", "allow_multiple_video_streams",
     "http_headers", "impersonate", "source_address", "geo_bypass", "geo_bypass_country", "geo_bypass_ip_block",
@@ -37,8 +38,11 @@ ALLOWED_OPTIONS = frozenset({
     "twofactor", "videopassword", "ap_mso", "ap_username", "ap_password", "usenetrc", "netrc_location", "age_limit",
     "playlist_items", "playlistreverse", "playlistrandom", "lazy_playlist", "noplaylist", "extractor_retries",
     "file_access_retries", "skip_unavailable_fragments", "keep_fragments", "buffersize", "noresizebuffer",
-    "min_filesize", "max_filesize", "match_filter_str", "live_from_start", "wait_for_video", "xff",
+    "min_filesize", "max_filesize", "match_filter", "live_from_start", "wait_for_video",
 })
+#: Options that turn off TLS checks: only with ``download.allow_insecure: true``.
+INSECURE_OPTIONS = {"nocheckcertificate": "skips TLS certificate checks",
+                    "legacyserverconnect": "allows insecure TLS renegotiation"}
 #: Set by video-miner itself: the config key to use instead.
 MANAGED_OPTIONS = {
     "format": "download.format", "cookiefile": "download.cookies", "cookiesfrombrowser": "--cookies-from-browser",
@@ -55,19 +59,25 @@ UNSAFE_OPTIONS = {
     "cachedir": "writes outside the output folder", "plugin_dirs": "loads code", "remote_components": "fetches code",
     "load_info_filename": "reads arbitrary files", "print_to_file": "writes outside the output folder",
     "logger": "replaces video-miner's logging", "progress_hooks": "code, not a setting",
-    "postprocessor_hooks": "code, not a setting", "match_filter": "code, not a setting (use match_filter_str)",
+    "postprocessor_hooks": "code, not a setting",
 }
 
 
-def check_ytdlp_options(options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` as given, or a ValueError naming the first option that may not be set."""
-    for key in options:
+def check_ytdlp_options(options: dict[str, Any], allow_insecure: bool = False) -> dict[str, Any]:
+    """``options`` as given, or a ValueError naming the first option that may not be set.
+    ``match_filter`` is yt-dlp's filter expression (``"duration > 60 & !is_live"``), checked here."""
+    for key, value in options.items():
         if key in UNSAFE_OPTIONS:
             raise ValueError(f"yt-dlp option {key!r} is refused: it {UNSAFE_OPTIONS[key]}")
         if key in MANAGED_OPTIONS:
             raise ValueError(f"yt-dlp option {key!r} is set by video-miner: use {MANAGED_OPTIONS[key]}")
         if key not in ALLOWED_OPTIONS:
             raise ValueError(f"unknown or unsupported yt-dlp option {key!r}; allowed: {', '.join(sorted(ALLOWED_OPTIONS))}")
+        if key in INSECURE_OPTIONS and value and not allow_insecure:
+            raise ValueError(f"yt-dlp option {key!r} {INSECURE_OPTIONS[key]}: set download.allow_insecure: true to "
+                             "allow it")
+        if key == "match_filter" and not isinstance(value, str):
+            raise ValueError("yt-dlp option 'match_filter' is a filter expression, e.g. \"duration > 60\"")
     return options
 
 
@@ -117,10 +127,21 @@ class DownloadConfig(_Section):
     #: postprocessors, paths, ...) are refused.
     ytdlp_options: dict[str, Any] = Field(default_factory=dict)
 
+    #: Let ``ytdlp_options`` turn TLS checks off (nocheckcertificate, legacyserverconnect).
+    allow_insecure: bool = False
+
     @field_validator("ytdlp_options")
     @classmethod
     def _safe_ytdlp_options(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return check_ytdlp_options(value)
+        return check_ytdlp_options(value, allow_insecure=True)
+
+    @model_validator(mode="after")
+    def _secure_ytdlp_options(self) -> DownloadConfig:
+        try:
+            check_ytdlp_options(self.ytdlp_options, self.allow_insecure)
+        except ValueError as exc:
+            raise ValueError(f"ytdlp_options: {exc}") from exc
+        return self
 
     @field_validator("cookies_from_browser")
     @classmethod
@@ -139,6 +160,9 @@ class ExtractConfig(_Section):
     max_frames: int | None = Field(None, ge=1)
     max_side: int = Field(960, ge=32)
     jpeg_quality: int = Field(90, ge=10, le=100)
+    #: A video (or animated image) whose pictures have more pixels is refused before any is decoded:
+    #: the decoder's memory grows with it (a 500-byte GIF can declare a 16000x16000 canvas).
+    max_pixels: int = Field(40_000_000, ge=1)
 
     @model_validator(mode="after")
     def _end_after_start(self) -> ExtractConfig:
@@ -164,10 +188,15 @@ class FilterConfig(_Section):
     cpu_lanes: int = Field(0, ge=0)
     device: str = "auto"
     half: bool = True
+    #: Load a pickled model (.pt) even if it would import more than an Ultralytics checkpoint does.
+    trust_model: bool = False
     blur_threshold: float = Field(30.0, ge=0)
     #: Frames whose thumbnail differs from the last detected frame's by at most this (99th
     #: percentile gray-level difference) are static: dropped. -1 disables.
     static_max_diff: float = Field(20.0, ge=-1, le=255)
+    #: Frames whose picture (inside black bars, as written) is narrower or shorter than this are
+    #: filtered as too small to label (a 1x1 GIF, a 2x2 clip).
+    min_side: int = Field(32, ge=1)
 
     def no_class_reason(self) -> str:
         return f"no {'/'.join(self.classes)} above conf {self.conf}"
@@ -243,6 +272,8 @@ class WatchConfig(_Section):
     #: List the folders every second instead of waiting for the OS's file events. None: only for
     #: folders on network filesystems (NFS, SMB, sshfs, ...), where other machines' writes raise none.
     force_polling: bool | None = None
+    #: Mine files reached through symbolic links that lead out of the watched folder.
+    follow_symlinks: bool = False
 
 
 class RayConfig(_Section):
@@ -276,6 +307,9 @@ class MinerConfig(_Section):
     ray: RayConfig = Field(default_factory=RayConfig)
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
+    #: More query parameter names whose values are masked wherever a URL is shown (the built-in
+    #: list has token, key, sig, signature, password, auth, ...).
+    secret_params: list[str] = Field(default_factory=list)
 
     @property
     def output_dir(self) -> Path:
@@ -289,8 +323,9 @@ class MinerConfig(_Section):
         relevant = {
             # Bumped when a release changes which frames are chosen for the same settings.
             "rules": RULES_VERSION,
-            "extract": self.extract.model_dump(mode="json"),
-            "filter": self.filter.model_dump(mode="json", exclude={"batch_size", "max_wait_ms", "device", "half"}),
+            "extract": self.extract.model_dump(mode="json", exclude={"max_pixels"}),
+            "filter": self.filter.model_dump(mode="json", exclude={"batch_size", "max_wait_ms", "device", "half",
+                                                                   "trust_model"}),
             "dedup": self.dedup.model_dump(mode="json", exclude={"skip_detection"}),
             "label": self.label.model_dump(mode="json"),
             "format": self.download.format,

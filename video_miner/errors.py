@@ -58,6 +58,11 @@ class NotFound(MinerError):
     hint = "check the path or URL"
 
 
+class UnknownHost(MinerError):
+    kind = "unknown_host"
+    hint = "the host name does not resolve: check the URL (or this machine's DNS)"
+
+
 class HttpClientError(MinerError):
     kind = "http_4xx"
     hint = "the server refused the request; check the URL and access rights"
@@ -127,6 +132,11 @@ class BotCheck(RateLimited):
             "--cookies-from-browser firefox (or download.cookies) and lower download.max_per_host")
 
 
+class FilteredOut(MinerError):
+    kind = "match_filter"
+    hint = "download.ytdlp_options.match_filter left it out"
+
+
 class LiveUnsupported(MinerError):
     kind = "live_unsupported"
     hint = "a live stream: mine it on the local engine (drop --engine ray and --sequential)"
@@ -168,6 +178,18 @@ class RegistryDamaged(MinerError):
 class ModelError(MinerError):
     kind = "model_error"
     hint = "check filter.model / label.model and that the file loads with Ultralytics"
+
+
+class TooLarge(MinerError):
+    kind = "too_large"
+    hint = ("its pictures are larger than extract.max_pixels allows (a decompression bomb, or a real giant video: "
+            "then raise extract.max_pixels)")
+
+
+class UnsafePath(MinerError):
+    """A path in a file of the output folder (a manifest row, a registry row) that leads out of it."""
+
+    kind = "unsafe_path"
 
 
 class EmptyInput(MinerError):
@@ -291,13 +313,30 @@ def environment_error(exc: BaseException, where: Path | None = None) -> MinerErr
             return EnvironmentFault(f"cannot use the registry {where}: {exc}",
                                     "check the disk and the folder's permissions")
         return None
-    if isinstance(exc, sqlite3.DatabaseError):
+    if isinstance(exc, sqlite3.DatabaseError) and is_damage(exc):
         return registry_damaged(where, exc)
     return None
 
 
+#: SQLite's words for a file that is not (or no longer) a sound database. A constraint or a type
+#: it refuses (a NaN where a number must be) is a bug in what was written, not damage.
+_DAMAGE = ("malformed", "not a database", "file is encrypted", "database corrupt", "unsupported file format")
+
+
+def is_damage(exc: sqlite3.DatabaseError) -> bool:
+    if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)):
+        return False
+    text = str(exc).lower()
+    return any(words in text for words in _DAMAGE)
+
+
 def registry_damaged(path: Path | None, cause: BaseException | str) -> RegistryDamaged:
-    output = path.parent if path is not None else Path(".")
+    """``path``: the registry file, or the output folder holding it."""
+    if path is None:
+        path = Path("registry.sqlite")
+    elif not path.name.startswith("registry.sqlite"):
+        path = path / "registry.sqlite"
+    output = path.parent
     return RegistryDamaged(
         f"the registry {path} is damaged ({cause}); nothing was deleted: run `video-miner repair -o {output}` to "
         "rebuild it from the files on disk, then the same command again")

@@ -7,7 +7,7 @@ releases wrote, so work folders and registries written by them still resume.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
@@ -116,12 +116,15 @@ class FrameRecord:
     detections: list[Detection] = field(default_factory=list)
     #: Whether the detector saw this frame (not deferred, not a twin's reuse).
     detected: bool = False
+    #: Its own sizes, where they differ from the video's first frame's (a resolution change mid-stream).
+    decoded_size: list[int] | None = None
+    display_size: list[int] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {"file": self.file, "t": self.t, "index": self.index, "pixels": self.pixels, "bpp": self.bpp,
                 "phash": self.phash, "blur": self.blur, "sharpness": self.sharpness, "decision": self.decision,
                 "reason": self.reason, "digest": self.digest, "detections": detections_json(self.detections),
-                "detected": self.detected}
+                "detected": self.detected, "decoded_size": self.decoded_size, "display_size": self.display_size}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FrameRecord:
@@ -130,7 +133,8 @@ class FrameRecord:
                    bpp=float(data["bpp"]), phash=int(data.get("phash", 0)), blur=float(data.get("blur", 0.0)),
                    sharpness=float(data.get("sharpness", 0.0)), decision=Decision(decision) if decision else None,
                    reason=data.get("reason"), digest=data.get("digest"),
-                   detections=detections_from_json(data.get("detections")), detected=bool(data.get("detected")))
+                   detections=detections_from_json(data.get("detections")), detected=bool(data.get("detected")),
+                   decoded_size=data.get("decoded_size"), display_size=data.get("display_size"))
 
     @property
     def keeps_file(self) -> bool:
@@ -155,12 +159,22 @@ class FrameRow:
     pixels: int = 0
     bpp: float = 0.0
     sharpness: float = 0.0
+    #: The frame's own sizes where they differ from its video's (see :class:`FrameRecord`).
+    decoded_size: list[int] | None = None
+    display_size: list[int] | None = None
 
     @classmethod
     def of(cls, video_id: str, frame: FrameRecord, file: str) -> FrameRow:
         assert frame.decision is not None, "only decided frames are recorded"
         return cls(video_id, frame.index, frame.t, file, frame.phash, frame.blur, frame.detections, frame.decision,
-                   frame.reason, frame.pixels, frame.bpp, frame.sharpness)
+                   frame.reason, frame.pixels, frame.bpp, frame.sharpness, frame.decoded_size, frame.display_size)
+
+    def media_of(self, video: MediaInfo) -> MediaInfo:
+        """How this frame was decoded and is shown: its video's, with its own sizes if it has them."""
+        if self.decoded_size is None and self.display_size is None:
+            return video
+        return replace(video, decoded_size=self.decoded_size or video.decoded_size,
+                       display_size=self.display_size or video.display_size)
 
     @property
     def key(self) -> str:

@@ -4,18 +4,22 @@ swapped in, so the dataset and manifest only ever hold finished videos."""
 from __future__ import annotations
 
 import hashlib
-import shutil
+import logging
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 from ..config import MinerConfig
 from ..records import Detection, FrameRow, VideoRow
-from ..store.files import atomic_write_json, replace_dir
+from ..redact import Redactor
+from ..store.files import atomic_write_json, remove_tree, replace_dir
 from ..store.manifest import PROVENANCE, ManifestRecord, write_manifest
 from ..store.registry import Registry
 from .select import Labeller, Selection, select_frames
 from .writers import Labels, Splits, write_coco, write_yolo
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,7 +52,7 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
                   detect: Labeller | None = None, detect_batch: int = 8) -> ExportSummary:
     """The dataset from everything done so far. ``labeller``: a second model that labels the kept
     frames; ``detect``: the filter's detector, for the deferred frames the dedup still needs."""
-    rows = registry.done_frames()
+    rows = [r for r in registry.done_frames() if _stays_inside(r)]
     videos = {v.video_id: v for v in registry.videos()}
     chosen = select_frames(registry, rows, {vid: v.order for vid, v in videos.items()}, config, output, detect,
                            detect_batch)
@@ -57,18 +61,19 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
         for r, dets in zip(chosen.kept, labeller([output / r.file for r in chosen.kept]), strict=True):
             labels[r.key] = dets
     staging = output / "dataset.staging"
-    shutil.rmtree(staging, ignore_errors=True)
+    remove_tree(staging)
     splits = _splits(chosen.kept, config.export.val_fraction)
     try:
         image_paths = write_yolo(staging, output, splits, labels, config.filter.classes)
         if "coco" in config.export.formats:
             write_coco(staging, splits, labels, config.filter.classes, image_paths)
-        write_manifest(staging, _manifest(rows, videos, chosen, image_paths, labels), config.export.manifest)
+        redactor = Redactor.with_extra(config.secret_params)
+        write_manifest(staging, _manifest(rows, videos, chosen, image_paths, labels, redactor), config.export.manifest)
         atomic_write_json(staging / PROVENANCE, {"config_hash": config.result_hash(), "classes": config.filter.classes})
         replace_dir(staging, output / "dataset")
     except BaseException:
         # Disk full, a kill: the previous dataset stays as it was.
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging)
         raise
     kept_count = Counter(r.video_id for r in chosen.kept)
     dup_count = Counter(key.rsplit("@", 1)[0] for key in chosen.duplicate_of)
@@ -78,8 +83,20 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
                          filtered=len(rows) - len(chosen.kept) - duplicates, detected_at_export=chosen.detected)
 
 
+def _stays_inside(row: FrameRow) -> bool:
+    """A registry row whose file is named by a path out of the output folder (an edited registry)
+    is left out, said once."""
+    path = PurePosixPath(row.file)
+    if path.is_absolute() or ".." in path.parts:
+        log.warning("%s: the registry names its file %s, out of the output folder: left out of the dataset",
+                    row.key, row.file)
+        return False
+    return True
+
+
 def _manifest(rows: list[FrameRow], videos: dict[str, VideoRow], chosen: Selection, image_paths: dict[str, str],
-              labels: dict[str, list[Detection]]) -> list[ManifestRecord]:
+              labels: dict[str, list[Detection]], redactor: Redactor) -> list[ManifestRecord]:
+    """Inputs are named with their secrets masked (the registry keeps them whole)."""
     reasons = {r.key: r.reason for r in chosen.pool}
     records = []
     for r in rows:
@@ -91,8 +108,17 @@ def _manifest(rows: list[FrameRow], videos: dict[str, VideoRow], chosen: Selecti
         else:
             decision, reason = "filtered", reasons.get(key, r.reason)
         records.append(ManifestRecord(
-            frame=key, video_id=r.video_id, source=video.input, source_meta=video.source_meta, timestamp=r.timestamp,
+            frame=key, video_id=r.video_id, source=redactor.url(video.input), source_meta=_meta(video, redactor),
+            timestamp=r.timestamp,
             frame_index=r.frame_index, image=image_paths.get(key), phash=r.phash, blur=r.blur, sharpness=r.sharpness,
-            media=video.media, detections=labels.get(key, []), decision=decision,
+            media=r.media_of(video.media), detections=labels.get(key, []), decision=decision,
             duplicate_of=chosen.duplicate_of.get(key), reason=reason))
     return records
+
+
+def _meta(video: VideoRow, redactor: Redactor) -> dict[str, Any]:
+    meta = video.source_meta
+    url = meta.get("webpage_url")
+    if isinstance(url, str) and redactor.url(url) != url:
+        return {**meta, "webpage_url": redactor.url(url)}
+    return meta

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ..redact import DEFAULT, Redactor, printable
+from ..store.files import atomic_write_text
 from ..store.layout import OutputLayout, frame_name
 from ..store.manifest import PROVENANCE, ManifestRecord, read_manifest
 
@@ -23,7 +26,7 @@ DECISIONS = ("kept", "duplicate", "filtered")
 PAGE = "gallery.html"
 
 
-def gallery_data(output: Path, rows: list[ManifestRecord]) -> dict[str, Any]:
+def gallery_data(output: Path, rows: list[ManifestRecord], redactor: Redactor = DEFAULT) -> dict[str, Any]:
     """The page's data: videos in input order, frames as compact rows."""
     classes = sorted({d.label for r in rows for d in r.detections})
     class_index = {c: i for i, c in enumerate(classes)}
@@ -35,7 +38,7 @@ def gallery_data(output: Path, rows: list[ManifestRecord]) -> dict[str, Any]:
     for r in rows:
         if r.video_id not in videos:
             videos[r.video_id] = len(video_rows)
-            video_rows.append([r.video_id, r.source])
+            video_rows.append([r.video_id, redactor.url(r.source)])  # manifests of older releases kept secrets
         boxes = [[class_index[d.label], d.conf, *[round(v, 5) for v in d.xywhn]] for d in r.detections]
         frames.append([videos[r.video_id], round(r.timestamp, 3), DECISIONS.index(r.decision),
                        _image(output, candidates, r), boxes, index.get(r.duplicate_of or "", -1), r.reason or ""])
@@ -56,19 +59,32 @@ def _image(output: Path, candidates: Path, r: ManifestRecord) -> str | None:
     return None
 
 
-def write_gallery(output: Path) -> Path:
+#: What may not appear as such inside the page's JSON block: "<" could close the script element or
+#: open a comment that swallows it, ">" and "&" are escaped with it as the HTML spec advises, and
+#: U+2028/9 end a line in older JavaScript. JSON's \u escapes read back as the same characters.
+_JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_SLOT = re.compile(r"%(TITLE|DATA)%")
+
+
+def script_json(data: Any) -> str:
+    """``data`` as JSON that is inert inside a ``<script>`` element, whatever its strings hold."""
+    text = json.dumps(data, separators=(",", ":"))
+    return re.sub("[<>&\u2028\u2029]", lambda m: _JSON_ESCAPES[m.group()], text)
+
+
+def write_gallery(output: Path, redactor: Redactor = DEFAULT) -> Path:
     dataset = output / "dataset"
     rows = read_manifest(dataset)
-    data = gallery_data(output, rows)
+    data = gallery_data(output, rows, redactor)
     title = output.resolve().name
     provenance = dataset / PROVENANCE
     if provenance.exists():
         classes = json.loads(provenance.read_text()).get("classes") or []
-        title += f" ({', '.join(classes)})"
-    # </script> cannot occur inside the JSON block: "/" is escaped wherever it follows "<".
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+        title += f" ({', '.join(map(str, classes))})"
+    # One pass: what is put in a slot is never searched for another slot.
+    values = {"TITLE": html.escape(printable(redactor.text(title))), "DATA": script_json(data)}
     page = output / PAGE
-    page.write_text(TEMPLATE.replace("%TITLE%", html.escape(title)).replace("%DATA%", payload))
+    atomic_write_text(page, _SLOT.sub(lambda m: values[m.group(1)], TEMPLATE))
     return page
 
 

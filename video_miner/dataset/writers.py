@@ -9,8 +9,9 @@ from typing import Any
 import yaml
 from PIL import Image
 
+from ..errors import UnsafePath
 from ..records import Detection, FrameRow
-from ..store.files import link_or_copy
+from ..store.files import is_inside, link_or_copy
 
 #: Kept frames per split, and each kept frame's labels by its key.
 Splits = dict[str, list[FrameRow]]
@@ -25,7 +26,11 @@ def write_yolo(staging: Path, output: Path, splits: Splits, labels: Labels, clas
         (staging / "labels" / split).mkdir(parents=True, exist_ok=True)
         for r in members:
             name = Path(r.file).name
-            link_or_copy(output / r.file, staging / "images" / split / name)
+            source = output / r.file
+            if not is_inside(source, output):  # a link planted among the candidates
+                raise UnsafePath(f"{r.key}: its picture {source} leads out of the output folder",
+                                 "remove that link and run the same command again")
+            link_or_copy(source, staging / "images" / split / name)
             lines = [f"{d.class_index} " + " ".join(f"{v:.6f}" for v in d.xywhn) for d in labels[r.key]]
             (staging / "labels" / split / f"{Path(name).stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
             image_paths[r.key] = f"images/{split}/{name}"

@@ -19,6 +19,7 @@ from ..config import MinerConfig
 from ..errors import ConfigError, ModelError
 from ..records import Detection
 from .hints import Detections
+from .model_file import check_model_file
 
 #: Detector batch size when the config leaves it to the device: a GPU takes many images at once.
 GPU_BATCH, CPU_BATCH = 32, 8
@@ -50,6 +51,8 @@ class DetectorSpec:
     batch_size: int | None = None
     #: Inference lanes on the CPU (ONNX Runtime): 0 = one per core, at most ``batch_size``.
     cpu_lanes: int = 0
+    #: Load a pickled model (.pt) without first checking what it would import.
+    trust_model: bool = False
 
 
 def _reopen_cpu_session(model: Any, threads: int) -> bool:
@@ -78,7 +81,7 @@ def detector_spec(config: MinerConfig, model: str | None = None, conf: float | N
     """The filter's detector as the config describes it (``model``/``conf``: the label model's)."""
     f = config.filter
     return DetectorSpec(model or f.model, tuple(f.classes), f.conf if conf is None else conf, f.iou, f.imgsz, f.device,
-                        f.half, f.min_box_area, f.batch_size, f.cpu_lanes)
+                        f.half, f.min_box_area, f.batch_size, f.cpu_lanes, f.trust_model)
 
 
 class Detector:
@@ -92,6 +95,8 @@ class Detector:
         self.half = spec.half and self.device.startswith("cuda")
         self.batch_size = spec.batch_size or (GPU_BATCH if self.device.startswith("cuda") else CPU_BATCH)
         model_ref = str(Path(spec.model).expanduser()) if Path(spec.model).expanduser().exists() else spec.model
+        if not spec.trust_model:
+            check_model_file(Path(model_ref))
         try:
             self.model = YOLO(model_ref, task="detect")
             self._model_ref = model_ref

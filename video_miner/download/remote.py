@@ -4,10 +4,13 @@ opening one with an error a user can act on, listing the videos under a prefix, 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ConnectionFailed, NotFound, environment_error
+import fsspec
+
+from ..errors import ConfigError, ConnectionFailed, NotFound, UnknownHost, environment_error
 from ..media.formats import VIDEO_EXTENSIONS
 from ..store.naming import slug
 
@@ -34,19 +37,22 @@ def remote_videos(prefix: str) -> list[str]:
 
 def copy_remote(url: str, folder: Path) -> Path:
     """Copy an object-store file into ``folder``, under a temporary name until it is complete."""
-    fs, path = open_filesystem(url)
-    name = Path(path).name
+    _, path = fsspec.core.split_protocol(url)
+    name = Path(path or url).name
     suffix = Path(name).suffix.lower()
     dest = folder / (slug(Path(name).stem, 60) + (suffix if suffix in VIDEO_EXTENSIONS else ""))
     part = dest.with_name(dest.name + ".part")
     part.parent.mkdir(parents=True, exist_ok=True)
     try:
+        fs, path = open_filesystem(url)  # some protocols (ftp, sftp) connect here already
         fs.get_file(path, str(part))
     except FileNotFoundError as exc:
         raise NotFound(f"{url} does not exist") from exc
+    except socket.gaierror as exc:
+        raise UnknownHost(f"{url}: its host name does not resolve ({exc.strerror or exc})") from exc
     except OSError as exc:
         if environment_error(exc) is not None:  # our disk, not the store
             raise
-        raise ConnectionFailed(f"{url}: {type(exc).__name__}: {exc}") from exc
+        raise ConnectionFailed(f"{url}: {exc.strerror or exc}") from exc
     os.replace(part, dest)
     return dest

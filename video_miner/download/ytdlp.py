@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DownloadConfig, parse_cookies_from_browser
-from ..errors import DiskFull, LiveNotStarted, MinerError, classify_download_error, disk_full, environment_error
+from ..errors import (
+    DiskFull,
+    FilteredOut,
+    LiveNotStarted,
+    MinerError,
+    classify_download_error,
+    disk_full,
+    environment_error,
+)
 
 #: What the manifest keeps of yt-dlp's info.
 SOURCE_FIELDS = ("id", "title", "uploader", "channel", "duration", "license", "webpage_url", "extractor", "upload_date")
@@ -87,6 +95,11 @@ def ydl_options(cfg: DownloadConfig, folder: Path, progress: Callable[[float, fl
         opts["cookiesfrombrowser"] = parse_cookies_from_browser(cfg.cookies_from_browser)
     if cfg.proxy:
         opts["proxy"] = cfg.proxy
+    if isinstance(cfg.ytdlp_options.get("match_filter"), str):
+        from yt_dlp.utils import match_filter_func
+
+        # yt-dlp's own filter language (``--match-filters``), compiled as its command line does.
+        opts["match_filter"] = match_filter_func(cfg.ytdlp_options["match_filter"])
     return opts
 
 
@@ -124,6 +137,10 @@ def _look_and_download(url: str, options: dict[str, Any]) -> dict[str, Any]:
             return dict(ydl.sanitize_info(info))
         if info.get("live_status") == "is_upcoming":
             raise LiveNotStarted(f"{url} is a live stream that has not started")
+        match_filter = options.get("match_filter")
+        if callable(match_filter) and info.get("_type") != "playlist" and \
+                (reason := match_filter(info, incomplete=False)) is not None:
+            raise FilteredOut(f"{url}: {reason}")
         return dict(ydl.sanitize_info(ydl.process_ie_result(info, download=True)))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from ..download.remote import remote_videos
 from ..errors import ConfigError, EmptyInput, NotFound, UnsupportedUrl
@@ -53,13 +53,13 @@ def read_input_lines(paths_or_inputs: Iterable[str]) -> list[str]:
     lines: list[str] = []
     for arg in paths_or_inputs:
         candidate = Path(arg)
-        if candidate.suffix.lower() in {".txt", ".list", ".urls"} and candidate.is_file():
+        if candidate.suffix.lower() in {".txt", ".list", ".urls"} and _is_file(candidate):
             # utf-8-sig: a list saved by Windows tools starts with a byte-order mark.
             for line in candidate.read_text(encoding="utf-8-sig", errors="replace").splitlines():
                 line = line.strip()
                 if line and not line.startswith("#"):
                     lines.append(line)
-        else:
+        elif arg.strip():  # an empty argument is no input (as a path it would be the current folder)
             lines.append(arg.strip())
     return lines
 
@@ -79,6 +79,13 @@ def _fsspec_knows(scheme: str) -> bool:
 
 def _classify(line: str) -> tuple[str, str, str | None]:
     """(kind, normalized, error); an "invalid" kind is always an unsupported URL or name."""
+    try:
+        return _classify_line(line)
+    except (OSError, ValueError, RuntimeError) as exc:  # a name too long for the filesystem, "~nobody/x"
+        return "invalid", line, f"not a usable path ({getattr(exc, 'strerror', None) or exc})"
+
+
+def _classify_line(line: str) -> tuple[str, str, str | None]:
     if any(ord(c) < 32 for c in line):
         return "invalid", line, "the input holds control characters"
     parts = urlsplit(line)
@@ -102,6 +109,28 @@ def _classify(line: str) -> tuple[str, str, str | None]:
     return "local", str(Path(line).expanduser().resolve()), None
 
 
+def _is_dir(path: str) -> bool:
+    try:
+        return Path(path).is_dir()
+    except OSError:  # a name too long for the filesystem
+        return False
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _host_and_port(parts: SplitResult) -> str:
+    try:
+        port = parts.port
+    except ValueError:  # not a number: not worth naming
+        port = None
+    return (parts.hostname or "") + (f"-{port}" if port else "")
+
+
 def expand_sources(lines: Iterable[str]) -> list[Source]:
     """Normalize, expand folders (sorted, video extensions only) and drop repeated inputs."""
     sources: list[Source] = []
@@ -116,12 +145,15 @@ def expand_sources(lines: Iterable[str]) -> list[Source]:
 
     for line_no, line in enumerate(lines):
         order = line_no * ORDER_STRIDE
+        if not line.strip():
+            continue
         kind, normalized, error = _classify(line)
         if kind == "url":
             add(line, kind, normalized, _stem_of_url(normalized), order)
         elif kind == "live":
             parts = urlsplit(normalized)
-            add(line, kind, normalized, f"{parts.scheme or 'v4l2'}-{parts.netloc or Path(normalized).name}", order)
+            # The host, never the user info: a camera's password must not become a folder name.
+            add(line, kind, normalized, f"{parts.scheme or 'v4l2'}-{_host_and_port(parts) or Path(normalized).name}", order)
         elif kind == "remote" and normalized.endswith("/"):
             # A prefix (a trailing slash, as with folders): every video under it.
             try:
@@ -138,7 +170,7 @@ def expand_sources(lines: Iterable[str]) -> list[Source]:
             add(line, kind, normalized, _stem_of_url(normalized), order)
         elif kind == "invalid":
             add(line, kind, normalized, "invalid", order, error, UnsupportedUrl.kind)
-        elif Path(normalized).is_dir():
+        elif _is_dir(normalized):
             root = Path(normalized)
             videos = sorted(p for p in root.rglob("*") if is_listed_video(p, root) and p.is_file())
             if not videos:

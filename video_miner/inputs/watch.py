@@ -21,6 +21,7 @@ from pathlib import Path
 from watchfiles import Change, awatch
 
 from ..config import WatchConfig
+from ..store.files import is_inside
 from .listing import Source, is_listed_video, source_for_path
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,10 @@ class FolderWatcher:
         if any(path.name.endswith(s) for s in self.config.temporary_suffixes):
             return False
         root = next((r for r in self.roots if path.is_relative_to(r)), None)
-        return root is not None and is_listed_video(path, root)
+        if root is None or not is_listed_video(path, root):
+            return False
+        # Anyone who can drop a file here can drop a link to /etc/passwd or another folder's videos.
+        return self.config.follow_symlinks or is_inside(path, root)
 
     def _order(self, path: Path) -> int:
         for k, root in enumerate(self.roots):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -21,6 +20,8 @@ from async_pipeline import PipelineEvent, StageMessage
 from ..config import MinerConfig
 from ..inputs.listing import Source
 from ..records import LiveFrame, State
+from ..redact import Redactor
+from ..store.files import remove_tree
 from ..store.layout import OutputLayout
 from ..store.naming import slug
 from ..store.registry import Registry
@@ -47,6 +48,8 @@ class LiveHub:
     def __init__(self, config: MinerConfig, registry: Registry, layout: OutputLayout,
                  loop: asyncio.AbstractEventLoop) -> None:
         self.config, self.registry, self.layout = config, registry, layout
+        #: Sources are shown (live table, metrics, metrics.json) with their credentials masked.
+        self.redactor = Redactor.with_extra(config.secret_params)
         self.loop = loop
         self.stop_event = threading.Event()
         self.stats: dict[str, LiveStats] = {}
@@ -74,7 +77,7 @@ class LiveHub:
         with self._lock:
             if source.video_id in self._live or self.stop_event.is_set():
                 return
-            stats = self.stats.setdefault(source.video_id, LiveStats(source.raw))
+            stats = self.stats.setdefault(source.video_id, LiveStats(self.redactor.url(source.raw), self.redactor))
             reader = LiveReader(url or source.normalized, self.config, stats, self.stop_event,
                                 lambda: self._open_segment(source.video_id), self._close_segment, self.emit, options,
                                 ends_cleanly)
@@ -206,9 +209,6 @@ class LiveHub:
             stats.add(frames_decided=1, candidates=int(candidate))
             stats.latency.add(time.time() - frame.captured_at)
 
-    def failures(self) -> dict[str, str]:
-        return {s.source: s.error or "failed" for s in self.stats.values() if s.state == "failed"}
-
     def cleanup(self) -> None:
         """Frames nobody decided (a stop, a drop) are not kept: their folders go."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        remove_tree(self.folder)

@@ -8,12 +8,16 @@ from typing import Any
 
 from async_pipeline import Distribution
 
+from ..redact import DEFAULT, Redactor
+
 
 @dataclass
 class LiveStats:
     """What one source did: metrics.json's ``live`` entry, the live table's row, Prometheus."""
 
+    #: The source as shown: its credentials masked.
     source: str
+    redactor: Redactor = field(default=DEFAULT, repr=False)
     state: str = "connecting"  # connecting, live, retrying, ended, failed
     frames_captured: int = 0
     frames_sampled: int = 0
@@ -41,7 +45,8 @@ class LiveStats:
             return LiveSnapshot(self.source, self.state, self.frames_captured, self.frames_sampled, self.frames_filtered,
                                 self.frames_dropped, self.frames_decided, self.frames_corrupt, self.candidates,
                                 self.reconnects, round(self.gap_seconds, 3), round(self.latency.quantile(0.5), 4),
-                                round(self.latency.quantile(0.95), 4), round(self.latency.max, 4), self.error)
+                                round(self.latency.quantile(0.95), 4), round(self.latency.max, 4),
+                                self.redactor.text(self.error) if self.error else None)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import TooLarge
+from .formats import check_pixels
+
 
 @dataclass(frozen=True)
 class StillFrame:
@@ -19,9 +22,15 @@ class StillFrame:
     rgb: np.ndarray
 
 
-def pillow_frames(path: Path) -> tuple[int, Iterator[StillFrame]]:
-    """(frame count, frames with their start times) of an image Pillow can read."""
+def pillow_frames(path: Path, max_pixels: int) -> tuple[int, Iterator[StillFrame]]:
+    """(frame count, frames with their start times, decoded one at a time) of an image Pillow can
+    read; one larger than ``max_pixels`` is refused before any frame is decoded."""
     image = Image.open(path)
+    try:
+        check_pixels(path, image.width, image.height, max_pixels)
+    except TooLarge:
+        image.close()
+        raise
     count = int(getattr(image, "n_frames", 1))
 
     def frames() -> Iterator[StillFrame]:

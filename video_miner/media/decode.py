@@ -4,6 +4,7 @@ animated images as the videos they are."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from ..errors import CorruptMedia, NoVideoStream, UnsupportedCodec
 from ..records import FrameRecord, MediaInfo
 from ..store.layout import ExtractionIndex
 from .animated import pillow_frames
-from .formats import STILL_FORMATS, is_image_container
+from .formats import STILL_FORMATS, check_pixels, is_image_container
 from .picture import Geometry, geometry, to_rgb
 from .prefilter import Prefilter
 from .sampler import Sampler
@@ -86,7 +87,12 @@ def extract_frames(path: Path, out_dir: Path, video_id: str, cfg: ExtractConfig,
         if is_image_container(container):
             _extract_animation(container, path, writer, result)
         else:
-            _VideoDecoder(container, path, threads, writer, result, progress).run()
+            decoder = _VideoDecoder(container, path, threads, writer, result, progress)
+            decoder.run()
+            if not result.frames and not result.warnings and decoder.promised():
+                # A damaged index (a huge stsz, a bad stco) ends demuxing at once, without an error.
+                raise CorruptMedia(f"{path.name}: no frame could be decoded, though its header promises "
+                                   f"{decoder.duration:.1f} s of video")
     if not result.frames and result.warnings:
         raise CorruptMedia(f"{path.name}: no frame could be decoded ({result.warnings[0]})")
     return result
@@ -99,6 +105,7 @@ def _extract_animation(container: Any, path: Path, writer: FrameWriter, result: 
     count = 0
     peeked: list[Any] = []
     if stream is not None and stream.codec_context is not None:
+        check_pixels(path, stream.codec_context.width, stream.codec_context.height, writer.cfg.max_pixels)
         decoded = container.decode(stream)
         try:
             peeked = [f for _, f in zip(range(2), decoded, strict=False)]
@@ -106,13 +113,14 @@ def _extract_animation(container: Any, path: Path, writer: FrameWriter, result: 
         except av.error.FFmpegError:  # e.g. animated WebP: PyAV's FFmpeg has no decoder for it
             peeked = []
     if not peeked:
-        count, frames = pillow_frames(path)
+        count, frames = pillow_frames(path, writer.cfg.max_pixels)
     if count < 2:
         raise NoVideoStream(f"{path.name} is a still image, not a video")
     sampler = Sampler(writer.cfg)
     start = timeline_start(container, stream) if stream is not None else Fraction(0)
     result.media.track = stream.index if stream is not None else 0
-    for k, frame in enumerate([*peeked, *frames] if peeked else frames):
+    # One frame at a time, never the whole animation in a list (a 300-frame GIF is 600 MB decoded).
+    for k, frame in enumerate(itertools.chain(peeked, frames)):
         result.decoded += 1
         t = _frame_time(frame, start, 1.0, 0) if isinstance(frame, av.VideoFrame) else frame.time
         if sampler.past_end(t):
@@ -120,6 +128,7 @@ def _extract_animation(container: Any, path: Path, writer: FrameWriter, result: 
         if not sampler.due(t):
             continue
         if isinstance(frame, av.VideoFrame):
+            check_pixels(path, frame.width, frame.height, writer.cfg.max_pixels)
             geo = geometry(frame, stream)
             rgb = to_rgb(frame, geo, writer.cfg.max_side)
         else:
@@ -162,6 +171,8 @@ class _VideoDecoder:
         # after it are not in a row: their distance is the seek's).
         self.gop = 0.0
         self._last_key: float | None = None
+        #: The latest instant decoded (seeking skips frames, so a count of them says little).
+        self.reached = 0.0
         self.rate = float(self.stream.average_rate or self.stream.guessed_rate or 25)
         self.aim_back = 0.0
         # Raw H.264/HEVC elementary streams carry no timestamps to seek by (and an attempt reads to
@@ -183,6 +194,7 @@ class _VideoDecoder:
             raise UnsupportedCodec(f"{path.name}: no decoder for codec {stream.codec.name if stream.codec else '?'}")
         if stream.frames == 1 and path.suffix.lower() in STILL_FORMATS:
             raise NoVideoStream(f"{path.name} is a still image, not a video")
+        check_pixels(path, stream.codec_context.width, stream.codec_context.height, self.cfg.max_pixels)
         # Only the chosen track is demuxed and decoded.
         for other in container.streams:
             if other is not stream:
@@ -192,6 +204,10 @@ class _VideoDecoder:
         if self.cfg.mode == "keyframes":
             stream.codec_context.skip_frame = "NONKEY"
         return stream
+
+    def promised(self) -> bool:
+        """Whether the header says there is video at the first instant to sample."""
+        return self.duration is not None and self.duration > self.cfg.start
 
     def run(self) -> None:
         seek_to: float | None = self.cfg.start if self.cfg.start > 0 else None
@@ -216,13 +232,15 @@ class _VideoDecoder:
         """Decode from where the demuxer is. ``seeked_to``: the instant a seek aimed at, if one did."""
         first: float | None = None
         self._last_key = None
+        clock = BestEffortClock()  # the decoder starts over after a seek, and so do FFmpeg's counts
         ended = _Pass()
         try:
             # The lambda reads next_t as it advances: late binding is the point here.
             upcoming = None if self.sampler.keyframes_only else lambda: self.sampler.next_t
             for frame in _decode(self.container, self.stream, self.start, upcoming):
-                t = _frame_time(frame, self.start, self.rate, self.result.decoded)
+                t = _frame_time(frame, self.start, self.rate, self.result.decoded, clock)
                 self.result.decoded += 1
+                self.reached = max(self.reached, t)
                 if first is None:
                     first = t
                     if seeked_to is not None and t > seeked_to + 1e-6:
@@ -230,9 +248,10 @@ class _VideoDecoder:
                 if not self._keep_going(frame, t, ended):
                     break
         except av.error.FFmpegError as exc:
-            self.result.warnings.append(f"decoding stopped after {self.result.decoded} frames: {exc}")
-            log.warning("%s: decoding stopped after %d frames: %s; keeping %d frames", self.path.name,
-                        self.result.decoded, exc, len(self.result.frames))
+            reached = f"{self.reached:.1f} s" + (f" of {self.duration:.1f} s" if self.duration else "")
+            self.result.warnings.append(f"decoding stopped at {reached}: {exc}")
+            log.warning("%s: decoding stopped at %s: %s; keeping %d frames", self.path.name, reached, exc,
+                        len(self.result.frames))
         ended.landed_late = seeked_to is not None and (first is None or first > seeked_to + 1e-6)
         return ended
 
@@ -247,6 +266,7 @@ class _VideoDecoder:
             return False
         if not sampler.due(t, frame.key_frame):
             return True
+        check_pixels(self.path, frame.width, frame.height, self.cfg.max_pixels)  # a resolution change mid-stream
         geo = geometry(frame, self.stream)
         if self.result.media.pixel_format is None:
             self.result.media.pixel_format = frame.format.name
@@ -311,9 +331,38 @@ def _decode(container: Any, stream: Any, start: Fraction, next_sample: Callable[
         yield from codec.decode(packet)
 
 
-def _frame_time(frame: Any, start: Fraction, rate: float, decoded: int) -> float:
+class BestEffortClock:
+    """Which timestamp a decoded frame is shown at, chosen as FFmpeg chooses its
+    ``best_effort_timestamp`` (libavcodec's ``guess_correct_pts``): the frame's pts, unless pts go
+    backwards more often than the packets' dts do. An AVI of packed B-frames (old XviD/DivX) carries
+    pts in decode order: trusting them puts frames a frame early or late."""
+
+    def __init__(self) -> None:
+        self.faulty_pts = self.faulty_dts = 0
+        self.last_pts: int | None = None
+        self.last_dts: int | None = None
+
+    def pick(self, pts: int | None, dts: int | None) -> int | None:
+        if dts is not None:
+            self.faulty_dts += self.last_dts is not None and dts <= self.last_dts
+            self.last_dts = dts
+        elif pts is not None:
+            self.last_dts = pts
+        if pts is not None:
+            self.faulty_pts += self.last_pts is not None and pts <= self.last_pts
+            self.last_pts = pts
+        elif dts is not None:
+            self.last_pts = dts
+        if pts is not None and (self.faulty_pts <= self.faulty_dts or dts is None):
+            return pts
+        return dts
+
+
+def _frame_time(frame: Any, start: Fraction, rate: float, decoded: int, clock: BestEffortClock | None = None) -> float:
     """Seconds after the timeline's start, computed exactly (a frame at 1.033 s of a file starting
     at 0.033 s is at 1 s, not at 0.99999)."""
-    if frame.pts is not None and frame.time_base:
-        return float(frame.pts * frame.time_base - start)
+    ts = frame.pts if clock is None else clock.pick(frame.pts, frame.dts)
+    if ts is not None and frame.time_base:
+        return float(ts * frame.time_base - start)
     return decoded / rate
+

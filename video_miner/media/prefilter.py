@@ -32,10 +32,15 @@ class Prefilter:
         The measures come from the encoded JPEG ``data``, exactly what the detector and dedup see
         later; they are of the picture inside black bars, whose share scales ``frame.pixels``.
         """
-        blur, sharpness, phash, thumb, content = measure(open_gray(io.BytesIO(data)))
+        gray = open_gray(io.BytesIO(data))
+        blur, sharpness, phash, thumb, content = measure(gray)
         frame.phash, frame.blur, frame.sharpness = phash, round(blur, 3), round(sharpness, 3)
         # Pixels of the picture, not of black bars around it: a letterboxed re-upload has fewer.
         frame.pixels = round(frame.pixels * round(content, 4))
+        if min(gray.size) < self.cfg.min_side:
+            frame.decision = Decision.FILTERED
+            frame.reason = f"too small to label ({gray.width}x{gray.height}, filter.min_side {self.cfg.min_side})"
+            return
         if blur < self.cfg.blur_threshold:
             frame.decision = Decision.FILTERED
             frame.reason = f"blurry (sharpness {blur:.1f} < {self.cfg.blur_threshold})"

@@ -11,7 +11,10 @@ from PIL import Image
 
 
 def laplacian_variance(gray: np.ndarray) -> float:
-    """Variance of the 4-neighbour Laplacian: low for blurry frames (the classic focus measure)."""
+    """Variance of the 4-neighbour Laplacian: low for blurry frames (the classic focus measure);
+    0 for a picture too small to have an inside."""
+    if gray.shape[0] < 3 or gray.shape[1] < 3:
+        return 0.0
     g = gray.astype(np.int16)  # |Laplacian| <= 4 * 255: int16 is exact and twice as fast as float
     lap = g[1:-1, :-2] + g[1:-1, 2:] + g[:-2, 1:-1] + g[2:, 1:-1] - 4 * g[1:-1, 1:-1]
     mean = lap.mean(dtype=np.float64)

@@ -39,6 +39,8 @@ class FrameWriter:
         if self.media.display_size is None:  # as the first sampled frame shows it
             geo.describe(self.media)
             self.media.bpp = self.bpp
+        elif [*geo.decoded] != self.media.decoded_size or [*geo.display] != self.media.display_size:
+            frame.decoded_size, frame.display_size = [*geo.decoded], [*geo.display]  # the stream changed size
         return frame
 
 

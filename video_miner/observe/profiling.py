@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..store.files import atomic_target, atomic_write_text
+
 
 @contextmanager
 def profile_all_threads(output: Path) -> Iterator[None]:
@@ -38,7 +40,8 @@ def profile_all_threads(output: Path) -> Iterator[None]:
             for profile in profiles:
                 stats.add(profile)
         output.mkdir(parents=True, exist_ok=True)
-        stats.dump_stats(output / "profile.pstats")
+        with atomic_target(output / "profile.pstats") as target:
+            stats.dump_stats(target)
         text = io.StringIO()
         pstats.Stats(str(output / "profile.pstats"), stream=text).sort_stats("cumulative").print_stats(60)
-        (output / "profile.txt").write_text(text.getvalue())
+        atomic_write_text(output / "profile.txt", text.getvalue())

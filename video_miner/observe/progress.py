@@ -18,6 +18,7 @@ from rich.text import Text
 from async_pipeline import StageSnapshot
 
 from ..live.stats import LiveSnapshot
+from ..redact import printable
 from ..stages.base import FILE_STAGES
 from .view import RunProgress, RunView
 
@@ -102,7 +103,7 @@ def flight_table(snapshot: Snapshot) -> Table | None:
     for stage, item, done, total, unit in rows[:MAX_BARS]:
         bar = ProgressBar(total=total or None, completed=done, width=20)
         amount = f"{_amount(done, unit)}/{_amount(total, unit)}" if total else _amount(done, unit)
-        table.add_row(stage, item[:28], bar, amount)
+        table.add_row(stage, Text(printable(item)[:28]), bar, amount)
     if len(rows) > MAX_BARS:
         table.add_row("", f"... {len(rows) - MAX_BARS} more", "", "")
     return table
@@ -116,7 +117,9 @@ def live_table(live: dict[str, LiveSnapshot]) -> Table | None:
     for col in ("source", "state", "got", "sampl", "drop", "done", "p50 s", "p95 s"):
         table.add_column(col, justify="left" if col in ("source", "state") else "right")
     for source, s in live.items():
-        table.add_row(source[-24:], s.state, str(s.frames_captured), str(s.frames_sampled), str(s.frames_dropped),
+        # Text, not a string: a source's name is never read as markup.
+        table.add_row(Text(printable(source)[-24:]), s.state, str(s.frames_captured), str(s.frames_sampled),
+                      str(s.frames_dropped),
                       str(s.frames_decided), f"{s.latency_p50_s:.2f}", f"{s.latency_p95_s:.2f}")
     return table
 
@@ -138,7 +141,7 @@ def one_line(view: RunView) -> str:
                       for n, s in snapshot.items())
     flight = " ".join(f"{stage}:{item[:20]}:{done / total:.0%}" for stage, item, done, total, _ in _in_flight(snapshot)
                       if total)
-    live = " ".join(f"live[{source[-20:]} {s.state} got{s.frames_captured} drop{s.frames_dropped} "
+    live = " ".join(f"live[{printable(source)[-20:]} {s.state} got{s.frames_captured} drop{s.frames_dropped} "
                     f"p95 {s.latency_p95_s:.2f}s]" for source, s in view.live().items())
     return " | ".join(part for part in (stages, flight, live, footer(view, snapshot)) if part)
 

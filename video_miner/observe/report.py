@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import textwrap
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from ..store.files import atomic_write_bytes
 
 #: What each stage column shows: (heading, how to read it from a stage's figures).
 STAGE_FIELDS: tuple[tuple[str, Any], ...] = (
@@ -120,6 +123,8 @@ def plot_timeline(data: dict[str, Any], path: Path) -> Path:
     bottleneck = data.get("bottleneck") or {}
     ax_busy.set_title(textwrap.fill(bottleneck.get("hint", "stage timeline"), 110), fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    atomic_write_bytes(path, png.getvalue())
     return path

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from async_pipeline import RunResult
 
@@ -14,7 +15,10 @@ from ..detect.detector import FilesDetector
 from ..inputs.listing import Source
 from ..observe.metrics import RunMetrics
 from ..records import UNFINISHED, State, VideoRow
+from ..redact import Redactor, printable
 from ..stages.context import MiningContext
+from ..store.files import atomic_write_text
+from ..store.layout import FAILURES, OutputLayout
 from .request import Failure, MiningReport
 
 
@@ -57,10 +61,13 @@ def report(ctx: MiningContext, metrics: RunMetrics, sources: list[Source], done:
     ctx.counters.add(frames_kept=summary.kept, frames_duplicates=summary.duplicates,
                      frames_to_detector=summary.detected_at_export)
     rows = _videos_of(ctx, sources, done.watched)
-    failures = [Failure(r.video_id, r.input, r.error_class or "error", r.error_message or "")
+    redact = Redactor.with_extra(ctx.config.secret_params)
+    failures = [Failure(r.video_id, redact.url(r.input), r.error_class or "error", redact.text(r.error_message or ""))
                 for r in rows if r.state == State.FAILED]
-    unfinished = [Failure(r.video_id, r.input, "unfinished", "stopped before it finished; run the same command again "
-                          "to resume") for r in rows if r.state in UNFINISHED and r.kind not in ("invalid", "live")]
+    unfinished = [Failure(r.video_id, redact.url(r.input), "unfinished", "stopped before it finished; run the same "
+                          "command again to resume")
+                  for r in rows if r.state in UNFINISHED and r.kind not in ("invalid", "live")]
+    failures_file = write_failures(ctx.layout, failures + unfinished)
     counters = ctx.counters.as_dict()
     live = metrics.live()
     if done.result is not None or live:
@@ -77,10 +84,23 @@ def report(ctx: MiningContext, metrics: RunMetrics, sources: list[Source], done:
         counters=counters,
         wall_seconds=time.monotonic() - done.started,
         stopped=bool(done.result and done.result.stopped) or done.stopped,
-        warnings=[(r.input, r.warning) for r in rows if r.warning and r.state == State.DONE],
+        warnings=[(redact.url(r.input), redact.text(r.warning)) for r in rows if r.warning and r.state == State.DONE],
         result=done.result,
         live=live,
+        failures_file=failures_file,
     )
+
+
+def write_failures(layout: OutputLayout, failures: list[Failure]) -> Path | None:
+    """``failures.tsv``: class, message, input, a line each (tabs and line breaks in them shown
+    escaped); None, and no file, when nothing failed."""
+    path = layout.output / FAILURES
+    if not failures:
+        path.unlink(missing_ok=True)
+        return None
+    lines = ["class\tmessage\tinput"] + ["\t".join(printable(v) for v in (f.kind, f.message, f.input)) for f in failures]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
 
 
 def _videos_of(ctx: MiningContext, sources: list[Source], watched: set[str]) -> list[VideoRow]:

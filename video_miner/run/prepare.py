@@ -3,15 +3,17 @@ sources registered, with those to run now picked out."""
 
 from __future__ import annotations
 
-import shutil
+import json
+from pathlib import Path
 
 from ..config import MinerConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, NotFound
 from ..inputs.listing import Source
+from ..observe.status import SECRET_PARAMS_META
 from ..records import State
-from ..store.files import recover_dir
-from ..store.layout import OutputLayout
-from ..store.registry import Registry
+from ..store.files import recover_dir, remove_tree
+from ..store.layout import REGISTRY, SQLITE_SIDECARS, OutputLayout
+from ..store.registry import NewRow, Registry
 from .request import RunRequest
 
 
@@ -38,11 +40,12 @@ def prepare_output(config: MinerConfig, fresh: bool) -> Registry:
     """The caller holds the output lock."""
     layout = OutputLayout(config.output_dir)
     output = layout.output
+    layout.check_links()
     if fresh:
         for name in ("work", "dataset", "dataset.staging", "dataset.old"):
-            shutil.rmtree(output / name, ignore_errors=True)
-        for suffix in ("", "-wal", "-shm"):
-            (output / f"registry.sqlite{suffix}").unlink(missing_ok=True)
+            remove_tree(output / name)
+        for suffix in ("", *SQLITE_SIDECARS):
+            (output / f"{REGISTRY}{suffix}").unlink(missing_ok=True)
     output.mkdir(parents=True, exist_ok=True)
     recover_dir(layout.dataset_dir)
     registry = Registry(layout.registry)
@@ -55,32 +58,39 @@ def prepare_output(config: MinerConfig, fresh: bool) -> Registry:
             "earlier video-miner chose frames differently); run with --fresh to start over, or give a new --output"
         )
     registry.set_meta("config_hash", current)
+    # status masks the same query parameters the run did.
+    registry.set_meta(SECRET_PARAMS_META, json.dumps(config.secret_params))
     # A run killed while reading live sources: what it committed is final, what it had not is gone.
     registry.end_live()
-    shutil.rmtree(layout.live_dir, ignore_errors=True)
+    remove_tree(layout.live_dir)
     return registry
 
 
 def select_sources(sources: list[Source], registry: Registry, config: MinerConfig, retry_failed: bool
                    ) -> tuple[list[Source], int]:
-    """Register every source; return those to run now and how many are skipped as done."""
-    to_run, skipped = [], 0
+    """Register every source; return those to run now and how many are skipped as done. Inputs that
+    cannot run (a malformed URL, a local file that is not there) fail here, all in one go: a list
+    of 20,000 dead links costs seconds, not a trip through the pipeline each."""
+    config_hash = config.result_hash()
+    rows = registry.register([NewRow(s.video_id, s.raw, s.normalized, s.kind, s.order, config_hash=config_hash)
+                              for s in sources])
+    to_run, failed, skipped = [], [], 0
     for src in sources:
-        registry.upsert_video(src.video_id, input=src.raw, normalized=src.normalized, kind=src.kind, order=src.order,
-                              config_hash=config.result_hash())
-        row = registry.video(src.video_id)
-        assert row is not None
+        state = rows[src.video_id].state
         if src.kind == "invalid":
-            registry.mark_failed(src.video_id, src.error_kind or "error", src.error or "invalid input")
-            continue
-        if src.kind == "live":  # a stream is read again on every run: its new frames append
+            failed.append((src.video_id, src.error_kind or "error", src.error or "invalid input"))
+        elif src.kind == "live":  # a stream is read again on every run: its new frames append
             to_run.append(src)
-        elif row.state is State.DONE:
+        elif state is State.DONE:
             skipped += 1
-        elif row.state is State.FAILED:
-            if retry_failed:
+        elif (state is State.FAILED and not retry_failed) or (retry_failed and state is not State.FAILED):
+            continue
+        elif src.kind == "local" and not Path(src.normalized).is_file():
+            failed.append((src.video_id, NotFound.kind, f"{src.normalized} does not exist or is not a file "
+                                                        f"({NotFound.hint})"))
+        else:
+            if state is State.FAILED:
                 registry.reset(src.video_id)
-                to_run.append(src)
-        elif not retry_failed:
             to_run.append(src)
+    registry.fail_many(failed)
     return to_run, skipped

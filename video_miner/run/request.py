@@ -61,3 +61,5 @@ class MiningReport:
     result: RunResult | None = None
     #: Per live source: frames captured, dropped, decided, latency (metrics.json's "live").
     live: dict[str, LiveSnapshot] = field(default_factory=dict)
+    #: Every failed input of the run, a line each (class, message, input): ``failures.tsv``.
+    failures_file: Path | None = None

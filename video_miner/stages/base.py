@@ -22,7 +22,7 @@ from typing import ClassVar
 from async_pipeline import BaseStageWorker, FatalStageError, StageMessage, StageOutput
 from async_pipeline.worker import as_messages
 
-from ..errors import MinerError, TransientError, classify_os_error, environment_error
+from ..errors import CorruptMedia, MinerError, TooLarge, TransientError, classify_os_error, environment_error
 from ..records import VideoItem, VideoRow
 from .changes import StageChanges
 from .context import MiningContext, StageEnv
@@ -70,13 +70,20 @@ class StageResult:
 
 
 def classify(exc: Exception, video_id: str) -> MinerError:
-    """Any exception of a stage as a failure class a user can act on."""
+    """Any exception of a stage as a failure class a user can act on, in words."""
+    from PIL import Image, UnidentifiedImageError
+
     if isinstance(exc, MinerError):
         return exc
     if isinstance(exc, OSError) and exc.errno == errno.ENOENT:
         return classify_os_error(exc, video_id)
-    error = MinerError(f"{type(exc).__name__}: {exc}")
-    error.kind = type(exc).__name__
+    if isinstance(exc, (Image.DecompressionBombError, MemoryError)):
+        return TooLarge(f"{video_id}: a picture too large to decode ({exc or 'out of memory'})")
+    if isinstance(exc, UnidentifiedImageError):
+        return CorruptMedia(f"{video_id}: a picture that cannot be read ({exc})")
+    error = MinerError(f"{video_id}: unexpected error: {exc or 'no message'} (a bug: run again with --debug and "
+                       "report it)")
+    error.kind = "internal_error"
     return error
 
 
@@ -91,7 +98,10 @@ def execute(stage: MinerStage, msg: Message, row: VideoRow | None, progress: Pro
         fault = environment_error(exc, stage.env.output)
         if fault is not None:
             return StageResult([], changes, fault, fault=True)
-        return StageResult([], changes, classify(exc, msg.item.video_id))
+        error = classify(exc, msg.item.video_id)
+        if error is not exc:
+            error.__cause__ = exc  # for --debug's traceback
+        return StageResult([], changes, error)
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from pathlib import Path
 from async_pipeline import StageOutput
 
 from ..records import FrameRow, VideoRow
+from ..store.files import is_inside
 from ..store.layout import read_result
 from .base import Message, MinerStage, Progress
 from .changes import StageChanges
@@ -39,7 +40,8 @@ class CollectStage(MinerStage):
         cleanup = self.env.config.cleanup
         if cleanup.frames:
             changes.remove(frames_dir)
-        if cleanup.videos and msg.item.downloaded() and msg.item.video_path:
+        video = Path(msg.item.video_path) if msg.item.video_path else None
+        if cleanup.videos and msg.item.downloaded() and video is not None and is_inside(video, layout.videos_dir):
             # Only what we downloaded; a user's local files are never touched.
-            changes.remove(Path(msg.item.video_path))
+            changes.remove(video)
         return msg

@@ -9,7 +9,6 @@ the first fault of the machine, and the hooks to stop the run or start reading a
 
 from __future__ import annotations
 
-import shutil
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from ..download.host_gate import HostGate
 from ..errors import LiveUnsupported, MinerError, disk_full
 from ..media.same_content import SameContent
 from ..records import State
-from ..store.files import free_gb
+from ..store.files import free_gb, remove_tree
 from ..store.layout import OutputLayout
 from ..store.registry import Registry
 from .changes import LiveStart, StageChanges
@@ -132,10 +131,7 @@ class MiningContext:
         for video_id, frames in changes.completed:
             registry.complete_video(video_id, frames)
         for path in changes.removals:
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            remove_tree(path)
         if changes.counts:
             self.counters.add(**changes.counts)
         for start in changes.live:

@@ -18,6 +18,7 @@ from ..download.ytdlp import downloaded_file, is_live, live_stream, look_and_dow
 from ..errors import CorruptMedia, FormatUnavailable, NotFound, RateLimited
 from ..inputs.listing import Source
 from ..records import State, VideoItem, VideoRow, VideoUpdate
+from ..store.files import is_inside
 from ..store.naming import slug
 from .base import Message, MinerStage, Progress
 from .changes import LiveStart, NewVideo, StageChanges
@@ -32,7 +33,7 @@ class DownloadStage(MinerStage):
     def handle(self, msg: Message, row: VideoRow | None, changes: StageChanges, progress: Progress) -> StageOutput:
         item = msg.item
         if row and row.state in (State.DOWNLOADED, State.EXTRACTED, State.FILTERED) and row.path \
-                and Path(row.path).exists():
+                and self._ours(item, Path(row.path)) and Path(row.path).exists():
             return msg.evolve(input_path=Path(row.path), payload=_with_path(item, row.path))
         changes.attempt(item.video_id)
         if item.kind == "local":
@@ -44,6 +45,14 @@ class DownloadStage(MinerStage):
             _record(changes, item.video_id, path, {"webpage_url": item.source})
             return msg.evolve(input_path=path, payload=_with_path(item, str(path)))
         return self._download(msg, folder, changes, progress)
+
+    def _ours(self, item: VideoItem, path: Path) -> bool:
+        """Whether a downloaded path the registry names may be used (and later deleted): the user's
+        own file for a local input, else a file of this video's download folder. A registry row
+        is a file on disk that anyone could have edited."""
+        if item.kind == "local":
+            return path == Path(item.source)
+        return is_inside(path, self.env.layout.videos_dir / item.video_id)
 
     def _local(self, msg: Message, changes: StageChanges) -> Message:
         path = Path(msg.item.source)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from async_pipeline import StageOutput
 from ..media.decode import Extraction, extract_frames
 from ..media.prefilter import Prefilter
 from ..records import State, VideoRow, VideoUpdate
-from ..store.files import link_or_copy
+from ..store.files import link_or_copy, remove_tree
 from ..store.layout import INDEX, frame_name, read_index, write_index
 from .base import Message, MinerStage, Progress
 from .changes import StageChanges
@@ -38,7 +37,7 @@ class ExtractStage(MinerStage):
         out_dir = self.env.layout.frames_dir / video_id
         if row and row.state in (State.EXTRACTED, State.FILTERED) and (out_dir / INDEX).exists():
             return msg.evolve(input_path=out_dir)
-        shutil.rmtree(out_dir, ignore_errors=True)
+        remove_tree(out_dir)
         assert msg.input_path is not None
         self.env.check_free_space(out_dir)
         result = self._extract(msg.input_path, out_dir, video_id, progress, changes)
@@ -61,7 +60,7 @@ class ExtractStage(MinerStage):
                 return result
             except OSError as exc:  # its frames are gone (collected, cleaned up): decode after all
                 log.debug("%s: cannot reuse the frames of identical %s (%s)", path.name, src_dir, exc)
-                shutil.rmtree(out_dir, ignore_errors=True)
+                remove_tree(out_dir)
         done: Path | None = None
         try:
             result = extract_frames(path, out_dir, video_id, self.env.config.extract, self.decoder_threads,

@@ -16,13 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..records import FrameRecord, MediaInfo
-from .files import atomic_write_json, read_json
+from .files import atomic_write_json, is_inside, read_json, refuse_links
 
 #: Commits a video's extraction: frames without it are an interrupted extraction.
 INDEX = "frames.json"
 #: Commits the filter's decisions for a video's frames.
 RESULT = "filter.json"
 REGISTRY = "registry.sqlite"
+#: Files SQLite keeps beside the registry.
+SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
+LOCK = ".video-miner.lock"
+METRICS, GALLERY, TIMELINE = "metrics.json", "gallery.html", "timeline.png"
+#: Every failed input of the last run, a line each (class, message, input).
+FAILURES = "failures.tsv"
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,20 @@ class OutputLayout:
     def relative(self, path: Path) -> str:
         """``path`` (under the output folder) as the registry names it."""
         return path.relative_to(self.output).as_posix()
+
+    def inside(self, path: Path) -> bool:
+        """Whether ``path`` (links and ``..`` resolved) is in the output folder."""
+        return is_inside(path, self.output)
+
+    def written(self) -> list[Path]:
+        """Everything a run writes directly in the output folder: none may be a symbolic link."""
+        names = (LOCK, REGISTRY, *(REGISTRY + s for s in SQLITE_SIDECARS), "work", "dataset", "dataset.staging",
+                 "dataset.old", METRICS, GALLERY, TIMELINE, FAILURES, "profile.pstats", "profile.txt")
+        work = [self.videos_dir, self.frames_dir, self.candidates_dir, self.live_dir]
+        return [self.output / name for name in names] + work
+
+    def check_links(self) -> None:
+        refuse_links(self.written())
 
 
 def frame_name(video_id: str, seconds: float) -> str:

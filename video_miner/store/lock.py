@@ -21,8 +21,11 @@ from types import TracebackType
 from typing import Any
 
 from ..errors import MinerError
+from ..redact import DEFAULT, Redactor
+from .files import open_nofollow
+from .layout import LOCK
 
-LOCK_NAME = ".video-miner.lock"
+LOCK_NAME = LOCK
 
 
 class OutputBusy(MinerError):
@@ -30,9 +33,10 @@ class OutputBusy(MinerError):
 
 
 class OutputLock:
-    def __init__(self, output: Path, command: list[str] | None = None) -> None:
+    def __init__(self, output: Path, command: list[str] | None = None, redactor: Redactor = DEFAULT) -> None:
         self.path = output / LOCK_NAME
         self.command = command if command is not None else sys.argv
+        self.redactor = redactor
         self._fd: int | None = None
 
     def __enter__(self) -> OutputLock:
@@ -44,7 +48,7 @@ class OutputLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -55,7 +59,8 @@ class OutputLock:
             raise
         self._fd = fd
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-                "command": " ".join(self.command)}
+                # Camera URLs and signed links on the command line: their secrets are not kept here.
+                "command": self.redactor.text(" ".join(self.command))}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
 

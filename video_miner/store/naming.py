@@ -26,3 +26,11 @@ def video_id_for(normalized_input: str, stem: str) -> str:
     """Stable and unique: a readable stem plus a hash of the whole normalized input, so two
     different URLs that both end in ``/video.mp4`` get different ids."""
     return f"{slug(stem)}-{short_hash(normalized_input)}"
+
+
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def is_safe_name(name: str) -> bool:
+    """Whether ``name`` could be one :func:`slug` made: one path component, no ``..``, no leading dot."""
+    return bool(_NAME.fullmatch(name)) and ".." not in name and len(name) <= 255

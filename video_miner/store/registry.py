@@ -7,13 +7,16 @@ leaves every video at its last durable state.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.request import pathname2url
 
 from ..errors import environment_error, registry_damaged
 from ..records import (
@@ -26,6 +29,8 @@ from ..records import (
     detections_from_json,
     detections_json,
 )
+from .files import refuse_links
+from .layout import SQLITE_SIDECARS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -66,18 +71,33 @@ CREATE TABLE IF NOT EXISTS frames (
     pixels INTEGER NOT NULL DEFAULT 0,
     bpp REAL NOT NULL DEFAULT 0,
     sharpness REAL NOT NULL DEFAULT 0,
+    sizes_json TEXT,
     PRIMARY KEY (video_id, frame_index)
 );
 """
 #: Columns added since the first schema: (table, column, declaration). Added to older registries.
 MIGRATIONS = (
     ("videos", "media_json", "TEXT"),
+    ("frames", "sizes_json", "TEXT"),
     ("frames", "pixels", "INTEGER NOT NULL DEFAULT 0"),
     ("frames", "bpp", "REAL NOT NULL DEFAULT 0"),
     ("frames", "sharpness", "REAL NOT NULL DEFAULT 0"),
 )
 FRAME_COLUMNS = ("video_id", "frame_index", "timestamp", "file", "phash", "blur", "detections", "decision", "reason",
-                 "pixels", "bpp", "sharpness")
+                 "pixels", "bpp", "sharpness", "sizes_json")
+
+
+@dataclass(frozen=True)
+class NewRow:
+    """A video to register."""
+
+    video_id: str
+    input: str
+    normalized: str
+    kind: str
+    order: int
+    parent: str | None = None
+    config_hash: str | None = None
 
 
 def _to_signed(h: int) -> int:
@@ -90,14 +110,22 @@ def _to_unsigned(h: int) -> int:
 
 
 def _frame_values(f: FrameRow) -> tuple[Any, ...]:
-    return (f.video_id, f.frame_index, f.timestamp, f.file, _to_signed(f.phash), f.blur,
-            json.dumps(detections_json(f.detections)), f.decision.value, f.reason, f.pixels, f.bpp, f.sharpness)
+    sizes = None if f.decoded_size is None and f.display_size is None else json.dumps([f.decoded_size, f.display_size])
+    return (f.video_id, f.frame_index, f.timestamp, f.file, _to_signed(f.phash), _finite(f.blur),
+            json.dumps(detections_json(f.detections)), f.decision.value, f.reason, f.pixels, _finite(f.bpp),
+            _finite(f.sharpness), sizes)
+
+
+def _finite(value: float) -> float:
+    """SQLite stores NaN as NULL (refused in these columns): a measure that is not a number is 0."""
+    return value if math.isfinite(value) else 0.0
 
 
 def _frame_row(r: sqlite3.Row) -> FrameRow:
+    decoded, display = json.loads(r["sizes_json"]) if r["sizes_json"] else (None, None)
     return FrameRow(r["video_id"], r["frame_index"], r["timestamp"], r["file"], _to_unsigned(r["phash"]), r["blur"],
                     detections_from_json(json.loads(r["detections"])), Decision(r["decision"]), r["reason"],
-                    r["pixels"], r["bpp"], r["sharpness"])
+                    r["pixels"], r["bpp"], r["sharpness"], decoded, display)
 
 
 def _video_row(r: sqlite3.Row) -> VideoRow:
@@ -134,13 +162,16 @@ class Registry:
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
+        # SQLite follows links: one to another application's database would get our tables.
+        refuse_links([path, *(path.with_name(path.name + s) for s in SQLITE_SIDECARS)])
         if not readonly:
             path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         try:
             # One connection shared by the stage threads, serialized by a lock: SQLite allows one
             # writer at a time anyway, and the writes are tiny next to decoding and inference.
-            target = f"file:{path}?mode=ro" if readonly else str(path)
+            # A URI: the path quoted, or a folder named "%DATA%" or "a?b" would be read as escapes.
+            target = f"file:{pathname2url(str(path.absolute()))}?mode=ro" if readonly else str(path)
             self._db = sqlite3.connect(target, uri=readonly, check_same_thread=False, isolation_level=None, timeout=30)
             self._db.row_factory = sqlite3.Row
             self._check()
@@ -198,16 +229,35 @@ class Registry:
     # ---- videos ----------------------------------------------------------------------------
     def upsert_video(self, video_id: str, *, input: str, normalized: str, kind: str, order: int,
                      parent: str | None = None, config_hash: str | None = None) -> None:
+        self.register([NewRow(video_id, input, normalized, kind, order, parent, config_hash)])
+
+    def register(self, rows: Sequence[NewRow]) -> dict[str, VideoRow]:
+        """Add (or update the input, order and kind of) many videos in one transaction; returns
+        their rows as they now are (a list of 20,000 inputs registers in well under a second)."""
         now = time.time()
         with self._tx() as db:
-            db.execute(
+            db.executemany(
                 """INSERT INTO videos(video_id, input, normalized, kind, ord, parent, state, config_hash,
                                       created_at, updated_at)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(video_id) DO UPDATE SET input=excluded.input, ord=excluded.ord,
                                                        normalized=excluded.normalized, kind=excluded.kind""",
-                (video_id, input, normalized, kind, order, parent, State.QUEUED.value, config_hash, now, now),
+                [(r.video_id, r.input, r.normalized, r.kind, r.order, r.parent, State.QUEUED.value, r.config_hash,
+                  now, now) for r in rows],
             )
+            ids = sorted({r.video_id for r in rows})
+            found: dict[str, VideoRow] = {}
+            for start in range(0, len(ids), 500):  # SQLite caps the parameters of one statement
+                chunk = ids[start:start + 500]
+                for r in db.execute(f"SELECT * FROM videos WHERE video_id IN ({','.join('?' * len(chunk))})", chunk):
+                    found[r["video_id"]] = _video_row(r)
+        return found
+
+    def fail_many(self, failures: Sequence[tuple[str, str, str]]) -> None:
+        """(video id, failure class, message) for each: failed, in one transaction."""
+        with self._tx() as db:
+            db.executemany("UPDATE videos SET state=?, error_class=?, error_message=?, updated_at=? WHERE video_id=?",
+                           [(State.FAILED.value, kind, message, time.time(), vid) for vid, kind, message in failures])
 
     def video(self, video_id: str) -> VideoRow | None:
         with self._lock:

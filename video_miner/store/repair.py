@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..records import Decision, FrameRow, State, VideoUpdate
-from .files import read_json
+from .files import is_inside, read_json
 from .layout import INDEX, RESULT, OutputLayout, frame_name
 from .manifest import PROVENANCE, ManifestRecord, read_manifest
+from .naming import is_safe_name
 from .registry import Registry
 
 #: Relative input order of the restored videos (the next run's inputs set the real one again).
@@ -31,6 +32,8 @@ class RepairReport:
     done: int = 0
     resumable: dict[str, int] = field(default_factory=dict)
     config_hash: str | None = None
+    #: Rows of the manifest (or folders of work/) left out because they lead out of the output folder.
+    refused: list[str] = field(default_factory=list)
 
 
 def _kind(source: str) -> str:
@@ -73,12 +76,27 @@ def repair(output: Path) -> RepairReport:
             report.config_hash = read_json(provenance).get("config_hash")
             if report.config_hash:
                 registry.set_meta("config_hash", report.config_hash)
-        done = _restore_done(registry, output, read_manifest(dataset))
+        done = _restore_done(registry, output, _trusted(output, read_manifest(dataset), report.refused))
         report.done = len(done)
-        report.resumable = _restore_unfinished(registry, output, done)
+        report.resumable = _restore_unfinished(registry, output, done, report.refused)
     finally:
         registry.close()
     return report
+
+
+def _trusted(output: Path, rows: list[ManifestRecord], refused: list[str]) -> list[ManifestRecord]:
+    """The manifest's rows whose video id is a name of ours and whose image lies in the dataset: a
+    manifest is a file anyone could have edited, and these name what repair links and reads."""
+    images = (output / "dataset" / "images").resolve()
+    kept = []
+    for k, row in enumerate(rows, start=1):
+        if not is_safe_name(row.video_id):
+            refused.append(f"manifest row {k} ({row.frame}): video id {row.video_id!r} is not a name video-miner gives")
+        elif row.image is not None and not is_inside(output / "dataset" / row.image, images):
+            refused.append(f"manifest row {k} ({row.frame}): its image {row.image!r} leads out of the dataset")
+        else:
+            kept.append(row)
+    return kept
 
 
 def _restore_done(registry: Registry, output: Path, rows: list[ManifestRecord]) -> set[str]:
@@ -113,7 +131,7 @@ def _restored_frame(layout: OutputLayout, video_id: str, r: ManifestRecord) -> F
                     width * height, r.media.bpp or 0.0, r.sharpness)
 
 
-def _restore_unfinished(registry: Registry, output: Path, done: set[str]) -> dict[str, int]:
+def _restore_unfinished(registry: Registry, output: Path, done: set[str], refused: list[str]) -> dict[str, int]:
     """Videos with work on disk but not in the manifest: resume from their last committed state."""
     counts: dict[str, int] = {}
     work = output / "work"
@@ -125,13 +143,17 @@ def _restore_unfinished(registry: Registry, output: Path, done: set[str]) -> dic
             video_id = video_dir.name
             if video_id in done or video_id in seen:
                 continue
+            if video_dir.is_symlink() or not is_safe_name(video_id):
+                refused.append(f"{video_dir}: not a folder video-miner made (a link, or an odd name): left alone")
+                continue
             found = state
             path = None
             if state is None:
                 found = State.FILTERED if (video_dir / RESULT).exists() else State.EXTRACTED if (video_dir / INDEX).exists() \
                     else None
             else:
-                whole = [p for p in video_dir.iterdir() if p.is_file() and not p.name.endswith(".part")]
+                whole = [p for p in video_dir.iterdir()
+                         if p.is_file() and not p.is_symlink() and not p.name.endswith(".part")]
                 path = str(whole[0]) if whole else None
                 found = State.DOWNLOADED if path else None
             if found is None:

@@ -159,6 +159,13 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
     metrics_host: Annotated[str | None, typer.Option(help="Address for --metrics-port (default 127.0.0.1).")] = None,
+    metrics_linger: Annotated[float | None, typer.Option(help="With --metrics-port: keep serving the final values this "
+                                                              "many seconds after the run.")] = None,
+    pushgateway: Annotated[str | None, typer.Option(help="Push the metrics to this Prometheus Pushgateway while the "
+                                                         "run goes and when it ends, e.g. http://127.0.0.1:9091.")]
+    = None,
+    metrics_textfile: Annotated[Path | None, typer.Option(help="Write the metrics to this file for node_exporter's "
+                                                               "textfile collector (atomically).")] = None,
     profile: Annotated[bool, typer.Option(help="Profile the run; writes profile.pstats/.txt beside metrics.json.")]
     = False,
     progress_every: Annotated[float, typer.Option(min=0.05, help="When stdout is not a terminal: seconds between "
@@ -174,7 +181,8 @@ def run(
         "filter.classes": [c.strip() for c in classes.split(",") if c.strip()] if classes else None,
         "filter.model": model, "filter.conf": conf, "filter.device": device,
         "extract.fps": fps, "extract.mode": "fps" if fps is not None else None,
-        "metrics_port": metrics_port, "metrics_host": metrics_host,
+        "metrics_port": metrics_port, "metrics_host": metrics_host, "metrics.linger_s": metrics_linger,
+        "metrics.pushgateway": pushgateway, "metrics.textfile": str(metrics_textfile) if metrics_textfile else None,
         "ray.shared_storage": shared_storage, "download.cookies_from_browser": cookies_from_browser,
     }
     _quiet_logs()

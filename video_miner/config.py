@@ -291,6 +291,28 @@ class RayConfig(_Section):
     shared_storage: str | None = None
 
 
+class MetricsConfig(_Section):
+    """Getting a run's figures into Prometheus (see the README's metrics section for which to use)."""
+
+    #: A Pushgateway (``http://127.0.0.1:9091``): every metric is pushed at the end of a run, whatever its
+    #: outcome, and every ``push_every_s`` while it runs.
+    pushgateway: str | None = None
+    push_every_s: float = Field(60.0, gt=0)
+    #: A file in node_exporter's textfile-collector folder (``.../textfile/video_miner.prom``), written
+    #: atomically with the same values at the same moments.
+    textfile: Path | None = None
+    #: With ``metrics_port``: keep serving the final values this long after the run ends, so a
+    #: scraper takes them.
+    linger_s: float = Field(0.0, ge=0, le=3600)
+
+    @field_validator("pushgateway")
+    @classmethod
+    def _gateway(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        return value
+
+
 class MinerConfig(_Section):
     name: str = "dataset"
     output: Path | None = None
@@ -307,6 +329,7 @@ class MinerConfig(_Section):
     ray: RayConfig = Field(default_factory=RayConfig)
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     #: More query parameter names whose values are masked wherever a URL is shown (the built-in
     #: list has token, key, sig, signature, password, auth, ...).
     secret_params: list[str] = Field(default_factory=list)

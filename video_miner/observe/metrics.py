@@ -107,6 +107,46 @@ def _live_families(live: dict[str, LiveSnapshot]) -> Iterator[Any]:
         for q, value in (("0.5", s.latency_p50_s), ("0.95", s.latency_p95_s), ("1", s.latency_max_s)):
             latency.add_metric([source, q], value)
     yield latency
+    up = GaugeMetricFamily(f"{PREFIX}_live_source_up", "1 while the source is being read, else 0 (connecting, "
+                                                       "retrying, ended, failed)", labels=["source"])
+    for source, s in live.items():
+        up.add_metric([source], float(s.state == "live"))
+    yield up
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """How a run ended, for the run-level gauges (``last_run_*``, ``last_success``)."""
+
+    videos_done: int
+    videos_failed: int
+    frames_kept: int
+    #: Every video succeeded and nothing stopped the run: what a nightly job's alert waits for.
+    success: bool
+    at: float = field(default_factory=time.time)
+
+
+class _RunCollector(Collector):
+    """The last run's outcome. ``last_success`` is only there when known: a failed run's push or
+    textfile must not overwrite the time of the last success with nothing."""
+
+    def __init__(self) -> None:
+        self.end: RunEnd | None = None
+        self.last_success: float | None = None
+
+    def collect(self) -> Iterator[Any]:
+        if self.last_success is not None:
+            yield GaugeMetricFamily(f"{PREFIX}_last_success_timestamp_seconds",
+                                    "When a run last ended with every video done (Unix time)", value=self.last_success)
+        if self.end is None:
+            return
+        for name, value, doc in (
+            ("last_run_videos_done", self.end.videos_done, "Videos the last run finished"),
+            ("last_run_videos_failed", self.end.videos_failed, "Videos the last run failed (or left unfinished)"),
+            ("last_run_frames_kept", self.end.frames_kept, "Frames in the dataset the last run exported"),
+            ("last_run_end_timestamp_seconds", self.end.at, "When the last run ended (Unix time)"),
+        ):
+            yield GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=value)
 
 
 class Timeline:
@@ -170,6 +210,14 @@ class RunMetrics:
         self.batch_wait = Histogram(f"{PREFIX}_detector_wait_seconds", "Time a frame waited for its detector batch",
                                     buckets=WAIT_BUCKETS, registry=self.registry)
         self.registry.register(_LiveCollector(self))
+        self.run_end = _RunCollector()
+        self.registry.register(self.run_end)
+
+    def finish(self, end: RunEnd) -> None:
+        """The run is over: its outcome joins what is scraped, pushed and written."""
+        self.run_end.end = end
+        if end.success:
+            self.run_end.last_success = end.at
 
     def on_batch(self, size: int, waits: list[float], seconds: float) -> None:
         """The detector batcher's report of one batch."""
@@ -198,11 +246,22 @@ class RunMetrics:
         self._server = server
         return int(server.server_address[1])
 
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+    def close(self, linger_s: float = 0.0) -> None:
+        """Stop serving; with ``linger_s``, only after that long (in a thread that keeps the process
+        alive until then, so the summary is printed at once and a scraper still gets the final values)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+
+        def stop() -> None:
+            time.sleep(linger_s)
+            server.shutdown()
+            server.server_close()
+
+        if linger_s > 0:
+            threading.Thread(target=stop, name="metrics-linger").start()
+        else:
+            stop()
 
     def on_event(self, event: PipelineEvent) -> None:
         now = time.monotonic()

@@ -4,12 +4,16 @@ chosen for the request, then resolve duplicates, export and report. The CLI is a
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 from ..detect.detector import Detector, FilesDetector, detector_spec, on_files
-from ..inputs.listing import expand_sources, read_input_lines
-from ..observe.metrics import RunMetrics
+from ..inputs.listing import Source, expand_sources, read_input_lines
+from ..observe.metrics import RunEnd, RunMetrics
+from ..observe.publish import Publisher
 from ..observe.view import RunProgress, RunView
+from ..records import UNFINISHED
+from ..redact import Redactor
 from ..stages.context import MiningContext, StageEnv
 from ..store.lock import OutputLock
 from .engine import Engine, LocalEngine
@@ -21,43 +25,70 @@ from .request import MiningReport, RunRequest
 
 def mine(request: RunRequest, display: DisplayFactory | None = None, metrics: RunMetrics | None = None) -> MiningReport:
     """Run one mining job. ``metrics`` (one is made if not given) hears every engine event and
-    writes metrics.json; with ``metrics_port`` set it serves Prometheus while the run goes."""
+    writes metrics.json; with ``metrics_port`` set it serves Prometheus while the run goes; with a
+    Pushgateway or a textfile set, the figures go there while it runs and when it ends, however."""
     started = time.monotonic()
     config = request.config
     sources = expand_sources(read_input_lines(request.inputs))
     check_request(request, sources)
     metrics = metrics or RunMetrics()
     # Before anything is loaded or written: a second run on the same folder stops here at once.
-    with OutputLock(config.output_dir, request.command):
+    with OutputLock(config.output_dir, request.command, Redactor.with_extra(config.secret_params)):
         detector = Detector(detector_spec(config))  # a bad model or unknown class fails before any download
         labeller = _label_model(request)
         registry = prepare_output(config, request.fresh)
         ctx = MiningContext(StageEnv.of(config, config.output_dir), registry)
+        publisher = Publisher(config, metrics)
+        end: RunEnd | None = None
         try:
-            to_run, skipped = select_sources(sources, registry, config, request.retry_failed)
-            engine = _engine(request, ctx, detector, metrics)
-            view = RunView(ctx.counters, registry, RunProgress(total=sum(s.kind != "live" for s in to_run),
-                                                               open_ended=bool(request.watch)))
-            exporter = Exporter(ctx, labeller, batch=detector.batch_size)
-            loop = RunLoop(request, ctx, engine, metrics, view, to_run, exporter.export)
-            try:
-                with engine:
-                    exporter.detect = engine.detect_files()
-                    stages_started = time.monotonic()
-                    result = loop.run(display)
-                    stages_wall = time.monotonic() - stages_started
-                    if ctx.fault is not None:
-                        # The disk is full (or worse): no export; the last dataset stays as it was.
-                        raise ctx.fault
-                    summary = exporter.export()
-                return report(ctx, metrics, sources, RunOutcome(result, summary, stages_wall, started, skipped,
-                                                                loop.stops > 0, loop.watched))
-            finally:
-                if loop.hub is not None:
-                    loop.hub.cleanup()
-                metrics.close()
+            with publisher.periodically():
+                report = _run(request, ctx, sources, detector, labeller, metrics, display, started)
+            end = RunEnd(report.videos_done, len(report.failures), report.export.kept, success=not report.failures)
+            return report
         finally:
+            # Whatever happened (failed videos, Ctrl-C, a full disk): the outcome is pushed and written.
+            metrics.finish(end or _interrupted(ctx))
+            publisher.publish()
+            metrics.close(config.metrics.linger_s)
             registry.close()
+
+
+def _run(request: RunRequest, ctx: MiningContext, sources: list[Source], detector: Detector,
+         labeller: FilesDetector | None, metrics: RunMetrics, display: DisplayFactory | None, started: float
+         ) -> MiningReport:
+    """The stages on the engine the request chose, then the export and the report."""
+    to_run, skipped = select_sources(sources, ctx.registry, ctx.config, request.retry_failed)
+    engine = _engine(request, ctx, detector, metrics)
+    view = RunView(ctx.counters, ctx.registry, RunProgress(total=sum(s.kind != "live" for s in to_run),
+                                                           open_ended=bool(request.watch)))
+    exporter = Exporter(ctx, labeller, batch=detector.batch_size)
+    loop = RunLoop(request, ctx, engine, metrics, view, to_run, exporter.export)
+    try:
+        with engine:
+            exporter.detect = engine.detect_files()
+            stages_started = time.monotonic()
+            result = loop.run(display)
+            stages_wall = time.monotonic() - stages_started
+            if ctx.fault is not None:
+                # The disk is full (or worse): no export; the last dataset stays as it was.
+                raise ctx.fault
+            summary = exporter.export()
+        return report(ctx, metrics, sources, RunOutcome(result, summary, stages_wall, started, skipped,
+                                                        loop.stops > 0, loop.watched))
+    finally:
+        if loop.hub is not None:
+            loop.hub.cleanup()
+
+
+def _interrupted(ctx: MiningContext) -> RunEnd:
+    """A run that ended without its report (a fault, Ctrl-C twice): what the registry says."""
+    try:
+        counts = ctx.registry.counts_by_state()
+    except (OSError, sqlite3.Error):  # the registry is what failed: nothing more to say
+        counts = {}
+    unfinished = sum(counts.get(state.value, 0) for state in UNFINISHED)
+    return RunEnd(counts.get("done", 0), counts.get("failed", 0) + unfinished, ctx.counters.get("frames_kept"),
+                  success=False)
 
 
 def _engine(request: RunRequest, ctx: MiningContext, detector: Detector, metrics: RunMetrics) -> Engine:

@@ -268,6 +268,48 @@ def _print_failures(say: Callable[[str], None], report: MiningReport) -> None:
             f"(or video-miner status --failed -o {plain(str(report.output))})")
 
 
+@app.command("export")
+def export_command(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")],
+    fmt: Annotated[str, typer.Option("--format", help="label-studio, cvat or hf.")],
+    dest: Annotated[Path | None, typer.Option(help="Where to write it (default <output>/exports/<format>/all, or "
+                                                   "/batch-NNNN with --new-only).")] = None,
+    new_only: Annotated[bool, typer.Option(help="Only the frames kept since the last export of this format.")] = False,
+    image_root: Annotated[str | None, typer.Option(help="Label Studio: the URL prefix its images are served from "
+                                                        "(default /data/local-files/?d=images).")] = None,
+) -> None:
+    """The dataset for a labelling tool or a trainer: Label Studio tasks with pre-annotations, CVAT
+    (COCO 1.0 and CVAT XML), Hugging Face Parquet. Every export records what it handed over."""
+    from .dataset.handover import export
+
+    console = Console()
+    _need_run(console, output, "dataset")
+    with user_errors(console, output):
+        batch = export(output, fmt, dest, new_only, image_root)
+    console.print(f"{len(batch.frames)} frames for {fmt}: {plain(str(batch.dest))}", soft_wrap=True, highlight=False)
+
+
+@app.command("diff")
+def diff_command(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")],
+    fmt: Annotated[str, typer.Option("--format", help="label-studio, cvat or hf.")] = "label-studio",
+) -> None:
+    """What the dataset gained and lost since the last export of a format: frames kept since, and
+    frames handed over then that are no longer kept (now a duplicate of a better copy, say)."""
+    from .dataset.handover import diff
+
+    console = Console()
+    _need_run(console, output, "dataset")
+    with user_errors(console, output):
+        changes = diff(output, fmt)
+    for row in changes.added:
+        console.print(f"+ {plain(row.frame)}", soft_wrap=True, highlight=False)
+    for key, why in changes.removed:
+        console.print(f"- {plain(key)}: {plain(why)}", soft_wrap=True, highlight=False)
+    console.print(f"{len(changes.added)} added, {len(changes.removed)} removed since the last {fmt} export",
+                  highlight=False)
+
+
 def _need_run(console: Console, output: Path, file: str) -> None:
     if not (output / file).exists():
         what = "no registry.sqlite" if file == "registry.sqlite" else f"no {file}"

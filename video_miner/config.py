@@ -217,7 +217,10 @@ class LabelConfig(_Section):
 
 
 class ExportConfig(_Section):
-    formats: list[Literal["yolo", "coco"]] = Field(default_factory=lambda: ["yolo"], min_length=1)  # type: ignore[arg-type]
+    #: yolo (always written), coco; and for labelling tools, written under <output>/exports/<format>/all:
+    #: label-studio, cvat, hf (see ``video-miner export``).
+    formats: list[Literal["yolo", "coco", "label-studio", "cvat", "hf"]] = Field(
+        default_factory=lambda: ["yolo"], min_length=1)  # type: ignore[arg-type]
     manifest: Literal["jsonl", "parquet"] = "jsonl"
     val_fraction: float = Field(0.2, ge=0, lt=1)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from async_pipeline import RunResult
 
+from ..dataset import handover
 from ..dataset.export import ExportSummary, build_dataset
 from ..detect.detector import FilesDetector
 from ..inputs.listing import Source
@@ -36,8 +37,12 @@ class Exporter:
 
     def export(self) -> ExportSummary:
         with self._lock:
-            return build_dataset(self.ctx.registry, self.ctx.config, self.ctx.output, self.labeller, self.detect,
-                                 self.batch)
+            summary = build_dataset(self.ctx.registry, self.ctx.config, self.ctx.output, self.labeller, self.detect,
+                                    self.batch)
+            for fmt in self.ctx.config.export.formats:
+                if fmt in handover.FORMATS:  # for labelling tools: every kept frame, recorded as handed over
+                    handover.export(self.ctx.output, fmt)
+            return summary
 
 
 @dataclass

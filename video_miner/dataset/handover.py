@@ -1,0 +1,293 @@
+"""Exports for labelling tools and trainers, in batches: Label Studio tasks (pre-annotations to
+correct), CVAT (COCO 1.0 and "CVAT for images 1.1" XML), Hugging Face ``datasets`` (Parquet with an
+``image`` column and ``objects``). Each export reads the exported dataset (its manifest, images and
+classes) and records what it handed over, so ``--new-only`` hands over only the frames kept since
+the last export of that format, and :func:`diff` says what was added and removed since then.
+Image names are the frames' names: nothing handed over ever changes name.
+
+Written by hand, on purpose: Label Studio's task JSON and CVAT's XML are small documented formats
+whose libraries (label-studio-sdk, datumaro) would each add hundreds of megabytes to an install; the
+Parquet shards are written with pyarrow and carry the ``datasets`` features in their schema
+metadata, which is how ``datasets`` itself stores them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ..errors import ConfigError
+from ..records import Detection
+from ..store.files import atomic_write_text, link_or_copy
+from ..store.manifest import PROVENANCE, ManifestRecord, read_manifest
+
+FORMATS = ("label-studio", "cvat", "hf")
+#: What each export handed over: ``<output>/exports/<format>/handed.jsonl``, a batch per line.
+HANDED = "handed.jsonl"
+
+
+@dataclass
+class Frame:
+    """A kept frame as the exports see it: its manifest row, image and size."""
+
+    row: ManifestRecord
+    image: Path
+    width: int
+    height: int
+    split: str
+
+    @property
+    def name(self) -> str:
+        return self.image.name
+
+
+@dataclass
+class Batch:
+    format: str
+    dest: Path
+    frames: list[Frame]
+    classes: list[str]
+    image_root: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def kept_frames(output: Path) -> tuple[list[Frame], list[str]]:
+    """The dataset's kept frames, in manifest order, and its classes."""
+    dataset = output / "dataset"
+    provenance = dataset / PROVENANCE
+    if not provenance.exists():
+        raise ConfigError(f"{output} has no exported dataset yet; run video-miner run first")
+    classes = [str(c) for c in json.loads(provenance.read_text()).get("classes") or []]
+    frames = []
+    for row in read_manifest(dataset):
+        if row.decision != "kept" or not row.image:
+            continue
+        image = dataset / row.image
+        with Image.open(image) as im:
+            width, height = im.size
+        frames.append(Frame(row, image, width, height, row.image.split("/")[1] if "/" in row.image else "train"))
+    return frames, classes
+
+
+def handed_over(folder: Path) -> dict[str, str]:
+    """Frame key -> image name of every frame earlier exports of this format handed over."""
+    handed: dict[str, str] = {}
+    path = folder / HANDED
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                handed.update(json.loads(line)["frames"])
+    return handed
+
+
+def export(output: Path, fmt: str, dest: Path | None = None, new_only: bool = False,
+           image_root: str | None = None) -> Batch:
+    """Write ``fmt`` for the dataset of ``output`` into ``dest`` (default ``<output>/exports/<fmt>``)."""
+    if fmt not in WRITERS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    folder = output / "exports" / fmt
+    frames, classes = kept_frames(output)
+    handed = handed_over(folder)
+    if new_only:
+        frames = [f for f in frames if f.row.frame not in handed]
+    batch_no = sum(1 for line in (folder / HANDED).read_text().splitlines() if line.strip()) \
+        if (folder / HANDED).exists() else 0
+    target = dest or (folder / f"batch-{batch_no + 1:04d}" if new_only else folder / "all")
+    batch = Batch(fmt, target, frames, classes, image_root)
+    target.mkdir(parents=True, exist_ok=True)
+    WRITERS[fmt](batch)
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / HANDED).open("a") as fh:
+        fh.write(json.dumps({"batch": batch_no + 1, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "dest": str(target),
+                             "new_only": new_only, "frames": {f.row.frame: f.name for f in frames}}) + "\n")
+    return batch
+
+
+@dataclass
+class Diff:
+    added: list[ManifestRecord]
+    #: Handed over before, not kept now: (frame key, what became of it).
+    removed: list[tuple[str, str]]
+
+
+def diff(output: Path, fmt: str) -> Diff:
+    """What changed in the dataset since the last export of ``fmt``."""
+    handed = handed_over(output / "exports" / fmt)
+    rows = {r.frame: r for r in read_manifest(output / "dataset")}
+    added = [r for r in rows.values() if r.decision == "kept" and r.frame not in handed]
+    removed = []
+    for key in handed:
+        row = rows.get(key)
+        if row is None or row.decision != "kept":
+            removed.append((key, "gone from the manifest" if row is None else (row.reason or row.decision)))
+    return Diff(added, removed)
+
+
+# ---- the formats ---------------------------------------------------------------------------------
+def _images(batch: Batch, sub: str = "images") -> None:
+    for f in batch.frames:
+        (batch.dest / sub).mkdir(parents=True, exist_ok=True)
+        target = batch.dest / sub / f.name
+        if not target.exists():
+            link_or_copy(f.image, target)
+
+
+def _box(d: Detection, width: int, height: int) -> tuple[float, float, float, float]:
+    """(left, top, width, height) in pixels, inside the picture (rounding can put an edge 1e-5 out)."""
+    x, y, w, h = d.xywhn
+    left, top = max(0.0, (x - w / 2) * width), max(0.0, (y - h / 2) * height)
+    return left, top, min(w * width, width - left), min(h * height, height - top)
+
+
+def write_label_studio(batch: Batch) -> None:
+    """tasks.json (one task per image, its boxes as predictions to correct) and label_config.xml."""
+    _images(batch)
+    root = batch.image_root.rstrip("/") if batch.image_root else "/data/local-files/?d=images"
+    tasks = []
+    for f in batch.frames:
+        result = []
+        for k, d in enumerate(f.row.detections):
+            left, top, w, h = _box(d, f.width, f.height)
+            result.append({"id": f"{f.name}-{k}", "type": "rectanglelabels", "from_name": "label", "to_name": "image",
+                           "original_width": f.width, "original_height": f.height, "image_rotation": 0,
+                           "value": {"x": 100 * left / f.width, "y": 100 * top / f.height, "width": 100 * w / f.width,
+                                     "height": 100 * h / f.height, "rotation": 0, "rectanglelabels": [d.label]},
+                           "score": d.conf})
+        score = sum(d.conf for d in f.row.detections) / len(f.row.detections) if f.row.detections else 0.0
+        tasks.append({"data": {"image": f"{root}/{f.name}", "frame": f.row.frame, "video_id": f.row.video_id,
+                               "source": f.row.source, "timestamp": f.row.timestamp},
+                      "predictions": [{"model_version": "video-miner", "score": score, "result": result}]})
+    atomic_write_text(batch.dest / "tasks.json", json.dumps(tasks, indent=1))
+    view = ET.Element("View")
+    ET.SubElement(view, "Image", name="image", value="$image")
+    labels = ET.SubElement(view, "RectangleLabels", name="label", toName="image")
+    for c in batch.classes:
+        ET.SubElement(labels, "Label", value=c)
+    atomic_write_text(batch.dest / "label_config.xml", ET.tostring(view, encoding="unicode") + "\n")
+
+
+def write_cvat(batch: Batch) -> None:
+    """CVAT for images 1.1 (annotations.xml, the score of each box as an attribute) beside COCO 1.0
+    (annotations/instances_default.json) over the same images/ folder."""
+    _images(batch)
+    root = ET.Element("annotations")
+    ET.SubElement(root, "version").text = "1.1"
+    task = ET.SubElement(ET.SubElement(root, "meta"), "task")
+    ET.SubElement(task, "name").text = batch.dest.name
+    ET.SubElement(task, "size").text = str(len(batch.frames))
+    labels = ET.SubElement(task, "labels")
+    for c in batch.classes:
+        label = ET.SubElement(labels, "label")
+        ET.SubElement(label, "name").text = c
+        attribute = ET.SubElement(ET.SubElement(label, "attributes"), "attribute")
+        for key, value in (("name", "score"), ("mutable", "False"), ("input_type", "number"),
+                           ("default_value", "0"), ("values", "0;1;0.0001")):
+            ET.SubElement(attribute, key).text = value
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    for k, f in enumerate(batch.frames):
+        image = ET.SubElement(root, "image", id=str(k), name=f.name, width=str(f.width), height=str(f.height))
+        images.append({"id": k + 1, "file_name": f.name, "width": f.width, "height": f.height})
+        for d in f.row.detections:
+            left, top, w, h = _box(d, f.width, f.height)
+            box = ET.SubElement(image, "box", label=d.label, source="auto", occluded="0", z_order="0",
+                                xtl=f"{left:.2f}", ytl=f"{top:.2f}", xbr=f"{left + w:.2f}", ybr=f"{top + h:.2f}")
+            ET.SubElement(box, "attribute", name="score").text = f"{d.conf:.4f}"
+            annotations.append({"id": len(annotations) + 1, "image_id": k + 1, "category_id": d.class_index + 1,
+                                "bbox": [round(v, 2) for v in (left, top, w, h)], "area": round(w * h, 2),
+                                "iscrowd": 0, "segmentation": [], "attributes": {"score": d.conf}})
+    ET.indent(root)
+    atomic_write_text(batch.dest / "annotations.xml",
+                      '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n")
+    coco = {"images": images, "annotations": annotations,
+            "categories": [{"id": i + 1, "name": c, "supercategory": ""} for i, c in enumerate(batch.classes)]}
+    atomic_write_text(batch.dest / "annotations" / "instances_default.json", json.dumps(coco))
+
+
+def write_hf(batch: Batch) -> None:
+    """Parquet shards per split (data/train-00000-of-00001.parquet, ...): ``image``, ``objects``
+    (``bbox`` in COCO pixels, ``category`` a ClassLabel, ``score``) and the manifest's provenance,
+    with the ``datasets`` features in the schema; and a dataset card."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    features = {
+        "image": {"_type": "Image"}, "image_id": {"dtype": "int64", "_type": "Value"},
+        "width": {"dtype": "int32", "_type": "Value"}, "height": {"dtype": "int32", "_type": "Value"},
+        "objects": {"bbox": {"feature": {"feature": {"dtype": "float32", "_type": "Value"}, "_type": "Sequence",
+                                         "length": 4}, "_type": "Sequence"},
+                    "category": {"feature": {"names": batch.classes, "_type": "ClassLabel"}, "_type": "Sequence"},
+                    "score": {"feature": {"dtype": "float32", "_type": "Value"}, "_type": "Sequence"}},
+        **{k: {"dtype": t, "_type": "Value"} for k, t in (("frame", "string"), ("video_id", "string"),
+                                                         ("source", "string"), ("timestamp", "float64"))},
+    }
+    schema = pa.schema([
+        ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])), ("image_id", pa.int64()),
+        ("width", pa.int32()), ("height", pa.int32()),
+        ("objects", pa.struct([("bbox", pa.list_(pa.list_(pa.float32(), 4))), ("category", pa.list_(pa.int64())),
+                               ("score", pa.list_(pa.float32()))])),
+        ("frame", pa.string()), ("video_id", pa.string()), ("source", pa.string()), ("timestamp", pa.float64()),
+    ], metadata={b"huggingface": json.dumps({"info": {"features": features}}).encode()})
+    counts = {}
+    for split in ("train", "val"):
+        members = [f for f in batch.frames if f.split == split]
+        if not members:
+            continue
+        rows = [{"image": {"bytes": f.image.read_bytes(), "path": f.name}, "image_id": k, "width": f.width,
+                 "height": f.height,
+                 "objects": {"bbox": [list(_box(d, f.width, f.height)) for d in f.row.detections],
+                             "category": [d.class_index for d in f.row.detections],
+                             "score": [d.conf for d in f.row.detections]},
+                 "frame": f.row.frame, "video_id": f.row.video_id, "source": f.row.source,
+                 "timestamp": f.row.timestamp} for k, f in enumerate(members)]
+        (batch.dest / "data").mkdir(parents=True, exist_ok=True)
+        name = "validation" if split == "val" else split
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), buf)
+        (batch.dest / "data" / f"{name}-00000-of-00001.parquet").write_bytes(buf.getvalue())
+        counts[name] = len(members)
+    atomic_write_text(batch.dest / "README.md", _card(batch, counts))
+
+
+def _card(batch: Batch, counts: dict[str, int]) -> str:
+    splits = "\n".join(f"  - split: {name}\n    path: data/{name}-*.parquet" for name in counts)
+    names = "\n".join(f"          '{k}': {json.dumps(c)}" for k, c in enumerate(batch.classes))
+    return f"""---
+task_categories:
+- object-detection
+configs:
+- config_name: default
+  data_files:
+{splits}
+dataset_info:
+  features:
+  - name: objects
+    struct:
+    - name: category
+      sequence:
+        class_label:
+          names:
+{names}
+---
+# Frames mined by video-miner
+
+{sum(counts.values())} frames ({", ".join(f"{n} {s}" for s, n in counts.items())}) showing {", ".join(batch.classes)},
+each the best copy among its near-duplicates. `objects.bbox` is `[x, y, width, height]` in pixels
+(COCO), `objects.category` the class, `objects.score` the detector's confidence (pre-labels to
+review, not ground truth). `frame`, `video_id`, `source` and `timestamp` say where each frame comes
+from (sources with credentials are masked).
+
+    from datasets import load_dataset
+    ds = load_dataset("parquet", data_dir="{batch.dest}")
+"""
+
+
+WRITERS: dict[str, Callable[[Batch], None]] = {"label-studio": write_label_studio, "cvat": write_cvat, "hf": write_hf}

@@ -5,6 +5,7 @@ with one more video hands over only that video's frames, and diff says what chan
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -135,3 +136,26 @@ def test_new_only_hands_over_only_a_new_videos_frames_and_diff_says_so(tmp_path:
     first_batch = {p.name for p in (out / "exports" / "label-studio" / "batch-0001" / "images").iterdir()}
     assert first_batch <= set(after) | {n for n in before}
     assert "0 added" in cli("diff", "-o", str(out), "--format", "label-studio").stdout
+
+
+def test_fiftyones_own_importer_reads_the_detections_with_their_confidence(tmp_path: Path, mined: Path) -> None:
+    """FiftyOne's importer (no database needed to read a folder); FiftyOne itself is not in the
+    [test] extra: its bundled MongoDB does not run on this project's machines."""
+    os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+    importers = pytest.importorskip("fiftyone.utils.data.importers",
+                                    reason="FiftyOne is not installed (pip install fiftyone; its database does not "
+                                           "run on this project's machines, so the [test] extra leaves it out)")
+    dest = tmp_path / "fo"
+    assert cli("export", "-o", str(mined), "--format", "fiftyone", "--dest", str(dest)).returncode == 0
+    importer = importers.FiftyOneImageDetectionDatasetImporter(str(dest))
+    importer.setup()
+    assert importer.get_dataset_info()["classes"] == CLASSES
+    expected = kept(mined)
+    seen = 0
+    for path, _, label in importer:
+        manifest = expected[Path(path).name]
+        assert [d.label for d in label.detections] == [d["class"] for d in manifest["detections"]]
+        assert [d.confidence for d in label.detections] == [d["conf"] for d in manifest["detections"]]
+        assert all(d["video_id"] == manifest["video_id"] for d in label.detections)
+        seen += 1
+    assert seen == len(expected)

@@ -271,7 +271,7 @@ def _print_failures(say: Callable[[str], None], report: MiningReport) -> None:
 @app.command("export")
 def export_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")],
-    fmt: Annotated[str, typer.Option("--format", help="label-studio, cvat or hf.")],
+    fmt: Annotated[str, typer.Option("--format", help="label-studio, cvat, hf or fiftyone.")],
     dest: Annotated[Path | None, typer.Option(help="Where to write it (default <output>/exports/<format>/all, or "
                                                    "/batch-NNNN with --new-only).")] = None,
     new_only: Annotated[bool, typer.Option(help="Only the frames kept since the last export of this format.")] = False,

@@ -219,7 +219,7 @@ class LabelConfig(_Section):
 class ExportConfig(_Section):
     #: yolo (always written), coco; and for labelling tools, written under <output>/exports/<format>/all:
     #: label-studio, cvat, hf (see ``video-miner export``).
-    formats: list[Literal["yolo", "coco", "label-studio", "cvat", "hf"]] = Field(
+    formats: list[Literal["yolo", "coco", "label-studio", "cvat", "hf", "fiftyone"]] = Field(
         default_factory=lambda: ["yolo"], min_length=1)  # type: ignore[arg-type]
     manifest: Literal["jsonl", "parquet"] = "jsonl"
     val_fraction: float = Field(0.2, ge=0, lt=1)

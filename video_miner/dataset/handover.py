@@ -29,7 +29,7 @@ from ..records import Detection
 from ..store.files import atomic_write_text, link_or_copy
 from ..store.manifest import PROVENANCE, ManifestRecord, read_manifest
 
-FORMATS = ("label-studio", "cvat", "hf")
+FORMATS = ("label-studio", "cvat", "hf", "fiftyone")
 #: What each export handed over: ``<output>/exports/<format>/handed.jsonl``, a batch per line.
 HANDED = "handed.jsonl"
 
@@ -212,6 +212,22 @@ def write_cvat(batch: Batch) -> None:
     atomic_write_text(batch.dest / "annotations" / "instances_default.json", json.dumps(coco))
 
 
+def write_fiftyone(batch: Batch) -> None:
+    """FiftyOne's image detection dataset type (``fo.types.FiftyOneImageDetectionDataset``): data/
+    and labels.json, each box a detection with its confidence and, as attributes, the frame's
+    video, time and source (that type has no sample fields of its own)."""
+    _images(batch, "data")
+    labels = {}
+    for f in batch.frames:
+        extra = {"video_id": f.row.video_id, "timestamp": f.row.timestamp, "source": f.row.source, "frame": f.row.frame}
+        labels[Path(f.name).stem] = [
+            {"label": d.class_index, "bounding_box": [b / s for b, s in zip(_box(d, f.width, f.height),
+                                                                         (f.width, f.height, f.width, f.height),
+                                                                         strict=True)],
+             "confidence": d.conf, "attributes": extra} for d in f.row.detections]
+    atomic_write_text(batch.dest / "labels.json", json.dumps({"classes": batch.classes, "labels": labels}))
+
+
 def write_hf(batch: Batch) -> None:
     """Parquet shards per split (data/train-00000-of-00001.parquet, ...): ``image``, ``objects``
     (``bbox`` in COCO pixels, ``category`` a ClassLabel, ``score``) and the manifest's provenance,
@@ -290,4 +306,5 @@ from (sources with credentials are masked).
 """
 
 
-WRITERS: dict[str, Callable[[Batch], None]] = {"label-studio": write_label_studio, "cvat": write_cvat, "hf": write_hf}
+WRITERS: dict[str, Callable[[Batch], None]] = {"label-studio": write_label_studio, "cvat": write_cvat, "hf": write_hf,
+                                               "fiftyone": write_fiftyone}

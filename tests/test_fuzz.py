@@ -67,7 +67,7 @@ def test_a_list_file_of_anything_reads_without_error(tmp_path: Path, lines: list
 
 
 KEYS = ["extract.fps", "extract.mode", "extract.max_side", "extract.start", "extract.end", "extract.max_pixels",
-        "filter.conf", "filter.classes", "filter.blur_threshold", "filter.min_side", "dedup.threshold",
+        "filter.conf", "filter.classes", "filter.max_blur", "filter.min_side", "dedup.threshold",
         "download.ytdlp_options", "download.retries", "live.queue_policy", "live.queue_size", "watch.settle_s",
         "export.formats", "pipeline.queue_size", "metrics_port", "secret_params", "name", "unknown.key"]
 VALUES = st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True) |

@@ -524,7 +524,7 @@ def _ts(path: Path, width: int, height: int, start: int) -> bytes:
 def test_a_resolution_change_mid_stream_is_in_each_frames_manifest_row(tmp_path: Path) -> None:
     changing = tmp_path / "camera.ts"
     changing.write_bytes(_ts(tmp_path / "a.ts", 640, 360, 0) + _ts(tmp_path / "b.ts", 1280, 720, 30))
-    run([str(changing)], tmp_path / "out", **{"filter.blur_threshold": 0, "filter.static_max_diff": -1})
+    run([str(changing)], tmp_path / "out", **{"filter.max_blur": 1, "filter.static_max_diff": -1})
     manifest = [json.loads(line) for line in (tmp_path / "out" / "dataset" / "manifest.jsonl").read_text().splitlines()]
     sizes = {round(r["timestamp"]): (r["decoded_size"], r["display_size"]) for r in manifest}
     assert sizes[1] == ([640, 360], [640, 360]) and sizes[4] == ([1280, 720], [1280, 720]), sizes

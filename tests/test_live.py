@@ -225,7 +225,7 @@ def test_a_slow_detector_drops_frames_counted_per_source_with_bounded_latency(
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     thread, result = mine_in_thread([url], tmp_path / "out", **{
-        "extract.fps": 5, "filter.static_max_diff": -1, "filter.blur_threshold": 0, "dedup.skip_detection": False,
+        "extract.fps": 5, "filter.static_max_diff": -1, "filter.max_blur": 1, "dedup.skip_detection": False,
         "live.queue_policy": policy, "live.queue_size": 2, "live.workers": 1, "filter.batch_size": 1})
     with tcp_stream(ffmpeg, port, seconds=10):
         report = finish(thread, result)

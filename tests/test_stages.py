@@ -47,7 +47,7 @@ def test_prefilters_run_while_extracting_and_dropped_frames_are_never_written(tm
     assert sorted(p.name for p in tmp_path.glob("*.jpg")) == sorted(f.file for f in passed)
     # Measures describe the written JPEG itself: what the detector and the dedup see.
     assert all(phash64(Image.open(tmp_path / f.file)) == f.phash for f in passed)
-    everything_blurry = Prefilter(FilterConfig(blur_threshold=1e9))
+    everything_blurry = Prefilter(FilterConfig(max_blur=0))
     result = extract_frames(BOTTLE, tmp_path / "b", "v", ExtractConfig(), threads=1, prefilter=everything_blurry)
     assert all(f.decision == "filtered" for f in result.frames) and not list((tmp_path / "b").glob("*.jpg"))
 

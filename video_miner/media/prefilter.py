@@ -41,9 +41,10 @@ class Prefilter:
             frame.decision = Decision.FILTERED
             frame.reason = f"too small to label ({gray.width}x{gray.height}, filter.min_side {self.cfg.min_side})"
             return
-        if blur < self.cfg.blur_threshold:
+        if blur > self.cfg.max_blur:
             frame.decision = Decision.FILTERED
-            frame.reason = f"blurry (sharpness {blur:.1f} < {self.cfg.blur_threshold})"
+            frame.reason = (f"blurry: blur {blur:.2f} > filter.max_blur {self.cfg.max_blur} (its edges are as spread "
+                            "as a motion-blurred or out-of-focus picture's)" if blur < 1 else "blank: no contrast at all")
             return
         if self._last is not None and self.cfg.static_max_diff >= 0:
             diff = frame_difference(thumb, self._last[0])

@@ -34,7 +34,7 @@ HISTORY = 20
 HINTS = {
     "download": "raise pipeline.download_workers, or check bandwidth and download.rate_limit",
     "extract": "raise pipeline.extract_workers, lower extract.fps or extract.max_side",
-    "filter": "add a GPU, lower extract.fps or raise the prefilter thresholds (filter.blur_threshold, "
+    "filter": "add a GPU, lower extract.fps or tighten the prefilters (lower filter.max_blur, raise "
               "filter.static_max_diff)",
     "collect": "check the output disk's speed",
 }

@@ -44,6 +44,7 @@ This package imports nothing video-specific.
 
 from .batcher import BatcherClosed, BatcherStats, DynamicBatcher
 from .distribution import Distribution
+from .graph import GraphResult, GraphRunner, Join, JoinStats, Node, Sync, Tombstone, run_sequential
 from .message import StageMessage
 from .orchestrator import AsyncPipelineOrchestrator
 from .sequential import SequentialRunner
@@ -59,6 +60,11 @@ __all__ = [
     "Distribution",
     "DynamicBatcher",
     "FatalStageError",
+    "GraphResult",
+    "GraphRunner",
+    "Join",
+    "JoinStats",
+    "Node",
     "ItemOutcome",
     "PipelineError",
     "PipelineEvent",
@@ -71,4 +77,7 @@ __all__ = [
     "StageSpec",
     "StageStats",
     "Status",
+    "Sync",
+    "Tombstone",
+    "run_sequential",
 ]

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, pushadd_to_gateway, write_to_textfile
@@ -23,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ..config import MinerConfig
 from ..redact import DEFAULT
 from .metrics import PREFIX, RunMetrics
+from .progress import every
 
 log = logging.getLogger(__name__)
 JOB = "video-miner"
@@ -69,25 +69,9 @@ class Publisher:
             self._warned.add(what)
             log.warning("%s (the run goes on)", message)
 
-    @contextmanager
-    def periodically(self) -> Iterator[None]:
+    def periodically(self) -> AbstractContextManager[None]:
         """Publish every ``push_every_s`` while the block runs."""
-        if not self.wanted:
-            yield
-            return
-        stop = threading.Event()
-
-        def loop() -> None:
-            while not stop.wait(self.every_s):
-                self.publish()
-
-        thread = threading.Thread(target=loop, name="metrics-push", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
+        return every(self.every_s, self.publish) if self.wanted else nullcontext()
 
 
 def _last_success(textfile: Path) -> float | None:

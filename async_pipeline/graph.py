@@ -365,19 +365,7 @@ def run_sequential(nodes: Sequence[Node], joins: Sequence[Join], inputs: Iterabl
     states = {name: _JoinState(j, runner.join_stats[name], runner.key) for name, j in runner.joins.items()}
     try:
         for msg in inputs:
-            produced: dict[str, list[StageMessage[Any] | Tombstone]] = {}
-            for name in order:
-                ins = runner.inputs[name]
-                incoming: list[StageMessage[Any] | Tombstone] = [msg] if not ins else \
-                    [item for upstream in ins[:1] for item in produced.get(upstream, [])]
-                if name in states:
-                    released = [r for branch in ins for item in produced.get(branch, [])
-                                for r in states[name].offer(branch, item)]
-                    produced[name] = [m for _, m, _ in released if m is not None]
-                else:
-                    produced[name] = _run_node(runner, name, workers[name], incoming, runner.key)
-                if not runner.readers[name]:
-                    runner.outputs[name] += [m for m in produced[name] if isinstance(m, StageMessage)]
+            _one_input(runner, order, workers, states, msg)
     finally:
         for worker in workers.values():
             worker.close()
@@ -386,6 +374,21 @@ def run_sequential(nodes: Sequence[Node], joins: Sequence[Join], inputs: Iterabl
             if merged is not None and not runner.readers[name]:
                 runner.outputs[name].append(merged)
     return GraphResult(runner.outputs, runner.node_stats, runner.join_stats)
+
+
+def _one_input(runner: GraphRunner, order: list[str], workers: dict[str, BaseStageWorker],
+               states: dict[str, _JoinState], msg: StageMessage[Any]) -> None:
+    produced: dict[str, list[StageMessage[Any] | Tombstone]] = {}
+    for name in order:
+        ins = runner.inputs[name]
+        if name in states:
+            released = [r for branch in ins for item in produced.get(branch, []) for r in states[name].offer(branch, item)]
+            produced[name] = [m for _, m, _ in released if m is not None]
+        else:
+            incoming = produced.get(ins[0], []) if ins else [msg]
+            produced[name] = _run_node(runner, name, workers[name], incoming, runner.key)
+        if not runner.readers[name]:
+            runner.outputs[name] += [m for m in produced[name] if isinstance(m, StageMessage)]
 
 
 def _run_node(runner: GraphRunner, name: str, worker: BaseStageWorker, items: list[StageMessage[Any] | Tombstone],

@@ -385,7 +385,7 @@ def _one_input(runner: GraphRunner, order: list[str], workers: dict[str, BaseSta
             released = [r for branch in ins for item in produced.get(branch, []) for r in states[name].offer(branch, item)]
             produced[name] = [m for _, m, _ in released if m is not None]
         else:
-            incoming = produced.get(ins[0], []) if ins else [msg]
+            incoming: list[StageMessage[Any] | Tombstone] = produced.get(ins[0], []) if ins else [msg]
             produced[name] = _run_node(runner, name, workers[name], incoming, runner.key)
         if not runner.readers[name]:
             runner.outputs[name] += [m for m in produced[name] if isinstance(m, StageMessage)]

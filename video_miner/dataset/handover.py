@@ -77,15 +77,16 @@ def kept_frames(output: Path) -> tuple[list[Frame], list[str]]:
     return frames, classes
 
 
-def handed_over(folder: Path) -> dict[str, str]:
-    """Frame key -> image name of every frame earlier exports of this format handed over."""
-    handed: dict[str, str] = {}
+def _batches(folder: Path) -> list[dict[str, Any]]:
+    """The batches earlier exports of this format handed over, oldest first."""
     path = folder / HANDED
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                handed.update(json.loads(line)["frames"])
-    return handed
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def handed_over(folder: Path, batches: list[dict[str, Any]] | None = None) -> dict[str, str]:
+    """Frame key -> image name of every frame earlier exports of this format handed over."""
+    return {key: name for batch in (_batches(folder) if batches is None else batches)
+            for key, name in batch["frames"].items()}
 
 
 def export(output: Path, fmt: str, dest: Path | None = None, new_only: bool = False,
@@ -95,11 +96,11 @@ def export(output: Path, fmt: str, dest: Path | None = None, new_only: bool = Fa
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     folder = output / "exports" / fmt
     frames, classes = kept_frames(output)
-    handed = handed_over(folder)
+    batches = _batches(folder)
     if new_only:
+        handed = handed_over(folder, batches)
         frames = [f for f in frames if f.row.frame not in handed]
-    batch_no = sum(1 for line in (folder / HANDED).read_text().splitlines() if line.strip()) \
-        if (folder / HANDED).exists() else 0
+    batch_no = len(batches)
     target = dest or (folder / f"batch-{batch_no + 1:04d}" if new_only else folder / "all")
     batch = Batch(fmt, target, frames, classes, image_root)
     target.mkdir(parents=True, exist_ok=True)
@@ -133,8 +134,8 @@ def diff(output: Path, fmt: str) -> Diff:
 
 # ---- the formats ---------------------------------------------------------------------------------
 def _images(batch: Batch, sub: str = "images") -> None:
+    (batch.dest / sub).mkdir(parents=True, exist_ok=True)
     for f in batch.frames:
-        (batch.dest / sub).mkdir(parents=True, exist_ok=True)
         target = batch.dest / sub / f.name
         if not target.exists():
             link_or_copy(f.image, target)

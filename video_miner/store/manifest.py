@@ -61,7 +61,7 @@ class ManifestRecord:
             media=MediaInfo.from_json({k: data.get(k) for k in MEDIA_FIELDS if data.get(k) is not None}),
             detections=detections_from_json(data.get("detections")), decision=str(data["decision"]),
             duplicate_of=data.get("duplicate_of"), reason=data.get("reason"),
-            extra={k: v for k, v in data.items() if k not in known and k != "phash"})
+            extra={k: v for k, v in data.items() if k not in known})
 
 
 def write_manifest(folder: Path, records: list[ManifestRecord], fmt: str) -> None:

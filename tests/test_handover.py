@@ -1,6 +1,7 @@
-"""Exports for labelling tools and trainers, loaded by the tools where they install (Hugging Face
-``datasets``), parsed as their formats say otherwise; and batches: --new-only after a second run
-with one more video hands over only that video's frames, and diff says what changed."""
+"""Exports for labelling tools and trainers, each loaded by the tool's own library: Hugging Face
+``datasets`` here, Label Studio's SDK, labelformat (CVAT XML and COCO) and FiftyOne's importer in
+the tools' venv (tests/load_with_tool.py); and batches: --new-only after a second run with one more
+video hands over only that video's frames, and diff says what changed."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from .conftest import BOTTLE, ROOT, VIDEOS
 from .helpers import run
@@ -138,24 +140,63 @@ def test_new_only_hands_over_only_a_new_videos_frames_and_diff_says_so(tmp_path:
     assert "0 added" in cli("diff", "-o", str(out), "--format", "label-studio").stdout
 
 
-def test_fiftyones_own_importer_reads_the_detections_with_their_confidence(tmp_path: Path, mined: Path) -> None:
-    """FiftyOne's importer (no database needed to read a folder); FiftyOne itself is not in the
-    [test] extra: its bundled MongoDB does not run on this project's machines."""
-    os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-    importers = pytest.importorskip("fiftyone.utils.data.importers",
-                                    reason="FiftyOne is not installed (pip install fiftyone; its database does not "
-                                           "run on this project's machines, so the [test] extra leaves it out)")
+TOOLS = Path(os.environ.get("VIDEO_MINER_TOOLS_PYTHON", ROOT / ".venv-tools" / "bin" / "python"))
+
+
+def load_with_tool(fmt: str, folder: Path) -> dict[str, Any]:
+    """What the tool's own library loads from ``folder`` (tests/load_with_tool.py in the tools' venv)."""
+    if not TOOLS.exists():
+        pytest.skip(f"{TOOLS} is missing: `bash scripts/setup.sh --test` makes the labelling tools' venv "
+                    "(FiftyOne, label-studio-sdk, labelformat)")
+    done = subprocess.run([str(TOOLS), str(ROOT / "tests" / "load_with_tool.py"), fmt, str(folder)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "FIFTYONE_DO_NOT_TRACK": "true"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+def same_as_manifest(loaded: dict[str, Any], out: Path) -> dict[str, dict[str, Any]]:
+    """Every kept frame, its boxes (class, pixels, score) as the manifest has them."""
+    assert loaded["classes"] == CLASSES
+    expected = kept(out)
+    assert set(loaded["images"]) == set(expected)
+    for name, image in loaded["images"].items():
+        dets = expected[name]["detections"]
+        with Image.open(out / "dataset" / expected[name]["image"]) as im:
+            width, height = im.size
+        assert [b[0] for b in image["boxes"]] == [d["class"] for d in dets]
+        for box, det in zip(image["boxes"], dets, strict=True):
+            assert box[1:5] == pytest.approx(pixels(det, width, height), abs=0.02)
+            assert box[5] is None or box[5] == pytest.approx(det["conf"], abs=1e-4)
+    return expected
+
+
+def test_label_studio_sdk_validates_the_config_and_every_prediction(mined: Path) -> None:
+    loaded = load_with_tool("label-studio", mined / "exports" / "label-studio" / "all")
+    expected = same_as_manifest(loaded, mined)
+    for name, image in loaded["images"].items():
+        assert image["fields"]["video_id"] == expected[name]["video_id"]
+
+
+def test_labelformat_reads_the_cvat_xml_and_coco_alike(mined: Path) -> None:
+    same_as_manifest(load_with_tool("cvat", mined / "exports" / "cvat" / "all"), mined)
+
+
+def test_fiftyones_importer_reads_predictions_and_the_manifests_fields(tmp_path: Path, mined: Path) -> None:
     dest = tmp_path / "fo"
-    assert cli("export", "-o", str(mined), "--format", "fiftyone", "--dest", str(dest)).returncode == 0
-    importer = importers.FiftyOneImageDetectionDatasetImporter(str(dest))
-    importer.setup()
-    assert importer.get_dataset_info()["classes"] == CLASSES
-    expected = kept(mined)
-    seen = 0
-    for path, _, label in importer:
-        manifest = expected[Path(path).name]
-        assert [d.label for d in label.detections] == [d["class"] for d in manifest["detections"]]
-        assert [d.confidence for d in label.detections] == [d["conf"] for d in manifest["detections"]]
-        assert all(d["video_id"] == manifest["video_id"] for d in label.detections)
-        seen += 1
-    assert seen == len(expected)
+    done = cli("export", "-o", str(mined), "--format", "fiftyone", "--dest", str(dest))
+    assert done.returncode == 0, done.stdout + done.stderr
+    loaded = load_with_tool("fiftyone", dest)
+    expected = same_as_manifest(loaded, mined)
+    rows = [json.loads(line) for line in (mined / "dataset" / "manifest.jsonl").read_text().splitlines()]
+    stands_for: dict[str, list[str]] = {}
+    for row in rows:
+        if row.get("duplicate_of"):
+            stands_for.setdefault(row["duplicate_of"], []).append(row["frame"])
+    assert any(stands_for.values()), "the fixture should have duplicates"
+    for name, image in loaded["images"].items():
+        fields, row = image["fields"], expected[name]
+        assert (fields["frame"], fields["video_id"], fields["source"]) == (row["frame"], row["video_id"], row["source"])
+        assert fields["timestamp"] == pytest.approx(row["timestamp"])
+        assert fields["split"] in fields["tags"] and row["image"].split("/")[1] == fields["split"]
+        assert fields["stands_for"] == stands_for.get(row["frame"], [])

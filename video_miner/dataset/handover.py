@@ -1,12 +1,14 @@
 """Exports for labelling tools and trainers, in batches: Label Studio tasks (pre-annotations to
-correct), CVAT (COCO 1.0 and "CVAT for images 1.1" XML), Hugging Face ``datasets`` (Parquet with an
-``image`` column and ``objects``). Each export reads the exported dataset (its manifest, images and
+correct), CVAT (COCO 1.0 and "CVAT for images 1.1" XML), FiftyOne (a dataset folder with sample
+fields), Hugging Face ``datasets`` (Parquet with an ``image`` column and ``objects``). Each export reads the exported dataset (its manifest, images and
 classes) and records what it handed over, so ``--new-only`` hands over only the frames kept since
 the last export of that format, and :func:`diff` says what was added and removed since then.
 Image names are the frames' names: nothing handed over ever changes name.
 
-Written by hand, on purpose: Label Studio's task JSON and CVAT's XML are small documented formats
-whose libraries (label-studio-sdk, datumaro) would each add hundreds of megabytes to an install; the
+Written here, on purpose: Label Studio's task JSON, CVAT's XML and FiftyOne's samples.json are small
+documented formats, and the libraries that model them either cannot say all of it (labelformat's
+CVAT model has no attributes, so no score) or would add hundreds of megabytes and pinned versions to
+a plain install (label-studio-sdk, fiftyone); the tests load every export with those tools. The
 Parquet shards are written with pyarrow and carry the ``datasets`` features in their schema
 metadata, which is how ``datasets`` itself stores them.
 """
@@ -43,6 +45,8 @@ class Frame:
     width: int
     height: int
     split: str
+    #: The frames it was kept over (its near-duplicates), by frame key.
+    stands_for: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -67,13 +71,18 @@ def kept_frames(output: Path) -> tuple[list[Frame], list[str]]:
         raise ConfigError(f"{output} has no exported dataset yet; run video-miner run first")
     classes = [str(c) for c in json.loads(provenance.read_text()).get("classes") or []]
     frames = []
+    stands_for: dict[str, list[str]] = {}
     for row in read_manifest(dataset):
+        if row.duplicate_of:
+            stands_for.setdefault(row.duplicate_of, []).append(row.frame)
         if row.decision != "kept" or not row.image:
             continue
         image = dataset / row.image
         with Image.open(image) as im:
             width, height = im.size
         frames.append(Frame(row, image, width, height, row.image.split("/")[1] if "/" in row.image else "train"))
+    for frame in frames:
+        frame.stands_for = stands_for.get(frame.row.frame, [])
     return frames, classes
 
 
@@ -206,27 +215,36 @@ def write_cvat(batch: Batch) -> None:
                                 "bbox": [round(v, 2) for v in (left, top, w, h)], "area": round(w * h, 2),
                                 "iscrowd": 0, "segmentation": [], "attributes": {"score": d.conf}})
     ET.indent(root)
+    # UTF-8 is XML's default; an encoding declaration makes lxml-based readers (labelformat) refuse
+    # the file when they parse it as text.
     atomic_write_text(batch.dest / "annotations.xml",
-                      '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n")
+                      '<?xml version="1.0"?>\n' + ET.tostring(root, encoding="unicode") + "\n")
     coco = {"images": images, "annotations": annotations,
             "categories": [{"id": i + 1, "name": c, "supercategory": ""} for i, c in enumerate(batch.classes)]}
     atomic_write_text(batch.dest / "annotations" / "instances_default.json", json.dumps(coco))
 
 
 def write_fiftyone(batch: Batch) -> None:
-    """FiftyOne's image detection dataset type (``fo.types.FiftyOneImageDetectionDataset``): data/
-    and labels.json, each box a detection with its confidence and, as attributes, the frame's
-    video, time and source (that type has no sample fields of its own)."""
+    """A FiftyOne dataset on disk (``fo.types.LegacyFiftyOneDataset``: data/, samples.json,
+    metadata.json), so the manifest's fields become sample fields to sort and filter by: the boxes
+    as ``predictions`` (label, confidence), and the frame's ``frame``, ``video_id``, ``source``,
+    ``timestamp``, ``split`` (also a tag) and ``stands_for`` (the duplicates it was kept over)."""
     _images(batch, "data")
-    labels = {}
+    samples = []
     for f in batch.frames:
-        extra = {"video_id": f.row.video_id, "timestamp": f.row.timestamp, "source": f.row.source, "frame": f.row.frame}
-        labels[Path(f.name).stem] = [
-            {"label": d.class_index, "bounding_box": [b / s for b, s in zip(_box(d, f.width, f.height),
-                                                                         (f.width, f.height, f.width, f.height),
-                                                                         strict=True)],
-             "confidence": d.conf, "attributes": extra} for d in f.row.detections]
-    atomic_write_text(batch.dest / "labels.json", json.dumps({"classes": batch.classes, "labels": labels}))
+        detections = [{"_cls": "Detection", "label": d.label, "confidence": d.conf, "attributes": {}, "tags": [],
+                       "bounding_box": [b / s for b, s in zip(_box(d, f.width, f.height),
+                                                              (f.width, f.height, f.width, f.height), strict=True)]}
+                      for d in f.row.detections]
+        samples.append({"filepath": f"data/{f.name}", "tags": [f.split],
+                        "metadata": {"_cls": "ImageMetadata", "width": f.width, "height": f.height},
+                        "predictions": {"_cls": "Detections", "detections": detections},
+                        "frame": f.row.frame, "video_id": f.row.video_id, "source": f.row.source,
+                        "timestamp": f.row.timestamp, "split": f.split, "stands_for": f.stands_for})
+    atomic_write_text(batch.dest / "samples.json", json.dumps({"samples": samples}))
+    atomic_write_text(batch.dest / "metadata.json", json.dumps({
+        "name": batch.dest.name, "media_type": "image", "default_classes": batch.classes,
+        "info": {"classes": batch.classes, "made_by": "video-miner"}}))
 
 
 def write_hf(batch: Batch) -> None:

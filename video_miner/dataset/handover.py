@@ -2,8 +2,8 @@
 correct), CVAT (COCO 1.0 and "CVAT for images 1.1" XML), FiftyOne (a dataset folder with sample
 fields), Hugging Face ``datasets`` (Parquet with an ``image`` column and ``objects``). Each export
 reads the exported dataset (its manifest, images and classes) and records what it handed over, so
-``--new-only`` hands over only the frames kept since the last export of that format, and :func:`diff` says what was added and removed since then.
-Image names are the frames' names: nothing handed over ever changes name.
+``--new-only`` hands over only the frames kept since the last export of that format, and
+:func:`diff` says what was added and removed since then. Image names are the frames' names: nothing handed over ever changes name.
 
 Written here, on purpose: Label Studio's task JSON, CVAT's XML and FiftyOne's samples.json are small
 documented formats, and the libraries that model them either cannot say all of it (labelformat's

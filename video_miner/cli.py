@@ -166,6 +166,9 @@ def run(
     = None,
     metrics_textfile: Annotated[Path | None, typer.Option(help="Write the metrics to this file for node_exporter's "
                                                                "textfile collector (atomically).")] = None,
+    budget: Annotated[int | None, typer.Option(min=1, help="Keep the N frames that cover the deduplicated pool best "
+                                                          "(select.budget); a rerun with more keeps the earlier ones.")]
+    = None,
     profile: Annotated[bool, typer.Option(help="Profile the run; writes profile.pstats/.txt beside metrics.json.")]
     = False,
     progress_every: Annotated[float, typer.Option(min=0.05, help="When stdout is not a terminal: seconds between "
@@ -184,6 +187,7 @@ def run(
         "metrics_port": metrics_port, "metrics_host": metrics_host, "metrics.linger_s": metrics_linger,
         "metrics.pushgateway": pushgateway, "metrics.textfile": str(metrics_textfile) if metrics_textfile else None,
         "ray.shared_storage": shared_storage, "download.cookies_from_browser": cookies_from_browser,
+        "select.budget": budget,
     }
     _quiet_logs()
     # torch and Ultralytics leave hundreds of thousands of long-lived objects that every full garbage

@@ -213,6 +213,34 @@ class DedupConfig(_Section):
     #: to show the classes; the export detects any that dedup keeps after all. Same dataset, and
     #: for corpora with repeats far fewer frames through the model.
     skip_detection: bool = True
+    #: Also remove frames that show the same thing as a better kept frame (mirrored, cropped,
+    #: re-framed, re-lit or re-encoded copies pHash cannot see): the detector's own features,
+    #: compared over the picture and box for box (see README, "How frames are chosen").
+    semantic: bool = True
+    #: Cosine of the pool-centred picture vectors at or above which two frames may be duplicates.
+    picture_similarity: float = Field(0.35, ge=-1, le=1)
+    #: ...and of their objects, matched box for box (the worst match counts).
+    object_similarity: float = Field(0.55, ge=-1, le=1)
+
+
+class SelectConfig(_Section):
+    """A budget: keep the ``budget`` frames that cover the deduplicated pool best."""
+
+    budget: int | None = Field(None, ge=1)
+    #: At least this many frames showing each class (when the pool has them), picked first.
+    per_class_min: dict[str, int] = Field(default_factory=dict)
+    #: Share of the budget for hard examples: frames whose least confident detection is within
+    #: ``hard_margin`` of ``filter.conf``, where the model is least sure.
+    hard_fraction: float = Field(0.0, ge=0, le=1)
+    hard_margin: float = Field(0.15, gt=0, le=1)
+
+    @field_validator("per_class_min")
+    @classmethod
+    def _positive(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = [k for k, v in value.items() if v < 0]
+        if bad:
+            raise ValueError(f"per_class_min: counts must be >= 0 ({', '.join(bad)})")
+        return value
 
 
 class LabelConfig(_Section):
@@ -327,6 +355,7 @@ class MinerConfig(_Section):
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
     label: LabelConfig = Field(default_factory=LabelConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     cleanup: CleanupConfig = Field(default_factory=CleanupConfig)
@@ -340,6 +369,19 @@ class MinerConfig(_Section):
     #: More query parameter names whose values are masked wherever a URL is shown (the built-in
     #: list has token, key, sig, signature, password, auth, ...).
     secret_params: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _select_classes(self) -> MinerConfig:
+        unknown = [c for c in self.select.per_class_min if c not in self.filter.classes]
+        if unknown:
+            raise ValueError(f"select.per_class_min: {', '.join(unknown)} not in filter.classes "
+                             f"({', '.join(self.filter.classes)})")
+        return self
+
+    @property
+    def embeddings(self) -> bool:
+        """Whether the detector pools its features into embeddings (semantic dedup or a budget)."""
+        return (self.dedup.enabled and self.dedup.semantic) or self.select.budget is not None
 
     @property
     def output_dir(self) -> Path:
@@ -356,7 +398,11 @@ class MinerConfig(_Section):
             "extract": self.extract.model_dump(mode="json", exclude={"max_pixels"}),
             "filter": self.filter.model_dump(mode="json", exclude={"batch_size", "max_wait_ms", "device", "half",
                                                                    "trust_model"}),
-            "dedup": self.dedup.model_dump(mode="json", exclude={"skip_detection"}),
+            # The semantic thresholds and the budget are applied by the export, to the whole pool,
+            # so changing them needs no re-mining; the embeddings they use are made with the detections.
+            "dedup": self.dedup.model_dump(mode="json", exclude={"skip_detection", "semantic", "picture_similarity",
+                                                                  "object_similarity"}),
+            "embeddings": self.embeddings,
             "label": self.label.model_dump(mode="json"),
             "format": self.download.format,
         }

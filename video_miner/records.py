@@ -7,6 +7,7 @@ releases wrote, so work folders and registries written by them still resume.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
@@ -54,6 +55,20 @@ class Detection:
     def from_json(cls, data: dict[str, Any]) -> Detection:
         x, y, w, h = (float(v) for v in data["xywhn"])
         return cls(str(data["class"]), int(data["class_index"]), float(data["conf"]), (x, y, w, h))
+
+
+class Detections(list[Detection]):
+    """A frame's boxes of the wanted classes, as the detector returns them, with the frame's
+    embedding when the detector was asked for one (:class:`video_miner.detect.embed.FrameEmbedding`
+    as bytes: one vector for the picture, one per box, in the boxes' order)."""
+
+    embedding: bytes | None = None
+
+    @classmethod
+    def of(cls, boxes: list[Detection], embedding: bytes | None = None) -> Detections:
+        out = cls(boxes)
+        out.embedding = embedding
+        return out
 
 
 def detections_json(detections: list[Detection]) -> list[dict[str, Any]]:
@@ -119,12 +134,15 @@ class FrameRecord:
     #: Its own sizes, where they differ from the video's first frame's (a resolution change mid-stream).
     decoded_size: list[int] | None = None
     display_size: list[int] | None = None
+    #: What the detector's features say it shows (see :class:`Detections`); None when not computed.
+    embedding: bytes | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {"file": self.file, "t": self.t, "index": self.index, "pixels": self.pixels, "bpp": self.bpp,
                 "phash": self.phash, "blur": self.blur, "sharpness": self.sharpness, "decision": self.decision,
                 "reason": self.reason, "digest": self.digest, "detections": detections_json(self.detections),
-                "detected": self.detected, "decoded_size": self.decoded_size, "display_size": self.display_size}
+                "detected": self.detected, "decoded_size": self.decoded_size, "display_size": self.display_size,
+                "embedding": base64.b64encode(self.embedding).decode() if self.embedding else None}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FrameRecord:
@@ -134,7 +152,8 @@ class FrameRecord:
                    sharpness=float(data.get("sharpness", 0.0)), decision=Decision(decision) if decision else None,
                    reason=data.get("reason"), digest=data.get("digest"),
                    detections=detections_from_json(data.get("detections")), detected=bool(data.get("detected")),
-                   decoded_size=data.get("decoded_size"), display_size=data.get("display_size"))
+                   decoded_size=data.get("decoded_size"), display_size=data.get("display_size"),
+                   embedding=base64.b64decode(data["embedding"]) if data.get("embedding") else None)
 
     @property
     def keeps_file(self) -> bool:
@@ -162,12 +181,14 @@ class FrameRow:
     #: The frame's own sizes where they differ from its video's (see :class:`FrameRecord`).
     decoded_size: list[int] | None = None
     display_size: list[int] | None = None
+    embedding: bytes | None = None
 
     @classmethod
     def of(cls, video_id: str, frame: FrameRecord, file: str) -> FrameRow:
         assert frame.decision is not None, "only decided frames are recorded"
         return cls(video_id, frame.index, frame.t, file, frame.phash, frame.blur, frame.detections, frame.decision,
-                   frame.reason, frame.pixels, frame.bpp, frame.sharpness, frame.decoded_size, frame.display_size)
+                   frame.reason, frame.pixels, frame.bpp, frame.sharpness, frame.decoded_size, frame.display_size,
+                   frame.embedding)
 
     def media_of(self, video: MediaInfo) -> MediaInfo:
         """How this frame was decoded and is shown: its video's, with its own sizes if it has them."""

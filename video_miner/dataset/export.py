@@ -4,6 +4,7 @@ swapped in, so the dataset and manifest only ever hold finished videos."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from .select import Labeller, Selection, select_frames
 from .writers import Labels, Splits, write_coco, write_yolo
 
 log = logging.getLogger(__name__)
+#: The budget's picks, in order, so a rerun keeps them (``dataset/selection.json``).
+SELECTION = "selection.json"
 
 
 @dataclass
@@ -30,6 +33,10 @@ class ExportSummary:
     filtered: int
     #: Deferred frames the export had to detect (no kept frame covered them).
     detected_at_export: int
+    #: Of the duplicates, those found by content rather than pHash.
+    same_content: int = 0
+    #: Frames dedup kept that the budget left out (counted in ``filtered``).
+    over_budget: int = 0
 
 
 def split_of(video_id: str, val_fraction: float) -> str:
@@ -55,7 +62,7 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
     rows = [r for r in registry.done_frames() if _stays_inside(r)]
     videos = {v.video_id: v for v in registry.videos()}
     chosen = select_frames(registry, rows, {vid: v.order for vid, v in videos.items()}, config, output, detect,
-                           detect_batch)
+                           detect_batch, earlier_picks(output / "dataset"))
     labels: Labels = {r.key: r.detections for r in chosen.kept}
     if labeller is not None and chosen.kept:
         for r, dets in zip(chosen.kept, labeller([output / r.file for r in chosen.kept]), strict=True):
@@ -70,6 +77,9 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
         redactor = Redactor.with_extra(config.secret_params)
         write_manifest(staging, _manifest(rows, videos, chosen, image_paths, labels, redactor), config.export.manifest)
         atomic_write_json(staging / PROVENANCE, {"config_hash": config.result_hash(), "classes": config.filter.classes})
+        if chosen.budget is not None:
+            atomic_write_json(staging / SELECTION, {"budget": config.select.budget, "picks": chosen.budget.picks,
+                                                    "radius": chosen.budget.radius})
         replace_dir(staging, output / "dataset")
     except BaseException:
         # Disk full, a kill: the previous dataset stays as it was.
@@ -80,7 +90,21 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
     registry.set_dedup_counts({vid: (kept_count[vid], dup_count[vid]) for vid in {r.video_id for r in rows} | set(videos)})
     duplicates = len(chosen.duplicate_of)
     return ExportSummary(frames=len(rows), kept=len(chosen.kept), duplicates=duplicates,
-                         filtered=len(rows) - len(chosen.kept) - duplicates, detected_at_export=chosen.detected)
+                         filtered=len(rows) - len(chosen.kept) - duplicates, detected_at_export=chosen.detected,
+                         same_content=len(chosen.same_content),
+                         over_budget=len(chosen.budget.left_out) if chosen.budget else 0)
+
+
+def earlier_picks(dataset: Path) -> list[str]:
+    """The frames the last export's budget picked, in pick order (none if it had no budget, or its
+    file is unreadable: the budget then picks afresh)."""
+    path = dataset / SELECTION
+    try:
+        picks = json.loads(path.read_text()).get("picks") if path.is_file() else []
+    except (OSError, ValueError, AttributeError):
+        log.warning("%s is unreadable: the budget picks afresh", path)
+        return []
+    return [p for p in picks if isinstance(p, str)] if isinstance(picks, list) else []
 
 
 def _stays_inside(row: FrameRow) -> bool:
@@ -98,13 +122,21 @@ def _manifest(rows: list[FrameRow], videos: dict[str, VideoRow], chosen: Selecti
               labels: dict[str, list[Detection]], redactor: Redactor) -> list[ManifestRecord]:
     """Inputs are named with their secrets masked (the registry keeps them whole)."""
     reasons = {r.key: r.reason for r in chosen.pool}
+    left_out = chosen.budget.left_out if chosen.budget else set()
     records = []
     for r in rows:
         key, video = r.key, videos[r.video_id]
+        extra: dict[str, Any] = {}
         if key in image_paths:
             decision, reason = "kept", None
+        elif key in chosen.same_content:
+            same = chosen.same_content[key]
+            decision, reason = "duplicate", f"same content as {same.of}"
+            extra = {"duplicate_by": "content", "similarity": {"picture": same.picture, "objects": same.objects}}
         elif key in chosen.duplicate_of:
             decision, reason = "duplicate", f"duplicate of {chosen.duplicate_of[key]}"
+        elif key in left_out:
+            decision, reason = "filtered", f"left out by select.budget ({len(image_paths)} frames chosen)"
         else:
             decision, reason = "filtered", reasons.get(key, r.reason)
         records.append(ManifestRecord(
@@ -112,7 +144,7 @@ def _manifest(rows: list[FrameRow], videos: dict[str, VideoRow], chosen: Selecti
             timestamp=r.timestamp,
             frame_index=r.frame_index, image=image_paths.get(key), phash=r.phash, blur=r.blur, sharpness=r.sharpness,
             media=r.media_of(video.media), detections=labels.get(key, []), decision=decision,
-            duplicate_of=chosen.duplicate_of.get(key), reason=reason))
+            duplicate_of=chosen.duplicate_of.get(key), reason=reason, extra=extra))
     return records
 
 

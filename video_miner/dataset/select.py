@@ -1,24 +1,51 @@
 """Which done frames make the dataset: every frame the prefilters passed, walked in dedup priority;
-a frame is kept if it shows the classes and no kept frame is its near-duplicate. Frames whose
-detection the filter deferred are detected here, only where it matters."""
+a frame is kept if it shows the classes and no kept frame is its near-duplicate, by pHash, then by
+content (:mod:`.semantic`); then, with a budget, the frames that cover the rest best
+(:mod:`.budget`). Frames whose detection the filter deferred are detected here, only where it
+matters."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..config import MinerConfig
-from ..records import Decision, Detection, FrameRow
+from ..detect.embed import FrameEmbedding
+from ..records import Decision, Detections, FrameRow
 from ..store.registry import Registry
+from .budget import BudgetRule, choose
 from .dedup import KEPT, NO, UNKNOWN, YES, select_distinct
 from .priority import row_priority
+from .semantic import Centred, Match, content_duplicates
+
+log = logging.getLogger(__name__)
 
 ELIGIBILITY = {Decision.CANDIDATE: YES, Decision.NEGATIVE: NO, Decision.DEFERRED: UNKNOWN}
 #: A detector over image files: the detections of each, in order.
-Labeller = Callable[[list[Path]], list[list[Detection]]]
+Labeller = Callable[[list[Path]], list[Detections]]
+
+
+@dataclass(frozen=True)
+class SameContent:
+    """A duplicate found by content: the kept frame it stands for, and how alike they are."""
+
+    of: str
+    picture: float
+    objects: float
+
+
+@dataclass
+class Budgeted:
+    #: Kept frames, in the order the budget picked them.
+    picks: list[str]
+    #: Frames dedup kept that the budget left out.
+    left_out: set[str]
+    #: The largest distance (1 - cosine) from a frame of the pool to its nearest pick.
+    radius: float
 
 
 @dataclass
@@ -30,13 +57,16 @@ class Selection:
     duplicate_of: dict[str, str]
     #: Deferred frames detected here (no kept frame covered them).
     detected: int
+    #: Duplicates found by content (a subset of ``duplicate_of``).
+    same_content: dict[str, SameContent] = field(default_factory=dict)
+    budget: Budgeted | None = None
 
 
 def select_frames(registry: Registry, rows: list[FrameRow], order: dict[str, int], config: MinerConfig, output: Path,
-                  detect: Labeller | None, detect_batch: int) -> Selection:
+                  detect: Labeller | None, detect_batch: int, earlier_picks: Sequence[str] = ()) -> Selection:
     """``detect`` runs the filter's detector on frames whose detection was deferred and that no kept
     frame covers (see :func:`video_miner.dataset.dedup.select_distinct`), ``detect_batch`` at a
-    time; answers go to the registry."""
+    time; answers go to the registry. ``earlier_picks``: the last export's budget picks, kept first."""
     # Every frame the prefilters passed takes part: a near-duplicate of a kept frame is reported as
     # its duplicate whether or not the detector saw it, so the manifest never depends on which
     # detections were skipped.
@@ -53,13 +83,59 @@ def select_frames(registry: Registry, rows: list[FrameRow], order: dict[str, int
         found = detect([output / pool[i].file for i in nodes])
         for i, dets in zip(nodes, found, strict=True):
             pool[i] = replace(pool[i], detections=dets, decision=Decision.CANDIDATE if dets else Decision.NEGATIVE,
-                              reason=None if dets else config.filter.no_class_reason())
+                              reason=None if dets else config.filter.no_class_reason(),
+                              embedding=getattr(dets, "embedding", None))
         registry.update_frames([pool[i] for i in nodes])
         return [bool(d) for d in found]
 
     threshold = config.dedup.threshold if config.dedup.enabled else -1
     dup_of = select_distinct(hashes, np.array(priority, dtype=np.int64), threshold, eligible, resolve,
                              batch=detect_batch)
-    kept = [pool[i] for i in np.flatnonzero(dup_of == KEPT).tolist()]
+    walk = [i for i in priority if dup_of[i] == KEPT]
+    embeddings = [_embedding(pool[i]) for i in walk]
+    same_content: dict[str, SameContent] = {}
+    if config.dedup.enabled and config.dedup.semantic and walk:
+        labels = [[d.label for d in pool[i].detections] for i in walk]
+        found = content_duplicates(embeddings, labels, list(range(len(walk))), config.dedup.picture_similarity,
+                                   config.dedup.object_similarity)
+        for local, match in found.items():
+            dup_of[walk[local]] = walk[match.of]
+            same_content[pool[walk[local]].key] = _same(pool[walk[match.of]].key, match)
+        embeddings = [e for local, e in enumerate(embeddings) if local not in found]
+        walk = [i for local, i in enumerate(walk) if local not in found]
+    budgeted = _budget(config, [pool[i] for i in walk], embeddings, earlier_picks)
+    left_out = budgeted.left_out if budgeted else set()
+    kept = [pool[i] for i in np.flatnonzero(dup_of == KEPT).tolist() if pool[i].key not in left_out]
     duplicate_of = {pool[i].key: pool[d].key for i, d in enumerate(dup_of.tolist()) if d >= 0}
-    return Selection(pool, kept, duplicate_of, len(detected))
+    return Selection(pool, kept, duplicate_of, len(detected), same_content, budgeted)
+
+
+def _same(of: str, match: Match) -> SameContent:
+    return SameContent(of, match.picture, match.objects)
+
+
+def _embedding(row: FrameRow) -> FrameEmbedding | None:
+    """The row's embedding, if it has one that fits its detections (a registry is untrusted input)."""
+    if not row.embedding:
+        return None
+    try:
+        embedding = FrameEmbedding.from_bytes(row.embedding)
+    except ValueError as exc:
+        log.warning("%s: its embedding is unreadable (%s): compared by pHash only", row.key, exc)
+        return None
+    return embedding if len(embedding.boxes) == len(row.detections) else None
+
+
+def _budget(config: MinerConfig, kept: list[FrameRow], embeddings: list[FrameEmbedding | None],
+            earlier_picks: Sequence[str]) -> Budgeted | None:
+    """The budget's picks among ``kept`` (in priority order), or None without a budget."""
+    s = config.select
+    if s.budget is None:
+        return None
+    index = {r.key: i for i, r in enumerate(kept)}
+    rule = BudgetRule(s.budget, dict(s.per_class_min), s.hard_fraction, config.filter.conf, s.hard_margin)
+    chosen = choose(Centred.of(embeddings).whole, [[d.label for d in r.detections] for r in kept],
+                    [[d.conf for d in r.detections] for r in kept], rule,
+                    [index[k] for k in earlier_picks if k in index])
+    picks = [kept[i].key for i in chosen.picked]
+    return Budgeted(picks, set(index) - set(picks), round(chosen.radius, 4))

@@ -17,8 +17,8 @@ from async_pipeline import DynamicBatcher
 
 from ..config import MinerConfig
 from ..errors import ConfigError, ModelError
-from ..records import Detection
-from .hints import Detections
+from ..records import Detection, Detections
+from .embed import Features, FeatureTap, TorchTap, pool, with_feature_outputs
 from .model_file import check_model_file
 
 #: Detector batch size when the config leaves it to the device: a GPU takes many images at once.
@@ -53,11 +53,15 @@ class DetectorSpec:
     cpu_lanes: int = 0
     #: Load a pickled model (.pt) without first checking what it would import.
     trust_model: bool = False
+    #: Also pool the backbone's features into an embedding per frame and per box (:mod:`.embed`).
+    embed: bool = False
 
 
-def _reopen_cpu_session(model: Any, threads: int) -> bool:
-    """Reopen the ONNX Runtime CPU session Ultralytics' predictor made (it offers no setting for
-    session options) with ``threads`` threads that do not spin; False for any other runtime.
+def _reopen_session(model: Any, threads: int, features: tuple[bytes, list[str]] | None) -> tuple[bool, FeatureTap | None]:
+    """Reopen the ONNX Runtime session Ultralytics' predictor made (it offers no setting for session
+    options): on the CPU with ``threads`` threads that do not spin, and with ``features`` (the model
+    with its feature map as an extra output) wrapped in a :class:`FeatureTap`. Returns whether it
+    runs on the CPU (more lanes make sense) and the tap; (False, None) for any other runtime.
 
     A small detector gains little from splitting one inference over threads, and much from running
     independent ones side by side (2 cores: 82 ms a frame over two 1-thread sessions, 131 ms on
@@ -66,22 +70,33 @@ def _reopen_cpu_session(model: Any, threads: int) -> bool:
     backend = getattr(getattr(model.predictor, "model", None), "backend", None)
     session = getattr(backend, "session", None)
     path = getattr(session, "_model_path", None)
-    if session is None or not isinstance(path, str) or session.get_providers()[0] != "CPUExecutionProvider":
-        return False
+    if session is None or not isinstance(path, str):
+        return False, None
+    providers = session.get_providers()
+    cpu = providers[0] == "CPUExecutionProvider"
+    if not cpu and features is None:
+        return False, None
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    backend.session = onnxruntime.InferenceSession(path, options, providers=session.get_providers())  # type: ignore[union-attr]
-    return True
+    if cpu:
+        options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opened = onnxruntime.InferenceSession(features[0] if features else path, options, providers=providers)
+    tap = FeatureTap(opened, features[1]) if features else None
+    backend.session = tap or opened  # type: ignore[union-attr]
+    if tap is not None:
+        # IO binding fixes the outputs when the session opens; the tap asks for one more per run.
+        backend.use_io_binding = False  # type: ignore[union-attr]
+    return cpu, tap
 
 
 def detector_spec(config: MinerConfig, model: str | None = None, conf: float | None = None) -> DetectorSpec:
     """The filter's detector as the config describes it (``model``/``conf``: the label model's)."""
     f = config.filter
     return DetectorSpec(model or f.model, tuple(f.classes), f.conf if conf is None else conf, f.iou, f.imgsz, f.device,
-                        f.half, f.min_box_area, f.batch_size, f.cpu_lanes, f.trust_model)
+                        f.half, f.min_box_area, f.batch_size, f.cpu_lanes, f.trust_model,
+                        embed=config.embeddings and model is None)
 
 
 class Detector:
@@ -117,6 +132,15 @@ class Detector:
         self._pool: ThreadPoolExecutor | None = None
         self._warm_lock = threading.Lock()
         self._warm = False
+        #: Per lane (by id), where its feature maps are taken when embeddings are asked for.
+        self._taps: dict[int, FeatureTap | TorchTap] = {}
+        self._features: tuple[bytes, list[str]] | None = None
+        if spec.embed and model_ref.endswith(".onnx"):
+            try:
+                self._features = with_feature_outputs(model_ref)
+            except ValueError as exc:
+                raise ModelError(f"cannot take embeddings from {spec.model}: {exc}; "
+                                 "set dedup.semantic: false and no select.budget") from exc
 
     def warm_up(self) -> None:
         """Build Ultralytics' predictor (seconds: it imports torchvision, opens the runtime) before
@@ -134,19 +158,36 @@ class Detector:
         self._predict(self.model, blank)
         lanes = max(1, min(self.spec.cpu_lanes or os.cpu_count() or 1, self.batch_size))
         threads = max(1, (os.cpu_count() or 1) // lanes)
-        if not _reopen_cpu_session(self.model, threads):
+        cpu, tap = _reopen_session(self.model, threads, self._features)
+        self._add_tap(self.model, tap)
+        if not cpu:
             return
         from ultralytics import YOLO
 
         more = [YOLO(self._model_ref, task="detect") for _ in range(lanes - 1)]
         for model in more:
             self._predict(model, blank)
-            _reopen_cpu_session(model, threads)
+            self._add_tap(model, _reopen_session(model, threads, self._features)[1])
         self._lanes += more
         for model in self._lanes:
             self._predict(model, blank)  # a new session's first run allocates its buffers
         if len(self._lanes) > 1:
             self._pool = ThreadPoolExecutor(len(self._lanes) - 1, thread_name_prefix="detector-lane")
+
+    def _add_tap(self, model: Any, tap: FeatureTap | None) -> None:
+        """Where ``model``'s feature maps will be taken: the ONNX session's tap, or hooks on a
+        PyTorch network."""
+        if not self.spec.embed:
+            return
+        if tap is not None:
+            self._taps[id(model)] = tap
+            return
+        network = getattr(getattr(model.predictor, "model", None), "model", None)
+        try:
+            self._taps[id(model)] = TorchTap(network if network is not None else model.model)
+        except (ValueError, AttributeError) as exc:
+            raise ModelError(f"cannot take embeddings from {self.spec.model}: {exc}; "
+                             "set dedup.semantic: false and no select.budget") from exc
 
     def detect_each(self, images: Sequence[Image.Image]) -> list[Detections | BaseException]:
         """Like :meth:`detect`, but a failing batch is retried image by image, so an image that
@@ -179,19 +220,29 @@ class Detector:
             results += future.result()
         return self._boxes(results)
 
-    def _predict(self, model: Any, images: list[Image.Image]) -> list[Any]:
+    def _predict(self, model: Any, images: list[Image.Image]) -> list[tuple[Any, Features | None]]:
+        """Ultralytics' results for ``images``, each with its feature map when embeddings are on."""
+        tap = self._taps.get(id(model))
         try:
-            return list(model.predict(
+            results = list(model.predict(
                 images, conf=self.spec.conf, iou=self.spec.iou, imgsz=self.spec.imgsz, device=self.device,
                 # FP16 on CUDA; `quantize` replaced the deprecated `half` argument in Ultralytics 8.4.
                 quantize=16 if self.half else None, classes=self.class_ids, verbose=False,
             ))
         except Exception as exc:
+            if tap is not None:
+                tap.drain(0)
             raise ModelError(f"inference failed with {self.spec.model}: {type(exc).__name__}: {exc}") from exc
+        if tap is None:
+            return [(r, None) for r in results]
+        maps = tap.drain(len(results))
+        if len(maps) != len(results):
+            raise ModelError(f"{self.spec.model} gave {len(maps)} feature maps for {len(results)} images")
+        return list(zip(results, maps, strict=True))
 
-    def _boxes(self, results: list[Any]) -> list[Detections]:
+    def _boxes(self, results: list[tuple[Any, Features | None]]) -> list[Detections]:
         out: list[Detections] = []
-        for result in results:
+        for result, features in results:
             boxes: Any = result.boxes
             dets = []
             for cls, conf, xywhn in zip(boxes.cls.tolist(), boxes.conf.tolist(), boxes.xywhn.tolist(), strict=True):
@@ -201,7 +252,11 @@ class Detector:
                 x, y, w, h = (round(float(v), 6) for v in xywhn)
                 dets.append(Detection(self.model_names[int(cls)], self.dataset_index[int(cls)], round(float(conf), 4),
                                       (x, y, w, h)))
-            out.append(dets)
+            embedding = None
+            if features is not None and dets:
+                height, width = result.orig_shape
+                embedding = pool(features[0], features[1], (width, height), [d.xywhn for d in dets]).to_bytes()
+            out.append(Detections.of(dets, embedding))
         return out
 
 

@@ -13,9 +13,9 @@ import numpy as np
 
 from ..config import MinerConfig
 from ..dataset.priority import PriorityKey
-from ..records import Detection
+from ..records import Detections
 
-Detections = list[Detection]
+__all__ = ["DetectionCache", "Detections", "KeptHints"]
 
 
 @dataclass

@@ -22,7 +22,7 @@ from .hints import DetectionCache, Detections, KeptHints
 
 #: What a frame's byte-identical twins waiting on it hear when it was deferred: whether they are
 #: too depends on their own priority (a twin may be more preferred), so each decides again.
-DEFERRED: Detections = []
+DEFERRED = Detections()
 
 
 @dataclass
@@ -95,6 +95,7 @@ class FrameJudge:
             # rank above that one, so the outcome must not depend on which twin claimed first.
             return self.start(frame, ticket.image, order, video_id)
         frame.detections = dets
+        frame.embedding = dets.embedding
         frame.decision = Decision.CANDIDATE if dets else Decision.NEGATIVE
         if not dets:
             frame.reason = self.no_class_reason

@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS frames (
     bpp REAL NOT NULL DEFAULT 0,
     sharpness REAL NOT NULL DEFAULT 0,
     sizes_json TEXT,
+    embedding BLOB,
     PRIMARY KEY (video_id, frame_index)
 );
 """
@@ -82,9 +83,10 @@ MIGRATIONS = (
     ("frames", "pixels", "INTEGER NOT NULL DEFAULT 0"),
     ("frames", "bpp", "REAL NOT NULL DEFAULT 0"),
     ("frames", "sharpness", "REAL NOT NULL DEFAULT 0"),
+    ("frames", "embedding", "BLOB"),
 )
 FRAME_COLUMNS = ("video_id", "frame_index", "timestamp", "file", "phash", "blur", "detections", "decision", "reason",
-                 "pixels", "bpp", "sharpness", "sizes_json")
+                 "pixels", "bpp", "sharpness", "sizes_json", "embedding")
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ def _frame_values(f: FrameRow) -> tuple[Any, ...]:
     sizes = None if f.decoded_size is None and f.display_size is None else json.dumps([f.decoded_size, f.display_size])
     return (f.video_id, f.frame_index, f.timestamp, f.file, _to_signed(f.phash), _finite(f.blur),
             json.dumps(detections_json(f.detections)), f.decision.value, f.reason, f.pixels, _finite(f.bpp),
-            _finite(f.sharpness), sizes)
+            _finite(f.sharpness), sizes, f.embedding)
 
 
 def _finite(value: float) -> float:
@@ -125,7 +127,7 @@ def _frame_row(r: sqlite3.Row) -> FrameRow:
     decoded, display = json.loads(r["sizes_json"]) if r["sizes_json"] else (None, None)
     return FrameRow(r["video_id"], r["frame_index"], r["timestamp"], r["file"], _to_unsigned(r["phash"]), r["blur"],
                     detections_from_json(json.loads(r["detections"])), Decision(r["decision"]), r["reason"],
-                    r["pixels"], r["bpp"], r["sharpness"], decoded, display)
+                    r["pixels"], r["bpp"], r["sharpness"], decoded, display, r["embedding"])
 
 
 def _video_row(r: sqlite3.Row) -> VideoRow:
@@ -337,9 +339,9 @@ class Registry:
         """Record the export's detections for frames whose detection the filter deferred."""
         with self._tx() as db:
             db.executemany(
-                "UPDATE frames SET detections=?, decision=?, reason=? WHERE video_id=? AND frame_index=?",
-                [(json.dumps(detections_json(f.detections)), f.decision.value, f.reason, f.video_id, f.frame_index)
-                 for f in frames],
+                "UPDATE frames SET detections=?, decision=?, reason=?, embedding=? WHERE video_id=? AND frame_index=?",
+                [(json.dumps(detections_json(f.detections)), f.decision.value, f.reason, f.embedding, f.video_id,
+                  f.frame_index) for f in frames],
             )
 
     def done_frames(self) -> list[FrameRow]:

@@ -1,0 +1,144 @@
+"""Duplicates by what frames show: the second dedup pass, over the frames pHash kept.
+
+Two frames are duplicates when they show the same classes, their whole-picture vectors agree and
+their objects match box for box (every object of the frame with fewer of a class matches a distinct
+one of the other). The vectors are the detector's own features (:mod:`video_miner.detect.embed`),
+centred on the pool's mean before comparing: raw activations are mostly positive, so any two frames
+look alike (different people in one room score 0.95+), while the deviation from the pool's mean is
+what tells them apart. Measured on the shared videos (docs/benchmarks.md): mirrored, cropped,
+panned, letterboxed, re-lit, re-encoded and logo-stamped copies agree at >= 0.35 (picture) and
+>= 0.55 (objects) while consecutive frames with different people stay below.
+
+Neighbours come from a nearest-neighbour index (usearch's HNSW: multi-threaded bulk add and search
+in a few-MB wheel; faiss-cpu is 30 MB and its fast indexes need training) above ``EXACT_UP_TO``
+frames, and from exact blocked products below it. The walk is pHash's: most preferred first, a
+frame is the duplicate of the most preferred kept frame it matches, so the result depends only on
+the frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..detect.embed import FrameEmbedding
+
+#: Nearest neighbours looked at per frame: a frame with more near copies than this is covered by
+#: one of them anyway.
+NEIGHBOURS = 32
+#: Pools up to this size are searched exactly (deterministic, ~1 s for 20k frames on 2 cores).
+EXACT_UP_TO = 20_000
+
+
+@dataclass(frozen=True)
+class Match:
+    """Why a frame is the duplicate of another: the pictures' and the worst-matched objects' similarity."""
+
+    of: int
+    picture: float
+    objects: float
+
+
+def _unit_rows(m: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    return (m / np.where(norms > 0, norms, 1)).astype(np.float32)
+
+
+@dataclass
+class Centred:
+    """The pool's vectors centred on its mean and re-normalised: ``whole`` (n, d); ``boxes[i]`` (k, e)."""
+
+    whole: np.ndarray
+    boxes: list[np.ndarray]
+    present: np.ndarray
+
+    @classmethod
+    def of(cls, embeddings: Sequence[FrameEmbedding | None]) -> Centred:
+        present = np.array([e is not None for e in embeddings], dtype=bool)
+        real = [e for e in embeddings if e is not None]
+        if not real:
+            return cls(np.zeros((len(embeddings), 1), np.float32), [np.zeros((0, 1), np.float32)] * len(embeddings),
+                       present)
+        whole = np.stack([e.whole for e in real])
+        mean_whole = whole.mean(axis=0)
+        all_boxes = [e.boxes for e in real if len(e.boxes)]
+        mean_box = np.concatenate(all_boxes).mean(axis=0) if all_boxes else np.zeros(real[0].boxes.shape[1])
+        centred = np.zeros((len(embeddings), whole.shape[1]), np.float32)
+        centred[present] = _unit_rows(whole - mean_whole)
+        dim = real[0].boxes.shape[1]
+        boxes = [_unit_rows(e.boxes - mean_box) if e is not None and len(e.boxes) else np.zeros((0, dim), np.float32)
+                 for e in embeddings]
+        return cls(centred, boxes, present)
+
+
+def neighbours(vectors: np.ndarray, threshold: float, k: int = NEIGHBOURS, threads: int = 0) -> list[np.ndarray]:
+    """Per row, the (at most ``k``) other rows whose cosine with it is >= ``threshold``, nearest first."""
+    n = len(vectors)
+    k = min(k, max(n - 1, 0))
+    if k == 0:
+        return [np.empty(0, np.int64) for _ in range(n)]
+    if n <= EXACT_UP_TO:
+        out = []
+        for start in range(0, n, 2048):
+            sims = vectors[start:start + 2048] @ vectors.T
+            for row, sim in enumerate(sims):
+                sim[start + row] = -np.inf
+                top = np.argpartition(-sim, k - 1)[:k]
+                top = top[sim[top] >= threshold]
+                # nearest first; equal similarities by index, so the order never depends on the sort
+                out.append(top[np.lexsort((top, -sim[top]))])
+        return out
+    from usearch.index import Index
+
+    index = Index(ndim=vectors.shape[1], metric="cos", dtype="f16")
+    keys = np.arange(n, dtype=np.uint64)
+    index.add(keys, vectors, threads=threads)
+    found = index.search(vectors, k + 1, threads=threads)
+    out = []
+    for row in range(n):
+        ids = found.keys[row].astype(np.int64)
+        sims = 1 - found.distances[row]
+        keep = (ids != row) & (ids >= 0) & (ids < n) & (sims >= threshold)
+        out.append(ids[keep][:k])
+    return out
+
+
+def objects_match(a: np.ndarray, labels_a: Sequence[str], b: np.ndarray, labels_b: Sequence[str]) -> float:
+    """The worst similarity among greedily matched objects of the same class (every object of the
+    frame with fewer of a class matched to a distinct one of the other); -1 when the classes differ."""
+    if set(labels_a) != set(labels_b):
+        return -1.0
+    worst = 1.0
+    for label in set(labels_a):
+        ia = [i for i, x in enumerate(labels_a) if x == label]
+        ib = [i for i, x in enumerate(labels_b) if x == label]
+        sims = a[ia] @ b[ib].T
+        for _ in range(min(len(ia), len(ib))):
+            x, y = np.unravel_index(int(np.argmax(sims)), sims.shape)
+            worst = min(worst, float(sims[x, y]))
+            sims[x, :], sims[:, y] = -np.inf, -np.inf
+    return worst
+
+
+def content_duplicates(embeddings: Sequence[FrameEmbedding | None], labels: Sequence[Sequence[str]],
+                       walk: Sequence[int], picture_min: float, objects_min: float) -> dict[int, Match]:
+    """The frames of ``walk`` (indices, most preferred first) that duplicate a more preferred kept
+    one. Frames without an embedding (a registry restored from a manifest) are never duplicates here."""
+    centred = Centred.of(embeddings)
+    near = neighbours(centred.whole, picture_min)
+    position = {node: pos for pos, node in enumerate(walk)}
+    kept: set[int] = set()
+    found: dict[int, Match] = {}
+    for node in walk:
+        if centred.present[node]:
+            earlier = sorted((j for j in near[node].tolist() if j in kept), key=position.__getitem__)
+            for j in earlier:
+                score = objects_match(centred.boxes[node], labels[node], centred.boxes[j], labels[j])
+                if score >= objects_min:
+                    found[node] = Match(j, round(float(centred.whole[node] @ centred.whole[j]), 4), round(score, 4))
+                    break
+        if node not in found:
+            kept.add(node)
+    return found

@@ -206,6 +206,12 @@ class FilterConfig(_Section):
         return f"no {'/'.join(self.classes)} above conf {self.conf}"
 
 
+#: pHash distance within which two frames are the same picture whatever the detector says: only
+#: equal hashes. Measured on the person video: frames of one room with different people are 2-6
+#: bits apart (a logo stamped on both brings them to 2), as close as copies of one frame.
+SAME_PICTURE_BITS = 0
+
+
 class DedupConfig(_Section):
     enabled: bool = True
     threshold: int = Field(6, ge=0, le=32)
@@ -217,10 +223,17 @@ class DedupConfig(_Section):
     #: re-framed, re-lit or re-encoded copies pHash cannot see): the detector's own features,
     #: compared over the picture and box for box (see README, "How frames are chosen").
     semantic: bool = True
-    #: Cosine of the pool-centred picture vectors at or above which two frames may be duplicates.
-    picture_similarity: float = Field(0.35, ge=-1, le=1)
-    #: ...and of their objects, matched box for box (the worst match counts).
-    object_similarity: float = Field(0.55, ge=-1, le=1)
+    #: Similarity of the picture vectors at or above which two frames may be duplicates (a gate:
+    #: the objects decide) ...
+    picture_similarity: float = Field(0.75, ge=-1, le=1)
+    #: ... and of their objects, matched box for box (the worst match counts).
+    object_similarity: float = Field(0.94, ge=-1, le=1)
+
+    @property
+    def phash_bits(self) -> int:
+        """The pHash pass's radius. With the semantic pass on, pHash alone decides only for equal
+        hashes; nearer ones are for the content to decide (see ``SAME_PICTURE_BITS``)."""
+        return min(self.threshold, SAME_PICTURE_BITS) if self.semantic else self.threshold
 
 
 class SelectConfig(_Section):

@@ -20,7 +20,7 @@ from ..store.registry import Registry
 from .budget import BudgetRule, choose
 from .dedup import KEPT, NO, UNKNOWN, YES, select_distinct
 from .priority import row_priority
-from .semantic import Centred, Match, content_duplicates
+from .semantic import Match, Vectors, content_duplicates
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def select_frames(registry: Registry, rows: list[FrameRow], order: dict[str, int
         registry.update_frames([pool[i] for i in nodes])
         return [bool(d) for d in found]
 
-    threshold = config.dedup.threshold if config.dedup.enabled else -1
+    threshold = config.dedup.phash_bits if config.dedup.enabled else -1
     dup_of = select_distinct(hashes, np.array(priority, dtype=np.int64), threshold, eligible, resolve,
                              batch=detect_batch)
     walk = [i for i in priority if dup_of[i] == KEPT]
@@ -134,7 +134,7 @@ def _budget(config: MinerConfig, kept: list[FrameRow], embeddings: list[FrameEmb
         return None
     index = {r.key: i for i, r in enumerate(kept)}
     rule = BudgetRule(s.budget, dict(s.per_class_min), s.hard_fraction, config.filter.conf, s.hard_margin)
-    chosen = choose(Centred.of(embeddings).whole, [[d.label for d in r.detections] for r in kept],
+    chosen = choose(Vectors.of(embeddings).whole, [[d.label for d in r.detections] for r in kept],
                     [[d.conf for d in r.detections] for r in kept], rule,
                     [index[k] for k in earlier_picks if k in index])
     picks = [kept[i].key for i in chosen.picked]

@@ -2,12 +2,11 @@
 
 Two frames are duplicates when they show the same classes, their whole-picture vectors agree and
 their objects match box for box (every object of the frame with fewer of a class matches a distinct
-one of the other). The vectors are the detector's own features (:mod:`video_miner.detect.embed`),
-centred on the pool's mean before comparing: raw activations are mostly positive, so any two frames
-look alike (different people in one room score 0.95+), while the deviation from the pool's mean is
-what tells them apart. Measured on the shared videos (docs/benchmarks.md): mirrored, cropped,
-panned, letterboxed, re-lit, re-encoded and logo-stamped copies agree at >= 0.35 (picture) and
->= 0.55 (objects) while consecutive frames with different people stay below.
+one of the other). The vectors are the detector's own features, rank-normalised
+(:mod:`video_miner.detect.embed`); each frame's are its own, so a decision never depends on what
+else is in the pool. Measured on the shared videos (docs/benchmarks.md): at the defaults (0.75 for
+the picture, a gate for the index; 0.94 for the objects) mirrored, cropped, panned, letterboxed,
+re-lit, re-encoded and logo-stamped copies match, and frames with different people do not.
 
 Neighbours come from a nearest-neighbour index (usearch's HNSW: multi-threaded bulk add and search
 in a few-MB wheel; faiss-cpu is 30 MB and its fast indexes need training) above ``EXACT_UP_TO``
@@ -47,30 +46,24 @@ def _unit_rows(m: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class Centred:
-    """The pool's vectors centred on its mean and re-normalised: ``whole`` (n, d); ``boxes[i]`` (k, e)."""
+class Vectors:
+    """The pool's vectors: ``whole`` (n, d), zero where a frame has none; ``boxes[i]`` (k, e)."""
 
     whole: np.ndarray
     boxes: list[np.ndarray]
     present: np.ndarray
 
     @classmethod
-    def of(cls, embeddings: Sequence[FrameEmbedding | None]) -> Centred:
+    def of(cls, embeddings: Sequence[FrameEmbedding | None]) -> Vectors:
         present = np.array([e is not None for e in embeddings], dtype=bool)
         real = [e for e in embeddings if e is not None]
-        if not real:
-            return cls(np.zeros((len(embeddings), 1), np.float32), [np.zeros((0, 1), np.float32)] * len(embeddings),
-                       present)
-        whole = np.stack([e.whole for e in real])
-        mean_whole = whole.mean(axis=0)
-        all_boxes = [e.boxes for e in real if len(e.boxes)]
-        mean_box = np.concatenate(all_boxes).mean(axis=0) if all_boxes else np.zeros(real[0].boxes.shape[1])
-        centred = np.zeros((len(embeddings), whole.shape[1]), np.float32)
-        centred[present] = _unit_rows(whole - mean_whole)
-        dim = real[0].boxes.shape[1]
-        boxes = [_unit_rows(e.boxes - mean_box) if e is not None and len(e.boxes) else np.zeros((0, dim), np.float32)
-                 for e in embeddings]
-        return cls(centred, boxes, present)
+        d = real[0].whole.shape[0] if real else 1
+        e_dim = real[0].boxes.shape[1] if real else 1
+        whole = np.zeros((len(embeddings), d), np.float32)
+        if real:
+            whole[present] = np.stack([e.whole for e in real])
+        boxes = [e.boxes if e is not None else np.zeros((0, e_dim), np.float32) for e in embeddings]
+        return cls(whole, boxes, present)
 
 
 def neighbours(vectors: np.ndarray, threshold: float, k: int = NEIGHBOURS, threads: int = 0) -> list[np.ndarray]:
@@ -126,18 +119,18 @@ def content_duplicates(embeddings: Sequence[FrameEmbedding | None], labels: Sequ
                        walk: Sequence[int], picture_min: float, objects_min: float) -> dict[int, Match]:
     """The frames of ``walk`` (indices, most preferred first) that duplicate a more preferred kept
     one. Frames without an embedding (a registry restored from a manifest) are never duplicates here."""
-    centred = Centred.of(embeddings)
-    near = neighbours(centred.whole, picture_min)
+    vectors = Vectors.of(embeddings)
+    near = neighbours(vectors.whole, picture_min)
     position = {node: pos for pos, node in enumerate(walk)}
     kept: set[int] = set()
     found: dict[int, Match] = {}
     for node in walk:
-        if centred.present[node]:
+        if vectors.present[node]:
             earlier = sorted((j for j in near[node].tolist() if j in kept), key=position.__getitem__)
             for j in earlier:
-                score = objects_match(centred.boxes[node], labels[node], centred.boxes[j], labels[j])
+                score = objects_match(vectors.boxes[node], labels[node], vectors.boxes[j], labels[j])
                 if score >= objects_min:
-                    found[node] = Match(j, round(float(centred.whole[node] @ centred.whole[j]), 4), round(score, 4))
+                    found[node] = Match(j, round(float(vectors.whole[node] @ vectors.whole[j]), 4), round(score, 4))
                     break
         if node not in found:
             kept.add(node)

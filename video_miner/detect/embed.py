@@ -1,8 +1,9 @@
 """Embeddings from the detection pass: the detector's own backbone features, pooled over the picture
 and inside each box, so dedup and selection can compare what frames show without a second model.
 
-The feature map is the backbone's last one, the tensor the neck first upsamples (YOLOv8's SPPF
-output, 256 channels at stride 32 for the n model). It is found by pattern, not by name: in an ONNX
+The feature maps are the backbone's last one, the tensor the neck first upsamples (YOLOv8's SPPF
+output, 256 channels at stride 32 for the n model), and the finer one the neck joins it with
+(128 channels at stride 16). It is found by pattern, not by name: in an ONNX
 graph, the data input of the first ``Resize`` node; in a PyTorch model, the input of the first
 ``nn.Upsample``. ONNX models get it as an extra graph output (the session answers only the outputs
 Ultralytics asks for, and keeps the extra one aside); PyTorch models through a forward hook.
@@ -10,7 +11,8 @@ Ultralytics asks for, and keeps the extra one aside); PyTorch models through a f
 Pooling maps each box from the original picture through Ultralytics' letterbox (scaled to fit,
 centred) onto the feature grid and averages the cells it covers (at least one); the whole-picture
 vector averages the cells of the picture itself, not the letterbox's padding, so a letterboxed copy
-of a frame pools over the same content.
+of a frame pools over the same content. Which layers and which comparison: measured on copies of
+the shared videos' frames against frames with different people (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -52,12 +54,26 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return (v / norm if norm > 0 else v).astype(np.float32)
 
 
+def _ranked(v: np.ndarray) -> np.ndarray:
+    """The vector's channels replaced by their ranks, centred and normalised (Spearman's correlation
+    is then a dot product). Raw activations share a large positive offset that made any two frames
+    look alike (different people in one room: cosine 0.95+); ranks keep only which channels fire
+    more than which, and that tells people apart while surviving mirroring, crops, re-encoding."""
+    ranks = np.argsort(np.argsort(v, kind="stable"), kind="stable").astype(np.float32)
+    return _unit(ranks - ranks.mean())
+
+
+#: Horizontal bands a box is pooled in (head/torso/legs for a person): the layout of colours and
+#: textures inside it, which a mirror leaves as it is.
+BANDS = 3
+
+
 def pool(maps: list[np.ndarray], input_hw: tuple[int, int], image_wh: tuple[int, int],
          boxes_xywhn: list[tuple[float, float, float, float]]) -> FrameEmbedding:
-    """Pool one image's feature maps ``(C, H, W)``, deepest first, over the picture (the deepest
-    map: what the scene is) and inside each box (every map, each unit-normalised, then joined: the
-    finer map keeps the colours and textures that tell one person from another). ``xywhn`` are of
-    the original picture; ``input_hw`` is the network input it was letterboxed to."""
+    """Pool one image's feature maps ``(C, H, W)``, deepest first: the picture over the deepest map
+    (what the scene is), each box over the next finer one in ``BANDS`` horizontal bands (what the
+    object looks like, top to bottom). ``xywhn`` are of the original picture; ``input_hw`` is the
+    network input it was letterboxed to."""
     ih, iw = input_hw
     w0, h0 = image_wh
     r = min(ih / h0, iw / w0)
@@ -73,12 +89,15 @@ def pool(maps: list[np.ndarray], input_hw: tuple[int, int], image_wh: tuple[int,
         t, u = min(fh - 1, max(0, int(np.floor(gy0)))), min(fh, max(1, int(np.ceil(gy1))))
         return features[:, t:max(u, t + 1), a:max(b, a + 1)].mean(axis=(1, 2))
 
-    whole = _unit(cells(maps[0], 0, 0, w0, h0))
+    whole = _ranked(cells(maps[0], 0, 0, w0, h0))
+    fine = maps[min(1, len(maps) - 1)]
     boxes = []
     for x, y, w, h in boxes_xywhn:
-        rect = ((x - w / 2) * w0, (y - h / 2) * h0, (x + w / 2) * w0, (y + h / 2) * h0)
-        boxes.append(_unit(np.concatenate([_unit(cells(m, *rect)) for m in maps])))
-    dim = sum(m.shape[0] for m in maps)
+        left, right, top = (x - w / 2) * w0, (x + w / 2) * w0, (y - h / 2) * h0
+        bands = [_ranked(cells(fine, left, top + h * h0 * k / BANDS, right, top + h * h0 * (k + 1) / BANDS))
+                 for k in range(BANDS)]
+        boxes.append(_unit(np.concatenate(bands)))
+    dim = fine.shape[0] * BANDS
     return FrameEmbedding(whole, np.stack(boxes) if boxes else np.zeros((0, dim), np.float32))
 
 

@@ -128,4 +128,4 @@ class KeptHints:
 
 def hints_for(config: MinerConfig) -> KeptHints | None:
     dedup = config.dedup
-    return KeptHints(dedup.threshold) if dedup.enabled and dedup.skip_detection else None
+    return KeptHints(dedup.phash_bits) if dedup.enabled and dedup.skip_detection else None

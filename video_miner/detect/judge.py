@@ -95,7 +95,8 @@ class FrameJudge:
             # rank above that one, so the outcome must not depend on which twin claimed first.
             return self.start(frame, ticket.image, order, video_id)
         frame.detections = dets
-        frame.embedding = dets.embedding
+        # Only the run's Detector attaches embeddings; any other detector returns plain lists.
+        frame.embedding = getattr(dets, "embedding", None)
         frame.decision = Decision.CANDIDATE if dets else Decision.NEGATIVE
         if not dets:
             frame.reason = self.no_class_reason

@@ -1,0 +1,241 @@
+"""Frames chosen for what they show: embeddings from the detection pass, duplicates by content, and
+a budget. Real model, real footage: six different people from the person video, and copies of those
+frames (mirrored, cropped, panned, letterboxed, re-lit, re-encoded at 360p, logo-stamped) as clips
+of their own."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+
+from video_miner.dataset.budget import BudgetRule, choose, radius_of
+from video_miner.dataset.semantic import objects_match
+from video_miner.detect.detector import Detector, DetectorSpec
+from video_miner.detect.embed import FrameEmbedding, feature_outputs
+
+from .conftest import MODEL, PERSON, ROOT
+from .helpers import run
+
+#: One frame of each of the six people who walk through the person video, one after another.
+PEOPLE_AT = (13, 34, 60, 80, 106, 129)
+
+
+def _frames(path: Path, at: tuple[int, ...]) -> list[Image.Image]:
+    got: dict[int, Image.Image] = {}
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            t = float(frame.pts * stream.time_base)
+            for want in at:
+                if want not in got and t >= want:
+                    got[want] = frame.to_image()
+            if len(got) == len(at):
+                break
+    return [got[t] for t in at]
+
+
+def _copies(im: Image.Image) -> dict[str, Image.Image]:
+    w, h = im.size
+    out = {"mirrored": ImageOps.mirror(im)}
+    for share in (0.8, 0.9):
+        cw, ch = int(w * share), int(h * share)
+        out[f"crop{int(share * 100)}"] = im.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
+    out["pan"] = im.crop((w - int(w * 0.8), 0, w, h))
+    boxed = Image.new("RGB", (w, int(w * 0.75)))
+    boxed.paste(im, (0, (boxed.height - h) // 2))
+    out["letterbox"] = boxed
+    out["brighter"] = ImageEnhance.Brightness(im).enhance(1.3)
+    out["darker"] = ImageEnhance.Brightness(im).enhance(0.7)
+    small = io.BytesIO()
+    im.resize((int(w * 360 / h) // 2 * 2, 360)).save(small, "JPEG", quality=35)
+    out["360p"] = Image.open(io.BytesIO(small.getvalue())).convert("RGB")
+    logo = im.copy()
+    ImageDraw.Draw(logo).rectangle((w - 160, 10, w - 10, 60), fill=(255, 255, 255))
+    out["logo"] = logo
+    return out
+
+
+def _clip(path: Path, images: list[Image.Image]) -> Path:
+    """One image a second, so extract.fps 1 samples each once."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=1)
+        stream.width, stream.height = (v // 2 * 2 for v in images[0].size)
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "16"}
+        for im in images:
+            frame = av.VideoFrame.from_image(im.resize((stream.width, stream.height)))
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def people(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The six people as a clip, and each kind of copy of those frames as a clip of its own."""
+    folder = tmp_path_factory.mktemp("people")
+    frames = _frames(PERSON, PEOPLE_AT)
+    kinds: dict[str, list[Image.Image]] = {}
+    for im in frames:
+        for kind, copy in _copies(im).items():
+            kinds.setdefault(kind, []).append(copy)
+    clips = {"original": _clip(folder / "original.mp4", frames)}
+    clips |= {kind: _clip(folder / f"{kind}.mp4", images) for kind, images in kinds.items()}
+    return clips
+
+
+def _manifest(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "dataset" / "manifest.jsonl").read_text().splitlines()]
+
+
+def _person(row: dict[str, Any]) -> int:
+    return round(row["timestamp"])
+
+
+SETTINGS: dict[str, Any] = {"extract.mode": "fps", "extract.fps": 1.0, "filter.max_blur": 1.0}
+
+
+def test_copies_are_duplicates_of_their_person_and_the_six_people_stay_apart(people: dict[str, Path],
+                                                                                tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    report = run([str(p) for p in people.values()], out, **SETTINGS)
+    assert report.videos_done == len(people)
+    rows = _manifest(out)
+    by_key = {r["frame"]: r for r in rows}
+    candidates = [r for r in rows if r["decision"] in ("kept", "duplicate")]
+    kept = [r for r in rows if r["decision"] == "kept"]
+    # Every person once: a copy of a frame never survives beside it, and no person hides another.
+    assert sorted(_person(r) for r in kept) == list(range(len(PEOPLE_AT))), [(r["frame"]) for r in kept]
+    assert len(candidates) >= 0.9 * len(people) * len(PEOPLE_AT)  # the copies reach the detector
+    for row in candidates:
+        if row["decision"] == "duplicate":
+            # It stands for the same person's frame (through a chain of duplicates at most).
+            target = by_key[row["duplicate_of"]]
+            assert _person(target) == _person(row), (row["frame"], row["duplicate_of"])
+    by_content = [r for r in rows if r.get("duplicate_by") == "content"]
+    assert by_content, "pHash alone cannot see mirrored or cropped copies"
+    for row in by_content:
+        assert row["reason"] == f"same content as {row['duplicate_of']}"
+        assert set(row["similarity"]) == {"picture", "objects"} and row["similarity"]["objects"] >= 0.94
+
+
+def test_phash_alone_keeps_the_mirrored_and_cropped_copies(people: dict[str, Path], tmp_path: Path) -> None:
+    """What the semantic pass is for (and the switch that turns it off)."""
+    out = tmp_path / "out"
+    run([str(people["original"]), str(people["mirrored"]), str(people["crop80"])], out,
+        **SETTINGS, **{"dedup.semantic": False})
+    kept = [r for r in _manifest(out) if r["decision"] == "kept"]
+    assert len(kept) > len(PEOPLE_AT) and not any(r.get("duplicate_by") for r in _manifest(out))
+
+
+def test_a_larger_budget_keeps_every_frame_chosen_before(people: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    inputs = [str(people["original"]), str(people["crop80"])]
+
+    def mine(budget: int) -> tuple[list[str], list[dict[str, Any]]]:
+        done = subprocess.run([sys.executable, "-m", "video_miner", "run", *inputs, "-o", str(out), "--model",
+                               str(MODEL), "--classes", "person", "--fps", "1", "--budget", str(budget), "-q"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        picks = json.loads((out / "dataset" / "selection.json").read_text())["picks"]
+        return picks, _manifest(out)
+
+    three, rows = mine(3)
+    assert len(three) == 3 and sorted(r["frame"] for r in rows if r["decision"] == "kept") == sorted(three)
+    left = [r for r in rows if r["reason"] and r["reason"].startswith("left out by select.budget")]
+    assert left and all(r["decision"] == "filtered" for r in left)
+    five, rows = mine(5)
+    assert five[:3] == three and len(five) == 5
+    assert {r["frame"] for r in rows if r["decision"] == "kept"} == set(five)
+
+
+# ---- the parts -------------------------------------------------------------------------------
+def test_the_feature_maps_are_found_by_pattern_not_by_name() -> None:
+    import onnx
+
+    model = onnx.load(str(MODEL))
+    first = feature_outputs(model.graph)
+    # The same graph with every tensor renamed: the same maps are found.
+    renames: dict[str, str] = {}
+    for k, node in enumerate(model.graph.node):
+        for i, name in enumerate(node.output):
+            renames[name] = f"t{k}_{i}"
+            node.output[i] = renames[name]
+        node.name = f"n{k}"
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            node.input[i] = renames.get(name, name)
+    assert feature_outputs(model.graph) == [renames[n] for n in first] and len(first) == 2
+
+
+@pytest.mark.parametrize("kind", ["onnx", "pt"])
+def test_the_detector_gives_a_vector_per_frame_and_per_box(kind: str, tmp_path: Path) -> None:
+    """ONNX through an extra graph output, PyTorch through hooks (a randomly initialised YOLOv8n
+    built offline from its yaml: the hooks, not the weights, are under test)."""
+    if kind == "onnx":
+        spec = DetectorSpec(str(MODEL), ("person",), 0.25, embed=True)
+    else:
+        from ultralytics import YOLO
+
+        YOLO("yolov8n.yaml").save(str(tmp_path / "random.pt"))
+        spec = DetectorSpec(str(tmp_path / "random.pt"), ("0",), 1e-9, embed=True, trust_model=True)
+    detector = Detector(spec)
+    detector.warm_up()
+    frames = _frames(PERSON, PEOPLE_AT[:2])
+    found = detector.detect([*frames, ImageOps.mirror(frames[0])])
+    embeddings = [FrameEmbedding.from_bytes(d.embedding) for d in found if d.embedding]
+    assert len(embeddings) == 3
+    for dets, e in zip(found, embeddings, strict=True):
+        assert e.whole.shape == (256,) and e.boxes.shape == (len(dets), 384)
+        assert np.allclose(np.linalg.norm(e.boxes, axis=1), 1, atol=1e-2)
+    if kind == "onnx":  # a mirror shows the same person; the next person is someone else
+        mirror, other = embeddings[2], embeddings[1]
+        assert objects_match(embeddings[0].boxes, ["person"], mirror.boxes, ["person"]) > \
+            objects_match(embeddings[0].boxes, ["person"], other.boxes, ["person"])
+
+
+def test_an_embedding_from_an_untrusted_registry_is_refused_not_misread() -> None:
+    good = FrameEmbedding(np.ones(4, np.float32) / 2, np.eye(2, 3, dtype=np.float32)).to_bytes()
+    assert FrameEmbedding.from_bytes(good).boxes.shape == (2, 3)
+    for bad in (b"", good[:-2], good + b"\0\0", b"\xff\xff\xff\xff\xff\xff"):
+        with pytest.raises(ValueError):
+            FrameEmbedding.from_bytes(bad)
+
+
+def test_k_center_covers_better_than_even_sampling_and_is_prefix_stable() -> None:
+    rng = np.random.default_rng(0)
+    # A pool like a long video: one scene for most frames, a few short different ones.
+    centres = rng.normal(size=(6, 16))
+    sizes = [400, 20, 20, 10, 10, 5]
+    vectors = np.concatenate([c + 0.05 * rng.normal(size=(n, 16)) for c, n in zip(centres, sizes, strict=True)])
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    labels = [["person"]] * len(vectors)
+    confs = [[0.9]] * len(vectors)
+    rule = BudgetRule(6, {}, 0.0, 0.4, 0.15)
+    chosen = choose(vectors, labels, confs, rule)
+    even = np.linspace(0, len(vectors) - 1, 6).round().astype(int).tolist()
+    assert chosen.radius <= 0.8 * radius_of(vectors, even)
+    bigger = choose(vectors, labels, confs, BudgetRule(10, {}, 0.0, 0.4, 0.15))
+    assert bigger.picked[:6] == chosen.picked
+    again = choose(vectors, labels, confs, BudgetRule(10, {}, 0.0, 0.4, 0.15), earlier=chosen.picked[::-1])
+    assert again.picked[:6] == chosen.picked[::-1]
+
+
+def test_quotas_and_hard_examples_come_first() -> None:
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(50, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    labels = [["person"]] * 47 + [["dog"]] * 3
+    confs = [[0.95]] * 40 + [[0.42]] * 7 + [[0.9]] * 3
+    chosen = choose(vectors, labels, confs, BudgetRule(6, {"dog": 2}, 0.5, 0.4, 0.15))
+    picked = chosen.picked
+    assert len(picked) == 6 and sum(labels[i] == ["dog"] for i in picked) >= 2
+    assert sum(40 <= i < 47 for i in picked) >= 3

@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from async_pipeline import DynamicBatcher
 
 from ..config import MinerConfig
 from ..errors import ConfigError, ModelError
+from ..media.quality import content_box
 from ..records import Detection, Detections
 from .embed import Features, FeatureTap, TorchTap, pool, with_feature_outputs
 from .model_file import check_model_file
@@ -206,19 +208,24 @@ class Detector:
         return out
 
     def detect(self, images: Sequence[Image.Image]) -> list[Detections]:
+        """The wanted boxes of each image, found inside its black bars (a landscape video reposted
+        as a portrait short shows its picture in a band: the model sees that band at full size, as
+        in the original, and its features compare with the original's), in the whole image's
+        coordinates."""
         if not images:
             return []
-        images = list(images)
-        size = -(-len(images) // len(self._lanes))
-        chunks = [images[i:i + size] for i in range(0, len(images), size)]
+        boxes = [content_box(np.asarray(im.convert("L"))) for im in images]
+        inner = [im if box == (0, 0, *im.size) else im.crop(box) for im, box in zip(images, boxes, strict=True)]
+        size = -(-len(inner) // len(self._lanes))
+        chunks = [inner[i:i + size] for i in range(0, len(inner), size)]
         if len(chunks) == 1 or self._pool is None:
-            return self._boxes(self._predict(self.model, images))
+            return self._boxes(self._predict(self.model, inner), boxes, images)
         # Independent images on independent sessions: ONNX Runtime releases the GIL while it runs.
         later = [self._pool.submit(self._predict, self._lanes[i], chunk) for i, chunk in enumerate(chunks[1:], 1)]
         results = self._predict(self._lanes[0], chunks[0])
         for future in later:
             results += future.result()
-        return self._boxes(results)
+        return self._boxes(results, boxes, images)
 
     def _predict(self, model: Any, images: list[Image.Image]) -> list[tuple[Any, Features | None]]:
         """Ultralytics' results for ``images``, each with its feature map when embeddings are on."""
@@ -240,22 +247,29 @@ class Detector:
             raise ModelError(f"{self.spec.model} gave {len(maps)} feature maps for {len(results)} images")
         return list(zip(results, maps, strict=True))
 
-    def _boxes(self, results: list[tuple[Any, Features | None]]) -> list[Detections]:
+    def _boxes(self, results: list[tuple[Any, Features | None]], inside: list[tuple[int, int, int, int]],
+               images: Sequence[Image.Image]) -> list[Detections]:
+        """Detections in the whole image's terms from results on the part ``inside`` its bars."""
         out: list[Detections] = []
-        for result, features in results:
+        for (result, features), (left, top, right, bottom), image in zip(results, inside, images, strict=True):
             boxes: Any = result.boxes
-            dets = []
+            dets, kept = [], []
+            sx, sy = (right - left) / image.width, (bottom - top) / image.height
+            ox, oy = left / image.width, top / image.height
             for cls, conf, xywhn in zip(boxes.cls.tolist(), boxes.conf.tolist(), boxes.xywhn.tolist(), strict=True):
+                bx, by, bw, bh = xywhn
+                xywhn = [ox + bx * sx, oy + by * sy, bw * sx, bh * sy]
                 area = xywhn[2] * xywhn[3]
                 if area < self.spec.min_box_area:
                     continue
                 x, y, w, h = (round(float(v), 6) for v in xywhn)
                 dets.append(Detection(self.model_names[int(cls)], self.dataset_index[int(cls)], round(float(conf), 4),
                                       (x, y, w, h)))
+                kept.append((bx, by, bw, bh))
             embedding = None
             if features is not None and dets:
                 height, width = result.orig_shape
-                embedding = pool(features[0], features[1], (width, height), [d.xywhn for d in dets]).to_bytes()
+                embedding = pool(features[0], features[1], (width, height), kept).to_bytes()
             out.append(Detections.of(dets, embedding))
         return out
 

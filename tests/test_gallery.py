@@ -138,7 +138,16 @@ def test_filters_by_class_and_decision(page: Any, mined: Path) -> None:
     reasons = Counter(r["reason"] for r in filtered)
     assert Counter(next(reason for reason in reasons if reason in c["text"]) for c in shown) == reasons
     choose(page, "decision", "duplicate")
-    assert len(cards(page, "duplicate")) == sum(r["decision"] == "duplicate" for r in rows)
+    duplicates = cards(page, "duplicate")
+    assert len(duplicates) == sum(r["decision"] == "duplicate" for r in rows)
+    # Each says how it was found: by content with both similarities, or by pHash.
+    by_content = [r for r in rows if r.get("duplicate_by") == "content"]
+    assert by_content, "the bottle video has frames that show the same bottles"
+    texts = [c["text"] for c in duplicates]
+    for r in by_content:
+        sim = r["similarity"]
+        assert any(f"picture {sim['picture']}, objects {sim['objects']}" in t for t in texts)
+    assert sum("same content:" in t for t in texts) == len(by_content)
 
 
 def test_duplicates_under_their_kept_frame_and_filtered_frames_collapsed(page: Any, mined: Path) -> None:

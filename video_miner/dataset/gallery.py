@@ -41,12 +41,21 @@ def gallery_data(output: Path, rows: list[ManifestRecord], redactor: Redactor = 
             video_rows.append([r.video_id, redactor.url(r.source)])  # manifests of older releases kept secrets
         boxes = [[class_index[d.label], d.conf, *[round(v, 5) for v in d.xywhn]] for d in r.detections]
         frames.append([videos[r.video_id], round(r.timestamp, 3), DECISIONS.index(r.decision),
-                       _image(output, candidates, r), boxes, index.get(r.duplicate_of or "", -1), r.reason or ""])
+                       _image(output, candidates, r), boxes, index.get(r.duplicate_of or "", -1), r.reason or "",
+                       _likeness(r)])
     kept_by_class = Counter(classes[b[0]] for f in frames if f[2] == 0 for b in {x[0]: x for x in f[4]}.values())
     counts = {"videos": len(video_rows), "frames": len(frames), **Counter(DECISIONS[f[2]] for f in frames)}
     return {"classes": classes, "videos": video_rows, "frames": frames,
             "counts": {d: counts.get(d, 0) for d in ("videos", "frames", *DECISIONS)},
             "kept_by_class": dict(kept_by_class)}
+
+
+def _likeness(r: ManifestRecord) -> str:
+    """How alike a duplicate found by content is to the frame it stands for; "" for pHash's."""
+    similarity = r.extra.get("similarity") if r.extra.get("duplicate_by") == "content" else None
+    if not isinstance(similarity, dict):
+        return ""
+    return f"same content: picture {similarity.get('picture')}, objects {similarity.get('objects')}"
 
 
 def _image(output: Path, candidates: Path, r: ManifestRecord) -> str | None:
@@ -177,7 +186,10 @@ function card(i) {
     "data-t": String(f[1])});
   if (f[3] || f[4].length) c.append(shot(i, f));
   c.append(el("div", {class: "meta", text: "t=" + f[1].toFixed(3) + "s " + kind}));
-  if (kind === "duplicate" && f[5] >= 0) c.append(el("div", {class: "meta", text: "duplicate of " + label(D.frames[f[5]])}));
+  if (kind === "duplicate" && f[5] >= 0) {
+    c.append(el("div", {class: "meta", text: "duplicate of " + label(D.frames[f[5]])}));
+    c.append(el("div", {class: "meta likeness", text: f[7] || "same pHash"}));
+  }
   if (kind === "filtered") c.append(el("div", {class: "meta reason", text: f[6]}));
   const dups = dupsOf.get(i) || [];
   if (kind === "kept" && dups.length) {

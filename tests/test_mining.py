@@ -58,12 +58,28 @@ def test_async_and_sequential_give_identical_datasets(person_runs: dict[str, Pat
 
 
 def test_no_two_kept_images_are_near_duplicates(person_runs: dict[str, Path]) -> None:
-    dataset = person_runs["async"] / "dataset"
+    """Within pHash 6 of each other, two kept frames must show different things: other objects, or
+    objects the content pass tells apart (their embeddings, as the registry holds them)."""
+    import sqlite3
+
+    from video_miner.dataset.semantic import objects_match
+    from video_miner.detect.embed import FrameEmbedding
+
+    out = person_runs["async"]
+    dataset = out / "dataset"
     # Hashed as the dedup hashes them: the JPEG's luma plane.
     hashes = {p.name: phash64(open_gray(p)) for p in (dataset / "images").rglob("*.jpg")}
     assert len(hashes) >= 10
+    rows = {Path(r["image"]).name: r for r in manifest(out) if r["decision"] == "kept"}
+    with sqlite3.connect(out / "registry.sqlite") as db:
+        blobs = {f"{v}@{t:.3f}": e for v, t, e in db.execute("SELECT video_id, timestamp, embedding FROM frames")}
     for (a, ha), (b, hb) in combinations(hashes.items(), 2):
-        assert hamming(ha, hb) > 6, (a, b)
+        assert ha != hb, (a, b)
+        if hamming(ha, hb) <= 6:
+            ea, eb = (FrameEmbedding.from_bytes(blobs[rows[n]["frame"]]) for n in (a, b))
+            labels = [[d["class"] for d in rows[n]["detections"]] for n in (a, b)]
+            alike = float(ea.whole @ eb.whole) >= 0.75 and objects_match(ea.boxes, labels[0], eb.boxes, labels[1]) >= 0.94
+            assert not alike, (a, b)
 
 
 def test_labels_are_yolo_format(person_runs: dict[str, Path]) -> None:
@@ -93,9 +109,12 @@ def test_dataset_loads_and_trains_in_ultralytics(person_runs: dict[str, Path], t
     assert (tmp_path / "t" / "weights" / "last.pt").exists()
 
 
-def test_skipping_the_detector_for_near_duplicates_changes_nothing_in_the_output(tmp_path: Path) -> None:
+@pytest.mark.parametrize("semantic", [False, True])
+def test_skipping_the_detector_for_near_duplicates_changes_nothing_in_the_output(tmp_path: Path, semantic: bool
+                                                                                 ) -> None:
     """The person video and a smaller re-encoded copy: frames of the copy near a sharper person frame of
-    the original skip the detector, yet images, labels and manifest equal those of a run that detects all."""
+    the original skip the detector, yet images, labels and manifest equal those of a run that detects all.
+    With the semantic pass only equal pHashes are deferred (the content decides the rest): fewer."""
     from scripts.media import reencode
 
     small = tmp_path / "person-small.mp4"
@@ -107,20 +126,22 @@ def test_skipping_the_detector_for_near_duplicates_changes_nothing_in_the_output
         # looked at, so the count of deferred frames is stable; the outputs must be equal whatever it is.
         reports[skip] = run(inputs, tmp_path / str(skip), **{"extract.end": 70, "dedup.skip_detection": skip,
                                                              "pipeline.filter_workers": 1,
-                                                             "pipeline.extract_workers": 1})
+                                                             "pipeline.extract_workers": 1,
+                                                             "dedup.semantic": semantic})
         assert not reports[skip].failures
     metrics = {skip: json.loads((tmp_path / str(skip) / "metrics.json").read_text())["totals"] for skip in reports}
     assert metrics[False]["frames_deferred"] == 0
-    assert metrics[True]["frames_deferred"] >= 10, metrics[True]
-    assert metrics[True]["frames_to_detector"] <= metrics[False]["frames_to_detector"] - 10, metrics
+    fewer = 1 if semantic else 10
+    assert metrics[True]["frames_deferred"] >= fewer, metrics[True]
+    assert metrics[True]["frames_to_detector"] <= metrics[False]["frames_to_detector"] - fewer, metrics
     assert reports[True].export.kept >= 5
     assert dataset_files(tmp_path / "True" / "dataset") == dataset_files(tmp_path / "False" / "dataset")
     assert manifest(tmp_path / "True") == manifest(tmp_path / "False")
     # Both videos side by side (the default): a frame of the copy near a frame of the original that
     # is in a detector batch waits for that frame's detections instead of being sent too.
-    side = run(inputs, tmp_path / "side", **{"extract.end": 70})
+    side = run(inputs, tmp_path / "side", **{"extract.end": 70, "dedup.semantic": semantic})
     both = json.loads((tmp_path / "side" / "metrics.json").read_text())["totals"]
-    assert not side.failures and both["frames_deferred"] >= 10, both
+    assert not side.failures and both["frames_deferred"] >= fewer, both
     assert dataset_files(tmp_path / "side" / "dataset") == dataset_files(tmp_path / "False" / "dataset")
     assert manifest(tmp_path / "side") == manifest(tmp_path / "False")
 

@@ -205,7 +205,8 @@ def test_a_deferred_twin_does_not_defer_a_more_preferred_twin(tmp_path: Path, fi
     from video_miner.records import Decision, Detection, FrameRecord
     from video_miner.stages.context import StageEnv
 
-    env = StageEnv.of(load_config(None, {"output": str(tmp_path)}), tmp_path)
+    # pHash's radius for deferral (with the semantic pass on, only equal hashes are deferred).
+    env = StageEnv.of(load_config(None, {"output": str(tmp_path), "dedup.semantic": False}), tmp_path)
     requests: list[Future[list[Detection]]] = []
 
     def submit(image: Image.Image) -> Future[list[Detection]]:

@@ -15,7 +15,7 @@ from ..config import MinerConfig
 from ..records import Detection, FrameRow, VideoRow
 from ..redact import Redactor
 from ..store.files import atomic_write_json, remove_tree, replace_dir
-from ..store.manifest import PROVENANCE, ManifestRecord, write_manifest
+from ..store.manifest import PROVENANCE, ManifestRecord, write_embeddings, write_manifest
 from ..store.registry import Registry
 from .select import Labeller, Selection, select_frames
 from .writers import Labels, Splits, write_coco, write_yolo
@@ -77,6 +77,7 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
         redactor = Redactor.with_extra(config.secret_params)
         write_manifest(staging, _manifest(rows, videos, chosen, image_paths, labels, redactor), config.export.manifest)
         atomic_write_json(staging / PROVENANCE, {"config_hash": config.result_hash(), "classes": config.filter.classes})
+        write_embeddings(staging, chosen.pool)
         if chosen.budget is not None:
             atomic_write_json(staging / SELECTION, {"budget": config.select.budget, "picks": chosen.budget.picks,
                                                     "radius": chosen.budget.radius})

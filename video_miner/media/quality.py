@@ -9,6 +9,12 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+# Imported here, once, on the importing thread: scikit-image's lazy loader parses its stub files with
+# `ast` on first use, and Python 3.11's ast is not safe to run on two threads at once (Ultralytics
+# parses its model metadata with `ast` while frames are measured): "AST constructor recursion depth
+# mismatch", seen once in the test suite.
+from skimage.measure import blur_effect as crete_roffet
+
 
 def laplacian_variance(gray: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian: low for blurry frames (the classic focus measure);
@@ -111,8 +117,6 @@ def blur_effect(picture: np.ndarray) -> float:
     picture loses much; one already blurred by motion or defocus loses little. Few edges do not make
     a picture blurry (a plane against a clear sky is sharp), which the variance of the Laplacian, an
     amount of edges, said it was. A picture with no contrast at all is 1: nothing to see."""
-    from skimage.measure import blur_effect as crete_roffet
-
     if picture.shape[0] < 3 or picture.shape[1] < 3 or int(picture.max()) - int(picture.min()) < 2:
         return 1.0
     value = float(crete_roffet(picture.astype(np.float32) / 255.0))

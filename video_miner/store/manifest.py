@@ -5,15 +5,20 @@ a registry from it, the gallery draws it."""
 
 from __future__ import annotations
 
+import base64
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..records import Detection, MediaInfo, detections_from_json, detections_json
+from ..records import Detection, FrameRow, MediaInfo, detections_from_json, detections_json
 
 #: Beside the manifest: the settings hash the dataset was mined with (what ``repair`` restores).
 PROVENANCE = "video-miner.json"
+#: The embeddings of the frames the detector saw (``{"frame", "embedding"}`` lines, base64), so a
+#: registry rebuilt from the dataset (``repair``) compares frames by content as the lost one did.
+EMBEDDINGS = "embeddings.jsonl"
 JSONL, PARQUET = "manifest.jsonl", "manifest.parquet"
 MEDIA_FIELDS = tuple(f.name for f in fields(MediaInfo))
 
@@ -94,3 +99,26 @@ def read_manifest(dataset: Path) -> list[ManifestRecord]:
             r["source_meta"] = json.loads(r["source_meta"] or "{}")
         return [ManifestRecord.from_json(r) for r in rows]
     return []
+
+
+def write_embeddings(dataset: Path, rows: Iterable[FrameRow]) -> None:
+    with (dataset / EMBEDDINGS).open("w") as fh:
+        for row in rows:
+            if row.embedding:
+                fh.write(json.dumps({"frame": row.key, "embedding": base64.b64encode(row.embedding).decode()}) + "\n")
+
+
+def read_embeddings(dataset: Path) -> dict[str, bytes]:
+    """Frame key -> embedding; unreadable lines are skipped (the dedup checks each against its frame)."""
+    path = dataset / EMBEDDINGS
+    out: dict[str, bytes] = {}
+    if not path.is_file():
+        return out
+    with path.open() as fh:
+        for line in fh:
+            try:
+                item = json.loads(line)
+                out[str(item["frame"])] = base64.b64decode(item["embedding"], validate=True)
+            except (ValueError, KeyError, TypeError):
+                continue
+    return out

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..records import Decision, FrameRow, State, VideoUpdate
 from .files import is_inside, read_json
 from .layout import INDEX, RESULT, OutputLayout, frame_name
-from .manifest import PROVENANCE, ManifestRecord, read_manifest
+from .manifest import PROVENANCE, ManifestRecord, read_embeddings, read_manifest
 from .naming import is_safe_name
 from .registry import Registry
 
@@ -76,7 +76,8 @@ def repair(output: Path) -> RepairReport:
             report.config_hash = read_json(provenance).get("config_hash")
             if report.config_hash:
                 registry.set_meta("config_hash", report.config_hash)
-        done = _restore_done(registry, output, _trusted(output, read_manifest(dataset), report.refused))
+        done = _restore_done(registry, output, _trusted(output, read_manifest(dataset), report.refused),
+                             read_embeddings(dataset))
         report.done = len(done)
         report.resumable = _restore_unfinished(registry, output, done, report.refused)
     finally:
@@ -99,7 +100,8 @@ def _trusted(output: Path, rows: list[ManifestRecord], refused: list[str]) -> li
     return kept
 
 
-def _restore_done(registry: Registry, output: Path, rows: list[ManifestRecord]) -> set[str]:
+def _restore_done(registry: Registry, output: Path, rows: list[ManifestRecord], embeddings: dict[str, bytes]
+                  ) -> set[str]:
     by_video: dict[str, list[ManifestRecord]] = {}
     for r in rows:  # the manifest lists videos in their input order
         by_video.setdefault(r.video_id, []).append(r)
@@ -110,11 +112,12 @@ def _restore_done(registry: Registry, output: Path, rows: list[ManifestRecord]) 
                               order=k * ORDER_STEP)
         registry.update(video_id, VideoUpdate(State.FILTERED, source_meta=first.source_meta, media=first.media,
                                               n_extracted=len(frames)))
-        registry.complete_video(video_id, [_restored_frame(layout, video_id, r) for r in frames])
+        registry.complete_video(video_id, [_restored_frame(layout, video_id, r, embeddings.get(r.frame))
+                                           for r in frames])
     return set(by_video)
 
 
-def _restored_frame(layout: OutputLayout, video_id: str, r: ManifestRecord) -> FrameRow:
+def _restored_frame(layout: OutputLayout, video_id: str, r: ManifestRecord, embedding: bytes | None) -> FrameRow:
     name = Path(r.image).name if r.image else frame_name(video_id, r.timestamp)
     candidate = layout.candidates_dir / video_id / name
     decision = _decision(r, candidate.exists())
@@ -128,7 +131,8 @@ def _restored_frame(layout: OutputLayout, video_id: str, r: ManifestRecord) -> F
     return FrameRow(video_id, r.frame_index, r.timestamp, file, r.phash, r.blur,
                     r.detections if decision == Decision.CANDIDATE else [], decision,
                     None if decision in (Decision.CANDIDATE, Decision.DEFERRED) else r.reason,
-                    width * height, r.media.bpp or 0.0, r.sharpness)
+                    width * height, r.media.bpp or 0.0, r.sharpness,
+                    embedding=embedding if decision == Decision.CANDIDATE else None)
 
 
 def _restore_unfinished(registry: Registry, output: Path, done: set[str], refused: list[str]) -> dict[str, int]:

@@ -214,6 +214,8 @@ class Detector:
         coordinates."""
         if not images:
             return []
+        if not self._warm:  # the taps that take embeddings are set up there
+            self.warm_up()
         boxes = [content_box(np.asarray(im.convert("L"))) for im in images]
         inner = [im if box == (0, 0, *im.size) else im.crop(box) for im, box in zip(images, boxes, strict=True)]
         size = -(-len(inner) // len(self._lanes))

@@ -8,9 +8,9 @@ else is in the pool. Measured on the shared videos (docs/benchmarks.md): at the 
 the picture, a gate for the index; 0.94 for the objects) mirrored, cropped, panned, letterboxed,
 re-lit, re-encoded and logo-stamped copies match, and frames with different people do not.
 
-Neighbours come from a nearest-neighbour index (usearch's HNSW: multi-threaded bulk add and search
-in a few-MB wheel; faiss-cpu is 30 MB and its fast indexes need training) above ``EXACT_UP_TO``
-frames, and from exact blocked products below it. The walk is pHash's: most preferred first, a
+Neighbours come from a nearest-neighbour index (usearch's HNSW: multi-threaded bulk add and search,
+int8 vectors, in a few-MB wheel; faiss-cpu is 30 MB and its fast indexes need training) above
+``EXACT_UP_TO`` frames, and from exact blocked products below it (deterministic). The walk is pHash's: most preferred first, a
 frame is the duplicate of the most preferred kept frame it matches, so the result depends only on
 the frames.
 """
@@ -85,7 +85,11 @@ def neighbours(vectors: np.ndarray, threshold: float, k: int = NEIGHBOURS, threa
         return out
     from usearch.index import Index
 
-    index = Index(ndim=vectors.shape[1], metric="cos", dtype="f16")
+    # int8 vectors: 100k frames in ~20 s on 2 cores against 41 s with float16 and usearch's defaults,
+    # finding 497 of 500 planted equal pairs; a sparser graph (connectivity 8) took 10 s but found
+    # only 329 (docs/benchmarks.md, section 10).
+    index = Index(ndim=vectors.shape[1], metric="cos", dtype="i8", connectivity=16, expansion_add=64,
+                  expansion_search=max(64, k + 1))
     keys = np.arange(n, dtype=np.uint64)
     index.add(keys, vectors, threads=threads)
     found = index.search(vectors, k + 1, threads=threads)

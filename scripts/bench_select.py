@@ -176,7 +176,7 @@ def section_people(work: Path) -> dict[str, Any]:
 
 def section_budget(work: Path) -> dict[str, Any]:
     from video_miner.dataset.budget import BudgetRule, choose, radius_of
-    from video_miner.detect.embed import FrameEmbedding
+    from video_miner.records import FrameEmbedding
 
     db = sqlite3.connect(work / "copies-all-content" / "registry.sqlite")
     kept = {json.loads(line)["frame"] for line in (work / "copies-all-content" / "dataset" / "manifest.jsonl")
@@ -240,7 +240,7 @@ def section_embedding_cost(repeats: int = 3) -> dict[str, Any]:
 def section_content_scale(sizes: tuple[int, ...] = (10_000, 100_000)) -> dict[str, Any]:
     """The content pass (index + walk) over synthetic frames: one box each, 1% planted copies."""
     from video_miner.dataset.semantic import content_duplicates
-    from video_miner.detect.embed import FrameEmbedding
+    from video_miner.records import FrameEmbedding
 
     rng = np.random.default_rng(1)
     out: dict[str, Any] = {}

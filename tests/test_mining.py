@@ -63,7 +63,7 @@ def test_no_two_kept_images_are_near_duplicates(person_runs: dict[str, Path]) ->
     import sqlite3
 
     from video_miner.dataset.semantic import objects_match
-    from video_miner.detect.embed import FrameEmbedding
+    from video_miner.records import FrameEmbedding
 
     out = person_runs["async"]
     dataset = out / "dataset"

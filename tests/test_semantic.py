@@ -20,7 +20,8 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 from video_miner.dataset.budget import BudgetRule, choose, radius_of
 from video_miner.dataset.semantic import objects_match
 from video_miner.detect.detector import Detector, DetectorSpec
-from video_miner.detect.embed import FrameEmbedding, feature_outputs
+from video_miner.detect.embed import feature_outputs
+from video_miner.records import FrameEmbedding
 
 from .conftest import MODEL, PERSON, ROOT
 from .helpers import run
@@ -239,3 +240,22 @@ def test_quotas_and_hard_examples_come_first() -> None:
     picked = chosen.picked
     assert len(picked) == 6 and sum(labels[i] == ["dog"] for i in picked) >= 2
     assert sum(40 <= i < 47 for i in picked) >= 3
+
+
+def test_hand_edited_sidecars_are_read_defensively(tmp_path: Path) -> None:
+    """embeddings.jsonl and selection.json are files anyone could edit: an overlong line, junk or a
+    wrong shape is skipped, not read whole into memory or trusted."""
+    import base64
+
+    from video_miner.dataset.export import earlier_picks
+    from video_miner.store.manifest import MAX_EMBEDDING_LINE, read_embeddings
+
+    good = base64.b64encode(b"abc").decode()
+    (tmp_path / "embeddings.jsonl").write_text("\n".join([
+        json.dumps({"frame": "a@1.000", "embedding": good}), "x" * (3 * MAX_EMBEDDING_LINE), "{not json",
+        json.dumps({"frame": "b@2.000", "embedding": "not base64!"}), json.dumps({"frame": "c@3.000"}),
+        json.dumps({"frame": "d@4.000", "embedding": good})]) + "\n")
+    assert read_embeddings(tmp_path) == {"a@1.000": b"abc", "d@4.000": b"abc"}
+    for junk in ("[1, 2]", '{"picks": "a@1.000"}', "{", '{"picks": [1, "a@1.000", null]}'):
+        (tmp_path / "selection.json").write_text(junk)
+        assert earlier_picks(tmp_path) == ([] if "null" not in junk else ["a@1.000"])

@@ -23,6 +23,8 @@ from .writers import Labels, Splits, write_coco, write_yolo
 log = logging.getLogger(__name__)
 #: The budget's picks, in order, so a rerun keeps them (``dataset/selection.json``).
 SELECTION = "selection.json"
+#: A selection file larger than this (10M picks) is not one this program wrote.
+MAX_SELECTION_BYTES = 1 << 29
 
 
 @dataclass
@@ -101,6 +103,8 @@ def earlier_picks(dataset: Path) -> list[str]:
     file is unreadable: the budget then picks afresh)."""
     path = dataset / SELECTION
     try:
+        if path.is_file() and path.stat().st_size > MAX_SELECTION_BYTES:
+            raise ValueError("too large")
         picks = json.loads(path.read_text()).get("picks") if path.is_file() else []
     except (OSError, ValueError, AttributeError):
         log.warning("%s is unreadable: the budget picks afresh", path)

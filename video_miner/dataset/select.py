@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import MinerConfig
-from ..detect.embed import FrameEmbedding
-from ..records import Decision, Detections, FrameRow
+from ..records import Decision, Detections, FrameEmbedding, FrameRow
 from ..store.registry import Registry
 from .budget import BudgetRule, choose
 from .dedup import KEPT, NO, UNKNOWN, YES, select_distinct

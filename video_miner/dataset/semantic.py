@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..detect.embed import FrameEmbedding
+from ..records import FrameEmbedding
 
 #: Nearest neighbours looked at per frame: a frame with more near copies than this is covered by
 #: one of them anyway.

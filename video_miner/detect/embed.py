@@ -17,36 +17,11 @@ the shared videos' frames against frames with different people (docs/benchmarks.
 
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class FrameEmbedding:
-    """A frame's unit vectors: ``whole`` (d,) for the picture, ``boxes`` (n, e) one per detection,
-    in the detections' order."""
-
-    whole: np.ndarray
-    boxes: np.ndarray
-
-    def to_bytes(self) -> bytes:
-        """float16 (half the space; cosine similarities move by < 1e-3): n, d, e, then the vectors."""
-        n, d, e = self.boxes.shape[0], self.whole.shape[0], self.boxes.shape[1]
-        return struct.pack("<HHH", n, d, e) + self.whole.astype("<f2").tobytes() + self.boxes.astype("<f2").tobytes()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> FrameEmbedding:
-        if len(data) < 6:
-            raise ValueError(f"embedding of {len(data)} bytes has no header")
-        n, d, e = struct.unpack_from("<HHH", data)
-        if len(data) != 6 + 2 * (d + n * e) or d == 0:
-            raise ValueError(f"embedding of {len(data)} bytes does not hold {d} + {n} x {e} values")
-        whole = np.frombuffer(data, dtype="<f2", count=d, offset=6).astype(np.float32)
-        boxes = np.frombuffer(data, dtype="<f2", offset=6 + 2 * d).astype(np.float32).reshape(n, e)
-        return cls(whole, boxes)
+from ..records import FrameEmbedding
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

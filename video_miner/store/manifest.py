@@ -108,14 +108,23 @@ def write_embeddings(dataset: Path, rows: Iterable[FrameRow]) -> None:
                 fh.write(json.dumps({"frame": row.key, "embedding": base64.b64encode(row.embedding).decode()}) + "\n")
 
 
+#: Longest line read back: 300 boxes (Ultralytics' most per image) of 384 float16s, in base64, with room.
+MAX_EMBEDDING_LINE = 1 << 20
+
+
 def read_embeddings(dataset: Path) -> dict[str, bytes]:
-    """Frame key -> embedding; unreadable lines are skipped (the dedup checks each against its frame)."""
+    """Frame key -> embedding; unreadable or overlong lines are skipped (the file is anyone's to edit:
+    the dedup checks each embedding against its frame's boxes)."""
     path = dataset / EMBEDDINGS
     out: dict[str, bytes] = {}
     if not path.is_file():
         return out
     with path.open() as fh:
-        for line in fh:
+        while line := fh.readline(MAX_EMBEDDING_LINE):
+            if not line.endswith("\n") and len(line) == MAX_EMBEDDING_LINE:
+                while (rest := fh.readline(MAX_EMBEDDING_LINE)) and not rest.endswith("\n"):
+                    pass  # the rest of an overlong line
+                continue
             try:
                 item = json.loads(line)
                 out[str(item["frame"])] = base64.b64decode(item["embedding"], validate=True)

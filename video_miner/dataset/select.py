@@ -19,7 +19,7 @@ from ..store.registry import Registry
 from .budget import BudgetRule, choose
 from .dedup import KEPT, NO, UNKNOWN, YES, select_distinct
 from .priority import row_priority
-from .semantic import Match, Vectors, content_duplicates
+from .semantic import Vectors, content_duplicates
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ def select_frames(registry: Registry, rows: list[FrameRow], order: dict[str, int
                                    config.dedup.object_similarity)
         for local, match in found.items():
             dup_of[walk[local]] = walk[match.of]
-            same_content[pool[walk[local]].key] = _same(pool[walk[match.of]].key, match)
+            same_content[pool[walk[local]].key] = SameContent(pool[walk[match.of]].key, match.picture,
+                                                              match.objects)
         embeddings = [e for local, e in enumerate(embeddings) if local not in found]
         walk = [i for local, i in enumerate(walk) if local not in found]
     budgeted = _budget(config, [pool[i] for i in walk], embeddings, earlier_picks)
@@ -107,10 +108,6 @@ def select_frames(registry: Registry, rows: list[FrameRow], order: dict[str, int
     kept = [pool[i] for i in np.flatnonzero(dup_of == KEPT).tolist() if pool[i].key not in left_out]
     duplicate_of = {pool[i].key: pool[d].key for i, d in enumerate(dup_of.tolist()) if d >= 0}
     return Selection(pool, kept, duplicate_of, len(detected), same_content, budgeted)
-
-
-def _same(of: str, match: Match) -> SameContent:
-    return SameContent(of, match.picture, match.objects)
 
 
 def _embedding(row: FrameRow) -> FrameEmbedding | None:

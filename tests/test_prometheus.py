@@ -237,7 +237,12 @@ def test_series_stay_bounded_however_many_inputs_and_sources(tmp_path: Path) -> 
                 for s in f.samples}, report
 
     few, _ = series([str(AGAIN), str(tmp_path / "gone.mp4"), f"tcp://127.0.0.1:{_free_port()}"], tmp_path / "few")
-    dead = [f"tcp://127.0.0.1:{_free_port()}" for _ in range(20)]
+    # Twenty distinct ports: the OS may hand a just-closed port out again, and a source listed
+    # twice runs once (a flake: 19 sources).
+    ports: set[int] = set()
+    while len(ports) < 20:
+        ports.add(_free_port())
+    dead = [f"tcp://127.0.0.1:{port}" for port in sorted(ports)]
     many, report = series([str(AGAIN), *(str(tmp_path / f"gone-{k}.mp4") for k in range(499)), *dead],
                           tmp_path / "many")
     assert report.videos_total == 500

@@ -42,14 +42,15 @@ The model, in brief
 This package imports nothing video-specific.
 """
 
-from .batcher import BatcherClosed, BatcherStats, DynamicBatcher
+from .batcher import BatcherClosed, BatcherStats, DynamicBatcher, wait_on
 from .distribution import Distribution
-from .graph import GraphResult, GraphRunner, Join, JoinStats, Node, Sync, Tombstone, run_sequential
+from .graph import GraphResult, GraphRunner, Join, Node, Tombstone, run_sequential
 from .message import StageMessage
 from .orchestrator import AsyncPipelineOrchestrator
 from .sequential import SequentialRunner
 from .spec import PipelineError, QueuePolicy, StageSpec
 from .stats import ItemOutcome, PipelineEvent, RunResult, StageSnapshot, StageStats, Status
+from .sync import JoinStats, Release, Sync, Synchronizer
 from .worker import BaseStageWorker, FatalStageError, StageOutput
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "PipelineError",
     "PipelineEvent",
     "QueuePolicy",
+    "Release",
     "RunResult",
     "SequentialRunner",
     "StageMessage",
@@ -78,6 +80,8 @@ __all__ = [
     "StageStats",
     "Status",
     "Sync",
+    "Synchronizer",
     "Tombstone",
     "run_sequential",
+    "wait_on",
 ]

@@ -195,32 +195,29 @@ class DynamicBatcher(Generic[Req, Res]):
         _fail(future, error)
         return future
 
+    def try_submit(self, item: Req) -> Future[Res] | None:
+        """Queue one request if there is room now; None (nothing queued) while ``max_pending`` are
+        held or the batcher is closed. For callers that would rather skip an item than wait (a
+        live frame a slow model cannot take in time)."""
+        with self._cond:
+            if len(self._pending) + self._running >= self.max_pending or self._error is not None or self._closed:
+                return None
+            future: Future[Res] = Future()
+            self._pending.append(_Request(item, future, time.monotonic()))
+            self._cond.notify_all()
+            return future
+
     def wait(self, futures: Iterable[Future[Res]], return_when: str = ALL_COMPLETED) -> set[Future[Res]]:
         """Block until ``futures`` are done (or the first one, with FIRST_COMPLETED); returns the
         done ones. While blocked the caller counts as waiting: if every client is, the batch goes.
         A caller stops counting the moment its results are set (not when its thread next runs), so
         the batch after the one it was waiting on waits for it to submit again."""
-        futures = list(futures)
-        first = return_when == FIRST_COMPLETED
-        released = threading.Event()
-        left = [len(futures)]
+        return wait_on((self,), futures, return_when)
 
-        def on_done(_: Future[Any]) -> None:
-            with self._cond:
-                left[0] -= 1
-                if not released.is_set() and (first or left[0] == 0):
-                    self._waiting -= 1
-                    released.set()
-
+    def _waiting_for(self, n: int) -> None:
         with self._cond:
-            if not futures:
-                return set()
-            self._waiting += 1
+            self._waiting += n
             self._cond.notify_all()
-        for future in futures:
-            future.add_done_callback(on_done)
-        released.wait()
-        return {f for f in futures if f.done()}
 
     def map(self, items: Iterable[Req]) -> list[Res]:
         """Submit every item (``items`` may be a generator that loads each one), wait for all,
@@ -306,3 +303,32 @@ class DynamicBatcher(Generic[Req, Res]):
 def _fail(future: Future[Any], error: BaseException | None) -> None:
     if future.set_running_or_notify_cancel():
         future.set_exception(error or BatcherClosed("closed"))
+
+
+def wait_on(batchers: Sequence[DynamicBatcher[Any, Any]], futures: Iterable[Future[Any]],
+            return_when: str = ALL_COMPLETED) -> set[Future[Any]]:
+    """:meth:`DynamicBatcher.wait` for a caller whose results come from several batchers (a frame
+    answered by several models): it counts as waiting on each of them until its results are set."""
+    futures = list(futures)
+    if not futures:
+        return set()
+    first = return_when == FIRST_COMPLETED
+    released = threading.Event()
+    lock = threading.Lock()
+    left = [len(futures)]
+
+    def on_done(_: Future[Any]) -> None:
+        with lock:
+            left[0] -= 1
+            if released.is_set() or not (first or left[0] == 0):
+                return
+            released.set()
+        for batcher in batchers:
+            batcher._waiting_for(-1)
+
+    for batcher in batchers:
+        batcher._waiting_for(1)
+    for future in futures:
+        future.add_done_callback(on_done)
+    released.wait()
+    return {f for f in futures if f.done()}

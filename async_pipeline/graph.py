@@ -17,14 +17,13 @@ runs the same graph one input at a time.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .distribution import Distribution
 from .message import StageMessage
+from .sync import JoinStats, Release, Sync, Synchronizer
 from .worker import BaseStageWorker, as_messages, is_async_worker
 
 #: The key a join matches messages by (a frame's time, an item id).
@@ -44,23 +43,6 @@ class Tombstone:
 
 
 _END = object()
-
-
-@dataclass(frozen=True)
-class Sync:
-    """How a join decides a key can go on (see the module's docstring)."""
-
-    kind: str = "exact"
-    tolerance: float = 0.0
-    wait_all: bool = False
-
-    @classmethod
-    def exact(cls) -> Sync:
-        return cls("exact")
-
-    @classmethod
-    def realtime(cls, tolerance: float, wait_all: bool = False) -> Sync:
-        return cls("realtime", tolerance, wait_all)
 
 
 @dataclass(frozen=True)
@@ -85,19 +67,6 @@ class Join:
     merge: Merge
     sync: Sync = field(default_factory=Sync.exact)
     capacity: int = 64
-
-
-@dataclass
-class JoinStats:
-    waiting: int = 0
-    matched: int = 0
-    partial: int = 0
-    expired: int = 0
-    wait: Distribution = field(default_factory=Distribution)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"waiting": self.waiting, "matched": self.matched, "partial": self.partial, "expired": self.expired,
-                "wait_p50_s": round(self.wait.quantile(0.5), 4), "wait_p95_s": round(self.wait.quantile(0.95), 4)}
 
 
 @dataclass
@@ -148,72 +117,30 @@ def _check(nodes: Sequence[Node], joins: Sequence[Join]) -> dict[str, tuple[str,
 
 
 class _JoinState:
-    """One join's pending keys and its decisions, shared by both runners."""
+    """One join's :class:`~async_pipeline.sync.Synchronizer` and its ``merge``, shared by both runners."""
 
     def __init__(self, join: Join, stats: JoinStats, key: KeyFn) -> None:
-        self.join, self.stats, self.key = join, stats, key
-        self.pending: dict[Any, dict[str, StageMessage[Any] | None]] = {}
-        self.first_seen: dict[Any, float] = {}
-        self.done: set[Any] = set()
-        self.newest: dict[str, Any] = {}
+        self.join, self.key = join, key
+        self.sync: Synchronizer[StageMessage[Any]] = Synchronizer(join.inputs, join.sync, stats)
+
+    @property
+    def pending(self) -> dict[Any, dict[str, StageMessage[Any] | None]]:
+        return self.sync.pending
 
     def offer(self, branch: str, item: StageMessage[Any] | Tombstone) -> list[tuple[Any, StageMessage[Any] | None, str]]:
         """Take one branch's answer; return the keys that go on now: (key, merged or None, how)."""
-        key = item.key if isinstance(item, Tombstone) else self.key(item)
-        if key in self.done or self._late(key):  # an answer after its key went on: ignored
-            return []
-        answers = self.pending.setdefault(key, {})
-        self.first_seen.setdefault(key, time.monotonic())
-        answers[branch] = None if isinstance(item, Tombstone) else item
-        if not isinstance(item, Tombstone):
-            self.newest[branch] = key if branch not in self.newest else max(self.newest[branch], key)
-        ready = []
-        if len(answers) == len(self.join.inputs):
-            ready.append(self._release(key, "matched" if all(a is not None for a in answers.values()) else "partial"))
-        if self.join.sync.kind == "realtime":
-            ready += self._expire()
-        self.stats.waiting = len(self.pending)
-        return ready
-
-    def _horizon(self) -> Any:
-        return max(self.newest.values()) - self.join.sync.tolerance if self.newest else None
-
-    def _late(self, key: Any) -> bool:
-        """Realtime: a key older than the horizon already went on (or never will)."""
-        horizon = self._horizon() if self.join.sync.kind == "realtime" else None
-        return horizon is not None and key < horizon and key not in self.pending
-
-    def _expire(self) -> list[tuple[Any, StageMessage[Any] | None, str]]:
-        horizon = self._horizon()
-        if horizon is None:
-            return []
-        late = sorted(k for k in self.pending if k < horizon)
-        return [self._release(k, "expired" if self.join.sync.wait_all else "partial") for k in late]
-
-    def _release(self, key: Any, how: str) -> tuple[Any, StageMessage[Any] | None, str]:
-        answers = self.pending.pop(key)
-        self.stats.wait.add(time.monotonic() - self.first_seen.pop(key))
-        if self.join.sync.kind == "exact":  # realtime keys past the horizon are known late by their time
-            self.done.add(key)
-        setattr(self.stats, how, getattr(self.stats, how) + 1)
-        if how == "expired":
-            return key, None, how
-        full = {name: answers.get(name) for name in self.join.inputs}
-        return key, self.join.merge(key, full), how
+        if isinstance(item, Tombstone):
+            return self._merged(self.sync.offer(branch, item.key, None))
+        return self._merged(self.sync.offer(branch, self.key(item), item))
 
     def flush(self, ended: set[str] | None = None) -> list[tuple[Any, StageMessage[Any] | None, str]]:
-        """The keys that can no longer be answered in full: those only ``ended`` branches owe (all
-        waiting keys when None, at the end of every input); they go on with what they have (or not)."""
-        how = "expired" if self.join.sync.kind == "realtime" and self.join.sync.wait_all else "partial"
-        stuck = [key for key, answers in self.pending.items()
-                 if ended is None or all(name in answers or name in ended for name in self.join.inputs)]
-        out = [self._release(key, how) for key in stuck]
-        self.stats.waiting = len(self.pending)
-        return out
+        return self._merged(self.sync.flush(ended))
 
     def owing(self) -> set[str]:
-        """Branches that still owe an answer to a waiting key."""
-        return {name for answers in self.pending.values() for name in self.join.inputs if name not in answers}
+        return self.sync.owing()
+
+    def _merged(self, released: list[Release[StageMessage[Any]]]) -> list[tuple[Any, StageMessage[Any] | None, str]]:
+        return [(r.key, None if r.how == "expired" else self.join.merge(r.key, r.answers), r.how) for r in released]
 
 
 class GraphRunner:

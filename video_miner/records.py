@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
@@ -50,14 +51,25 @@ class Detection:
     class_index: int
     conf: float
     xywhn: tuple[float, float, float, float]
+    #: With a ``models:`` list: the model that found it, and for an OCR box the text it read.
+    model: str | None = None
+    text: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {"class": self.label, "class_index": self.class_index, "conf": self.conf, "xywhn": list(self.xywhn)}
+        out: dict[str, Any] = {"class": self.label, "class_index": self.class_index, "conf": self.conf,
+                               "xywhn": list(self.xywhn)}
+        if self.model is not None:  # absent with one model: its manifest stays as it was
+            out["model"] = self.model
+        if self.text is not None:
+            out["text"] = self.text
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Detection:
         x, y, w, h = (float(v) for v in data["xywhn"])
-        return cls(str(data["class"]), int(data["class_index"]), float(data["conf"]), (x, y, w, h))
+        model, text = data.get("model"), data.get("text")
+        return cls(str(data["class"]), int(data["class_index"]), float(data["conf"]), (x, y, w, h),
+                   None if model is None else str(model), None if text is None else str(text)[:1000])
 
 
 @dataclass(frozen=True)
@@ -90,11 +102,22 @@ class Detections(list[Detection]):
     embedding when the detector was asked for one (a :class:`FrameEmbedding` as bytes)."""
 
     embedding: bytes | None = None
+    #: Why a frame whose models found something is not kept (the keep rule failed, a model did not
+    #: answer in time); None: the filter's usual reason.
+    reason: str | None = None
+    #: The embedding for other boxes of the same frame (another model's too), while the detector's
+    #: features of it are at hand (until the frame's models are joined); never stored.
+    repool: Callable[[list[Detection]], bytes] | None = None
+    #: How several models' answers met (``matched``, ``partial``, ``expired``); None with one model.
+    sync: str | None = None
 
     @classmethod
-    def of(cls, boxes: list[Detection], embedding: bytes | None = None) -> Detections:
+    def of(cls, boxes: list[Detection], embedding: bytes | None = None, reason: str | None = None,
+           sync: str | None = None) -> Detections:
         out = cls(boxes)
         out.embedding = embedding
+        out.reason = reason
+        out.sync = sync
         return out
 
 
@@ -163,13 +186,20 @@ class FrameRecord:
     display_size: list[int] | None = None
     #: What the detector's features say it shows (see :class:`Detections`); None when not computed.
     embedding: bytes | None = None
+    #: Which shot of its video it is in (0, 1, ...), with a shots model; None otherwise.
+    shot: int | None = None
+    #: How its models' answers met (see :class:`Detections`); for the live figures, never stored.
+    sync: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {"file": self.file, "t": self.t, "index": self.index, "pixels": self.pixels, "bpp": self.bpp,
+        out = {"file": self.file, "t": self.t, "index": self.index, "pixels": self.pixels, "bpp": self.bpp,
                 "phash": self.phash, "blur": self.blur, "sharpness": self.sharpness, "decision": self.decision,
                 "reason": self.reason, "digest": self.digest, "detections": detections_json(self.detections),
                 "detected": self.detected, "decoded_size": self.decoded_size, "display_size": self.display_size,
                 "embedding": base64.b64encode(self.embedding).decode() if self.embedding else None}
+        if self.shot is not None:
+            out["shot"] = self.shot
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FrameRecord:
@@ -180,7 +210,8 @@ class FrameRecord:
                    reason=data.get("reason"), digest=data.get("digest"),
                    detections=detections_from_json(data.get("detections")), detected=bool(data.get("detected")),
                    decoded_size=data.get("decoded_size"), display_size=data.get("display_size"),
-                   embedding=base64.b64decode(data["embedding"]) if data.get("embedding") else None)
+                   embedding=base64.b64decode(data["embedding"]) if data.get("embedding") else None,
+                   shot=None if data.get("shot") is None else int(data["shot"]))
 
     @property
     def keeps_file(self) -> bool:
@@ -209,13 +240,14 @@ class FrameRow:
     decoded_size: list[int] | None = None
     display_size: list[int] | None = None
     embedding: bytes | None = None
+    shot: int | None = None
 
     @classmethod
     def of(cls, video_id: str, frame: FrameRecord, file: str) -> FrameRow:
         assert frame.decision is not None, "only decided frames are recorded"
         return cls(video_id, frame.index, frame.t, file, frame.phash, frame.blur, frame.detections, frame.decision,
                    frame.reason, frame.pixels, frame.bpp, frame.sharpness, frame.decoded_size, frame.display_size,
-                   frame.embedding)
+                   frame.embedding, frame.shot)
 
     def media_of(self, video: MediaInfo) -> MediaInfo:
         """How this frame was decoded and is shown: its video's, with its own sizes if it has them."""

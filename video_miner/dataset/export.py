@@ -39,6 +39,8 @@ class ExportSummary:
     same_content: int = 0
     #: Frames dedup kept that the budget left out (counted in ``filtered``).
     over_budget: int = 0
+    #: Frames dedup kept past ``extract.per_shot`` in their shot (counted in ``filtered``).
+    over_shot: int = 0
 
 
 def split_of(video_id: str, val_fraction: float) -> str:
@@ -73,12 +75,13 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
     remove_tree(staging)
     splits = _splits(chosen.kept, config.export.val_fraction)
     try:
-        image_paths = write_yolo(staging, output, splits, labels, config.filter.classes)
+        image_paths = write_yolo(staging, output, splits, labels, config.dataset_classes)
         if "coco" in config.export.formats:
-            write_coco(staging, splits, labels, config.filter.classes, image_paths)
+            write_coco(staging, splits, labels, config.dataset_classes, image_paths)
         redactor = Redactor.with_extra(config.secret_params)
-        write_manifest(staging, _manifest(rows, videos, chosen, image_paths, labels, redactor), config.export.manifest)
-        atomic_write_json(staging / PROVENANCE, {"config_hash": config.result_hash(), "classes": config.filter.classes})
+        write_manifest(staging, _manifest(rows, videos, chosen, image_paths, labels, redactor, config.extract.per_shot),
+                   config.export.manifest)
+        atomic_write_json(staging / PROVENANCE, {"config_hash": config.result_hash(), "classes": config.dataset_classes})
         write_embeddings(staging, chosen.pool)
         if chosen.budget is not None:
             atomic_write_json(staging / SELECTION, {"budget": config.select.budget, "picks": chosen.budget.picks,
@@ -95,7 +98,8 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
     return ExportSummary(frames=len(rows), kept=len(chosen.kept), duplicates=duplicates,
                          filtered=len(rows) - len(chosen.kept) - duplicates, detected_at_export=chosen.detected,
                          same_content=len(chosen.same_content),
-                         over_budget=len(chosen.budget.left_out) if chosen.budget else 0)
+                         over_budget=len(chosen.budget.left_out) if chosen.budget else 0,
+                         over_shot=len(chosen.over_shot))
 
 
 def earlier_picks(dataset: Path) -> list[str]:
@@ -124,7 +128,7 @@ def _stays_inside(row: FrameRow) -> bool:
 
 
 def _manifest(rows: list[FrameRow], videos: dict[str, VideoRow], chosen: Selection, image_paths: dict[str, str],
-              labels: dict[str, list[Detection]], redactor: Redactor) -> list[ManifestRecord]:
+              labels: dict[str, list[Detection]], redactor: Redactor, per_shot: int | None) -> list[ManifestRecord]:
     """Inputs are named with their secrets masked (the registry keeps them whole)."""
     reasons = {r.key: r.reason for r in chosen.pool}
     left_out = chosen.budget.left_out if chosen.budget else set()
@@ -140,10 +144,14 @@ def _manifest(rows: list[FrameRow], videos: dict[str, VideoRow], chosen: Selecti
             extra = {"duplicate_by": "content", "similarity": {"picture": same.picture, "objects": same.objects}}
         elif key in chosen.duplicate_of:
             decision, reason = "duplicate", f"duplicate of {chosen.duplicate_of[key]}"
+        elif key in chosen.over_shot:
+            decision, reason = "filtered", f"shot {r.shot} has its extract.per_shot ({per_shot}) frames"
         elif key in left_out:
             decision, reason = "filtered", f"left out by select.budget ({len(image_paths)} frames chosen)"
         else:
             decision, reason = "filtered", reasons.get(key, r.reason)
+        if r.shot is not None:
+            extra["shot"] = r.shot
         records.append(ManifestRecord(
             frame=key, video_id=r.video_id, source=redactor.url(video.input), source_meta=_meta(video, redactor),
             timestamp=r.timestamp,

@@ -7,6 +7,7 @@ matters."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -59,6 +60,8 @@ class Selection:
     #: Duplicates found by content (a subset of ``duplicate_of``).
     same_content: dict[str, SameContent] = field(default_factory=dict)
     budget: Budgeted | None = None
+    #: Frames left out because their shot already had ``extract.per_shot`` kept frames.
+    over_shot: set[str] = field(default_factory=set)
 
 
 def select_frames(registry: Registry, rows: list[FrameRow], order: dict[str, int], config: MinerConfig, output: Path,
@@ -82,7 +85,7 @@ def select_frames(registry: Registry, rows: list[FrameRow], order: dict[str, int
         found = detect([output / pool[i].file for i in nodes])
         for i, dets in zip(nodes, found, strict=True):
             pool[i] = replace(pool[i], detections=dets, decision=Decision.CANDIDATE if dets else Decision.NEGATIVE,
-                              reason=None if dets else config.filter.no_class_reason(),
+                              reason=None if dets else getattr(dets, "reason", None) or config.filter.no_class_reason(),
                               embedding=getattr(dets, "embedding", None))
         registry.update_frames([pool[i] for i in nodes])
         return [bool(d) for d in found]
@@ -103,11 +106,31 @@ def select_frames(registry: Registry, rows: list[FrameRow], order: dict[str, int
                                                               match.objects)
         embeddings = [e for local, e in enumerate(embeddings) if local not in found]
         walk = [i for local, i in enumerate(walk) if local not in found]
+    over_shot: set[str] = set()
+    if config.extract.per_shot is not None:
+        capped = _per_shot([pool[i] for i in walk], config.extract.per_shot)
+        over_shot = {pool[walk[local]].key for local in capped}
+        embeddings = [e for local, e in enumerate(embeddings) if local not in capped]
+        walk = [i for local, i in enumerate(walk) if local not in capped]
     budgeted = _budget(config, [pool[i] for i in walk], embeddings, earlier_picks)
-    left_out = budgeted.left_out if budgeted else set()
+    left_out = (budgeted.left_out if budgeted else set()) | over_shot
     kept = [pool[i] for i in np.flatnonzero(dup_of == KEPT).tolist() if pool[i].key not in left_out]
     duplicate_of = {pool[i].key: pool[d].key for i, d in enumerate(dup_of.tolist()) if d >= 0}
-    return Selection(pool, kept, duplicate_of, len(detected), same_content, budgeted)
+    return Selection(pool, kept, duplicate_of, len(detected), same_content, budgeted, over_shot)
+
+
+def _per_shot(walk: list[FrameRow], cap: int) -> set[int]:
+    """Positions in ``walk`` (kept frames, most preferred first) past the first ``cap`` of their
+    shot; frames of no known shot (live, animated images) are never capped."""
+    seen: Counter[tuple[str, int]] = Counter()
+    over = set()
+    for local, row in enumerate(walk):
+        if row.shot is None:
+            continue
+        seen[(row.video_id, row.shot)] += 1
+        if seen[(row.video_id, row.shot)] > cap:
+            over.add(local)
+    return over
 
 
 def _embedding(row: FrameRow) -> FrameEmbedding | None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ALL_COMPLETED, Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,8 @@ class DetectorSpec:
     trust_model: bool = False
     #: Also pool the backbone's features into an embedding per frame and per box (:mod:`.embed`).
     embed: bool = False
+    #: With ``embed``: leave each result a ``repool`` for other models' boxes (:class:`ModelGraph`).
+    repool: bool = False
 
 
 def _reopen_session(model: Any, threads: int, features: tuple[bytes, list[str]] | None) -> tuple[bool, FeatureTap | None]:
@@ -268,12 +271,26 @@ class Detector:
                 dets.append(Detection(self.model_names[int(cls)], self.dataset_index[int(cls)], round(float(conf), 4),
                                       (x, y, w, h)))
                 kept.append((bx, by, bw, bh))
-            embedding = None
-            if features is not None and dets:
+            found = Detections.of(dets)
+            if features is not None:
                 height, width = result.orig_shape
-                embedding = pool(features[0], features[1], (width, height), kept).to_bytes()
-            out.append(Detections.of(dets, embedding))
+                if dets:
+                    found.embedding = pool(features[0], features[1], (width, height), kept).to_bytes()
+                if self.spec.repool:
+                    found.repool = partial(_repool, features, (left, top, right, bottom), image.size,
+                                           (width, height))
+            out.append(found)
         return out
+
+
+def _repool(features: Features, inside: tuple[int, int, int, int], size: tuple[int, int], shape: tuple[int, int],
+            boxes: list[Detection]) -> bytes:
+    """The embedding of a frame with ``boxes`` (whole-image terms; another model's too) from the
+    features of the picture ``inside`` its bars."""
+    (left, top, right, bottom), (width, height) = inside, size
+    sx, sy, ox, oy = (right - left) / width, (bottom - top) / height, left / width, top / height
+    inner = [((d.xywhn[0] - ox) / sx, (d.xywhn[1] - oy) / sy, d.xywhn[2] / sx, d.xywhn[3] / sy) for d in boxes]
+    return pool(features[0], features[1], shape, inner).to_bytes()
 
 
 class SharedDetector:
@@ -293,8 +310,26 @@ class SharedDetector:
     def batch_size(self) -> int:
         return self.detector.batch_size
 
+    @property
+    def batchers(self) -> tuple[DynamicBatcher[Image.Image, Detections], ...]:
+        return (self.batcher,)
+
     def warm_up(self) -> None:
         self.detector.warm_up()
+
+    def submit(self, image: Image.Image, key: tuple[str, float], live: bool = False) -> Future[Detections]:
+        """One frame to the batcher (``key`` and ``live`` matter only to several models)."""
+        return self.batcher.submit(image)
+
+    def wait(self, futures: Iterable[Future[Detections]], return_when: str = ALL_COMPLETED) -> set[Future[Detections]]:
+        return self.batcher.wait(futures, return_when)
+
+    def __enter__(self) -> SharedDetector:
+        self.batcher.__enter__()
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        self.batcher.__exit__(kind, exc, tb)
 
 
 #: A detector over image files: the detections of each, in order.

@@ -8,17 +8,37 @@ the run's shared detector, whose batcher fills each batch with frames of every v
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 from PIL import Image
 
+from async_pipeline import DynamicBatcher
+
 from ..dataset.priority import PriorityKey, frame_priority
 from ..records import Decision, FrameRecord
-from .detector import SharedDetector
 from .hints import DetectionCache, Detections, KeptHints
+
+
+class FrameModels(Protocol):
+    """What answers a frame: the lone detector (:class:`~.detector.SharedDetector`) or several
+    models joined per frame (:class:`~.model_graph.ModelGraph`)."""
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def batchers(self) -> tuple[DynamicBatcher[Image.Image, Detections], ...]: ...
+
+    def warm_up(self) -> None: ...
+
+    def submit(self, image: Image.Image, key: tuple[str, float], live: bool = False) -> Future[Detections]: ...
+
+    def wait(self, futures: Iterable[Future[Detections]], return_when: str = ...) -> set[Future[Detections]]: ...
 
 #: What a frame's byte-identical twins waiting on it hear when it was deferred: whether they are
 #: too depends on their own priority (a twin may be more preferred), so each decides again.
@@ -41,9 +61,11 @@ class Ticket:
 class FrameJudge:
     """The filter's decision for one frame, shared by the file and the live filter stages."""
 
-    def __init__(self, detector: SharedDetector, detections: DetectionCache, hints: KeptHints | None,
-                 no_class_reason: str) -> None:
+    def __init__(self, detector: FrameModels, detections: DetectionCache, hints: KeptHints | None,
+                 no_class_reason: str, live: bool = False) -> None:
         self.detector = detector
+        #: Live frames: several models meet them with the realtime synchronizer.
+        self.live = live
         self.detections = detections
         self.hints = hints
         #: What a frame without the classes is told (``FilterConfig.no_class_reason``).
@@ -59,9 +81,9 @@ class FrameJudge:
         claim, owner = self.detections.claim(frame.digest)
         if not owner:  # a byte-identical frame was detected, or is in a batch now
             return Ticket(frame, claim, image=image, twin=True)
-        return self._route(Ticket(frame, claim, claim, image), frame_priority(frame, order, video_id))
+        return self._route(Ticket(frame, claim, claim, image), frame_priority(frame, order, video_id), video_id)
 
-    def _route(self, ticket: Ticket, key: PriorityKey) -> Ticket | None:
+    def _route(self, ticket: Ticket, key: PriorityKey, video_id: str) -> Ticket | None:
         """Defer the frame, make it wait on a blocker, or send it to the detector."""
         frame, claim, hints = ticket.frame, ticket.claim, self.hints
         assert claim is not None and ticket.image is not None and frame.digest is not None
@@ -71,7 +93,7 @@ class FrameJudge:
         if hints is not None and (blocker := hints.blocker(frame.phash, key)) is not None:
             return Ticket(frame, blocker, claim, ticket.image)
         frame.detected = True
-        request = self._submit(ticket.image)
+        request = self._submit(ticket.image, (video_id, frame.t))
         # Twins in other workers wait on the claim: it is settled whatever happens.
         request.add_done_callback(partial(self.detections.settle, frame.digest, claim))
         if hints is not None:
@@ -88,7 +110,7 @@ class FrameJudge:
             if shown:
                 self._defer(frame, ticket.claim)
                 return None
-            return self._route(Ticket(frame, ticket.claim, ticket.claim, ticket.image), key)
+            return self._route(Ticket(frame, ticket.claim, ticket.claim, ticket.image), key, video_id)
         dets = ticket.future.result()
         if dets is DEFERRED and ticket.twin and ticket.image is not None:
             # Its twin was deferred for a near frame more preferred than that twin; this frame may
@@ -98,16 +120,17 @@ class FrameJudge:
         # Only the run's Detector attaches embeddings; any other detector returns plain lists.
         frame.embedding = getattr(dets, "embedding", None)
         frame.decision = Decision.CANDIDATE if dets else Decision.NEGATIVE
+        frame.sync = getattr(dets, "sync", None)
         if not dets:
-            frame.reason = self.no_class_reason
+            frame.reason = getattr(dets, "reason", None) or self.no_class_reason
         elif self.hints is not None:
             self.hints.add(frame.phash, key)
         return None
 
-    def _submit(self, path: Path) -> Future[Detections]:
+    def _submit(self, path: Path, key: tuple[str, float]) -> Future[Detections]:
         try:
             with Image.open(path) as im:
-                return self.detector.batcher.submit(im.convert("RGB"))
+                return self.detector.submit(im.convert("RGB"), key, self.live)
         except Exception as exc:  # an unreadable frame fails its video, as the detector's error would
             failed: Future[Detections] = Future()
             failed.set_exception(exc)

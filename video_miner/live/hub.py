@@ -202,11 +202,13 @@ class LiveHub:
                 stats.add(frames_dropped=1)
             self.discard(msg)
 
-    def decided(self, frame: LiveFrame, candidate: bool) -> None:
-        """A frame's decision is made: latency from its capture to now."""
+    def decided(self, frame: LiveFrame, candidate: bool, sync: str | None = None) -> None:
+        """A frame's decision is made: latency from its capture to now; with several models, whether
+        it went on without a slow model's answer (partial) or was dropped for it (expired)."""
         stats = self.stats.get(frame.source_id)
         if stats is not None:
-            stats.add(frames_decided=1, candidates=int(candidate))
+            stats.add(frames_decided=1, candidates=int(candidate), frames_partial=int(sync == "partial"),
+                      frames_expired=int(sync == "expired"))
             stats.latency.add(time.time() - frame.captured_at)
 
     def cleanup(self) -> None:

@@ -29,6 +29,9 @@ class LiveStats:
     #: Packets the decoder could not use (joined mid-stream before a keyframe, damage in transit).
     frames_corrupt: int = 0
     candidates: int = 0
+    #: With several models: decided without a slow model's answer, or dropped waiting for it.
+    frames_partial: int = 0
+    frames_expired: int = 0
     reconnects: int = 0
     gap_seconds: float = 0.0
     error: str | None = None
@@ -44,7 +47,8 @@ class LiveStats:
         with self._lock:
             return LiveSnapshot(self.source, self.state, self.frames_captured, self.frames_sampled, self.frames_filtered,
                                 self.frames_dropped, self.frames_decided, self.frames_corrupt, self.candidates,
-                                self.reconnects, round(self.gap_seconds, 3), round(self.latency.quantile(0.5), 4),
+                                self.frames_partial, self.frames_expired, self.reconnects, round(self.gap_seconds, 3),
+                                round(self.latency.quantile(0.5), 4),
                                 round(self.latency.quantile(0.95), 4), round(self.latency.max, 4),
                                 self.redactor.text(self.error) if self.error else None)
 
@@ -62,6 +66,8 @@ class LiveSnapshot:
     frames_decided: int
     frames_corrupt: int
     candidates: int
+    frames_partial: int
+    frames_expired: int
     reconnects: int
     gap_seconds: float
     latency_p50_s: float

@@ -63,6 +63,26 @@ def open_media(path: Path) -> Any:
         raise CorruptMedia(f"{path.name}: cannot open ({exc})") from exc
 
 
+def every_frame_small(path: Path, size: tuple[int, int], threads: int) -> Iterator[tuple[float, np.ndarray]]:
+    """Every frame of ``path``'s video track (the one the extract stage decodes) as (seconds from
+    the file's start, RGB picture of ``size``): what a model of whole videos (shot boundaries) reads.
+    Animated images have no shots: nothing."""
+    with open_media(path) as container:
+        stream = pick_video_stream(container)
+        if stream is None or is_image_container(container):
+            return
+        for other in container.streams:
+            if other is not stream:
+                other.discard = av.stream.Discard.all
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        start = timeline_start(container, stream)
+        clock = BestEffortClock()
+        for decoded, frame in enumerate(container.decode(stream)):
+            t = _frame_time(frame, start, float(stream.average_rate or 25), decoded, clock)
+            yield t, frame.to_ndarray(width=size[0], height=size[1], format="rgb24")
+
+
 def bits_per_pixel(container: Any, stream: Any, path: Path | None = None) -> float:
     """The stream's bits per pixel per frame: how hard it was compressed (0 when unknown)."""
     ctx = stream.codec_context

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -38,6 +38,15 @@ HINTS = {
               "filter.static_max_diff)",
     "collect": "check the output disk's speed",
 }
+
+
+class ModelsView(Protocol):
+    """What metrics read of several models (:class:`~video_miner.detect.model_graph.ModelGraph`)."""
+
+    @property
+    def batchers(self) -> tuple[DynamicBatcher[Any, Any], ...]: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
 
 
 class _LiveCollector(Collector):
@@ -83,6 +92,30 @@ class _LiveCollector(Collector):
             videos.add_metric([state], n)
         yield videos
         yield from _live_families(m.live())
+        if m.models is not None:
+            yield from _model_families(m.models.snapshot())
+
+
+def _model_families(snap: dict[str, Any]) -> Iterator[Any]:
+    """Several models: each model's frames by outcome, each join's keys and waits."""
+    frames = CounterMetricFamily(f"{PREFIX}_model_frames", "Frames per model: answered (calls), spared by a cascade "
+                                 "(skipped), no room for (busy, live), failed", labels=["model", "outcome"])
+    for model, counts in snap["models"].items():
+        for outcome in ("calls", "skipped", "busy", "failed"):
+            frames.add_metric([model, outcome], counts[outcome])
+    yield frames
+    keys = CounterMetricFamily(f"{PREFIX}_join_keys", "Frames a join sent on: every model answered (matched), "
+                               "without some (partial), dropped waiting (expired)", labels=["join", "how"])
+    waiting = GaugeMetricFamily(f"{PREFIX}_join_waiting", "Frames a join holds for a model's answer", labels=["join"])
+    wait = GaugeMetricFamily(f"{PREFIX}_join_wait_seconds", "Time from a frame's first answer to its last",
+                             labels=["join", "quantile"])
+    for join, stats in snap["joins"].items():
+        for how in ("matched", "partial", "expired"):
+            keys.add_metric([join, how], stats[how])
+        waiting.add_metric([join], stats["waiting"])
+        wait.add_metric([join, "0.5"], stats["wait_p50_s"])
+        wait.add_metric([join, "0.95"], stats["wait_p95_s"])
+    yield from (keys, waiting, wait)
 
 
 def _live_families(live: dict[str, LiveSnapshot]) -> Iterator[Any]:
@@ -95,6 +128,8 @@ def _live_families(live: dict[str, LiveSnapshot]) -> Iterator[Any]:
         ("live_frames_filtered", "frames_filtered", "Sampled frames the prefilters dropped"),
         ("live_frames_dropped", "frames_dropped", "Frames live.queue_policy threw away: the detector was behind"),
         ("live_frames_decided", "frames_decided", "Frames the filter decided"),
+        ("live_frames_partial", "frames_partial", "Frames decided without a slow model's answer (several models)"),
+        ("live_frames_expired", "frames_expired", "Frames dropped waiting for a slow model (live.wait_all)"),
         ("live_reconnects", "reconnects", "Times the source came back after dropping"),
     ):
         c = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["source"])
@@ -193,6 +228,8 @@ class RunMetrics:
     started_at: float = field(default_factory=time.monotonic)
     #: The shared detector's batcher (local engines): batch sizes, waits, throughput.
     detector: DynamicBatcher[Any, Any] | None = None
+    #: Several models (a ``models:`` list): their counts, joins and batchers.
+    models: ModelsView | None = None
     _video_started: dict[str, float] = field(default_factory=dict)
     _durations: dict[str, Distribution] = field(default_factory=dict)
     #: Videos per registry state, refreshed as videos finish (scrapes never touch the database).
@@ -315,6 +352,10 @@ class RunMetrics:
         data: dict[str, Any] = {"stages": stages, "totals": totals, "bottleneck": bottleneck}
         if self.detector is not None:
             data["detector"] = detector_report(self.detector, wall)
+        if self.models is not None:
+            data["models"] = self.models.snapshot()
+            for batcher in self.models.batchers:
+                data["models"]["models"][batcher.name]["batches"] = detector_report(batcher, wall)
         data["timeline"] = self.timeline.points()
         return data
 

@@ -114,13 +114,17 @@ def live_table(live: dict[str, LiveSnapshot]) -> Table | None:
     if not live:
         return None
     table = Table(title="live sources", expand=False)
-    for col in ("source", "state", "got", "sampl", "drop", "done", "p50 s", "p95 s"):
+    # Several models: frames decided without a slow one's answer, or dropped waiting for it.
+    joined = any(s.frames_partial or s.frames_expired for s in live.values())
+    columns = ("source", "state", "got", "sampl", "drop", "done", *(("part", "exp") if joined else ()), "p50 s", "p95 s")
+    for col in columns:
         table.add_column(col, justify="left" if col in ("source", "state") else "right")
     for source, s in live.items():
+        sync = (str(s.frames_partial), str(s.frames_expired)) if joined else ()
         # Text, not a string: a source's name is never read as markup.
         table.add_row(Text(printable(source)[-24:]), s.state, str(s.frames_captured), str(s.frames_sampled),
-                      str(s.frames_dropped),
-                      str(s.frames_decided), f"{s.latency_p50_s:.2f}", f"{s.latency_p95_s:.2f}")
+                      str(s.frames_dropped), str(s.frames_decided), *sync, f"{s.latency_p50_s:.2f}",
+                      f"{s.latency_p95_s:.2f}")
     return table
 
 
@@ -142,7 +146,8 @@ def one_line(view: RunView) -> str:
     flight = " ".join(f"{stage}:{item[:20]}:{done / total:.0%}" for stage, item, done, total, _ in _in_flight(snapshot)
                       if total)
     live = " ".join(f"live[{printable(source)[-20:]} {s.state} got{s.frames_captured} drop{s.frames_dropped} "
-                    f"p95 {s.latency_p95_s:.2f}s]" for source, s in view.live().items())
+                    + (f"part{s.frames_partial} exp{s.frames_expired} " if s.frames_partial or s.frames_expired else "")
+                    + f"p95 {s.latency_p95_s:.2f}s]" for source, s in view.live().items())
     return " | ".join(part for part in (stages, flight, live, footer(view, snapshot)) if part)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..store.files import atomic_write_bytes
 
@@ -90,10 +91,27 @@ def render_tables(console: Console, data: dict[str, Any]) -> None:
             "frames/s (run / busy)": f"{d['frames_per_s']:.1f} / {d['requests_per_busy_s']:.1f}",
             "busy": f"{d['busy_fraction']:.0%}",
         }))
+    if data.get("models"):
+        models = data["models"]
+        table = Table(title=f"models (keep: {models['keep']})", title_justify="left")
+        for heading in ("model", "kind", "after", "calls", "skipped", "busy", "failed", "batch p50", "frames/s busy"):
+            table.add_column(heading, justify="left" if heading in ("model", "kind", "after") else "right", no_wrap=True)
+        for name, m in models["models"].items():
+            b = m.get("batches") or {}
+            table.add_row(Text(name), m["kind"], Text(m["after"] or "-"), str(m["calls"]), str(m["skipped"]),
+                          str(m["busy"]), str(m["failed"]), str(b.get("batch_size_p50", "-")),
+                          f"{b.get('requests_per_busy_s', 0.0):.1f}")
+        console.print(table)
+        for name, j in models["joins"].items():
+            if j["matched"] or j["partial"] or j["expired"]:
+                console.print(_key_value(f"join: {name}", {
+                    "matched / partial / expired": f"{j['matched']} / {j['partial']} / {j['expired']}",
+                    "waiting": j["waiting"], "wait p50 / p95 s": f"{j['wait_p50_s']:.3f} / {j['wait_p95_s']:.3f}"}))
     for source, s in (data.get("live") or {}).items():
         console.print(_key_value(f"live: {source}", {
             "state": s["state"], "frames received / sampled": f"{s['frames_captured']} / {s['frames_sampled']}",
             "filtered / dropped / decided": f"{s['frames_filtered']} / {s['frames_dropped']} / {s['frames_decided']}",
+            "partial / expired (several models)": f"{s.get('frames_partial', 0)} / {s.get('frames_expired', 0)}",
             "latency p50 / p95 / max s": f"{s['latency_p50_s']:.2f} / {s['latency_p95_s']:.2f} / {s['latency_max_s']:.2f}",
             "reconnects (gap s)": f"{s['reconnects']} ({s['gap_seconds']:.1f})",
         }))

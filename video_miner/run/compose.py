@@ -8,6 +8,7 @@ import sqlite3
 import time
 
 from ..detect.detector import Detector, FilesDetector, detector_spec, on_files
+from ..detect.model_graph import ModelGraph
 from ..inputs.listing import Source, expand_sources, read_input_lines
 from ..observe.metrics import RunEnd, RunMetrics
 from ..observe.publish import Publisher
@@ -34,7 +35,8 @@ def mine(request: RunRequest, display: DisplayFactory | None = None, metrics: Ru
     metrics = metrics or RunMetrics()
     # Before anything is loaded or written: a second run on the same folder stops here at once.
     with OutputLock(config.output_dir, request.command, Redactor.with_extra(config.secret_params)):
-        detector = Detector(detector_spec(config))  # a bad model or unknown class fails before any download
+        # A bad model or an unknown class fails here, before any download.
+        detector = ModelGraph(config) if config.models else Detector(detector_spec(config))
         labeller = _label_model(request)
         registry = prepare_output(config, request.fresh)
         ctx = MiningContext(StageEnv.of(config, config.output_dir), registry)
@@ -53,7 +55,7 @@ def mine(request: RunRequest, display: DisplayFactory | None = None, metrics: Ru
             registry.close()
 
 
-def _run(request: RunRequest, ctx: MiningContext, sources: list[Source], detector: Detector,
+def _run(request: RunRequest, ctx: MiningContext, sources: list[Source], detector: Detector | ModelGraph,
          labeller: FilesDetector | None, metrics: RunMetrics, display: DisplayFactory | None, started: float
          ) -> MiningReport:
     """The stages on the engine the request chose, then the export and the report."""
@@ -91,9 +93,10 @@ def _interrupted(ctx: MiningContext) -> RunEnd:
                   success=False)
 
 
-def _engine(request: RunRequest, ctx: MiningContext, detector: Detector, metrics: RunMetrics) -> Engine:
+def _engine(request: RunRequest, ctx: MiningContext, detector: Detector | ModelGraph, metrics: RunMetrics) -> Engine:
     """The one place the engine is chosen."""
     if request.engine == "ray":
+        assert isinstance(detector, Detector), "check_request refuses models: on Ray"
         from .ray_engine import RayEngine
 
         return RayEngine(ctx, detector, request.ray_address)

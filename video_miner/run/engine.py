@@ -14,6 +14,8 @@ from types import TracebackType
 from async_pipeline import QueuePolicy, StageSpec
 
 from ..detect.detector import Detector, FilesDetector, SharedDetector, on_files, shared_on_files
+from ..detect.judge import FrameModels
+from ..detect.model_graph import ModelGraph, graph_files
 from ..errors import ConfigError
 from ..live.hub import LiveHub
 from ..observe.metrics import RunMetrics
@@ -32,10 +34,11 @@ class Engine(ABC):
 
     #: Runs one video at a time, without queues (no live sources or watched folders then).
     sequential = False
-    #: The run's shared detector, where the stages run in this process (live frames use it too).
-    shared: SharedDetector | None = None
+    #: The run's shared detector (or its models, joined per frame), where the stages run in this
+    #: process (live frames use it too).
+    shared: SharedDetector | ModelGraph | None = None
 
-    def __init__(self, ctx: MiningContext, detector: Detector) -> None:
+    def __init__(self, ctx: MiningContext, detector: Detector | None) -> None:
         self.ctx = ctx
         self.detector = detector
 
@@ -55,28 +58,39 @@ class Engine(ABC):
 
     def detect_files(self) -> FilesDetector:
         """The filter's model over image files: the export detects the deferred frames it still needs."""
+        assert self.detector is not None
         return on_files(self.detector)
 
 
 class LocalEngine(Engine):
-    def __init__(self, ctx: MiningContext, detector: Detector, metrics: RunMetrics, sequential: bool = False) -> None:
-        super().__init__(ctx, detector)
+    def __init__(self, ctx: MiningContext, detector: Detector | ModelGraph, metrics: RunMetrics,
+                 sequential: bool = False) -> None:
+        if isinstance(detector, ModelGraph):
+            super().__init__(ctx, None)
+            self.shared = detector
+            metrics.models = detector
+        else:
+            super().__init__(ctx, detector)
+            self.shared = SharedDetector(detector, ctx.config.filter.max_wait_ms / 1000, on_batch=metrics.on_batch)
+            metrics.detector = self.shared.batcher
         self.sequential = sequential
-        self.shared = SharedDetector(detector, ctx.config.filter.max_wait_ms / 1000, on_batch=metrics.on_batch)
-        metrics.detector = self.shared.batcher
+
+    @property
+    def models(self) -> FrameModels:
+        assert self.shared is not None
+        return self.shared
 
     def __enter__(self) -> LocalEngine:
         assert self.shared is not None
-        self.shared.batcher.__enter__()
+        self.shared.__enter__()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         assert self.shared is not None
-        self.shared.batcher.__exit__(kind, exc, tb)
+        self.shared.__exit__(kind, exc, tb)
 
     def file_stages(self) -> list[StageSpec]:
-        ctx, shared = self.ctx, self.shared
-        assert shared is not None
+        ctx, shared = self.ctx, self.models
         env, p = ctx.env, ctx.config.pipeline
         # Two batches' worth of videos: one batch runs while the next fills.
         filters = p.filter_workers or 2 * shared.batch_size
@@ -86,21 +100,22 @@ class LocalEngine(Engine):
             StageSpec("extract", lambda: LocalStage(ctx, ExtractStage(env)), workers=p.extract_workers,
                       queue_size=p.queue_size),
             StageSpec("filter", lambda: LocalStage(ctx, FilterStage(env, shared)), workers=filters,
-                      queue_size=p.queue_size, batchers=(shared.batcher,)),
+                      queue_size=p.queue_size, batchers=shared.batchers),
             StageSpec("collect", lambda: LocalStage(ctx, CollectStage(env)), workers=1, queue_size=p.queue_size),
         ]
 
     def live_stages(self, hub: LiveHub) -> list[StageSpec]:
-        ctx, shared, live = self.ctx, self.shared, self.ctx.config.live
-        assert shared is not None
+        ctx, shared, live = self.ctx, self.models, self.ctx.config.live
         return [
             StageSpec(LIVE_STAGES[0], lambda: LiveFilterStage(ctx, shared, hub),
                       workers=live.workers or 2 * shared.batch_size, queue_size=live.queue_size,
-                      queue_policy=QueuePolicy(live.queue_policy), batchers=(shared.batcher,)),
+                      queue_policy=QueuePolicy(live.queue_policy), batchers=shared.batchers),
             StageSpec(LIVE_STAGES[1], lambda: LiveCollectStage(ctx), workers=1, queue_size=live.queue_size),
         ]
 
     def detect_files(self) -> FilesDetector:
-        # The filter's own model: the export's frames join the batches of whatever is in flight.
+        # The filter's own model(s): the export's frames join the batches of whatever is in flight.
+        if isinstance(self.shared, ModelGraph):
+            return graph_files(self.shared)
         assert self.shared is not None
         return shared_on_files(self.shared)

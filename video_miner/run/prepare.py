@@ -25,6 +25,9 @@ def check_request(request: RunRequest, sources: list[Source]) -> None:
     if open_ended and request.engine == "ray":
         raise ConfigError("live sources and --watch run on the local engine for now: drop --engine ray "
                           "(or mine the streams' recordings on the cluster)")
+    if config.models and request.engine == "ray":
+        raise ConfigError("models: several models per frame run on the local engine only: drop --engine ray "
+                          "(or keep one model, in filter:)")
     if open_ended and request.engine == "sequential":
         raise ConfigError("live sources and --watch need the stage pipeline: drop --sequential")
     if request.duration_s is not None and request.duration_s <= 0:

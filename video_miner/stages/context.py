@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import MinerConfig
+from ..detect.detector import resolve_device
 from ..detect.hints import DetectionCache, KeptHints, hints_for
+from ..detect.shots import ShotDetector
 from ..download.host_gate import HostGate
 from ..errors import LiveUnsupported, MinerError, disk_full
 from ..media.same_content import SameContent
@@ -64,9 +66,15 @@ class StageEnv:
     same_content: SameContent[Path] = field(default_factory=SameContent)
     #: Politeness per host for the downloads of this process.
     hosts: HostGate = field(init=False)
+    #: Where each video's shots start (a ``kind: shots`` model), loaded on first use.
+    shots: ShotDetector | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.hints = self.hints or hints_for(self.config)
+        shots = self.config.shots_model
+        self.shots = None if shots is None else ShotDetector(
+            shots.name, 0.5 if shots.conf is None else shots.conf, resolve_device(shots.device or
+                                                                                   self.config.filter.device))
         download = self.config.download
         self.hosts = HostGate(download.max_per_host, download.sleep_s, backoff_s=max(1.0, download.backoff_s))
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from async_pipeline import StageOutput
 
-from ..media.decode import Extraction, extract_frames
+from ..detect.shots import SIZE, shot_of
+from ..media.decode import Extraction, every_frame_small, extract_frames
 from ..media.prefilter import Prefilter
 from ..records import State, VideoRow, VideoUpdate
 from ..store.files import link_or_copy, remove_tree
@@ -65,6 +66,10 @@ class ExtractStage(MinerStage):
         try:
             result = extract_frames(path, out_dir, video_id, self.env.config.extract, self.decoder_threads,
                                     Prefilter(self.env.config.filter), progress)
+            if self.env.shots is not None:
+                starts = self.env.shots.shot_starts(every_frame_small(path, SIZE, self.decoder_threads))
+                for frame in result.frames:
+                    frame.shot = shot_of(starts, frame.t)
             write_index(out_dir, result.index(video_id))
             done = out_dir
             return result

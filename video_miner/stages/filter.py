@@ -2,8 +2,9 @@
 
 Each frame goes to the :class:`~video_miner.detect.judge.FrameJudge`, which reuses a byte-identical
 twin's detections, defers a near-duplicate of a more preferred frame with the classes, or sends it
-to the run's shared detector (:class:`~video_miner.detect.detector.SharedDetector`), whose batcher
-fills each batch with frames of every video in flight (and holds at most two batches' worth, so a
+to the run's shared detector (:class:`~video_miner.detect.detector.SharedDetector`; several models:
+:class:`~video_miner.detect.model_graph.ModelGraph`), whose batcher fills each batch with frames of
+every video in flight (and holds at most two batches' worth, so a
 worker loading frames faster than the model works waits for room). A worker decides each frame as
 soon as its batch is back, so those detections can defer its later frames. ``filter.json``
 commits the decisions.
@@ -16,9 +17,8 @@ from pathlib import Path
 
 from async_pipeline import StageOutput
 
-from ..detect.detector import SharedDetector
 from ..detect.hints import Detections
-from ..detect.judge import FrameJudge, Ticket
+from ..detect.judge import FrameJudge, FrameModels, Ticket
 from ..records import Decision, FrameRecord, State, VideoRow, VideoUpdate
 from ..store.layout import RESULT, read_index, write_result
 from .base import Message, MinerStage, Progress
@@ -29,7 +29,7 @@ from .context import StageEnv
 class FilterStage(MinerStage):
     name = "filter"
 
-    def __init__(self, env: StageEnv, detector: SharedDetector) -> None:
+    def __init__(self, env: StageEnv, detector: FrameModels) -> None:
         super().__init__(env)
         self.detector = detector
         self.judge = FrameJudge(detector, env.detections, env.hints, env.config.filter.no_class_reason())
@@ -78,7 +78,7 @@ class FilterStage(MinerStage):
             wait_for(self.judge.start(frame, frames_dir / frame.file, order, video_id))
             settle({f for f in outstanding if f.done()})
         while outstanding:
-            settle(self.detector.batcher.wait(outstanding, FIRST_COMPLETED))
+            settle(self.detector.wait(outstanding, FIRST_COMPLETED))
         if errors:
             raise errors[0]
         return frames

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from async_pipeline import BaseStageWorker, StageMessage, StageOutput
 
-from ..detect.detector import SharedDetector
-from ..detect.judge import FrameJudge
+from ..detect.judge import FrameJudge, FrameModels
 from ..live.hub import LiveHub
 from ..records import Decision, LiveFrame
 from .context import MiningContext
@@ -17,10 +16,10 @@ from .context import MiningContext
 class LiveFilterStage(BaseStageWorker):
     thread_safe = True
 
-    def __init__(self, ctx: MiningContext, detector: SharedDetector, hub: LiveHub) -> None:
+    def __init__(self, ctx: MiningContext, detector: FrameModels, hub: LiveHub) -> None:
         self.ctx, self.detector, self.hub = ctx, detector, hub
         env = ctx.env
-        self.judge = FrameJudge(detector, env.detections, env.hints, env.config.filter.no_class_reason())
+        self.judge = FrameJudge(detector, env.detections, env.hints, env.config.filter.no_class_reason(), live=True)
 
     def setup(self) -> None:
         self.detector.warm_up()
@@ -31,9 +30,9 @@ class LiveFilterStage(BaseStageWorker):
         frame = live.frame
         ticket = self.judge.start(frame, msg.input_path, live.order, live.video_id)
         while ticket is not None:
-            self.detector.batcher.wait([ticket.future])
+            self.detector.wait([ticket.future])
             ticket = self.judge.finish(ticket, live.order, live.video_id)
-        self.hub.decided(live, frame.decision == Decision.CANDIDATE)
+        self.hub.decided(live, frame.decision == Decision.CANDIDATE, frame.sync)
         self.ctx.counters.add(frames_to_detector=int(frame.detected),
                               frames_candidates=int(frame.decision == Decision.CANDIDATE),
                               frames_deferred=int(frame.decision == Decision.DEFERRED))

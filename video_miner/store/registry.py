@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS frames (
     sharpness REAL NOT NULL DEFAULT 0,
     sizes_json TEXT,
     embedding BLOB,
+    shot INTEGER,
     PRIMARY KEY (video_id, frame_index)
 );
 """
@@ -84,9 +85,10 @@ MIGRATIONS = (
     ("frames", "bpp", "REAL NOT NULL DEFAULT 0"),
     ("frames", "sharpness", "REAL NOT NULL DEFAULT 0"),
     ("frames", "embedding", "BLOB"),
+    ("frames", "shot", "INTEGER"),
 )
 FRAME_COLUMNS = ("video_id", "frame_index", "timestamp", "file", "phash", "blur", "detections", "decision", "reason",
-                 "pixels", "bpp", "sharpness", "sizes_json", "embedding")
+                 "pixels", "bpp", "sharpness", "sizes_json", "embedding", "shot")
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ def _frame_values(f: FrameRow) -> tuple[Any, ...]:
     sizes = None if f.decoded_size is None and f.display_size is None else json.dumps([f.decoded_size, f.display_size])
     return (f.video_id, f.frame_index, f.timestamp, f.file, _to_signed(f.phash), _finite(f.blur),
             json.dumps(detections_json(f.detections)), f.decision.value, f.reason, f.pixels, _finite(f.bpp),
-            _finite(f.sharpness), sizes, f.embedding)
+            _finite(f.sharpness), sizes, f.embedding, f.shot)
 
 
 def _finite(value: float) -> float:
@@ -127,7 +129,7 @@ def _frame_row(r: sqlite3.Row) -> FrameRow:
     decoded, display = json.loads(r["sizes_json"]) if r["sizes_json"] else (None, None)
     return FrameRow(r["video_id"], r["frame_index"], r["timestamp"], r["file"], _to_unsigned(r["phash"]), r["blur"],
                     detections_from_json(json.loads(r["detections"])), Decision(r["decision"]), r["reason"],
-                    r["pixels"], r["bpp"], r["sharpness"], decoded, display, r["embedding"])
+                    r["pixels"], r["bpp"], r["sharpness"], decoded, display, r["embedding"], r["shot"])
 
 
 def _video_row(r: sqlite3.Row) -> VideoRow:

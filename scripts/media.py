@@ -142,10 +142,11 @@ def _write_frames(path: Path, frames: Any, fps: int, size: tuple[int, int]) -> N
 PLATE, SIGN = "KA51 MN 2024", "EXIT 12"
 
 
-def make_plates_clip(path: Path, seconds: float = 2.0, fps: int = 5) -> Path:
-    """Three scenes of ``seconds`` each, for a detector + OCR cascade: a bus with a number plate
-    (white, black text: ``PLATE``) drawn on it; people on a pitch (no vehicle, no text); shapes with
-    a sign (``SIGN``) and no vehicle. A little noise per frame keeps frames from being identical."""
+def make_plates_clip(path: Path, seconds: float = 2.0, fps: int = 5, plates: tuple[str, ...] = (PLATE,)) -> Path:
+    """Scenes of ``seconds`` each, for a detector + OCR cascade: a bus with a number plate (white,
+    black text) drawn on it, one scene per plate of ``plates``; people on a pitch (no vehicle, no
+    text); shapes with a sign (``SIGN``) and no vehicle. A little noise per frame keeps frames from
+    being identical."""
     import random
 
     import numpy as np
@@ -157,9 +158,13 @@ def make_plates_clip(path: Path, seconds: float = 2.0, fps: int = 5) -> Path:
     font = ImageFont.load_default(size=30)
     with Image.open(assets / "bus.jpg") as photo:
         bus = photo.convert("RGB").crop((0, 200, 810, 810)).resize(size)
-    draw = ImageDraw.Draw(bus)
-    draw.rectangle((250, 330, 470, 372), fill="white", outline="black")
-    draw.text((258, 334), PLATE, fill="black", font=font)
+    buses = []
+    for plate in plates:
+        scene = bus.copy()
+        draw = ImageDraw.Draw(scene)
+        draw.rectangle((250, 330, 470, 372), fill="white", outline="black")
+        draw.text((258, 334), plate, fill="black", font=font)
+        buses.append(scene)
     with Image.open(assets / "zidane.jpg") as photo:
         pitch = photo.convert("RGB").resize(size)
     sign = Image.fromarray(_clip_frame(7, size, [], 0.0))
@@ -169,7 +174,7 @@ def make_plates_clip(path: Path, seconds: float = 2.0, fps: int = 5) -> Path:
     rng = random.Random(0)
 
     def frames() -> Any:
-        for scene in (bus, pitch, sign):
+        for scene in (*buses, pitch, sign):
             base = np.asarray(scene, dtype=np.int16)
             for _ in range(round(seconds * fps)):
                 noise = np.array([rng.randrange(-3, 4) for _ in range(3)], dtype=np.int16)

@@ -167,3 +167,35 @@ def test_graphs_refuse_cycles_and_nodes_with_two_inputs() -> None:
         GraphRunner([Node("s", source), Node("a", source, ("b",)), Node("b", source, ("a",))])
     with pytest.raises(ValueError, match="put a join before it"):
         GraphRunner([Node("s", source), Node("a", source, ("s",)), Node("b", source, ("s", "a"))])
+
+
+@FAST
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 30), st.booleans()), max_size=120),
+       st.sampled_from(["exact", "realtime"]), st.integers(0, 5), st.booleans())
+def test_a_synchronizer_releases_each_key_at_most_once_whatever_the_order(
+        offers: list[tuple[str, int, bool]], kind: str, tolerance: int, wait_all: bool) -> None:
+    """The synchronizer alone, as the miner's model graph drives it from several threads (under a
+    lock): answers in any order, repeated, some branches dropping keys (None)."""
+    from async_pipeline import Synchronizer
+
+    sync: Synchronizer[int] = Synchronizer(["a", "b", "c"], Sync.exact() if kind == "exact" else
+                                           Sync.realtime(tolerance, wait_all))
+    released: list[Any] = []
+    answered: dict[int, set[str]] = {}
+    for branch, key, present in offers:
+        if branch in answered.get(key, set()):
+            continue  # a branch answers a key once
+        answered.setdefault(key, set()).add(branch)
+        for r in sync.offer(branch, key, key if present else None):
+            released.append(r.key)
+            assert set(r.answers) == {"a", "b", "c"}
+            assert r.how in ("matched", "partial", "expired")
+            if r.how == "matched":
+                assert all(v == r.key for v in r.answers.values())
+    released += [r.key for r in sync.flush()]
+    assert len(released) == len(set(released)), "a key left twice"
+    assert not sync.pending and sync.stats.waiting == 0
+    stats = sync.stats
+    assert stats.matched + stats.partial + stats.expired == len(released)
+    if kind == "exact":
+        assert set(released) == set(answered), "every key some branch answered goes on"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,9 @@ def test_a_detector_then_ocr_cascade_keeps_vehicles_with_readable_text(plates_cl
     for r in by_scene[2]:  # the sign is never read: no vehicle, so the OCR did not run
         assert r["decision"] == "filtered" and "plates: not run: vehicles found nothing" in r["reason"], r
         assert SIGN not in json.dumps(r)
+    from video_miner.dataset.gallery import write_gallery
+
+    assert PLATE.replace(" ", "") in write_gallery(out).read_text()  # shown on its box
     names = (out / "dataset" / "data.yaml").read_text()
     assert "0: bus" in names and "1: person" in names and "2: text" in names
     label_lines = [line.split() for p in (out / "dataset" / "labels").rglob("*.txt") for line in p.read_text().splitlines()]
@@ -174,6 +178,27 @@ def test_a_detector_then_ocr_cascade_keeps_vehicles_with_readable_text(plates_cl
     assert vehicles["calls"] + vehicles["skipped"] <= decided and plates["skipped"] >= len(by_scene[2])
     assert plates["calls"] + plates["skipped"] == vehicles["calls"], metrics
     assert metrics["joins"]["frames"]["matched"] == vehicles["calls"] and metrics["joins"]["frames"]["waiting"] == 0
+
+
+def test_the_same_bus_with_another_plate_is_other_content(tmp_path: Path) -> None:
+    """pHash sees one picture (a plate is a small part of it): with an OCR beside a detector the
+    content pass alone decides, and text read surely in one frame must be read in the other."""
+    clip = make_plates_clip(tmp_path / "two.mp4", plates=(PLATE, "MH12 AB 3456"))
+    out = tmp_path / "out"
+    run([str(clip)], out, **PLATES)
+    rows = manifest(out)
+    read = {d["text"].replace(" ", "") for r in rows if r["decision"] == "kept" for d in r["detections"]
+            if d.get("text")}
+    assert {PLATE.replace(" ", ""), "MH12AB3456"} <= read, read
+    same = [r for r in rows if r.get("duplicate_by") == "content"]
+    assert same and all(r["timestamp"] // 2 == float(r["duplicate_of"].rsplit("@", 1)[1]) // 2 for r in same), same
+
+
+def test_the_sequential_engine_runs_the_same_models_to_the_same_dataset(plates_clip: Path, tmp_path: Path) -> None:
+    run([str(plates_clip)], tmp_path / "async", **PLATES)
+    run([str(plates_clip)], tmp_path / "sequential", engine="sequential", **PLATES)
+    staged, one_by_one = dataset_files(tmp_path / "async" / "dataset"), dataset_files(tmp_path / "sequential" / "dataset")
+    assert staged and staged == one_by_one
 
 
 def test_one_detector_in_a_models_list_gives_the_same_dataset_as_filter_alone(plates_clip: Path, tmp_path: Path) -> None:
@@ -208,6 +233,14 @@ def test_shots_give_each_frame_its_shot_and_per_shot_caps_the_kept_frames(tmp_pa
     assert {s: sum(r["decision"] == "kept" for r in rows if r["shot"] == s) for s in range(3)} == {0: 1, 1: 1, 2: 1}
     over = [r for r in rows if r["reason"] and "extract.per_shot (1)" in r["reason"]]
     assert len(over) == sum(kept_per_shot.values()) - 3 and capped.export.over_shot == len(over)
+    # A registry rebuilt from the dataset (repair) knows each frame's shot again.
+    from video_miner.store.repair import repair
+
+    (out / "registry.sqlite").unlink()
+    repair(out)
+    with sqlite3.connect(out / "registry.sqlite") as db:
+        shots = dict(db.execute("SELECT timestamp, shot FROM frames WHERE decision != 'filtered'").fetchall())
+    assert shots and all(shots[r["timestamp"]] == r["shot"] for r in rows if r["timestamp"] in shots)
 
 
 def test_the_example_configs_load_and_plates_yaml_keeps_the_bus_with_its_plate(plates_clip: Path, tmp_path: Path
@@ -217,6 +250,7 @@ def test_the_example_configs_load_and_plates_yaml_keeps_the_bus_with_its_plate(p
 
     from video_miner.cli import app
     from video_miner.config import load_config
+    from video_miner.observe.doctor import check_model
     from video_miner.observe.metrics import RunMetrics
     from video_miner.run.compose import mine
 
@@ -226,6 +260,9 @@ def test_the_example_configs_load_and_plates_yaml_keeps_the_bus_with_its_plate(p
     config = load_config(ROOT / "configs" / "plates.yaml", {
         "output": str(out), "filter.model": str(MODEL), "filter.static_max_diff": -1,
         "export.formats": ["yolo", "coco"]})
+    checks = {c.name: c for c in check_model(config)}
+    assert checks["model vehicles"].status == "ok" and "car, truck, bus, motorcycle" in checks["model vehicles"].detail
+    assert checks["model plates"].status == "ok" and "after vehicles" in checks["model plates"].detail
     metrics = RunMetrics()
     report = mine(RunRequest([str(plates_clip)], config), metrics=metrics)
     assert not report.failures

@@ -259,3 +259,12 @@ def test_hand_edited_sidecars_are_read_defensively(tmp_path: Path) -> None:
     for junk in ("[1, 2]", '{"picks": "a@1.000"}', "{", '{"picks": [1, "a@1.000", null]}'):
         (tmp_path / "selection.json").write_text(junk)
         assert earlier_picks(tmp_path) == ([] if "null" not in junk else ["a@1.000"])
+
+
+def test_frames_whose_sure_text_differs_are_never_the_same_content() -> None:
+    from video_miner.dataset.semantic import sure_texts, texts_agree
+
+    plate, other = sure_texts([("KA51 MN 2024", 0.99), ("x", 0.99), ("blurred", 0.5)]), sure_texts([("MH12AB3456", 0.98)])
+    assert plate == ["KA51MN2024"] and texts_agree(plate, sure_texts([("ka51mn 2024", 0.95)]))
+    assert texts_agree(plate, sure_texts([("KA51MN2O24", 0.95)]))  # one letter misread: the same plate
+    assert not texts_agree(plate, other) and not texts_agree(plate, []) and texts_agree([], [])

@@ -209,11 +209,11 @@ def test_a_deferred_twin_does_not_defer_a_more_preferred_twin(tmp_path: Path, fi
     env = StageEnv.of(load_config(None, {"output": str(tmp_path), "dedup.semantic": False}), tmp_path)
     requests: list[Future[list[Detection]]] = []
 
-    def submit(image: Image.Image) -> Future[list[Detection]]:
+    def submit(image: Image.Image, key: tuple[str, float], live: bool = False) -> Future[list[Detection]]:
         requests.append(Future())
         return requests[-1]
 
-    detector = SimpleNamespace(batcher=SimpleNamespace(submit=submit))
+    detector = SimpleNamespace(submit=submit)
     judge = FrameJudge(detector, env.detections, env.hints, "none")  # type: ignore[arg-type]
     image = tmp_path / "frame.jpg"
     Image.new("RGB", (64, 36)).save(image)

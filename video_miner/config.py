@@ -469,6 +469,16 @@ class MinerConfig(_Section):
         return self
 
     @property
+    def phash_radius(self) -> int:
+        """The pHash pass's radius, -1 for none. Text is a small part of a picture: frames of one
+        bus with two plates have equal pHashes. So where an OCR reads frames and a detector gives
+        embeddings, the content pass alone decides, the strings read included."""
+        if not self.dedup.enabled:
+            return -1
+        reads = any(m.kind == "ocr" for m in self.models) and any(m.kind == "detector" for m in self.models)
+        return -1 if reads and self.dedup.semantic else self.dedup.phash_bits
+
+    @property
     def frame_models(self) -> list[ModelConfig]:
         """The models that answer each frame (detectors and OCR), in the config's order."""
         return [m for m in self.models if m.kind != "shots"]

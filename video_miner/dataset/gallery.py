@@ -39,7 +39,9 @@ def gallery_data(output: Path, rows: list[ManifestRecord], redactor: Redactor = 
         if r.video_id not in videos:
             videos[r.video_id] = len(video_rows)
             video_rows.append([r.video_id, redactor.url(r.source)])  # manifests of older releases kept secrets
-        boxes = [[class_index[d.label], d.conf, *[round(v, 5) for v in d.xywhn]] for d in r.detections]
+        # An OCR box carries the text read (shown as text, never as markup: it is untrusted).
+        boxes = [[class_index[d.label], d.conf, *[round(v, 5) for v in d.xywhn], *([d.text] if d.text else [])]
+                 for d in r.detections]
         frames.append([videos[r.video_id], round(r.timestamp, 3), DECISIONS.index(r.decision),
                        _image(output, candidates, r), boxes, index.get(r.duplicate_of or "", -1), r.reason or "",
                        _likeness(r)])
@@ -172,10 +174,10 @@ function shot(i, f) {
   const box = el("div", {class: "shot"});
   if (f[3]) box.append(el("img", {src: f[3], loading: "lazy", alt: label(f)}));
   f[4].forEach((b, k) => {
-    const [c, conf, x, y, w, h] = b;
+    const [c, conf, x, y, w, h, text] = b;
     const s = el("div", {class: "box", "data-frame": String(i), "data-box": String(k),
       style: `left:${(x - w / 2) * 100}%;top:${(y - h / 2) * 100}%;width:${w * 100}%;height:${h * 100}%`});
-    s.append(el("span", {text: D.classes[c] + " " + conf.toFixed(2)}));
+    s.append(el("span", {text: D.classes[c] + (text === undefined ? "" : " \u201c" + text + "\u201d") + " " + conf.toFixed(2)}));
     box.append(s);
   });
   return box;

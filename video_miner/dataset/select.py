@@ -20,7 +20,7 @@ from ..store.registry import Registry
 from .budget import BudgetRule, choose
 from .dedup import KEPT, NO, UNKNOWN, YES, select_distinct
 from .priority import row_priority
-from .semantic import Vectors, content_duplicates
+from .semantic import Vectors, content_duplicates, sure_texts
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def select_frames(registry: Registry, rows: list[FrameRow], order: dict[str, int
         registry.update_frames([pool[i] for i in nodes])
         return [bool(d) for d in found]
 
-    threshold = config.dedup.phash_bits if config.dedup.enabled else -1
+    threshold = config.phash_radius
     dup_of = select_distinct(hashes, np.array(priority, dtype=np.int64), threshold, eligible, resolve,
                              batch=detect_batch)
     walk = [i for i in priority if dup_of[i] == KEPT]
@@ -98,8 +98,10 @@ def select_frames(registry: Registry, rows: list[FrameRow], order: dict[str, int
     same_content: dict[str, SameContent] = {}
     if config.dedup.enabled and config.dedup.semantic and walk:
         labels = [[d.label for d in pool[i].detections] for i in walk]
+        # Text read counts: the same bus with another plate is other content.
+        texts = [sure_texts([(d.text, d.conf) for d in pool[i].detections if d.text is not None]) for i in walk]
         found = content_duplicates(embeddings, labels, list(range(len(walk))), config.dedup.picture_similarity,
-                                   config.dedup.object_similarity)
+                                   config.dedup.object_similarity, texts if any(texts) else None)
         for local, match in found.items():
             dup_of[walk[local]] = walk[match.of]
             same_content[pool[walk[local]].key] = SameContent(pool[walk[match.of]].key, match.picture,

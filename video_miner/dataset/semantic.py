@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 
 import numpy as np
 
@@ -119,10 +120,38 @@ def objects_match(a: np.ndarray, labels_a: Sequence[str], b: np.ndarray, labels_
     return worst
 
 
+#: Text read with at least this score takes part in comparing frames (OCR's unsure reads vary with
+#: a frame's noise), when it has at least ``MIN_TEXT`` letters or digits.
+SURE_TEXT, MIN_TEXT = 0.9, 3
+#: Two strings are one text read twice at this similarity (difflib's ratio) or more.
+SAME_TEXT = 0.8
+
+
+def sure_texts(texts: Sequence[tuple[str, float]]) -> list[str]:
+    """The strings of a frame's text boxes worth comparing: sure ones, letters and digits only."""
+    out = []
+    for text, score in texts:
+        kept = "".join(ch for ch in text.upper() if ch.isalnum())
+        if score >= SURE_TEXT and len(kept) >= MIN_TEXT:
+            out.append(kept)
+    return out
+
+
+def texts_agree(a: Sequence[str], b: Sequence[str]) -> bool:
+    """Whether every sure string of each frame was read, nearly alike, in the other (the same bus
+    with another plate is other content)."""
+    def covered(xs: Sequence[str], ys: Sequence[str]) -> bool:
+        return all(any(x == y or SequenceMatcher(None, x, y).ratio() >= SAME_TEXT for y in ys) for x in xs)
+
+    return covered(a, b) and covered(b, a)
+
+
 def content_duplicates(embeddings: Sequence[FrameEmbedding | None], labels: Sequence[Sequence[str]],
-                       walk: Sequence[int], picture_min: float, objects_min: float) -> dict[int, Match]:
+                       walk: Sequence[int], picture_min: float, objects_min: float,
+                       texts: Sequence[Sequence[str]] | None = None) -> dict[int, Match]:
     """The frames of ``walk`` (indices, most preferred first) that duplicate a more preferred kept
-    one. Frames without an embedding (a registry restored from a manifest) are never duplicates here."""
+    one; with ``texts`` (each frame's :func:`sure_texts`), only where they agree. Frames without an
+    embedding (a registry restored from a manifest) are never duplicates here."""
     vectors = Vectors.of(embeddings)
     near = neighbours(vectors.whole, picture_min)
     position = {node: pos for pos, node in enumerate(walk)}
@@ -132,6 +161,8 @@ def content_duplicates(embeddings: Sequence[FrameEmbedding | None], labels: Sequ
         if vectors.present[node]:
             earlier = sorted((j for j in near[node].tolist() if j in kept), key=position.__getitem__)
             for j in earlier:
+                if texts is not None and not texts_agree(texts[node], texts[j]):
+                    continue
                 score = objects_match(vectors.boxes[node], labels[node], vectors.boxes[j], labels[j])
                 if score >= objects_min:
                     found[node] = Match(j, round(float(vectors.whole[node] @ vectors.whole[j]), 4), round(score, 4))

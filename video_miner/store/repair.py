@@ -128,11 +128,13 @@ def _restored_frame(layout: OutputLayout, video_id: str, r: ManifestRecord, embe
     else:
         file = name
     width, height = r.media.display_size or [0, 0]
+    shot = r.extra.get("shot")
     return FrameRow(video_id, r.frame_index, r.timestamp, file, r.phash, r.blur,
                     r.detections if decision == Decision.CANDIDATE else [], decision,
                     None if decision in (Decision.CANDIDATE, Decision.DEFERRED) else r.reason,
                     width * height, r.media.bpp or 0.0, r.sharpness,
-                    embedding=embedding if decision == Decision.CANDIDATE else None)
+                    embedding=embedding if decision == Decision.CANDIDATE else None,
+                    shot=shot if isinstance(shot, int) and not isinstance(shot, bool) and shot >= 0 else None)
 
 
 def _restore_unfinished(registry: Registry, output: Path, done: set[str], refused: list[str]) -> dict[str, int]:

@@ -16,9 +16,9 @@ from PIL import Image
 
 from scripts.media import PLATE, SIGN, join_videos, make_plates_clip
 from video_miner.config import MinerConfig
-from video_miner.detect.keep import KeepError, parse_keep
 from video_miner.errors import ConfigError
 from video_miner.inputs.listing import expand_sources
+from video_miner.keep import KeepError, parse_keep
 from video_miner.records import Detection
 from video_miner.run.prepare import check_request
 from video_miner.run.request import RunRequest
@@ -287,3 +287,23 @@ def test_the_example_configs_load_and_plates_yaml_keeps_the_bus_with_its_plate(p
     categories = [c["name"] for c in json.loads((out / "dataset" / "annotations" / "instances_train.json").read_text())
                   ["categories"]]
     assert categories == ["car", "truck", "bus", "motorcycle", "text"]
+
+
+def test_the_live_table_shows_partial_and_expired_frames_per_source() -> None:
+    from rich.console import Console
+
+    from video_miner.live.stats import LiveStats
+    from video_miner.observe.progress import live_table
+
+    quiet, joined = LiveStats("rtsp://cam1/stream"), LiveStats("rtsp://cam2/stream")
+    quiet.add(frames_captured=10, frames_decided=10)
+    joined.add(frames_captured=10, frames_decided=9, frames_partial=4, frames_expired=2)
+    console = Console(width=160, record=True)
+    console.print(live_table({"cam1": quiet.snapshot()}))
+    assert "part" not in console.export_text()  # one model: no such columns
+    console.print(live_table({"cam1": quiet.snapshot(), "cam2": joined.snapshot()}))
+    lines = console.export_text().splitlines()
+    header = next(line for line in lines if "part" in line)
+    assert "exp" in header
+    row = [cell for cell in next(line for line in lines if "cam2" in line).split() if cell != "│"]
+    assert row[-4:-2] == ["4", "2"], row

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .keep import parse_keep
 
 #: Model used when neither the config, ``--model`` nor this environment variable names one.
 MODEL_ENV = "VIDEO_MINER_MODEL"
@@ -441,8 +442,6 @@ class MinerConfig(_Section):
 
     @model_validator(mode="after")
     def _models(self) -> MinerConfig:
-        from .detect.keep import parse_keep
-
         seen: dict[str, ModelConfig] = {}
         for model in self.models:
             if model.name in seen:

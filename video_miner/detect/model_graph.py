@@ -34,9 +34,9 @@ from async_pipeline import DynamicBatcher, JoinStats, Release, Sync, Synchronize
 
 from ..config import MinerConfig, ModelConfig
 from ..errors import ConfigError, ModelError
+from ..keep import KeepRule, any_of, parse_keep
 from ..records import Detection, Detections
 from .detector import Detector, DetectorSpec, resolve_device
-from .keep import KeepRule, any_of, parse_keep
 from .ocr import TextReader
 
 #: A model's batch function: one result (or the exception for that image alone) per image.

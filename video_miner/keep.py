@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from ..records import Detection
+from .records import Detection
 
 _TOKEN = re.compile(r"\s*(?:(?P<open>\()|(?P<close>\))|'(?P<sq>[^']+)'|\"(?P<dq>[^\"]+)\"|(?P<word>[A-Za-z0-9_.\-]+))")
 _WORDS = {"and", "or", "not", "inside"}

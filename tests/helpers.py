@@ -20,6 +20,8 @@ def make_config(output: Path, **overrides: Any) -> MinerConfig:
         "download.backoff_s": 0.05,
     }
     base.update(overrides)
+    if base.get("models"):  # each model lists its own classes
+        base.pop("filter.classes", None)
     return load_config(None, base)
 
 

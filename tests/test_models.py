@@ -82,6 +82,8 @@ def test_a_bad_keep_rule_is_refused_saying_where(text: str, says: str) -> None:
     ({"models": [{"name": "a", "kind": "ocr", "classes": ["x"]}]}, "classes are for detectors"),
     ({"models": [{"name": "s", "kind": "shots"}]}, "at least one detector or OCR"),
     ({"keep": "person"}, "keep: needs a models: list"),
+    ({"models": [{"name": "a", "classes": ["car"]}], "filter": {"classes": ["person"]}}, "each detector there lists"),
+    ({"models": [{"name": "a", "classes": ["car"]}], "label": {"model": "big.pt"}}, "add that model to the list"),
     ({"extract": {"per_shot": 2}}, "extract.per_shot: needs a model of kind shots"),
     ({"models": [{"name": "../x", "classes": ["car"]}]}, "name"),
 ])
@@ -307,3 +309,17 @@ def test_the_live_table_shows_partial_and_expired_frames_per_source() -> None:
     assert "exp" in header
     row = [cell for cell in next(line for line in lines if "cam2" in line).split() if cell != "│"]
     assert row[-4:-2] == ["4", "2"], row
+
+
+def test_a_model_that_fails_on_a_frame_fails_its_video_saying_which_model(plates_clip: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from video_miner.detect.ocr import TextReader
+    from video_miner.errors import ModelError
+
+    def broken(self: TextReader, images: list[Image.Image]) -> list[BaseException]:
+        return [ModelError(f"OCR failed with {self.name!r}: RuntimeError: bad tensor") for _ in images]
+
+    monkeypatch.setattr(TextReader, "read_each", broken)
+    report = run([str(plates_clip)], tmp_path / "out", **PLATES)
+    assert len(report.failures) == 1
+    assert "OCR failed with 'plates'" in report.failures[0].message, report.failures[0]

@@ -454,6 +454,12 @@ class MinerConfig(_Section):
                 if model.kind == "shots":
                     raise ValueError(f"models.{model.name}.after: a shots model sees whole videos, not frames")
             seen[model.name] = model
+        if self.models and "classes" in self.filter.model_fields_set:
+            raise ValueError("filter.classes (or --classes): not used with a models: list; each detector there "
+                             "lists its classes")
+        if self.models and self.label.model:
+            raise ValueError("label.model: relabels with one model's classes; with a models: list, add that model "
+                             "to the list as a detector instead")
         if self.models and not self.frame_models:
             raise ValueError("models: list at least one detector or OCR (a shots model alone keeps no frame)")
         if sum(m.kind == "shots" for m in self.models) > 1:

@@ -252,7 +252,7 @@ class ModelGraph:
             if not sync.pending and not frame.live:
                 del self._syncs[key[0]]  # exact: no answer comes after its frame went on
         for done, release in decided:
-            for request in done.requests.values():
+            for request in list(done.requests.values()):
                 request.cancel()  # a slow model's queued work for a frame that went on: skipped
             done.result.set_result(self._decide(release))
 
@@ -272,7 +272,7 @@ class ModelGraph:
                 sync.first_seen.pop(key[1], None)
                 sync.done.add(key[1])
         if frame is not None:
-            for request in frame.requests.values():
+            for request in list(frame.requests.values()):
                 request.cancel()
             frame.result.set_exception(exc)
 

@@ -92,6 +92,17 @@ def finish(thread: threading.Thread, result: dict[str, Any], timeout: float = 20
     return result["report"]
 
 
+def slowed(monkeypatch: pytest.MonkeyPatch, cls: type, method: str, seconds_per_image: float) -> None:
+    """A test-only wrapper: ``cls.method`` (a model's batch call) takes this long per image first."""
+    real = getattr(cls, method)
+
+    def slow(self: Any, images: list[Any]) -> Any:
+        time.sleep(seconds_per_image * len(images))
+        return real(self, images)
+
+    monkeypatch.setattr(cls, method, slow)
+
+
 def live_metrics(out: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((out / "metrics.json").read_text())["live"]
     return data
@@ -215,13 +226,7 @@ def test_a_slow_detector_drops_frames_counted_per_source_with_bounded_latency(
         ffmpeg: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str) -> None:
     from video_miner.detect.detector import Detector
 
-    real = Detector.detect_each
-
-    def slow(self: Detector, images: list[Any]) -> Any:
-        time.sleep(0.4 * len(images))
-        return real(self, images)
-
-    monkeypatch.setattr(Detector, "detect_each", slow)
+    slowed(monkeypatch, Detector, "detect_each", 0.4)
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     thread, result = mine_in_thread([url], tmp_path / "out", **{
@@ -254,13 +259,7 @@ def test_a_slow_model_beside_a_fast_one_never_holds_a_live_stream_back(
     waiting for it (expired), counted per source; the OCR takes only the frames it has room for."""
     from video_miner.detect.ocr import TextReader
 
-    real = TextReader.read_each
-
-    def slow(self: TextReader, images: list[Any]) -> Any:
-        time.sleep(1.0 * len(images))
-        return real(self, images)
-
-    monkeypatch.setattr(TextReader, "read_each", slow)
+    slowed(monkeypatch, TextReader, "read_each", 1.0)
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     out = tmp_path / "out"

@@ -323,3 +323,25 @@ def test_a_model_that_fails_on_a_frame_fails_its_video_saying_which_model(plates
     report = run([str(plates_clip)], tmp_path / "out", **PLATES)
     assert len(report.failures) == 1
     assert "OCR failed with 'plates'" in report.failures[0].message, report.failures[0]
+
+
+def test_an_animated_image_has_no_shots_so_per_shot_never_caps_it(tmp_path: Path) -> None:
+    import ultralytics
+    from PIL import ImageDraw
+
+    photo = Image.open(Path(ultralytics.__file__).parent / "assets" / "zidane.jpg").convert("RGB").resize((640, 360))
+    frames = []
+    for i in range(8):
+        frame = photo.copy()
+        ImageDraw.Draw(frame).rectangle((10 + 60 * i, 10, 60 + 60 * i, 40), fill="red")
+        frames.append(frame)
+    gif = tmp_path / "anim.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=500, loop=0)
+    out = tmp_path / "out"
+    report = run([str(gif)], out, **{"models": [{"name": "coco", "classes": ["person"]}, {"name": "cuts", "kind": "shots"}],
+                                     "extract.per_shot": 1, "filter.max_blur": 1, "filter.static_max_diff": -1,
+                                     "dedup.enabled": False})
+    assert not report.failures
+    rows = manifest(out)
+    assert rows and all("shot" not in r for r in rows)
+    assert sum(r["decision"] == "kept" for r in rows) > 1, [r["reason"] for r in rows]

@@ -67,9 +67,10 @@ class ExtractStage(MinerStage):
             result = extract_frames(path, out_dir, video_id, self.env.config.extract, self.decoder_threads,
                                     Prefilter(self.env.config.filter), progress)
             if self.env.shots is not None:
+                # Animated images have no shots to find (none starts): their frames stay uncapped.
                 starts = self.env.shots.shot_starts(every_frame_small(path, SIZE, self.decoder_threads))
                 for frame in result.frames:
-                    frame.shot = shot_of(starts, frame.t)
+                    frame.shot = shot_of(starts, frame.t) if starts else None
             write_index(out_dir, result.index(video_id))
             done = out_dir
             return result

@@ -7,6 +7,7 @@ hand-off works against S3: what a worker fetches, what it uploads, what the driv
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +46,9 @@ def s3_url() -> Iterator[str]:
 def test_worker_and_driver_exchange_files_over_s3(s3_url: str, tmp_path: Path) -> None:
     output = tmp_path / "out"  # the driver's output folder
     storage = SharedStorage(s3_url, output)
+    # The scratch folder is named by URL and output: a run long ago with the same tmp path (pytest
+    # numbers them from 0 again once /tmp/pytest-of-* is cleared) may have left one.
+    shutil.rmtree(storage.scratch, ignore_errors=True)
 
     # A download worker wrote a video in its scratch copy of the output folder.
     video = storage.scratch / "work" / "videos" / "v1" / "clip.mp4"
@@ -84,6 +88,7 @@ def test_worker_and_driver_exchange_files_over_s3(s3_url: str, tmp_path: Path) -
     assert not fs.exists(storage.remote("work/frames/v1"))
     storage.remove(published.input_path)  # type: ignore[arg-type]
     assert not fs.exists(storage.remote("work/videos/v1/clip.mp4"))
+    shutil.rmtree(storage.scratch)
 
 
 def test_unknown_or_uninstalled_protocol_is_a_config_error() -> None:

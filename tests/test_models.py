@@ -345,3 +345,25 @@ def test_an_animated_image_has_no_shots_so_per_shot_never_caps_it(tmp_path: Path
     rows = manifest(out)
     assert rows and all("shot" not in r for r in rows)
     assert sum(r["decision"] == "kept" for r in rows) > 1, [r["reason"] for r in rows]
+
+
+def test_the_exports_deferred_frames_go_through_every_model(plates_clip: Path, tmp_path: Path) -> None:
+    """What the export calls for deferred frames: image files through the whole graph, in order."""
+    import av
+
+    from video_miner.detect.detector import shared_on_files
+    from video_miner.detect.model_graph import ModelGraph
+
+    paths = []
+    with av.open(str(plates_clip)) as c:
+        for i, frame in enumerate(c.decode(video=0)):
+            if i in (0, 12, 25):  # the bus with its plate, the pitch, the sign
+                paths.append(tmp_path / f"{i}.jpg")
+                frame.to_image().save(paths[-1])
+    with ModelGraph(make_config(tmp_path / "out", **PLATES)) as graph:
+        bus, pitch, sign = shared_on_files(graph)(paths)
+    assert any(d.text and d.text.replace(" ", "") == PLATE.replace(" ", "") and d.model == "plates" for d in bus)
+    assert any(d.label == "bus" and d.model == "vehicles" for d in bus)
+    assert pitch == [] and "keep 'bus and text' does not hold" in (pitch.reason or "")
+    assert sign == [] and "plates: not run: vehicles found nothing" in (sign.reason or "")
+    assert graph.snapshot()["joins"]["frames"]["matched"] == 3

@@ -106,19 +106,24 @@ def select_frames(registry: Registry, rows: list[FrameRow], order: dict[str, int
             dup_of[walk[local]] = walk[match.of]
             same_content[pool[walk[local]].key] = SameContent(pool[walk[match.of]].key, match.picture,
                                                               match.objects)
-        embeddings = [e for local, e in enumerate(embeddings) if local not in found]
-        walk = [i for local, i in enumerate(walk) if local not in found]
+        walk, embeddings = _without(set(found), walk, embeddings)
     over_shot: set[str] = set()
     if config.extract.per_shot is not None:
         capped = _per_shot([pool[i] for i in walk], config.extract.per_shot)
         over_shot = {pool[walk[local]].key for local in capped}
-        embeddings = [e for local, e in enumerate(embeddings) if local not in capped]
-        walk = [i for local, i in enumerate(walk) if local not in capped]
+        walk, embeddings = _without(capped, walk, embeddings)
     budgeted = _budget(config, [pool[i] for i in walk], embeddings, earlier_picks)
     left_out = (budgeted.left_out if budgeted else set()) | over_shot
     kept = [pool[i] for i in np.flatnonzero(dup_of == KEPT).tolist() if pool[i].key not in left_out]
     duplicate_of = {pool[i].key: pool[d].key for i, d in enumerate(dup_of.tolist()) if d >= 0}
     return Selection(pool, kept, duplicate_of, len(detected), same_content, budgeted, over_shot)
+
+
+def _without(positions: set[int], walk: list[int], embeddings: list[FrameEmbedding | None]
+             ) -> tuple[list[int], list[FrameEmbedding | None]]:
+    """The walk and its embeddings without the frames at ``positions`` (now duplicates, or capped)."""
+    return ([i for local, i in enumerate(walk) if local not in positions],
+            [e for local, e in enumerate(embeddings) if local not in positions])
 
 
 def _per_shot(walk: list[FrameRow], cap: int) -> set[int]:

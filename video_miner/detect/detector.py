@@ -10,7 +10,7 @@ from concurrent.futures import ALL_COMPLETED, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -23,6 +23,9 @@ from ..media.quality import content_box
 from ..records import Detection, Detections
 from .embed import Features, FeatureTap, TorchTap, pool, with_feature_outputs
 from .model_file import check_model_file
+
+if TYPE_CHECKING:
+    from .model_graph import ModelGraph
 
 #: Detector batch size when the config leaves it to the device: a GPU takes many images at once.
 GPU_BATCH, CPU_BATCH = 32, 8
@@ -324,6 +327,9 @@ class SharedDetector:
     def wait(self, futures: Iterable[Future[Detections]], return_when: str = ALL_COMPLETED) -> set[Future[Detections]]:
         return self.batcher.wait(futures, return_when)
 
+    def map(self, images: Iterable[Image.Image]) -> list[Detections]:
+        return self.batcher.map(images)
+
     def __enter__(self) -> SharedDetector:
         self.batcher.__enter__()
         return self
@@ -354,15 +360,17 @@ def on_files(detector: Detector) -> FilesDetector:
     return label
 
 
-def shared_on_files(shared: SharedDetector) -> FilesDetector:
-    """The shared detector over image files: the export's few deferred frames join the batches of
-    whatever else is in flight (live frames keep coming while a periodic export runs)."""
+def shared_on_files(shared: SharedDetector | ModelGraph) -> FilesDetector:
+    """The run's shared model(s) over image files: the export's few deferred frames join the batches
+    of whatever else is in flight (live frames keep coming while a periodic export runs)."""
 
     def label(paths: list[Path]) -> list[Detections]:
-        shared.batcher.join()
+        for batcher in shared.batchers:
+            batcher.join()
         try:
-            return shared.batcher.map(_load(p) for p in paths)
+            return shared.map(_load(p) for p in paths)
         finally:
-            shared.batcher.leave()
+            for batcher in shared.batchers:
+                batcher.leave()
 
     return label

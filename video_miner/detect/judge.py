@@ -40,6 +40,8 @@ class FrameModels(Protocol):
 
     def wait(self, futures: Iterable[Future[Detections]], return_when: str = ...) -> set[Future[Detections]]: ...
 
+    def map(self, images: Iterable[Image.Image]) -> list[Detections]: ...
+
 #: What a frame's byte-identical twins waiting on it hear when it was deferred: whether they are
 #: too depends on their own priority (a twin may be more preferred), so each decides again.
 DEFERRED = Detections()

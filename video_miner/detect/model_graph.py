@@ -25,7 +25,6 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ALL_COMPLETED, CancelledError, Future
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -183,11 +182,11 @@ class ModelGraph:
         batcher (see :meth:`~async_pipeline.DynamicBatcher.wait`)."""
         return wait_on(self.batchers, futures, return_when)
 
-    def map(self, images: Iterable[Image.Image], name: str) -> list[Detections]:
+    def map(self, images: Iterable[Image.Image]) -> list[Detections]:
         """Every image through the graph (the export's deferred frames), in order; raises the first
         error among them."""
         with self._lock:
-            name = f"{name}#{next(self._calls)}"
+            name = f"export#{next(self._calls)}"  # keys of their own, apart from any video's
         futures = [self.submit(image, (name, float(i))) for i, image in enumerate(images)]
         self.wait(futures)
         return [f.result() for f in futures]
@@ -310,23 +309,3 @@ def _summary(found: Detections | None) -> str:
         return found.reason or "nothing"
     labels = [d.label if d.text is None else f"text {d.text!r}" for d in found[:5]]
     return ", ".join(labels) + (", ..." if len(found) > 5 else "")
-
-
-def graph_files(graph: ModelGraph) -> Callable[[list[Path]], list[Detections]]:
-    """The graph over image files: the export's deferred frames join the batches in flight."""
-
-    def label(paths: list[Path]) -> list[Detections]:
-        for batcher in graph.batchers:
-            batcher.join()
-        try:
-            return graph.map((_load(p) for p in paths), "export")
-        finally:
-            for batcher in graph.batchers:
-                batcher.leave()
-
-    return label
-
-
-def _load(path: Path) -> Image.Image:
-    with Image.open(path) as im:
-        return im.convert("RGB")

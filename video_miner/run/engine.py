@@ -15,7 +15,7 @@ from async_pipeline import QueuePolicy, StageSpec
 
 from ..detect.detector import Detector, FilesDetector, SharedDetector, on_files, shared_on_files
 from ..detect.judge import FrameModels
-from ..detect.model_graph import ModelGraph, graph_files
+from ..detect.model_graph import ModelGraph
 from ..errors import ConfigError
 from ..live.hub import LiveHub
 from ..observe.metrics import RunMetrics
@@ -115,7 +115,5 @@ class LocalEngine(Engine):
 
     def detect_files(self) -> FilesDetector:
         # The filter's own model(s): the export's frames join the batches of whatever is in flight.
-        if isinstance(self.shared, ModelGraph):
-            return graph_files(self.shared)
         assert self.shared is not None
         return shared_on_files(self.shared)

@@ -1,6 +1,6 @@
 """Frames chosen for what they show: embeddings from the detection pass, duplicates by content, and
 a budget. Real model, real footage: six different people from the person video, and copies of those
-frames (mirrored, cropped, panned, letterboxed, re-lit, re-encoded at 360p, logo-stamped) as clips
+frames (mirrored, cropped to 70-90%, panned, letterboxed, re-lit, re-encoded at 360p, logo-stamped) as clips
 of their own."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _frames(path: Path, at: tuple[int, ...]) -> list[Image.Image]:
 def _copies(im: Image.Image) -> dict[str, Image.Image]:
     w, h = im.size
     out = {"mirrored": ImageOps.mirror(im)}
-    for share in (0.8, 0.9):
+    for share in (0.7, 0.8, 0.9):
         cw, ch = int(w * share), int(h * share)
         out[f"crop{int(share * 100)}"] = im.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
     out["pan"] = im.crop((w - int(w * 0.8), 0, w, h))
@@ -124,8 +124,14 @@ def test_copies_are_duplicates_of_their_person_and_the_six_people_stay_apart(peo
     by_content = [r for r in rows if r.get("duplicate_by") == "content"]
     assert by_content, "pHash alone cannot see mirrored or cropped copies"
     for row in by_content:
-        assert row["reason"] == f"same content as {row['duplicate_of']}"
-        assert set(row["similarity"]) == {"picture", "objects"} and row["similarity"]["objects"] >= 0.94
+        through = row.get("through")
+        assert row["reason"] == f"same content as {row['duplicate_of']}" + (f" (through {through})" if through else "")
+        assert set(row["similarity"]) == {"picture", "objects"}
+        # Matched directly, or through another duplicate of the same kept frame and still near it.
+        assert row["similarity"]["objects"] >= (0.88 if through else 0.94)
+        if through:
+            assert by_key[through]["duplicate_of"] == row["duplicate_of"]
+    assert any(r.get("through") for r in by_content), "no crop of a crop here: the chain rule is not under test"
 
 
 def test_phash_alone_keeps_the_mirrored_and_cropped_copies(people: dict[str, Path], tmp_path: Path) -> None:
@@ -201,6 +207,86 @@ def test_the_detector_gives_a_vector_per_frame_and_per_box(kind: str, tmp_path: 
         mirror, other = embeddings[2], embeddings[1]
         assert objects_match(embeddings[0].boxes, ["person"], mirror.boxes, ["person"]) > \
             objects_match(embeddings[0].boxes, ["person"], other.boxes, ["person"])
+
+
+def _centre_crop(im: Image.Image, share: float) -> Image.Image:
+    w, h = im.size
+    cw, ch = int(w * share), int(h * share)
+    return im.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
+
+
+def test_a_crop_of_a_crop_stands_with_the_original_through_the_first_crop() -> None:
+    """Real features: a 70% crop is nearer the 80% crop than the original (whose match with it
+    falls under 0.94), so it is a duplicate of the original only through the 80% crop; no person
+    ever stands for another, and without chains those 70% crops are kept."""
+    from video_miner.dataset.semantic import content_duplicates
+
+    detector = Detector(DetectorSpec(str(MODEL), ("person",), 0.4, embed=True))
+    images, person = [], []
+    for k, im in enumerate(_frames(PERSON, PEOPLE_AT)):
+        images += [im, _centre_crop(im, 0.8), _centre_crop(im, 0.7)]
+        person += [k] * 3
+    found = detector.detect(images)
+    embeddings = [FrameEmbedding.from_bytes(d.embedding) for d in found if d.embedding]
+    labels = [[d.label for d in dets] for dets in found]
+    assert len(embeddings) == len(images) and all(x == ["person"] for x in labels)
+    walk = list(range(len(images)))  # each original, then its crops: most pixels first
+    chained = content_duplicates(embeddings, labels, walk, 0.75, 0.94, 0.88)
+    direct = content_duplicates(embeddings, labels, walk, 0.75, 0.94, 0.94)
+    through = {i: m for i, m in chained.items() if m.via is not None}
+    assert through, "the 70% crops of the six people all match their original directly: nothing under test"
+    for i, m in chained.items():
+        assert person[m.of] == person[i] and m.of % 3 == 0, (i, m)  # its own person's original
+        if m.via is not None:
+            assert m.via == i - 1 and m.objects < 0.94 and m.objects >= 0.88  # the 80% crop led there
+            assert i not in direct or direct[i].of != m.of  # too far from the original for a direct match
+    own = [i for i, m in direct.items() if person[m.of] == person[i]]
+    assert len(chained) == len(images) - len(PEOPLE_AT) > len(own)  # every crop, once they may chain
+
+
+def test_a_frame_near_a_duplicate_but_far_from_its_kept_frame_is_kept() -> None:
+    """Chains never drift: C matches B (a duplicate of A) but is too far from A itself."""
+    from video_miner.dataset.semantic import content_duplicates
+
+    def unit(*v: float) -> np.ndarray:
+        x = np.array(v, np.float32)
+        return x / np.linalg.norm(x)
+
+    whole = unit(1, 0, 0)
+    a, b = unit(1, 0, 0), unit(0.97, 0.243, 0)  # cos(a, b) = 0.97
+    near_a, far_a = unit(0.9, 0.436, 0), unit(0.8, 0.6, 0)  # to b: 0.98 / 0.92; to a: 0.90 / 0.80
+    emb = [FrameEmbedding(whole, x[None, :]) for x in (a, b, near_a, far_a)]
+    labels = [["person"]] * 4
+    found = content_duplicates(emb, labels, [0, 1, 2, 3], 0.75, 0.92, 0.88)
+    assert found[1].of == 0 and found[1].via is None
+    assert found[2].of == 0 and found[2].via == 1 and found[2].objects == pytest.approx(0.9, abs=1e-3)
+    assert 3 not in found  # it matches b at 0.92 but a at only 0.80
+
+
+def test_the_index_finds_what_the_exact_search_finds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above ``EXACT_UP_TO`` frames neighbours come from the faiss index: every planted equal pair,
+    nearly every pair the exact products find (nothing they do not), the same answer twice."""
+    from video_miner.dataset import semantic
+
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(600, 256)).astype(np.float32)
+    vectors = centres[rng.integers(0, len(centres), 3000)] + 0.25 * rng.normal(size=(3000, 256)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    planted = rng.choice(len(vectors), 100, replace=False)
+    vectors[planted[1::2]] = vectors[planted[0::2]]
+    exact = semantic.neighbours(vectors, 0.75)
+    monkeypatch.setattr(semantic, "EXACT_UP_TO", 100)
+    indexed = semantic.neighbours(vectors, 0.75)
+    assert all(len(a) == len(b) and (a == b).all() for a, b in zip(indexed, semantic.neighbours(vectors, 0.75),
+                                                                     strict=True))
+    for a, b in zip(planted[0::2], planted[1::2], strict=True):
+        assert b in indexed[a] and a in indexed[b]
+    pairs = {(i, int(j)) for i, row in enumerate(exact) for j in row}
+    found = {(i, int(j)) for i, row in enumerate(indexed) for j in row}
+    assert found <= pairs and len(found) >= 0.98 * len(pairs) > 0
+    for i, row in enumerate(indexed):  # nearest first, and at the gate or above, on the whole vectors
+        sims = vectors[row] @ vectors[i]
+        assert (sims >= 0.75).all() and (np.diff(sims) <= 1e-6).all()
 
 
 def test_an_embedding_from_an_untrusted_registry_is_refused_not_misread() -> None:

@@ -267,6 +267,10 @@ class DedupConfig(_Section):
     picture_similarity: float = Field(0.75, ge=-1, le=1)
     #: ... and of their objects, matched box for box (the worst match counts).
     object_similarity: float = Field(0.94, ge=-1, le=1)
+    #: A frame that matches a duplicate (a crop of a crop) stands with the duplicate's kept frame if
+    #: its objects match that frame at least this well (set it to ``object_similarity`` to ask as
+    #: much as of a direct match; the kept frame may be beyond the index's nearest neighbours).
+    chain_similarity: float = Field(0.88, ge=-1, le=1)
 
     @property
     def phash_bits(self) -> int:
@@ -523,7 +527,7 @@ class MinerConfig(_Section):
             # The semantic thresholds and the budget are applied by the export, to the whole pool,
             # so changing them needs no re-mining; the embeddings they use are made with the detections.
             "dedup": self.dedup.model_dump(mode="json", exclude={"skip_detection", "semantic", "picture_similarity",
-                                                                  "object_similarity"}),
+                                                                  "object_similarity", "chain_similarity"}),
             "embeddings": self.embeddings,
             "label": self.label.model_dump(mode="json"),
             "format": self.download.format,

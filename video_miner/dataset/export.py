@@ -142,6 +142,9 @@ def _manifest(rows: list[FrameRow], videos: dict[str, VideoRow], chosen: Selecti
             same = chosen.same_content[key]
             decision, reason = "duplicate", f"same content as {same.of}"
             extra = {"duplicate_by": "content", "similarity": {"picture": same.picture, "objects": same.objects}}
+            if same.via is not None:
+                reason += f" (through {same.via})"
+                extra["through"] = same.via
         elif key in chosen.duplicate_of:
             decision, reason = "duplicate", f"duplicate of {chosen.duplicate_of[key]}"
         elif key in chosen.over_shot:

@@ -57,7 +57,9 @@ def _likeness(r: ManifestRecord) -> str:
     similarity = r.extra.get("similarity") if r.extra.get("duplicate_by") == "content" else None
     if not isinstance(similarity, dict):
         return ""
-    return f"same content: picture {similarity.get('picture')}, objects {similarity.get('objects')}"
+    through = r.extra.get("through")
+    return (f"same content: picture {similarity.get('picture')}, objects {similarity.get('objects')}"
+            + (f", through {through}" if isinstance(through, str) else ""))
 
 
 def _image(output: Path, candidates: Path, r: ManifestRecord) -> str | None:

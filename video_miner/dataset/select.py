@@ -36,6 +36,8 @@ class SameContent:
     of: str
     picture: float
     objects: float
+    #: The duplicate of ``of`` it matched, when it is near ``of`` only through it.
+    via: str | None = None
 
 
 @dataclass
@@ -101,11 +103,13 @@ def select_frames(registry: Registry, rows: list[FrameRow], order: dict[str, int
         # Text read counts: the same bus with another plate is other content.
         texts = [sure_texts([(d.text, d.conf) for d in pool[i].detections if d.text is not None]) for i in walk]
         found = content_duplicates(embeddings, labels, list(range(len(walk))), config.dedup.picture_similarity,
-                                   config.dedup.object_similarity, texts if any(texts) else None)
+                                   config.dedup.object_similarity, config.dedup.chain_similarity,
+                                   texts if any(texts) else None)
         for local, match in found.items():
             dup_of[walk[local]] = walk[match.of]
-            same_content[pool[walk[local]].key] = SameContent(pool[walk[match.of]].key, match.picture,
-                                                              match.objects)
+            same_content[pool[walk[local]].key] = SameContent(
+                pool[walk[match.of]].key, match.picture, match.objects,
+                None if match.via is None else pool[walk[match.via]].key)
         walk, embeddings = _without(set(found), walk, embeddings)
     over_shot: set[str] = set()
     if config.extract.per_shot is not None:

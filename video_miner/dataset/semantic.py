@@ -8,11 +8,18 @@ else is in the pool. Measured on the shared videos (docs/benchmarks.md): at the 
 the picture, a gate for the index; 0.94 for the objects) mirrored, cropped, panned, letterboxed,
 re-lit, re-encoded and logo-stamped copies match, and frames with different people do not.
 
-Neighbours come from a nearest-neighbour index (usearch's HNSW: multi-threaded bulk add and search,
-int8 vectors, in a few-MB wheel; faiss-cpu is 30 MB and its fast indexes need training) above
-``EXACT_UP_TO`` frames, and from exact blocked products below it (deterministic). The walk is pHash's: most preferred first, a
-frame is the duplicate of the most preferred kept frame it matches, so the result depends only on
-the frames.
+A frame may also match a frame that is itself a duplicate: a 70% crop is nearer the 80% crop than
+the original the 80% crop stands for. It may then stand with that kept frame if it is still near it
+(objects at ``chain_min``, 0.88 by default; the picture gate too), so a duplicate is never far from
+the frame that represents it and no chain drifts from one scene, or one person, to the next. Of
+the kept frames a frame may stand with, it stands with the one it is most like (two people dressed
+alike can match through their crops; each is still nearer its own original).
+
+Neighbours come from exact blocked products up to ``EXACT_UP_TO`` frames, and above it from an
+inverted file (faiss's k-means cells, searched exactly: equal frames always share a cell, so no
+copy is lost to the index; usearch's HNSW found 81% of the planted equal pairs at 1M frames and
+took longer, docs/benchmarks.md). The walk is pHash's: most preferred first, a frame is the
+duplicate of the kept frame it is most like, so the result depends only on the frames.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ class Match:
     of: int
     picture: float
     objects: float
+    #: The duplicate of ``of`` this frame matched, when it matched ``of`` only through it.
+    via: int | None = None
 
 
 def _unit_rows(m: np.ndarray) -> np.ndarray:
@@ -80,32 +89,95 @@ def neighbours(vectors: np.ndarray, threshold: float, k: int = NEIGHBOURS, threa
             for row, sim in enumerate(sims):
                 sim[start + row] = -np.inf
                 top = np.argpartition(-sim, k - 1)[:k]
-                top = top[sim[top] >= threshold]
-                # nearest first; equal similarities by index, so the order never depends on the sort
-                out.append(top[np.lexsort((top, -sim[top]))])
+                out.append(_nearest_first(top, sim[top], threshold))
         return out
-    from usearch.index import Index
+    return _indexed(vectors, threshold, k, threads)
 
-    # int8 vectors: 100k frames in ~20 s on 2 cores against 41 s with float16 and usearch's defaults,
-    # finding 497 of 500 planted equal pairs; a sparser graph (connectivity 8) took 10 s but found
-    # only 329 (docs/benchmarks.md, section 10).
-    index = Index(ndim=vectors.shape[1], metric="cos", dtype="i8", connectivity=16, expansion_add=64,
-                  expansion_search=max(64, k + 1))
-    keys = np.arange(n, dtype=np.uint64)
-    index.add(keys, vectors, threads=threads)
-    found = index.search(vectors, k + 1, threads=threads)
-    out = []
-    for row in range(n):
-        ids = found.keys[row].astype(np.int64)
-        sims = 1 - found.distances[row]
-        keep = (ids != row) & (ids >= 0) & (ids < n) & (sims >= threshold)
-        out.append(ids[keep][:k])
-    return out
+
+def _nearest_first(ids: np.ndarray, sims: np.ndarray, threshold: float) -> np.ndarray:
+    """``ids`` at or above ``threshold``, nearest first; equal similarities by index, so the order
+    never depends on the sort."""
+    keep = sims >= threshold
+    ids, sims = ids[keep], sims[keep]
+    return ids[np.lexsort((ids, -sims))]
+
+
+#: The cells are made over the vectors' first principal components: near copies differ in few
+#: directions, and 64 dimensions cost a quarter of 256. On the pictures of the copy corpus 64
+#: components hold 98.5% of the variance, and a projected cosine was never below the true one for
+#: pairs at 0.7 or more; candidates within ``INDEX_SLACK`` of the gate are then checked on the whole
+#: vectors (docs/benchmarks.md, section 10).
+INDEX_DIM, INDEX_SLACK = 64, 0.05
+#: Cells searched per frame: equal frames always share a cell; near ones almost always lie in one
+#: of a frame's nearest four.
+PROBES = 4
+#: Similarities computed at a time (a block of frames against a cell's members): bounded memory.
+BLOCK = 1 << 22
+
+
+def _indexed(vectors: np.ndarray, threshold: float, k: int, threads: int) -> list[np.ndarray]:
+    """:func:`neighbours` through an inverted file: faiss's spherical k-means makes the cells (on
+    the principal components), each frame lives in its nearest cell and is compared with the
+    members of its ``PROBES`` nearest. The comparisons are one matrix product per cell (a self-join:
+    every frame is a query), 7x faster than faiss's ``IndexIVFFlat.search`` frame by frame on 1M."""
+    import faiss
+
+    if threads > 0:
+        faiss.omp_set_num_threads(threads)
+    n, d = vectors.shape
+    cells = max(1, min(int(2 * np.sqrt(n)), n // 40))
+    # every m-th row: deterministic; 20,000 rows fit 256-d axes as well as all (1M: 0.5 s, not 2.3)
+    axes = np.linalg.svd(vectors[::max(1, n // 20_000)], full_matrices=False)[2][:min(INDEX_DIM, d)].T
+    axes = axes.astype(np.float32)
+    reduced = np.ascontiguousarray(_unit_rows(vectors @ axes))
+    kmeans = faiss.Kmeans(reduced.shape[1], cells, niter=10, seed=1, spherical=True)
+    kmeans.train(reduced[::max(1, n // (40 * cells))])  # ~40 rows a cell, as k-means wants
+    probes = kmeans.index.search(reduced, min(PROBES, cells))[1]
+    members = _grouped(probes[:, 0], cells)
+    queries = _grouped(probes.ravel(), cells, np.repeat(np.arange(n), probes.shape[1]))
+    rows, cols = [], []
+    for cell in range(cells):
+        inside, asking = members[cell], queries[cell]
+        if len(inside) == 0 or len(asking) == 0:
+            continue
+        step = max(1, BLOCK // len(inside))
+        for start in range(0, len(asking), step):
+            who = asking[start:start + step]
+            sims = reduced[who] @ reduced[inside].T
+            near = sims >= threshold - INDEX_SLACK
+            over = np.flatnonzero(near.sum(axis=1) > k + 1)  # a frame's k + 1 nearest here (itself among them)
+            if len(over):
+                kth = np.partition(sims[over], -(k + 1), axis=1)[:, -(k + 1)]
+                near[over] &= sims[over] >= kth[:, None]
+            r, c = np.nonzero(near)
+            rows.append(who[r])
+            cols.append(inside[c])
+    row, col = (np.concatenate(x) if x else np.empty(0, np.int64) for x in (rows, cols))
+    other = row != col
+    row, col = row[other], col[other]
+    exact = np.concatenate([np.einsum("nd,nd->n", vectors[row[i:i + BLOCK // d]], vectors[col[i:i + BLOCK // d]])
+                            for i in range(0, len(row), BLOCK // d)] or [np.empty(0, np.float32)])
+    ok = exact >= threshold
+    row, col, exact = row[ok], col[ok], exact[ok]
+    order = np.lexsort((col, -exact, row))  # per frame nearest first, equal similarities by index
+    row, col = row[order], col[order]
+    bounds = np.searchsorted(row, np.arange(n + 1))
+    return [col[bounds[i]:min(bounds[i + 1], bounds[i] + k)] for i in range(n)]
+
+
+def _grouped(keys: np.ndarray, groups: int, values: np.ndarray | None = None) -> list[np.ndarray]:
+    """``values`` (default: the positions) grouped by ``keys`` in ``range(groups)``, in order."""
+    order = np.argsort(keys, kind="stable")
+    values = order if values is None else values[order]
+    bounds = np.searchsorted(keys[order], np.arange(groups + 1))
+    return [values[bounds[g]:bounds[g + 1]] for g in range(groups)]
 
 
 def objects_match(a: np.ndarray, labels_a: Sequence[str], b: np.ndarray, labels_b: Sequence[str]) -> float:
     """The worst similarity among greedily matched objects of the same class (every object of the
     frame with fewer of a class matched to a distinct one of the other); -1 when the classes differ."""
+    if len(labels_a) == 1 and len(labels_b) == 1:  # the common case, a few times faster
+        return min(1.0, float(a[0] @ b[0])) if labels_a[0] == labels_b[0] else -1.0
     if set(labels_a) != set(labels_b):
         return -1.0
     worst = 1.0
@@ -147,26 +219,42 @@ def texts_agree(a: Sequence[str], b: Sequence[str]) -> bool:
 
 
 def content_duplicates(embeddings: Sequence[FrameEmbedding | None], labels: Sequence[Sequence[str]],
-                       walk: Sequence[int], picture_min: float, objects_min: float,
+                       walk: Sequence[int], picture_min: float, objects_min: float, chain_min: float,
                        texts: Sequence[Sequence[str]] | None = None) -> dict[int, Match]:
     """The frames of ``walk`` (indices, most preferred first) that duplicate a more preferred kept
-    one; with ``texts`` (each frame's :func:`sure_texts`), only where they agree. Frames without an
-    embedding (a registry restored from a manifest) are never duplicates here."""
+    one, directly or through one of its duplicates (see the module's text); with ``texts`` (each
+    frame's :func:`sure_texts`), only where they agree. Frames without an embedding (a registry
+    restored from a manifest) are never duplicates here."""
     vectors = Vectors.of(embeddings)
     near = neighbours(vectors.whole, picture_min)
     position = {node: pos for pos, node in enumerate(walk)}
-    kept: set[int] = set()
+    seen: set[int] = set()
     found: dict[int, Match] = {}
+
+    def same(a: int, b: int, at_least: float) -> Match | None:
+        score = objects_match(vectors.boxes[a], labels[a], vectors.boxes[b], labels[b])
+        if score < at_least or (texts is not None and not texts_agree(texts[a], texts[b])):
+            return None
+        picture = float(vectors.whole[a] @ vectors.whole[b])
+        return Match(b, round(picture, 4), round(score, 4)) if picture >= picture_min else None
+
     for node in walk:
         if vectors.present[node]:
-            earlier = sorted((j for j in near[node].tolist() if j in kept), key=position.__getitem__)
-            for j in earlier:
-                if texts is not None and not texts_agree(texts[node], texts[j]):
+            best: Match | None = None
+            for j in near[node].tolist():
+                if j not in seen or (match := same(node, j, objects_min)) is None:
                     continue
-                score = objects_match(vectors.boxes[node], labels[node], vectors.boxes[j], labels[j])
-                if score >= objects_min:
-                    found[node] = Match(j, round(float(vectors.whole[node] @ vectors.whole[j]), 4), round(score, 4))
-                    break
-        if node not in found:
-            kept.add(node)
+                if j in found:  # a duplicate: this frame may stand with its kept frame, if still near it
+                    kept = found[j].of
+                    if (direct := same(node, kept, chain_min)) is None:
+                        continue
+                    match = Match(kept, direct.picture, direct.objects, via=j)
+                # the kept frame it is most like; ties to the more preferred one (then by the link's place)
+                rank = (match.objects, match.picture, -position[match.of], -position[match.via or match.of])
+                if best is None or rank > (best.objects, best.picture, -position[best.of],
+                                           -position[best.via or best.of]):
+                    best = match
+            if best is not None:
+                found[node] = best
+        seen.add(node)
     return found

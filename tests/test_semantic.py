@@ -289,6 +289,25 @@ def test_the_index_finds_what_the_exact_search_finds(monkeypatch: pytest.MonkeyP
         assert (sims >= 0.75).all() and (np.diff(sims) <= 1e-6).all()
 
 
+def test_a_crowd_of_equal_frames_still_finds_its_neighbours_among_the_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A still camera's frames all fall in one cell, searched in its first ``CROWD`` members (so
+    the pass stays linear; that it is faster is for the benchmark): every frame of the crowd still
+    gets its full count of neighbours, the crowd's most preferred, and nothing else is near."""
+    from video_miner.dataset import semantic
+
+    rng = np.random.default_rng(3)
+    others = rng.normal(size=(1000, 256)).astype(np.float32)
+    crowd = np.repeat(rng.normal(size=(1, 256)).astype(np.float32), 3000, axis=0)
+    vectors = np.concatenate([crowd, others])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    monkeypatch.setattr(semantic, "EXACT_UP_TO", 100)
+    monkeypatch.setattr(semantic, "CROWD", 200)
+    near = semantic.neighbours(vectors, 0.75)
+    for row in range(3000):
+        assert len(near[row]) == semantic.NEIGHBOURS and set(near[row].tolist()) <= set(range(200)) - {row}
+    assert all(len(near[row]) == 0 for row in range(3000, 4000))  # random vectors: nothing near
+
+
 def test_an_embedding_from_an_untrusted_registry_is_refused_not_misread() -> None:
     good = FrameEmbedding(np.ones(4, np.float32) / 2, np.eye(2, 3, dtype=np.float32)).to_bytes()
     assert FrameEmbedding.from_bytes(good).boxes.shape == (2, 3)

@@ -77,7 +77,9 @@ class Vectors:
 
 
 def neighbours(vectors: np.ndarray, threshold: float, k: int = NEIGHBOURS, threads: int = 0) -> list[np.ndarray]:
-    """Per row, the (at most ``k``) other rows whose cosine with it is >= ``threshold``, nearest first."""
+    """Per row, the (at most ``k``) other rows whose cosine with it is >= ``threshold``, nearest first.
+    Rows come most preferred first (the walk's order): in a crowd of near-identical frames too
+    large to compare all with all, the first are the ones searched."""
     n = len(vectors)
     k = min(k, max(n - 1, 0))
     if k == 0:
@@ -113,6 +115,9 @@ INDEX_DIM, INDEX_SLACK = 64, 0.05
 PROBES = 4
 #: Similarities computed at a time (a block of frames against a cell's members): bounded memory.
 BLOCK = 1 << 22
+#: Members of one cell a frame is compared with at most: k-means cannot split a crowd of equal
+#: vectors, and comparing each with all would take n^2 (1M frames of one still scene: hours).
+CROWD = 20_000
 
 
 def _indexed(vectors: np.ndarray, threshold: float, k: int, threads: int) -> list[np.ndarray]:
@@ -137,7 +142,9 @@ def _indexed(vectors: np.ndarray, threshold: float, k: int, threads: int) -> lis
     queries = _grouped(probes.ravel(), cells, np.repeat(np.arange(n), probes.shape[1]))
     rows, cols = [], []
     for cell in range(cells):
-        inside, asking = members[cell], queries[cell]
+        # a crowd of near-identical frames (a still camera) is met in its first CROWD members: the
+        # rows come in walk order, so those are the crowd's most preferred, the ones kept
+        inside, asking = members[cell][:CROWD], queries[cell]
         if len(inside) == 0 or len(asking) == 0:
             continue
         step = max(1, BLOCK // len(inside))

@@ -10,6 +10,7 @@ import pytest
 from video_miner.config import ExtractConfig
 from video_miner.errors import classify_download_error
 from video_miner.media.decode import extract_frames
+from video_miner.store.manifest import ManifestRecord, read_manifest, write_manifest
 
 from .conftest import BOTTLE, MODEL, PERSON, VIDEOS
 from .helpers import run
@@ -91,6 +92,25 @@ def test_coco_parquet_and_label_model(tmp_path: Path) -> None:
                  for r in kept)
     assert labels == len(coco["annotations"])
     assert labels >= sum(len(json.loads(r["detections"])) for r in kept) > 0
+
+
+def test_a_parquet_manifest_keeps_what_only_some_rows_say(tmp_path: Path) -> None:
+    """pyarrow takes a table's columns from its first row: a duplicate's similarity, a chained
+    duplicate's ``through`` or a frame's shot must survive when the first row has none."""
+
+    base = {"video_id": "v", "source": "v.mp4", "frame_index": 0, "image": None, "phash": "00000000000000ff",
+            "blur": 0.1, "decision": "duplicate", "detections": []}
+    rows = [{**base, "frame": "v@0.000", "timestamp": 0.0, "decision": "kept", "image": "images/train/v.jpg"},
+            {**base, "frame": "v@1.000", "timestamp": 1.0, "duplicate_of": "v@0.000", "duplicate_by": "content",
+             "similarity": {"picture": 0.9, "objects": 0.95}},
+            {**base, "frame": "v@2.000", "timestamp": 2.0, "duplicate_of": "v@0.000", "duplicate_by": "content",
+             "similarity": {"picture": 0.8, "objects": 0.9}, "through": "v@1.000", "shot": 1}]
+    records = [ManifestRecord.from_json(r) for r in rows]
+    write_manifest(tmp_path, records, "parquet")
+    back = read_manifest(tmp_path)
+    assert [r.as_json() for r in back] == [r.as_json() for r in records]
+    assert back[2].extra == {"duplicate_by": "content", "similarity": {"picture": 0.8, "objects": 0.9},
+                             "through": "v@1.000", "shot": 1} and back[0].extra == {}
 
 
 @pytest.mark.parametrize(

@@ -78,7 +78,10 @@ def write_manifest(folder: Path, records: list[ManifestRecord], fmt: str) -> Non
         for row in rows:
             row["source_meta"] = json.dumps(row["source_meta"])
             row["detections"] = json.dumps(row["detections"])
-        pq.write_table(pa.Table.from_pylist(rows), folder / PARQUET)
+        # Every row's keys: pyarrow takes the columns from the first row alone, and would drop
+        # what only later rows say (a duplicate's similarity, a frame's shot).
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        pq.write_table(pa.Table.from_pylist([{k: row.get(k) for k in columns} for row in rows]), folder / PARQUET)
     else:
         with (folder / JSONL).open("w") as fh:
             for row in rows:
@@ -93,10 +96,12 @@ def read_manifest(dataset: Path) -> list[ManifestRecord]:
     if parquet.exists():
         import pyarrow.parquet as pq
 
-        rows: list[dict[str, Any]] = pq.read_table(parquet).to_pylist()
+        # a column some rows do not have reads as None there: not a value of theirs
+        rows: list[dict[str, Any]] = [{k: v for k, v in r.items() if v is not None}
+                                      for r in pq.read_table(parquet).to_pylist()]
         for r in rows:
-            r["detections"] = json.loads(r["detections"] or "[]")
-            r["source_meta"] = json.loads(r["source_meta"] or "{}")
+            r["detections"] = json.loads(r.get("detections") or "[]")
+            r["source_meta"] = json.loads(r.get("source_meta") or "{}")
         return [ManifestRecord.from_json(r) for r in rows]
     return []
 

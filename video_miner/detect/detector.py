@@ -25,7 +25,7 @@ from .embed import Features, FeatureTap, TorchTap, pool, with_feature_outputs
 from .model_file import check_model_file
 
 if TYPE_CHECKING:
-    from .model_graph import ModelGraph
+    from .judge import FrameModels
 
 #: Detector batch size when the config leaves it to the device: a GPU takes many images at once.
 GPU_BATCH, CPU_BATCH = 32, 8
@@ -61,7 +61,7 @@ class DetectorSpec:
     trust_model: bool = False
     #: Also pool the backbone's features into an embedding per frame and per box (:mod:`.embed`).
     embed: bool = False
-    #: With ``embed``: leave each result a ``repool`` for other models' boxes (:class:`ModelGraph`).
+    #: With ``embed``: leave each result a ``repool`` for other models' boxes (:class:`~.model_graph.ModelGraph`).
     repool: bool = False
 
 
@@ -360,7 +360,7 @@ def on_files(detector: Detector) -> FilesDetector:
     return label
 
 
-def shared_on_files(shared: SharedDetector | ModelGraph) -> FilesDetector:
+def shared_on_files(shared: FrameModels) -> FilesDetector:
     """The run's shared model(s) over image files: the export's few deferred frames join the batches
     of whatever else is in flight (live frames keep coming while a periodic export runs)."""
 

@@ -36,7 +36,7 @@ class SameContent:
     of: str
     picture: float
     objects: float
-    #: The duplicate of ``of`` it matched, when it is near ``of`` only through it.
+    #: The duplicate of ``of`` it was found through (a chained duplicate); None when it matched ``of``.
     via: str | None = None
 
 

@@ -46,7 +46,7 @@ class Match:
     of: int
     picture: float
     objects: float
-    #: The duplicate of ``of`` this frame matched, when it matched ``of`` only through it.
+    #: The duplicate of ``of`` this frame was found through (a chained duplicate); None when it matched ``of``.
     via: int | None = None
 
 

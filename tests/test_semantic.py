@@ -311,7 +311,9 @@ def test_a_crowd_of_equal_frames_still_finds_its_neighbours_among_the_first(monk
 def test_an_embedding_from_an_untrusted_registry_is_refused_not_misread() -> None:
     good = FrameEmbedding(np.ones(4, np.float32) / 2, np.eye(2, 3, dtype=np.float32)).to_bytes()
     assert FrameEmbedding.from_bytes(good).boxes.shape == (2, 3)
-    for bad in (b"", good[:-2], good + b"\0\0", b"\xff\xff\xff\xff\xff\xff"):
+    nan = FrameEmbedding(np.array([np.nan, 0, 0, 1], np.float32), np.eye(2, 3, dtype=np.float32)).to_bytes()
+    inf = FrameEmbedding(np.ones(4, np.float32) / 2, np.full((2, 3), np.inf, np.float32)).to_bytes()
+    for bad in (b"", good[:-2], good + b"\0\0", b"\xff\xff\xff\xff\xff\xff", nan, inf):
         with pytest.raises(ValueError):
             FrameEmbedding.from_bytes(bad)
 

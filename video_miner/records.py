@@ -94,6 +94,9 @@ class FrameEmbedding:
             raise ValueError(f"embedding of {len(data)} bytes does not hold {d} + {n} x {e} values")
         whole = np.frombuffer(data, dtype="<f2", count=d, offset=6).astype(np.float32)
         boxes = np.frombuffer(data, dtype="<f2", offset=6 + 2 * d).astype(np.float32).reshape(n, e)
+        if not (np.isfinite(whole).all() and np.isfinite(boxes).all()):
+            # the detector never writes these; a NaN would poison every similarity (and the index's SVD)
+            raise ValueError("embedding holds values that are not finite")
         return cls(whole, boxes)
 
 

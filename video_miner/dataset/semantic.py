@@ -237,6 +237,10 @@ def content_duplicates(embeddings: Sequence[FrameEmbedding | None], labels: Sequ
     seen: set[int] = set()
     found: dict[int, Match] = {}
 
+    def rank(m: Match) -> tuple[float, float, int, int]:
+        """The kept frame it is most like; ties to the more preferred one, then by the link's place."""
+        return m.objects, m.picture, -position[m.of], -position[m.of if m.via is None else m.via]
+
     def same(a: int, b: int, at_least: float) -> Match | None:
         score = objects_match(vectors.boxes[a], labels[a], vectors.boxes[b], labels[b])
         if score < at_least or (texts is not None and not texts_agree(texts[a], texts[b])):
@@ -255,10 +259,7 @@ def content_duplicates(embeddings: Sequence[FrameEmbedding | None], labels: Sequ
                     if (direct := same(node, kept, chain_min)) is None:
                         continue
                     match = Match(kept, direct.picture, direct.objects, via=j)
-                # the kept frame it is most like; ties to the more preferred one (then by the link's place)
-                rank = (match.objects, match.picture, -position[match.of], -position[match.via or match.of])
-                if best is None or rank > (best.objects, best.picture, -position[best.of],
-                                           -position[best.via or best.of]):
+                if best is None or rank(match) > rank(best):
                     best = match
             if best is not None:
                 found[node] = best

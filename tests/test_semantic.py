@@ -263,6 +263,80 @@ def test_a_frame_near_a_duplicate_but_far_from_its_kept_frame_is_kept() -> None:
     assert 3 not in found  # it matches b at 0.92 but a at only 0.80
 
 
+def _one_frame_at_a_time(embeddings: list[FrameEmbedding | None], labels: list[list[str]], walk: list[int],
+                         texts: list[list[str]]) -> dict[int, Any]:
+    """The content rule written plainly (every pair looked at, no index, no vectors in bulk): what
+    :func:`content_duplicates` must find. Thresholds 0.75 / 0.94 / 0.88."""
+    from video_miner.dataset.semantic import Match, texts_agree
+
+    def same(a: int, b: int, at_least: float) -> Match | None:
+        ea, eb = embeddings[a], embeddings[b]
+        assert ea is not None and eb is not None
+        score = objects_match(ea.boxes, labels[a], eb.boxes, labels[b])
+        picture = float(ea.whole @ eb.whole)
+        if score < at_least or picture < 0.75 or not texts_agree(texts[a], texts[b]):
+            return None
+        return Match(b, round(picture, 4), round(score, 4))
+
+    position = {node: pos for pos, node in enumerate(walk)}
+    found: dict[int, Match] = {}
+    for pos, node in enumerate(walk):
+        mine = embeddings[node]
+        if mine is None:
+            continue
+        earlier = [(float(mine.whole @ e.whole), j) for j in walk[:pos] if (e := embeddings[j]) is not None]
+        nearest = sorted((s, j) for s, j in earlier if s >= 0.75)  # the 32 nearest pictures of all frames
+        near_all = sorted(((-float(mine.whole @ e.whole), j) for j, e in enumerate(embeddings)
+                           if e is not None and j != node and float(mine.whole @ e.whole) >= 0.75))[:32]
+        allowed = {j for _, j in near_all}
+        best = None
+        for _, j in sorted((-s, j) for s, j in nearest):
+            if j not in allowed or (match := same(node, j, 0.94)) is None:
+                continue
+            if j in found:
+                if (direct := same(node, found[j].of, 0.88)) is None:
+                    continue
+                match = Match(found[j].of, direct.picture, direct.objects, via=j)
+            rank = (match.objects, match.picture, -position[match.of], -position[match.via if match.via is not None else match.of])
+            if best is None or rank > best[0]:
+                best = (rank, match)
+        if best is not None:
+            found[node] = best[1]
+    return found
+
+
+def test_the_content_pass_finds_what_the_rule_written_plainly_finds() -> None:
+    """Frames of a few scenes, one to three boxes of two classes, some without an embedding, some
+    with text, walked in a shuffled order over a subset: the bulk pass (pairs scored many at a
+    time, only frames with a candidate walked) gives exactly what comparing frame by frame gives."""
+    from video_miner.dataset.semantic import content_duplicates
+
+    rng = np.random.default_rng(11)
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+    scenes = rng.normal(size=(12, 32))
+    objects = rng.normal(size=(12, 3, 48))
+    embeddings: list[FrameEmbedding | None] = []
+    labels, texts = [], []
+    for i in range(400):
+        scene = int(rng.integers(0, 12))
+        count = int(rng.choice([1, 1, 1, 2, 3]))
+        kinds = ["person", "car", "person"][:count]
+        boxes = unit(objects[scene, :count] + rng.uniform(0.05, 0.45) * rng.normal(size=(count, 48)))
+        embeddings.append(None if i % 37 == 5 else FrameEmbedding(unit(scenes[scene] + 0.4 * rng.normal(size=32)), boxes))
+        labels.append(kinds)
+        texts.append(["BUS42"] if i % 11 == 0 else (["TAXI7"] if i % 13 == 0 else []))
+    walk = [int(x) for x in rng.permutation(400)[:360]]
+    expected = _one_frame_at_a_time(embeddings, labels, walk, texts)
+    found = content_duplicates(embeddings, labels, walk, 0.75, 0.94, 0.88, texts)
+    assert found == expected
+    assert len(expected) > 40 and any(m.via is not None for m in expected.values())  # chains too
+    assert any(len(labels[i]) > 1 for i in expected)  # and frames of several boxes
+    assert content_duplicates(embeddings[:1], labels[:1], [0], 0.75, 0.94, 0.88) == {}  # nothing to compare
+
+
 def test_the_index_finds_what_the_exact_search_finds(monkeypatch: pytest.MonkeyPatch) -> None:
     """Above ``EXACT_UP_TO`` frames neighbours come from the faiss index: every planted equal pair,
     nearly every pair the exact products find (nothing they do not), the same answer twice."""
@@ -316,6 +390,41 @@ def test_an_embedding_from_an_untrusted_registry_is_refused_not_misread() -> Non
     for bad in (b"", good[:-2], good + b"\0\0", b"\xff\xff\xff\xff\xff\xff", nan, inf):
         with pytest.raises(ValueError):
             FrameEmbedding.from_bytes(bad)
+
+
+def test_stored_embeddings_are_read_in_bulk_as_one_at_a_time_and_bad_ones_refused() -> None:
+    """:meth:`Vectors.decode` (the export's path: 1M one-box frames at once) gives what reading
+    each embedding alone gives; an unreadable one (cut short, NaN or inf, another model's size) is
+    refused and said, one whose box count is not its frame's is left out, the rest are unharmed."""
+    from video_miner.dataset.semantic import Vectors
+
+    rng = np.random.default_rng(5)
+
+    def made(boxes: int, d: int = 8, e: int = 6) -> FrameEmbedding:
+        whole, box = rng.normal(size=d), rng.normal(size=(boxes, e))
+        return FrameEmbedding((whole / np.linalg.norm(whole)).astype(np.float32),
+                              (box / np.linalg.norm(box, axis=1, keepdims=True)).astype(np.float32))
+
+    good = [made(1), made(1), made(3), made(1), made(0), made(1)]
+    blobs: list[bytes | None] = [g.to_bytes() for g in good]
+    counts = [1, 1, 3, 1, 0, 1]
+    nan = bytearray(made(1).to_bytes())
+    nan[6:8] = np.array([np.nan], "<f2").tobytes()
+    inf = bytearray(made(2).to_bytes())
+    inf[-2:] = np.array([np.inf], "<f2").tobytes()
+    blobs += [None, bytes(nan), bytes(inf), made(1).to_bytes()[:-2], made(1, d=4).to_bytes(), made(2).to_bytes()]
+    counts += [0, 1, 2, 1, 1, 1]  # the last one: two boxes stored for a frame of one detection
+    vectors, refused = Vectors.decode(blobs, counts)
+    assert sorted(refused) == [7, 8, 9, 10]
+    assert "not finite" in refused[7] and "not finite" in refused[8] and "another model" in refused[10]
+    one_by_one = Vectors.of([FrameEmbedding.from_bytes(b) for b in blobs[:6]] + [None] * 6)
+    for field in ("whole", "present", "one", "single"):
+        assert np.array_equal(getattr(vectors, field), getattr(one_by_one, field)), field
+    for i in range(len(blobs)):
+        assert np.array_equal(vectors.boxes(i), one_by_one.boxes(i))
+    assert vectors.boxes(2).shape == (3, 6) and vectors.boxes(4).shape == (0, 6) and not vectors.present[11]
+    part = vectors.take([2, 0])
+    assert np.array_equal(part.boxes(0), vectors.boxes(2)) and np.array_equal(part.whole[1], vectors.whole[0])
 
 
 def test_k_center_covers_better_than_even_sampling_and_is_prefix_stable() -> None:

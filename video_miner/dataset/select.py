@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import MinerConfig
-from ..records import Decision, Detections, FrameEmbedding, FrameRow
+from ..records import Decision, Detections, FrameRow
 from ..store.registry import Registry
 from .budget import BudgetRule, choose
 from .dedup import KEPT, NO, UNKNOWN, YES, select_distinct
@@ -96,38 +96,32 @@ def select_frames(registry: Registry, rows: list[FrameRow], order: dict[str, int
     dup_of = select_distinct(hashes, np.array(priority, dtype=np.int64), threshold, eligible, resolve,
                              batch=detect_batch)
     walk = [i for i in priority if dup_of[i] == KEPT]
-    embeddings = [_embedding(pool[i]) for i in walk]
+    vectors = _vectors([pool[i] for i in walk])
+    local = list(range(len(walk)))  # the frames still in the running, as places in ``walk``
     same_content: dict[str, SameContent] = {}
     if config.dedup.enabled and config.dedup.semantic and walk:
         labels = [[d.label for d in pool[i].detections] for i in walk]
         # Text read counts: the same bus with another plate is other content.
         texts = [sure_texts([(d.text, d.conf) for d in pool[i].detections if d.text is not None]) for i in walk]
-        found = content_duplicates(embeddings, labels, list(range(len(walk))), config.dedup.picture_similarity,
+        found = content_duplicates(vectors, labels, local, config.dedup.picture_similarity,
                                    config.dedup.object_similarity, config.dedup.chain_similarity,
                                    texts if any(texts) else None)
-        for local, match in found.items():
-            dup_of[walk[local]] = walk[match.of]
-            same_content[pool[walk[local]].key] = SameContent(
+        for place, match in found.items():
+            dup_of[walk[place]] = walk[match.of]
+            same_content[pool[walk[place]].key] = SameContent(
                 pool[walk[match.of]].key, match.picture, match.objects,
                 None if match.via is None else pool[walk[match.via]].key)
-        walk, embeddings = _without(set(found), walk, embeddings)
+        local = [place for place in local if place not in found]
     over_shot: set[str] = set()
     if config.extract.per_shot is not None:
-        capped = _per_shot([pool[i] for i in walk], config.extract.per_shot)
-        over_shot = {pool[walk[local]].key for local in capped}
-        walk, embeddings = _without(capped, walk, embeddings)
-    budgeted = _budget(config, [pool[i] for i in walk], embeddings, earlier_picks)
+        capped = _per_shot([pool[walk[place]] for place in local], config.extract.per_shot)
+        over_shot = {pool[walk[local[at]]].key for at in capped}
+        local = [place for at, place in enumerate(local) if at not in capped]
+    budgeted = _budget(config, [pool[walk[place]] for place in local], vectors.take(local), earlier_picks)
     left_out = (budgeted.left_out if budgeted else set()) | over_shot
     kept = [pool[i] for i in np.flatnonzero(dup_of == KEPT).tolist() if pool[i].key not in left_out]
     duplicate_of = {pool[i].key: pool[d].key for i, d in enumerate(dup_of.tolist()) if d >= 0}
     return Selection(pool, kept, duplicate_of, len(detected), same_content, budgeted, over_shot)
-
-
-def _without(positions: set[int], walk: list[int], embeddings: list[FrameEmbedding | None]
-             ) -> tuple[list[int], list[FrameEmbedding | None]]:
-    """The walk and its embeddings without the frames at ``positions`` (now duplicates, or capped)."""
-    return ([i for local, i in enumerate(walk) if local not in positions],
-            [e for local, e in enumerate(embeddings) if local not in positions])
 
 
 def _per_shot(walk: list[FrameRow], cap: int) -> set[int]:
@@ -144,27 +138,24 @@ def _per_shot(walk: list[FrameRow], cap: int) -> set[int]:
     return over
 
 
-def _embedding(row: FrameRow) -> FrameEmbedding | None:
-    """The row's embedding, if it has one that fits its detections (a registry is untrusted input)."""
-    if not row.embedding:
-        return None
-    try:
-        embedding = FrameEmbedding.from_bytes(row.embedding)
-    except ValueError as exc:
-        log.warning("%s: its embedding is unreadable (%s): compared by pHash only", row.key, exc)
-        return None
-    return embedding if len(embedding.boxes) == len(row.detections) else None
+def _vectors(rows: list[FrameRow]) -> Vectors:
+    """The rows' embeddings (one that does not fit its row's detections is left out; an unreadable
+    one is said, and its frame compared by pHash only: a registry is untrusted input)."""
+    vectors, refused = Vectors.decode([r.embedding or None for r in rows], [len(r.detections) for r in rows])
+    for i, why in sorted(refused.items()):
+        log.warning("%s: its embedding is unreadable (%s): compared by pHash only", rows[i].key, why)
+    return vectors
 
 
-def _budget(config: MinerConfig, kept: list[FrameRow], embeddings: list[FrameEmbedding | None],
-            earlier_picks: Sequence[str]) -> Budgeted | None:
+def _budget(config: MinerConfig, kept: list[FrameRow], vectors: Vectors, earlier_picks: Sequence[str]
+            ) -> Budgeted | None:
     """The budget's picks among ``kept`` (in priority order), or None without a budget."""
     s = config.select
     if s.budget is None:
         return None
     index = {r.key: i for i, r in enumerate(kept)}
     rule = BudgetRule(s.budget, dict(s.per_class_min), s.hard_fraction, config.filter.conf, s.hard_margin)
-    chosen = choose(Vectors.of(embeddings).whole, [[d.label for d in r.detections] for r in kept],
+    chosen = choose(vectors.whole, [[d.label for d in r.detections] for r in kept],
                     [[d.conf for d in r.detections] for r in kept], rule,
                     [index[k] for k in earlier_picks if k in index])
     picks = [kept[i].key for i in chosen.picked]

@@ -284,20 +284,20 @@ def _one_frame_at_a_time(embeddings: list[FrameEmbedding | None], labels: list[l
         mine = embeddings[node]
         if mine is None:
             continue
-        earlier = [(float(mine.whole @ e.whole), j) for j in walk[:pos] if (e := embeddings[j]) is not None]
-        nearest = sorted((s, j) for s, j in earlier if s >= 0.75)  # the 32 nearest pictures of all frames
-        near_all = sorted(((-float(mine.whole @ e.whole), j) for j, e in enumerate(embeddings)
-                           if e is not None and j != node and float(mine.whole @ e.whole) >= 0.75))[:32]
-        allowed = {j for _, j in near_all}
+        # its 32 nearest pictures among all frames, nearest first, of which those walked before it
+        near = sorted((-float(mine.whole @ e.whole), j) for j, e in enumerate(embeddings)
+                      if e is not None and j != node and float(mine.whole @ e.whole) >= 0.75)[:32]
+        before = set(walk[:pos])
         best = None
-        for _, j in sorted((-s, j) for s, j in nearest):
-            if j not in allowed or (match := same(node, j, 0.94)) is None:
+        for _, j in near:
+            if j not in before or (match := same(node, j, 0.94)) is None:
                 continue
             if j in found:
                 if (direct := same(node, found[j].of, 0.88)) is None:
                     continue
                 match = Match(found[j].of, direct.picture, direct.objects, via=j)
-            rank = (match.objects, match.picture, -position[match.of], -position[match.via if match.via is not None else match.of])
+            link = match.of if match.via is None else match.via
+            rank = (match.objects, match.picture, -position[match.of], -position[link])
             if best is None or rank > best[0]:
                 best = (rank, match)
         if best is not None:

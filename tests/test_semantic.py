@@ -425,6 +425,11 @@ def test_stored_embeddings_are_read_in_bulk_as_one_at_a_time_and_bad_ones_refuse
     assert vectors.boxes(2).shape == (3, 6) and vectors.boxes(4).shape == (0, 6) and not vectors.present[11]
     part = vectors.take([2, 0])
     assert np.array_equal(part.boxes(0), vectors.boxes(2)) and np.array_equal(part.whole[1], vectors.whole[0])
+    several = [made(2), made(3)]  # no frame of one box: the sizes still come from the pool
+    vectors, refused = Vectors.decode([x.to_bytes() for x in several], [2, 3])
+    assert not refused and vectors.present.all() and vectors.boxes(1).shape == (3, 6)
+    with pytest.raises(ValueError, match="different sizes"):
+        Vectors.of([made(1), made(1, d=4)])
 
 
 def test_k_center_covers_better_than_even_sampling_and_is_prefix_stable() -> None:

@@ -90,6 +90,8 @@ class Vectors:
         real = [e for e in embeddings if e is not None]
         d = real[0].whole.shape[0] if real else 1
         e_dim = real[0].boxes.shape[1] if real else 1
+        if any(e.whole.shape != (d,) or e.boxes.shape[1] != e_dim for e in real):
+            raise ValueError(f"embeddings of different sizes (the first has {d} + {e_dim} values): one model's only")
         one = np.array([e is not None and len(e.boxes) == 1 for e in embeddings], dtype=bool)
         whole = _rows_at(present, np.concatenate([e.whole for e in real]) if real else None, d)
         singles = [e.boxes for e, o in zip(embeddings, one.tolist(), strict=True) if o and e is not None]
@@ -103,8 +105,9 @@ class Vectors:
         unreadable one was refused (a registry is untrusted input). One-box embeddings of the
         common size are read all at once: 1M frames in 4-6 s, where one
         :meth:`FrameEmbedding.from_bytes` each took 10.5 s and gathering their arrays 5 s more."""
-        shapes = Counter(struct.unpack_from("<HHH", b) for b in blobs if b is not None and len(b) >= 6)
-        d, e_dim = next((dims[1:] for dims, _ in shapes.most_common() if dims[0] == 1 and dims[1] > 0), (1, 1))
+        # the pool's sizes are the most common ones (a frame of another model is refused below)
+        sizes = Counter(struct.unpack_from("<HHH", b)[1:] for b in blobs if b is not None and len(b) >= 6)
+        d, e_dim = next((dims for dims, _ in sizes.most_common() if dims[0] > 0), (1, 1))
         size = 6 + 2 * (d + e_dim)
         head = struct.pack("<HHH", 1, d, e_dim)
         bulk = {i: b for i, b in enumerate(blobs) if b is not None and len(b) == size and b[:6] == head and counts[i] == 1}

@@ -39,7 +39,7 @@ from ..records import FrameEmbedding
 #: Nearest neighbours looked at per frame: a frame with more near copies than this is covered by
 #: one of them anyway.
 NEIGHBOURS = 32
-#: Pools up to this size are searched exactly (deterministic, ~1 s for 20k frames on 2 cores).
+#: Pools up to this size are searched exactly (deterministic; 20k frames in 1.5 s on 2 cores, the index 0.7 s).
 EXACT_UP_TO = 20_000
 
 

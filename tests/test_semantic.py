@@ -430,6 +430,10 @@ def test_stored_embeddings_are_read_in_bulk_as_one_at_a_time_and_bad_ones_refuse
     assert not refused and vectors.present.all() and vectors.boxes(1).shape == (3, 6)
     with pytest.raises(ValueError, match="different sizes"):
         Vectors.of([made(1), made(1, d=4)])
+    # a majority of damaged ones (a header claiming other sizes, nothing behind it) decides nothing
+    damaged = [made(1, d=4, e=4).to_bytes()[:10] for _ in range(5)]
+    vectors, refused = Vectors.decode([made(1).to_bytes() for _ in range(3)] + damaged, [1] * 8)
+    assert sorted(refused) == [3, 4, 5, 6, 7] and vectors.present[:3].all() and vectors.whole.shape[1] == 8
 
 
 def test_k_center_covers_better_than_even_sampling_and_is_prefix_stable() -> None:

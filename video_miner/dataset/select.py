@@ -96,10 +96,12 @@ def select_frames(registry: Registry, rows: list[FrameRow], order: dict[str, int
     dup_of = select_distinct(hashes, np.array(priority, dtype=np.int64), threshold, eligible, resolve,
                              batch=detect_batch)
     walk = [i for i in priority if dup_of[i] == KEPT]
-    vectors = _vectors([pool[i] for i in walk])
+    by_content = config.dedup.enabled and config.dedup.semantic and bool(walk)
+    # read only when a pass compares them (their warnings too)
+    vectors = _vectors([pool[i] for i in walk] if by_content or config.select.budget is not None else [])
     local = list(range(len(walk)))  # the frames still in the running, as places in ``walk``
     same_content: dict[str, SameContent] = {}
-    if config.dedup.enabled and config.dedup.semantic and walk:
+    if by_content:
         labels = [[d.label for d in pool[i].detections] for i in walk]
         # Text read counts: the same bus with another plate is other content.
         texts = [sure_texts([(d.text, d.conf) for d in pool[i].detections if d.text is not None]) for i in walk]
@@ -117,7 +119,7 @@ def select_frames(registry: Registry, rows: list[FrameRow], order: dict[str, int
         capped = _per_shot([pool[walk[place]] for place in local], config.extract.per_shot)
         over_shot = {pool[walk[local[at]]].key for at in capped}
         local = [place for at, place in enumerate(local) if at not in capped]
-    budgeted = _budget(config, [pool[walk[place]] for place in local], vectors.take(local), earlier_picks)
+    budgeted = _budget(config, [pool[walk[place]] for place in local], vectors, local, earlier_picks)
     left_out = (budgeted.left_out if budgeted else set()) | over_shot
     kept = [pool[i] for i in np.flatnonzero(dup_of == KEPT).tolist() if pool[i].key not in left_out]
     duplicate_of = {pool[i].key: pool[d].key for i, d in enumerate(dup_of.tolist()) if d >= 0}
@@ -147,15 +149,16 @@ def _vectors(rows: list[FrameRow]) -> Vectors:
     return vectors
 
 
-def _budget(config: MinerConfig, kept: list[FrameRow], vectors: Vectors, earlier_picks: Sequence[str]
-            ) -> Budgeted | None:
-    """The budget's picks among ``kept`` (in priority order), or None without a budget."""
+def _budget(config: MinerConfig, kept: list[FrameRow], vectors: Vectors, places: list[int],
+            earlier_picks: Sequence[str]) -> Budgeted | None:
+    """The budget's picks among ``kept`` (in priority order; their vectors at ``places``), or None
+    without a budget."""
     s = config.select
     if s.budget is None:
         return None
     index = {r.key: i for i, r in enumerate(kept)}
     rule = BudgetRule(s.budget, dict(s.per_class_min), s.hard_fraction, config.filter.conf, s.hard_margin)
-    chosen = choose(vectors.whole, [[d.label for d in r.detections] for r in kept],
+    chosen = choose(vectors.take(places).whole, [[d.label for d in r.detections] for r in kept],
                     [[d.conf for d in r.detections] for r in kept], rule,
                     [index[k] for k in earlier_picks if k in index])
     picks = [kept[i].key for i in chosen.picked]

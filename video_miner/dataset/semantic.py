@@ -105,8 +105,9 @@ class Vectors:
         unreadable one was refused (a registry is untrusted input). One-box embeddings of the
         common size are read all at once: 1M frames in 4-6 s, where one
         :meth:`FrameEmbedding.from_bytes` each took 10.5 s and gathering their arrays 5 s more."""
-        # the pool's sizes are the most common ones (a frame of another model is refused below)
-        sizes = Counter(struct.unpack_from("<HHH", b)[1:] for b in blobs if b is not None and len(b) >= 6)
+        # the pool's sizes: the most common among well-formed ones (another model's are refused below)
+        heads = ((len(b), struct.unpack_from("<HHH", b)) for b in blobs if b is not None and len(b) >= 6)
+        sizes = Counter((d, e) for length, (n, d, e) in heads if length == 6 + 2 * (d + n * e))
         d, e_dim = next((dims for dims, _ in sizes.most_common() if dims[0] > 0), (1, 1))
         size = 6 + 2 * (d + e_dim)
         head = struct.pack("<HHH", 1, d, e_dim)

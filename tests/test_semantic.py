@@ -382,6 +382,21 @@ def test_a_crowd_of_equal_frames_still_finds_its_neighbours_among_the_first(monk
     assert all(len(near[row]) == 0 for row in range(3000, 4000))  # random vectors: nothing near
 
 
+def test_a_row_of_equal_similarities_keeps_k_of_them_the_first() -> None:
+    """Each frame keeps at most k candidates however many tie (a crowd of equal frames compared
+    with 20,000 members each would otherwise keep 20,000 pairs a frame), nearest first, ties by
+    column; rows with fewer keep all of theirs."""
+    from video_miner.dataset.semantic import _at_least
+
+    sims = np.full((3, 50), 0.9, np.float32)
+    sims[1, 40] = 0.95  # one above the tie
+    sims[2, :] = 0.1
+    sims[2, 5] = sims[2, 9] = 0.8
+    rows, cols = _at_least(sims, 0.5, 4)
+    got = {r: sorted(cols[rows == r].tolist()) for r in range(3)}
+    assert got == {0: [0, 1, 2, 3], 1: [0, 1, 2, 40], 2: [5, 9]}
+
+
 def test_an_embedding_from_an_untrusted_registry_is_refused_not_misread() -> None:
     good = FrameEmbedding(np.ones(4, np.float32) / 2, np.eye(2, 3, dtype=np.float32)).to_bytes()
     assert FrameEmbedding.from_bytes(good).boxes.shape == (2, 3)

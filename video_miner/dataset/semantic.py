@@ -227,16 +227,22 @@ def neighbours(vectors: np.ndarray, threshold: float, k: int = NEIGHBOURS) -> Ne
 
 
 def _at_least(sims: np.ndarray, threshold: float, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(row, column) of the similarities >= ``threshold``, at most about ``k`` a row (its nearest;
-    ties at the k-th may add a few, for :meth:`Near.of_pairs` to settle by index). Flat positions
-    first: a quarter of the time of a 2-d mask's nonzero, and far less than ordering every row."""
+    """(row, column) of the similarities >= ``threshold``, at most ``k`` a row: its nearest, equal
+    ones by column (a crowd of equal frames keeps k each, not all). Flat positions first: a quarter
+    of the time of a 2-d mask's nonzero, and far less than ordering every row."""
     hit = np.flatnonzero(sims >= threshold)
     r, c = np.divmod(hit, sims.shape[1])
     over = np.flatnonzero(np.bincount(r, minlength=len(sims)) > k)
     if len(over):
         kth = np.full(len(sims), -np.inf, sims.dtype)
         kth[over] = np.partition(sims[over], -k, axis=1)[:, -k]
-        keep = sims.ravel()[hit] >= kth[r]
+        value = sims.ravel()[hit]
+        above, tied = value > kth[r], value == kth[r]
+        # the hits come row by row, columns ascending: a tie's place among its row's ties
+        ties = np.cumsum(tied)
+        before = np.concatenate([[0], ties])[np.searchsorted(r, np.arange(len(sims)))]
+        room = k - np.bincount(r[above], minlength=len(sims))
+        keep = above | (tied & (ties - before[r] <= room[r]))
         r, c = r[keep], c[keep]
     return r, c
 

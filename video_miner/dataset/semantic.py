@@ -395,13 +395,14 @@ def content_duplicates(embeddings: Vectors | Sequence[FrameEmbedding | None], la
     frame's :func:`sure_texts`), only where they agree. Frames without an embedding (a registry
     restored from a manifest) are never duplicates here."""
     vectors = embeddings if isinstance(embeddings, Vectors) else Vectors.of(embeddings)
-    row, col = _candidates(vectors, labels, walk, picture_min, objects_min)
-    position = {node: pos for pos, node in enumerate(walk)}
+    position = np.full(len(vectors), -1, np.int64)  # each frame's place in the walk; -1: not walked
+    position[np.asarray(walk, dtype=np.int64)] = np.arange(len(walk))
+    row, col = _candidates(vectors, labels, position, picture_min, objects_min)
     found: dict[int, Match] = {}
 
     def rank(m: Match) -> tuple[float, float, int, int]:
         """The kept frame it is most like; ties to the more preferred one, then by the link's place."""
-        return m.objects, m.picture, -position[m.of], -position[m.of if m.via is None else m.via]
+        return m.objects, m.picture, -int(position[m.of]), -int(position[m.of if m.via is None else m.via])
 
     def same(a: int, b: int, at_least: float) -> Match | None:
         score = objects_match(vectors.boxes(a), labels[a], vectors.boxes(b), labels[b])
@@ -412,9 +413,8 @@ def content_duplicates(embeddings: Vectors | Sequence[FrameEmbedding | None], la
 
     # Only frames with a candidate are walked: the others can be no one's duplicate, and whether
     # they are kept changes nothing for the rest (a match is always with an earlier frame).
-    places, first = np.unique(row, return_index=True)
-    for place, js in zip(places.tolist(), np.split(col, first[1:]) if len(col) else [], strict=True):
-        node = walk[place]
+    starts = np.flatnonzero(np.diff(row, prepend=-1))  # each frame's candidates are together
+    for node, js in zip(row[starts].tolist(), np.split(col, starts[1:]) if len(col) else [], strict=True):
         best: Match | None = None
         for j in js.tolist():
             if (match := same(node, j, objects_min)) is None:
@@ -436,14 +436,11 @@ def content_duplicates(embeddings: Vectors | Sequence[FrameEmbedding | None], la
 ROUNDING = 1e-4
 
 
-def _candidates(vectors: Vectors, labels: Sequence[Sequence[str]], walk: Sequence[int], picture_min: float,
+def _candidates(vectors: Vectors, labels: Sequence[Sequence[str]], position: np.ndarray, picture_min: float,
                 objects_min: float) -> tuple[np.ndarray, np.ndarray]:
-    """The pairs worth a closer look, as (walk position, frame): each frame's nearest pictures
+    """The pairs worth a closer look, as (frame, earlier frame): each frame's nearest pictures
     walked before it (nearest first) whose classes are its own and, for frames of one box each,
-    whose boxes match at ``objects_min``; walk positions in order."""
-    n = len(vectors)
-    position = np.full(n, -1, np.int64)
-    position[np.asarray(walk, dtype=np.int64)] = np.arange(len(walk))
+    whose boxes match at ``objects_min``; frames in walk order (``position``: their places)."""
     row, col = neighbours(vectors.whole, picture_min).pairs()
     keep = vectors.present[row] & vectors.present[col] & (position[col] >= 0) & (position[col] < position[row])
     row, col = row[keep], col[keep]
@@ -454,6 +451,6 @@ def _candidates(vectors: Vectors, labels: Sequence[Sequence[str]], walk: Sequenc
     both = vectors.one[row] & vectors.one[col]
     keep = ~both  # frames of several boxes are matched one pair at a time
     keep[both] = _cosines(vectors.single, row[both], col[both]) >= objects_min - ROUNDING
-    row, col = position[row[keep]], col[keep]
-    order = np.argsort(row, kind="stable")  # walk order; each frame's neighbours stay nearest first
+    row, col = row[keep], col[keep]
+    order = np.argsort(position[row], kind="stable")  # walk order; each frame's neighbours stay nearest first
     return row[order], col[order]

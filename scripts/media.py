@@ -32,6 +32,25 @@ def reencode(src: Path, dst: Path, scale: float, seconds: float | None = None) -
             out.mux(packet)
 
 
+def head(src: Path, dst: Path, seconds: float) -> Path:
+    """The first ``seconds`` of ``src``'s video track, its packets copied (no re-encoding: the
+    frames are the original's, bit for bit)."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vin = inp.streams.video[0]
+        vout = out.add_stream_from_template(vin)
+        start = vin.start_time or 0
+        for packet in inp.demux(vin):
+            if packet.dts is None:
+                continue
+            if packet.pts is not None and (packet.pts - start) * vin.time_base >= seconds:
+                break
+            packet.stream = vout
+            out.mux(packet)
+    return dst
+
+
 def _clip_frame(k: int, size: tuple[int, int], photos: list[Path], person_share: float) -> Any:
     """One still picture, distinct for each ``k``: random shapes (sharp edges, so the blur prefilter
     passes it), and for a ``person_share`` of them a crop of a photo with people pasted in."""

@@ -19,6 +19,19 @@ BOTTLE = VIDEOS / "bottle-detection.mp4"
 CARS = VIDEOS / "car-detection.mp4"
 MP4S = [PERSON, BOTTLE, CARS]
 
+#: Modules that run the product end to end (real videos, the model, servers, child processes):
+#: ``pytest -m "not slow"`` leaves them out for a quick edit-test loop (a test marked ``fast`` in
+#: them stays in it).
+SLOW = {"test_mining", "test_faults", "test_resume", "test_gallery", "test_handover", "test_cli_output",
+        "test_semantic", "test_prometheus", "test_ray", "test_shared_storage", "test_bad_inputs", "test_metrics",
+        "test_live", "test_decode", "test_hostile", "test_models", "test_download", "test_stages", "test_fuzz"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in SLOW and not item.get_closest_marker("fast"):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _shared_data() -> None:
@@ -27,8 +40,31 @@ def _shared_data() -> None:
 
 
 @pytest.fixture(scope="session")
+def ffmpeg() -> str:
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg", reason="the [test] extra installs imageio-ffmpeg")
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+@pytest.fixture(scope="session")
 def short_clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """24 distinct three-second clips (some show people); one frame of each reaches the detector."""
     from scripts.media import make_short_clips
 
     return make_short_clips(tmp_path_factory.mktemp("clips"), 24, person_share=0.4)
+
+
+@pytest.fixture(scope="session")
+def person_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The person video's first 40 s, its packets copied (the same frames as the original's first
+    40 s; two people cross the room): where a test needs people, not the whole 139 s."""
+    from scripts.media import head
+
+    return head(PERSON, tmp_path_factory.mktemp("person-head") / "person-40s.mp4", 40)
+
+
+@pytest.fixture(scope="session")
+def bottle_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bottle video's first 12 s, its packets copied."""
+    from scripts.media import head
+
+    return head(BOTTLE, tmp_path_factory.mktemp("bottle-head") / "bottle-12s.mp4", 12)

@@ -158,13 +158,11 @@ def test_a_lone_request_waits_at_most_max_wait_for_company() -> None:
     fn = Recorder()
     with DynamicBatcher(fn, max_batch=8, max_wait_s=0.3) as batcher:
         batcher.join(2)  # the other client is busy elsewhere: it might still submit
-        started = time.monotonic()
         future = batcher.submit(5)
         assert future.result(timeout=5) == 10
-        waited = time.monotonic() - started
         batcher.leave(2)
-    assert waited >= 0.25, waited  # it waited for company: max_wait, which only a late clock could shorten
-    assert batcher.stats.reasons["waited"] == 1
+    # It went because its wait ran out (max_wait), not because it was full or every client waited.
+    assert batcher.stats.reasons == {"full": 0, "waited": 1, "all_waiting": 0, "closing": 0}, batcher.stats.reasons
 
 
 def test_closing_with_an_error_fails_what_is_pending_and_unblocks_waiters() -> None:

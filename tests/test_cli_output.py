@@ -17,6 +17,7 @@ from rich.console import Console
 from async_pipeline import StageMessage
 
 from .conftest import MODEL, PERSON, ROOT, VIDEOS
+from .helpers import cli_here
 
 
 def cli(*args: str, columns: int, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -26,11 +27,12 @@ def cli(*args: str, columns: int, timeout: float = 300) -> subprocess.CompletedP
 
 
 @pytest.fixture(scope="module")
-def logged_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+def logged_run(person_head: Path, tmp_path_factory: pytest.TempPathFactory
+               ) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """A run with stdout a pipe (a log file), in a 40-column 'terminal'. Progress lines come every
     0.2 s and once more when the stages end, so there are some however fast the machine is."""
     out = tmp_path_factory.mktemp("cli") / "a-rather-long-output-folder-name-for-the-log-lines" / "out"
-    proc = cli("run", str(PERSON), str(VIDEOS / "again.mkv"), "--model", str(MODEL), "-o", str(out),
+    proc = cli("run", str(person_head), str(VIDEOS / "again.mkv"), "--model", str(MODEL), "-o", str(out),
                "--progress-every", "0.2", columns=40)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out, proc
@@ -55,7 +57,7 @@ def test_log_lines_never_wrap(logged_run: tuple[Path, subprocess.CompletedProces
 def test_report_tables_fit_the_terminal_without_cutting(logged_run: tuple[Path, subprocess.CompletedProcess[str]],
                                                        columns: int) -> None:
     out, _ = logged_run
-    proc = cli("report", "-o", str(out), columns=columns)
+    proc = cli_here("report", "-o", str(out), columns=columns)
     assert proc.returncode == 0, proc.stderr
     assert "…" not in proc.stdout
     tables = [line for line in proc.stdout.splitlines() if not line.startswith(("timeline:", "gallery:"))]

@@ -17,7 +17,7 @@ from video_miner.download.ytdlp import runtime_report, ydl_options
 from video_miner.errors import ConfigError
 
 from .conftest import MODEL, ROOT, VIDEOS
-from .helpers import make_config, run
+from .helpers import cli_here, make_config, run
 from .http_server import serve
 
 
@@ -141,18 +141,20 @@ def test_doctor_says_a_run_can_go_and_how_to_fix_what_cannot(tmp_path: Path) -> 
                   "ready to run"):
         assert words in good.stdout, (words, good.stdout)
     assert "Loading" not in good.stdout, "one screen: no library chatter"
-    bad = _doctor("--model", str(MODEL), "--classes", "persn", "-o", str(tmp_path / "out"))
+    # The rest in this process: only the first needed a process of its own (the chatter check).
+    bad = cli_here("doctor", "--model", str(MODEL), "--classes", "persn", "-o", str(tmp_path / "out"))
     assert bad.returncode == 1
     assert "fail model: filter.classes: persn" in bad.stdout and "not ready" in bad.stdout
-    gpu = _doctor("--model", str(MODEL), "-o", str(tmp_path / "out"), "-c", str(_config(tmp_path, "filter:\n  device: cuda:0\n")))
+    gpu = cli_here("doctor", "--model", str(MODEL), "-o", str(tmp_path / "out"),
+                   "-c", str(_config(tmp_path, "filter:\n  device: cuda:0\n")))
     import torch
 
     if not torch.cuda.is_available():
         assert gpu.returncode == 1 and "fail device: filter.device is cuda:0 but CUDA is not available" in gpu.stdout
-    floor = _doctor("--model", str(MODEL), "-o", str(tmp_path / "out"),
+    floor = cli_here("doctor", "--model", str(MODEL), "-o", str(tmp_path / "out"),
                     "-c", str(_config(tmp_path, "download:\n  min_free_gb: 1000000\n")))
     assert floor.returncode == 1 and "below download.min_free_gb" in floor.stdout
-    ray = _doctor("--model", str(MODEL), "-o", str(tmp_path / "out"), "--engine", "ray",
+    ray = cli_here("doctor", "--model", str(MODEL), "-o", str(tmp_path / "out"), "--engine", "ray",
                   "-c", str(_config(tmp_path, "ray:\n  shared_storage: nosuch://bucket/x\n")))
     assert "ok ray: ray " in ray.stdout and "fail shared storage" in ray.stdout and ray.returncode == 1
 

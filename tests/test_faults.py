@@ -5,13 +5,10 @@ Each checks the line printed, the exit code, and that a re-run gives the identic
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import sqlite3
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,19 +19,14 @@ import pytest
 from video_miner.errors import DiskFull, environment_error
 from video_miner.store.registry import Registry
 
-from .conftest import BOTTLE, MODEL, ROOT, VIDEOS
-from .helpers import dataset_files, run
-
-SMALL = [VIDEOS / "again.mkv", VIDEOS / "book.mkv", BOTTLE]
+from .conftest import MODEL, ROOT, VIDEOS
+from .helpers import cli, cli_args, cli_here, dataset_files, done_videos, manifest, run, wait_for, without_source
 
 
-def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "video_miner", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def manifest(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (out / "dataset" / "manifest.jsonl").read_text().splitlines()]
+@pytest.fixture(scope="module")
+def small(bottle_head: Path) -> list[Path]:
+    """Three short videos, two showing a person."""
+    return [VIDEOS / "again.mkv", VIDEOS / "book.mkv", bottle_head]
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
@@ -46,18 +38,16 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reference(small: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("reference") / "out"
-    report = run([str(p) for p in SMALL], out)
+    report = run([str(p) for p in small], out)
     assert not report.failures and report.export.kept > 0
     return out
 
 
 def same_dataset(out: Path, reference: Path) -> None:
     assert dataset_files(out / "dataset") == dataset_files(reference / "dataset")
-    strip = ("source",)
-    assert [{k: v for k, v in r.items() if k not in strip} for r in manifest(out)] == \
-        [{k: v for k, v in r.items() if k not in strip} for r in manifest(reference)]
+    assert without_source(manifest(out)) == without_source(manifest(reference))
 
 
 @contextmanager
@@ -76,38 +66,37 @@ def tmpfs(path: Path, size: str, options: str = "") -> Iterator[Path]:
 
 # ---- one run per output folder ---------------------------------------------------------------
 @pytest.mark.timeout(300)
-def test_a_second_run_on_the_same_folder_exits_2_naming_the_first(reference: Path, tmp_path: Path) -> None:
+def test_a_second_run_on_the_same_folder_exits_2_naming_the_first(small: list[Path], reference: Path,
+                                                                  tmp_path: Path) -> None:
     out = tmp_path / "out"
-    args = ["run", *map(str, SMALL), "--model", str(MODEL), "-o", str(out), "-q"]
-    first = subprocess.Popen([sys.executable, "-m", "video_miner", *args], cwd=ROOT, stdout=subprocess.PIPE,
+    args = ["run", *map(str, small), "--model", str(MODEL), "-o", str(out), "-q"]
+    # The first run also watches an empty folder: it goes on until the test stops it, however fast
+    # it mines its inputs.
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    first = subprocess.Popen(cli_args(*args, "--watch", str(inbox)), cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while not (out / "registry.sqlite").exists():
-        assert first.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    started = time.monotonic()
+    wait_for(lambda: (out / "registry.sqlite").exists(), "the first run's registry", alive=lambda: first.poll() is None)
     second = cli(*args)
-    assert time.monotonic() - started < 10, "the second run waited instead of stopping"
+    assert first.poll() is None
     assert second.returncode == 2
     line = one_line_error(second)
     assert f"pid {first.pid}" in line and "in use by another video-miner run" in line and "video-miner run" in line
     # status works beside the run, read-only.
     status = cli("status", "-o", str(out))
     assert status.returncode == 0, status.stdout + status.stderr
+    wait_for(lambda: done_videos(out) == len(small), "the first run's inputs mined", alive=lambda: first.poll() is None)
+    first.send_signal(signal.SIGINT)
     assert first.wait(240) == 0, first.stdout.read() if first.stdout else ""
     same_dataset(out, reference)
 
 
 @pytest.mark.timeout(300)
-def test_kill_9_leaves_no_stale_lock(reference: Path, tmp_path: Path) -> None:
+def test_kill_9_leaves_no_stale_lock(small: list[Path], reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    args = ["run", *map(str, SMALL), "--model", str(MODEL), "-o", str(out), "-q"]
-    first = subprocess.Popen([sys.executable, "-m", "video_miner", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not (out / "registry.sqlite").exists():
-        assert first.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    args = ["run", *map(str, small), "--model", str(MODEL), "-o", str(out), "-q"]
+    first = subprocess.Popen(cli_args(*args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: (out / "registry.sqlite").exists(), "the first run's registry", alive=lambda: first.poll() is None)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     again = cli(*args)
@@ -117,23 +106,24 @@ def test_kill_9_leaves_no_stale_lock(reference: Path, tmp_path: Path) -> None:
 
 # ---- a full disk --------------------------------------------------------------------------------
 @pytest.mark.timeout(400)
-def test_a_really_full_disk_stops_with_one_line_and_a_rerun_finishes(reference: Path, tmp_path: Path) -> None:
-    with tmpfs(tmp_path / "small", "600k") as small:
-        out = small / "out"
-        args = ["run", *map(str, SMALL), "--model", str(MODEL), "-o", str(out), "-q"]
+def test_a_really_full_disk_stops_with_one_line_and_a_rerun_finishes(small: list[Path], reference: Path,
+                                                                     tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "small", "300k") as disk:
+        out = disk / "out"
+        args = ["run", *map(str, small), "--model", str(MODEL), "-o", str(out), "-q"]
         config = tmp_path / "c.yaml"
         config.write_text("download:\n  min_free_gb: 0\n")
-        full = cli(*args, "-c", str(config))
+        full = cli_here(*args, "-c", str(config))
         assert full.returncode == 1, full.stdout + full.stderr
         line = one_line_error(full)
         assert "disk full" in line and "free there" in line and "run the same command again" in line
-        assert str(small) in line
+        assert str(disk) in line
         # Not the videos' fault: none is failed, so a plain re-run takes them all up again.
         reg = Registry(out / "registry.sqlite", readonly=True)
         assert not [r for r in reg.videos() if r.state == "failed"]
         reg.close()
-        subprocess.run(["mount", "-o", "remount,size=300m", str(small)], check=True)
-        again = cli(*args, "-c", str(config))
+        subprocess.run(["mount", "-o", "remount,size=300m", str(disk)], check=True)
+        again = cli_here(*args, "-c", str(config))
         assert again.returncode == 0, again.stdout + again.stderr
         same_dataset(out, reference)
 
@@ -180,7 +170,7 @@ SITES: dict[str, tuple[str, str, str, Callable[[], BaseException], int]] = {
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("site", sorted(SITES))
-def test_disk_full_at_each_write_site(site: str, reference: Path, tmp_path: Path,
+def test_disk_full_at_each_write_site(site: str, small: list[Path], reference: Path, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """ENOSPC where each stage (and the export, registry, metrics) writes: one line naming the
     disk, videos left unfinished (never failed), the previous dataset intact, and a plain re-run
@@ -194,8 +184,8 @@ def test_disk_full_at_each_write_site(site: str, reference: Path, tmp_path: Path
     if cls:
         owner = getattr(owner, cls)
     out = tmp_path / "out"
-    with serve({"/v/bottle.mp4": BOTTLE}) as (base, _):
-        inputs = [str(p) for p in SMALL]
+    with serve({"/v/bottle.mp4": small[-1]}) as (base, _):
+        inputs = [str(p) for p in small]
         expected = reference
         if site == "download":  # a downloaded input: its own undisturbed run to compare with
             inputs[-1] = f"{base}/v/bottle.mp4"
@@ -236,11 +226,11 @@ def _damage(db: Path) -> None:
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("damage", ["torn", "lost"])
-def test_a_damaged_registry_is_reported_and_repair_gives_the_same_dataset(reference: Path, tmp_path: Path,
-                                                                          damage: str) -> None:
+def test_a_damaged_registry_is_reported_and_repair_gives_the_same_dataset(small: list[Path], reference: Path,
+                                                                          tmp_path: Path, damage: str) -> None:
     out = tmp_path / "out"
-    args = ["run", *map(str, SMALL), "--model", str(MODEL), "-o", str(out), "-q"]
-    assert cli(*args).returncode == 0
+    args = ["run", *map(str, small), "--model", str(MODEL), "-o", str(out), "-q"]
+    assert not run([str(p) for p in small], out).failures  # as the same command would (the CLI's defaults)
     before = dataset_files(out / "dataset")
     db = out / "registry.sqlite"
     # Checkpointed, so the damage is in the file SQLite reads.
@@ -250,30 +240,31 @@ def test_a_damaged_registry_is_reported_and_repair_gives_the_same_dataset(refere
         _damage(db)
         damaged = db.read_bytes()
         for command in (args, ["status", "-o", str(out)]):
-            proc = cli(*command)
+            proc = cli_here(*command)
             assert proc.returncode == 2, proc.stdout + proc.stderr
             line = one_line_error(proc)
             assert "is damaged" in line and f"video-miner repair -o {out}" in line and "nothing was deleted" in line
         assert db.read_bytes() == damaged, "nothing is written to a damaged registry"
-        debug = cli("--debug", *args)
+        debug = cli_here("--debug", *args)
         assert "Traceback" in debug.stdout + debug.stderr
     else:
         for suffix in ("", "-wal", "-shm"):
             (out / f"registry.sqlite{suffix}").unlink(missing_ok=True)
-    fixed = cli("repair", "-o", str(out))
+    fixed = cli_here("repair", "-o", str(out))
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert "3 videos done" in fixed.stdout
     if damage == "torn":
         kept_aside = list(out.glob("registry.damaged-*/registry.sqlite"))
         assert kept_aside and kept_aside[0].read_bytes() == damaged
-    again = cli(*args)
+    again = cli_here(*args)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "(3 already done before)" in again.stdout
     assert dataset_files(out / "dataset") == before
     same_dataset(out, reference)
 
 
-def test_repair_resumes_what_the_files_prove_and_reruns_the_rest(reference: Path, tmp_path: Path) -> None:
+def test_repair_resumes_what_the_files_prove_and_reruns_the_rest(small: list[Path], reference: Path,
+                                                                 tmp_path: Path) -> None:
     """A video whose extraction committed (frames.json) resumes from there after a repair."""
     out = tmp_path / "out"
     run([str(VIDEOS / "again.mkv")], out, **{"cleanup.frames": False})
@@ -289,9 +280,9 @@ def test_repair_resumes_what_the_files_prove_and_reruns_the_rest(reference: Path
     book = expand_sources([str(VIDEOS / "book.mkv")])[0]
     frames = out / "work" / "frames" / book.video_id
     write_index(frames, extract_frames(VIDEOS / "book.mkv", frames, book.video_id, ExtractConfig(), 1).index(book.video_id))
-    proc = cli("repair", "-o", str(out))
+    proc = cli_here("repair", "-o", str(out))
     assert proc.returncode == 0 and "1 videos done" in proc.stdout and "1 extracted" in proc.stdout, proc.stdout
-    report = run([str(p) for p in SMALL], out)
+    report = run([str(p) for p in small], out)
     assert not report.failures and report.videos_skipped == 1
     same_dataset(out, reference)
 
@@ -299,7 +290,7 @@ def test_repair_resumes_what_the_files_prove_and_reruns_the_rest(reference: Path
 # ---- environment faults never print a traceback -------------------------------------------------
 def test_a_read_only_output_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "ro", "1m", "ro") as ro:
-        proc = cli("run", str(VIDEOS / "again.mkv"), "--model", str(MODEL), "-o", str(ro / "out"), "-q")
+        proc = cli_here("run", str(VIDEOS / "again.mkv"), "--model", str(MODEL), "-o", str(ro / "out"), "-q")
         assert proc.returncode == 1
         assert "read-only filesystem" in one_line_error(proc)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import BOTTLE, ROOT, VIDEOS
+from .conftest import ROOT, VIDEOS
 from .helpers import run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -24,9 +24,9 @@ BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networkin
 
 
 @pytest.fixture(scope="module")
-def mined(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def mined(bottle_head: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("gallery") / "out"
-    report = run([str(VIDEOS / "again.mkv"), str(VIDEOS / "book.mkv"), str(BOTTLE)], out,
+    report = run([str(VIDEOS / "again.mkv"), str(VIDEOS / "book.mkv"), str(bottle_head)], out,
                  **{"filter.classes": ["person", "bottle"]})
     assert report.export.kept >= 5
     proc = subprocess.run([sys.executable, "-m", "video_miner", "report", "-o", str(out)], cwd=ROOT,

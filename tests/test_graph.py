@@ -157,9 +157,7 @@ def test_a_cancelled_graph_ends_at_once() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    started = time.monotonic()
-    asyncio.run(asyncio.wait_for(main(), 30))
-    assert time.monotonic() - started < 30
+    asyncio.run(asyncio.wait_for(main(), 30))  # a cancellation that hangs is a TimeoutError
 
 
 def test_graphs_refuse_cycles_and_nodes_with_two_inputs() -> None:

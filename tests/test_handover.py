@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from .conftest import BOTTLE, ROOT, VIDEOS
-from .helpers import run
+from .helpers import cli_here, run
 
 CLASSES = ["person", "bottle"]
 
@@ -28,9 +28,9 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def mined(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def mined(bottle_head: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("handover") / "out"
-    report = run([str(VIDEOS / "again.mkv"), str(BOTTLE)], out,
+    report = run([str(VIDEOS / "again.mkv"), str(bottle_head)], out,
                  **{"filter.classes": CLASSES, "export.formats": ["yolo", "label-studio", "cvat", "hf"]})
     assert report.export.kept >= 4
     return out
@@ -118,18 +118,18 @@ def test_cvat_xml_and_coco_describe_the_same_boxes(mined: Path) -> None:
 def test_new_only_hands_over_only_a_new_videos_frames_and_diff_says_so(tmp_path: Path) -> None:
     out = tmp_path / "out"
     run([str(VIDEOS / "again.mkv")], out, **{"filter.classes": CLASSES})
-    first = cli("export", "-o", str(out), "--format", "label-studio", "--new-only")
+    first = cli_here("export", "-o", str(out), "--format", "label-studio", "--new-only")
     assert first.returncode == 0, first.stdout + first.stderr
     before = kept(out)
     assert before and f"{len(before)} frames" in first.stdout
     report = run([str(VIDEOS / "again.mkv"), str(BOTTLE)], out, **{"filter.classes": CLASSES})
     assert report.videos_done == 2
-    changes = cli("diff", "-o", str(out), "--format", "label-studio")
+    changes = cli_here("diff", "-o", str(out), "--format", "label-studio")
     after = kept(out)
     new = {name: r for name, r in after.items() if name not in before}
     assert new and all(r["video_id"] != next(iter(before.values()))["video_id"] for r in new.values())
     assert f"{len(new)} added" in changes.stdout, changes.stdout
-    second = cli("export", "-o", str(out), "--format", "label-studio", "--new-only")
+    second = cli_here("export", "-o", str(out), "--format", "label-studio", "--new-only")
     assert second.returncode == 0
     batch = out / "exports" / "label-studio" / "batch-0002"
     tasks = json.loads((batch / "tasks.json").read_text())
@@ -137,7 +137,7 @@ def test_new_only_hands_over_only_a_new_videos_frames_and_diff_says_so(tmp_path:
     # Nothing handed over changes name: the first batch's images are still the dataset's names.
     first_batch = {p.name for p in (out / "exports" / "label-studio" / "batch-0001" / "images").iterdir()}
     assert first_batch <= set(after) | {n for n in before}
-    assert "0 added" in cli("diff", "-o", str(out), "--format", "label-studio").stdout
+    assert "0 added" in cli_here("diff", "-o", str(out), "--format", "label-studio").stdout
 
 
 TOOLS = Path(os.environ.get("VIDEO_MINER_TOOLS_PYTHON", ROOT / ".venv-tools" / "bin" / "python"))
@@ -184,7 +184,7 @@ def test_labelformat_reads_the_cvat_xml_and_coco_alike(mined: Path) -> None:
 
 def test_fiftyones_importer_reads_predictions_and_the_manifests_fields(tmp_path: Path, mined: Path) -> None:
     dest = tmp_path / "fo"
-    done = cli("export", "-o", str(mined), "--format", "fiftyone", "--dest", str(dest))
+    done = cli_here("export", "-o", str(mined), "--format", "fiftyone", "--dest", str(dest))
     assert done.returncode == 0, done.stdout + done.stderr
     loaded = load_with_tool("fiftyone", dest)
     expected = same_as_manifest(loaded, mined)

@@ -20,7 +20,7 @@ from video_miner.config import load_config
 from video_miner.errors import ConfigError, ModelError, environment_error
 
 from .conftest import BOTTLE, MODEL, ROOT, VIDEOS
-from .helpers import dataset_files, run
+from .helpers import cli_here, dataset_files, run
 from .http_server import serve
 
 AGAIN = VIDEOS / "again.mkv"
@@ -190,7 +190,7 @@ def test_a_link_in_the_output_folder_is_refused_and_its_target_untouched(tmp_pat
     out = tmp_path / "out"
     out.mkdir()
     (out / name).symlink_to(victim)
-    proc = cli("run", str(AGAIN), "--model", str(MODEL), "-o", str(out), "-q")
+    proc = cli_here("run", str(AGAIN), "--model", str(MODEL), "-o", str(out), "-q")
     text = no_traceback(proc)
     assert proc.returncode == 2, text
     assert "symbolic link" in text and str(out / name) in text, text
@@ -205,7 +205,7 @@ def test_report_replaces_a_linked_gallery_or_timeline_instead_of_writing_through
         victim.write_text("precious")
         (out / name).unlink(missing_ok=True)
         (out / name).symlink_to(victim)
-    proc = cli("report", "-o", str(out))
+    proc = cli_here("report", "-o", str(out))
     no_traceback(proc)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for name in ("gallery.html", "timeline.png"):
@@ -229,7 +229,7 @@ def test_repair_and_export_never_take_a_path_out_of_the_folder(tmp_path: Path) -
     manifest.write_text("".join(json.dumps(r) + "\n" for r in [*lines, evil]))
     for suffix in ("", "-wal", "-shm"):
         (out / f"registry.sqlite{suffix}").unlink(missing_ok=True)
-    proc = cli("repair", "-o", str(out))
+    proc = cli_here("repair", "-o", str(out))
     text = no_traceback(proc)
     assert proc.returncode == 0, text
     assert text.count("refused") == 2 and "leads out of the dataset" in text and "not a name video-miner gives" in text
@@ -296,12 +296,12 @@ def test_a_watched_folder_does_not_follow_links_out_of_it(tmp_path: Path) -> Non
 SECRET = "s3cr3tPa55"
 
 
-def test_credentials_in_urls_appear_nowhere_a_person_reads(tmp_path: Path) -> None:
+def test_credentials_in_urls_appear_nowhere_a_person_reads(bottle_head: Path, tmp_path: Path) -> None:
     """A link with user info and a token, and a camera with a password that is down: the summary,
     status, failures.tsv, metrics.json, the manifest, the gallery, the lock file and the logs
     never show the secrets; the registry keeps them, to reconnect."""
     out = tmp_path / "out"
-    with serve({"/v/clip.mp4": BOTTLE}) as (base, _):
+    with serve({"/v/clip.mp4": bottle_head}) as (base, _):
         link = base.replace("http://", f"http://miner:{SECRET}@") + f"/v/clip.mp4?token={SECRET}&v=1"
         camera = f"rtsp://admin:{SECRET}@127.0.0.1:9/stream"
         proc = cli("--debug", "run", link, camera, "--classes", "bottle", "--model", str(MODEL), "-o", str(out),
@@ -309,10 +309,10 @@ def test_credentials_in_urls_appear_nowhere_a_person_reads(tmp_path: Path) -> No
     text = no_traceback(proc)
     assert proc.returncode == 1, text  # the camera failed
     assert "***" in text and SECRET not in text, text
-    status = cli("status", "-o", str(out))
-    failed = cli("status", "--failed", "-o", str(out))
+    status = cli_here("status", "-o", str(out))
+    failed = cli_here("status", "--failed", "-o", str(out))
     assert status.returncode == failed.returncode == 0
-    assert cli("report", "-o", str(out)).returncode == 0
+    assert cli_here("report", "-o", str(out)).returncode == 0
     for shown in (status.stdout, failed.stdout):
         assert SECRET not in shown and "***" in shown, shown
     for path in out.rglob("*"):
@@ -391,7 +391,7 @@ def test_thirty_failures_are_grouped_by_class_with_the_full_list_in_a_file(tmp_p
     listing.write_text("\n".join([*(str(tmp_path / f"gone{k}.mp4") for k in range(26)), "notaurl://a", "notaurl://b",
                                   "notaurl://c", "ftp://127.0.0.1:9/x.mp4", str(AGAIN)]) + "\n")
     out = tmp_path / "out"
-    proc = cli("run", str(listing), "--model", str(MODEL), "-o", str(out))
+    proc = cli_here("run", str(listing), "--model", str(MODEL), "-o", str(out))
     text = no_traceback(proc)
     assert proc.returncode == 1
     failed_lines = [line for line in text.splitlines() if line.startswith("failed")]
@@ -400,7 +400,7 @@ def test_thirty_failures_are_grouped_by_class_with_the_full_list_in_a_file(tmp_p
     listed = (out / "failures.tsv").read_text().splitlines()
     assert listed[0] == "class\tmessage\tinput" and len(listed) == 31
     assert "failures.tsv" in text
-    failed = cli("status", "--failed", "-o", str(out))
+    failed = cli_here("status", "--failed", "-o", str(out))
     assert len(failed.stdout.strip().splitlines()) == 30
 
 

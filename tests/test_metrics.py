@@ -16,7 +16,7 @@ from video_miner.observe.metrics import RunMetrics
 from video_miner.run.compose import mine
 from video_miner.run.request import RunRequest
 
-from .conftest import BOTTLE, MODEL, PERSON, ROOT, VIDEOS
+from .conftest import MODEL, ROOT, VIDEOS
 from .helpers import make_config
 
 
@@ -25,7 +25,8 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
-def test_prometheus_endpoint_and_metrics_json_agree_with_the_run(tmp_path: Path) -> None:
+def test_prometheus_endpoint_and_metrics_json_agree_with_the_run(person_head: Path, bottle_head: Path,
+                                                                 tmp_path: Path) -> None:
     out = tmp_path / "out"
     config = make_config(out, metrics_port=0)  # 0: any free port, always on 127.0.0.1 by default
     metrics = RunMetrics()
@@ -43,7 +44,7 @@ def test_prometheus_endpoint_and_metrics_json_agree_with_the_run(tmp_path: Path)
     metrics.serve = serve  # type: ignore[method-assign]
     result: dict[str, object] = {}
     worker = threading.Thread(target=lambda: result.setdefault(
-        "report", mine(RunRequest([str(PERSON), str(BOTTLE), str(VIDEOS / "again.mkv")], config), metrics=metrics)))
+        "report", mine(RunRequest([str(person_head), str(bottle_head), str(VIDEOS / "again.mkv")], config), metrics=metrics)))
     worker.start()
     assert serving.wait(120)
     while worker.is_alive():

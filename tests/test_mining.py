@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 from itertools import combinations
 from pathlib import Path
@@ -14,21 +12,30 @@ import yaml
 
 from video_miner.media.quality import hamming, open_gray, phash64
 
-from .conftest import BOTTLE, CARS, MODEL, MP4S, PERSON, VIDEOS
-from .helpers import dataset_files, run
+from .conftest import BOTTLE, CARS, MODEL, PERSON, VIDEOS
+from .helpers import cli, cli_here, dataset_files, manifest, run
 from .http_server import serve
 
-
-def manifest(output: Path) -> list[dict]:
-    return [json.loads(line) for line in (output / "dataset" / "manifest.jsonl").read_text().splitlines()]
+#: Seconds of the person video (and of its copy) the detector-skipping runs read.
+SKIP_SECONDS = 40
 
 
 @pytest.fixture(scope="module")
-def person_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def person_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smaller re-encoded copy of the person video's first seconds: near-duplicates, never byte-identical."""
+    from scripts.media import reencode
+
+    small = tmp_path_factory.mktemp("copy") / "person-small.mp4"
+    reencode(PERSON, small, 0.75, seconds=SKIP_SECONDS)
+    return small
+
+
+@pytest.fixture(scope="module")
+def person_runs(bottle_head: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("person")
     outs = {}
     for engine in ("async", "sequential"):
-        report = run([str(p) for p in MP4S], base / engine, engine=engine)
+        report = run([str(PERSON), str(bottle_head), str(CARS)], base / engine, engine=engine)
         assert not report.failures, report.failures
         assert report.videos_done == 3
         outs[engine] = base / engine
@@ -37,17 +44,17 @@ def person_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_person_frames_come_from_the_person_video(person_runs: dict[str, Path]) -> None:
     rows = manifest(person_runs["async"])
-    kept = Counter(r["video_id"].split("-")[0] for r in rows if r["decision"] == "kept")
+    kept = Counter(r.video_id.split("-")[0] for r in rows if r.decision == "kept")
     assert sum(kept.values()) >= 10
     assert kept["one"] > sum(kept.values()) / 2, kept
     assert kept["car"] == 0, kept
     # One manifest row per extracted frame, each with a decision and the frame's measures.
-    assert len(rows) == sum(1 for r in rows if r["decision"] in {"kept", "duplicate", "filtered"})
-    assert all(len(r["phash"]) == 16 and r["blur"] >= 0 for r in rows)
-    assert all(r["detections"] and all(d["class"] == "person" and d["conf"] >= 0.4 for d in r["detections"])
-               for r in rows if r["decision"] == "kept")
-    dup = next(r for r in rows if r["decision"] == "duplicate")
-    assert dup["duplicate_of"] in {r["frame"] for r in rows if r["decision"] == "kept"}
+    assert len(rows) == sum(1 for r in rows if r.decision in {"kept", "duplicate", "filtered"})
+    assert all(0 <= r.phash < 2**64 and r.blur >= 0 for r in rows)
+    assert all(r.detections and all(d.label == "person" and d.conf >= 0.4 for d in r.detections)
+               for r in rows if r.decision == "kept")
+    dup = next(r for r in rows if r.decision == "duplicate")
+    assert dup.duplicate_of in {r.frame for r in rows if r.decision == "kept"}
 
 
 def test_async_and_sequential_give_identical_datasets(person_runs: dict[str, Path]) -> None:
@@ -70,14 +77,14 @@ def test_no_two_kept_images_are_near_duplicates(person_runs: dict[str, Path]) ->
     # Hashed as the dedup hashes them: the JPEG's luma plane.
     hashes = {p.name: phash64(open_gray(p)) for p in (dataset / "images").rglob("*.jpg")}
     assert len(hashes) >= 10
-    rows = {Path(r["image"]).name: r for r in manifest(out) if r["decision"] == "kept"}
+    rows = {Path(r.image or "").name: r for r in manifest(out) if r.decision == "kept"}
     with sqlite3.connect(out / "registry.sqlite") as db:
         blobs = {f"{v}@{t:.3f}": e for v, t, e in db.execute("SELECT video_id, timestamp, embedding FROM frames")}
     for (a, ha), (b, hb) in combinations(hashes.items(), 2):
         assert ha != hb, (a, b)
         if hamming(ha, hb) <= 6:
-            ea, eb = (FrameEmbedding.from_bytes(blobs[rows[n]["frame"]]) for n in (a, b))
-            labels = [[d["class"] for d in rows[n]["detections"]] for n in (a, b)]
+            ea, eb = (FrameEmbedding.from_bytes(blobs[rows[n].frame]) for n in (a, b))
+            labels = [[d.label for d in rows[n].detections] for n in (a, b)]
             alike = float(ea.whole @ eb.whole) >= 0.75 and objects_match(ea.boxes, labels[0], eb.boxes, labels[1]) >= 0.94
             assert not alike, (a, b)
 
@@ -110,21 +117,18 @@ def test_dataset_loads_and_trains_in_ultralytics(person_runs: dict[str, Path], t
 
 
 @pytest.mark.parametrize("semantic", [False, True])
-def test_skipping_the_detector_for_near_duplicates_changes_nothing_in_the_output(tmp_path: Path, semantic: bool
-                                                                                 ) -> None:
+def test_skipping_the_detector_for_near_duplicates_changes_nothing_in_the_output(person_copy: Path, tmp_path: Path,
+                                                                                 semantic: bool) -> None:
     """The person video and a smaller re-encoded copy: frames of the copy near a sharper person frame of
     the original skip the detector, yet images, labels and manifest equal those of a run that detects all.
     With the semantic pass only equal pHashes are deferred (the content decides the rest): fewer."""
-    from scripts.media import reencode
-
-    small = tmp_path / "person-small.mp4"
-    reencode(PERSON, small, 0.75, seconds=70)
-    inputs = [str(PERSON), str(small)]
+    inputs = [str(PERSON), str(person_copy)]
     reports = {}
     for skip in (True, False):
-        # One video at a time: the original (more pixels: preferred) is detected before its copy is
+        # One video at a time, in order: the original (more pixels: preferred) is detected before its copy is
         # looked at, so the count of deferred frames is stable; the outputs must be equal whatever it is.
-        reports[skip] = run(inputs, tmp_path / str(skip), **{"extract.end": 70, "dedup.skip_detection": skip,
+        reports[skip] = run(inputs, tmp_path / str(skip), **{"extract.end": SKIP_SECONDS, "dedup.skip_detection": skip,
+                                                             "pipeline.download_workers": 1,
                                                              "pipeline.filter_workers": 1,
                                                              "pipeline.extract_workers": 1,
                                                              "dedup.semantic": semantic})
@@ -138,23 +142,25 @@ def test_skipping_the_detector_for_near_duplicates_changes_nothing_in_the_output
     assert dataset_files(tmp_path / "True" / "dataset") == dataset_files(tmp_path / "False" / "dataset")
     assert manifest(tmp_path / "True") == manifest(tmp_path / "False")
     # Both videos side by side (the default): a frame of the copy near a frame of the original that
-    # is in a detector batch waits for that frame's detections instead of being sent too.
-    side = run(inputs, tmp_path / "side", **{"extract.end": 70, "dedup.semantic": semantic})
+    # is in a detector batch waits for that frame's detections instead of being sent too. How many
+    # are deferred then depends on how the two videos' frames interleave (the machine's speed); the
+    # output never does.
+    side = run(inputs, tmp_path / "side", **{"extract.end": SKIP_SECONDS, "dedup.semantic": semantic})
     both = json.loads((tmp_path / "side" / "metrics.json").read_text())["totals"]
-    assert not side.failures and both["frames_deferred"] >= fewer, both
+    assert not side.failures and both["frames_deferred"] >= 1, both
     assert dataset_files(tmp_path / "side" / "dataset") == dataset_files(tmp_path / "False" / "dataset")
     assert manifest(tmp_path / "side") == manifest(tmp_path / "False")
 
 
-def test_bottle_frames_come_from_the_bottle_video(tmp_path: Path) -> None:
-    report = run([str(p) for p in MP4S], tmp_path / "b", **{"filter.classes": ["bottle"]})
+def test_bottle_frames_come_from_the_bottle_video(person_head: Path, tmp_path: Path) -> None:
+    report = run([str(person_head), str(BOTTLE), str(CARS)], tmp_path / "b", **{"filter.classes": ["bottle"]})
     rows = manifest(tmp_path / "b")
-    kept = {r["video_id"] for r in rows if r["decision"] == "kept"}
+    kept = {r.video_id for r in rows if r.decision == "kept"}
     assert report.export.kept > 0
     assert kept and all(v.startswith("bottle-detection") for v in kept), kept
 
 
-def test_downloads_over_http_file_urls_and_local_paths(tmp_path: Path) -> None:
+def test_downloads_over_http_file_urls_and_local_paths(person_head: Path, tmp_path: Path) -> None:
     files = {
         "/a/video.mp4": BOTTLE,
         "/b/video.mp4": CARS,  # same name, different URL: must not collide
@@ -162,7 +168,7 @@ def test_downloads_over_http_file_urls_and_local_paths(tmp_path: Path) -> None:
     }
     with serve(files) as (base, state):
         inputs = [f"{base}/a/video.mp4", f"{base}/b/video.mp4", f"{base}/signs/again.mkv",
-                  (VIDEOS / "book.mkv").as_uri(), str(PERSON)]
+                  (VIDEOS / "book.mkv").as_uri(), str(person_head)]
         report = run(inputs, tmp_path / "out", **{"extract.fps": 0.5})
     assert not report.failures, [f.line() for f in report.failures]
     assert report.videos_done == 5
@@ -177,20 +183,14 @@ def test_downloads_over_http_file_urls_and_local_paths(tmp_path: Path) -> None:
     assert Path(b.path).read_bytes() == CARS.read_bytes()
     assert Path(a.path).is_relative_to(tmp_path / "out" / "work" / "videos")
     # Local files and file:// URLs are used in place, never copied.
-    assert rows[str(PERSON)].path == str(PERSON.resolve())
+    assert rows[str(person_head)].path == str(person_head.resolve())
     assert rows[(VIDEOS / "book.mkv").as_uri()].path == str((VIDEOS / "book.mkv").resolve())
     assert a.source_meta["webpage_url"] == f"{base}/a/video.mp4"
     assert state.hits["/a/video.mp4"] >= 1
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "video_miner", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
-
-
 def test_cli_unknown_class_is_a_config_error_listing_valid_names(tmp_path: Path) -> None:
-    proc = run_cli("run", str(BOTTLE), "--model", str(MODEL), "--classes", "persn", "-o", str(tmp_path / "o"), "-q",
-                   cwd=tmp_path)
+    proc = cli_here("run", str(BOTTLE), "--model", str(MODEL), "--classes", "persn", "-o", str(tmp_path / "o"), "-q")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     out = proc.stdout + proc.stderr
     assert "persn" in out and "person" in out and "toothbrush" in out
@@ -199,7 +199,7 @@ def test_cli_unknown_class_is_a_config_error_listing_valid_names(tmp_path: Path)
 def test_cli_bad_config_key_points_at_it(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("filter:\n  conff: 0.3\nextract:\n  fps: -1\n")
-    proc = run_cli("run", str(BOTTLE), "-c", str(cfg), "-q", cwd=tmp_path)
+    proc = cli("run", str(BOTTLE), "-c", str(cfg), "-q", cwd=tmp_path)
     assert proc.returncode == 2
     out = proc.stdout + proc.stderr
     assert "filter.conff: unknown key" in out and "extract.fps" in out
@@ -208,28 +208,28 @@ def test_cli_bad_config_key_points_at_it(tmp_path: Path) -> None:
 def test_cli_run_exit_codes_and_summary(tmp_path: Path) -> None:
     listing = tmp_path / "urls.txt"
     listing.write_text(f"# a comment\n\n{VIDEOS / 'again.mkv'}\n{VIDEOS / 'again.mkv'}\n{tmp_path / 'missing.mp4'}\n")
-    proc = run_cli("run", str(listing), "--model", str(MODEL), "-o", str(tmp_path / "o"), cwd=tmp_path)
+    proc = cli_here("run", str(listing), "--model", str(MODEL), "-o", str(tmp_path / "o"))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "missing.mp4: not_found" in proc.stdout
     assert "videos 1/2 done" in proc.stdout
-    proc = run_cli("run", str(VIDEOS / "again.mkv"), "--model", str(MODEL), "-o", str(tmp_path / "o"), "-q",
-                   cwd=tmp_path)
+    proc = cli_here("run", str(VIDEOS / "again.mkv"), "--model", str(MODEL), "-o", str(tmp_path / "o"), "-q")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_cli_model_that_does_not_load_is_a_usage_error(tmp_path: Path) -> None:
     fake = tmp_path / "broken.onnx"
     fake.write_text("not a model")
-    proc = run_cli("run", str(BOTTLE), "--model", str(fake), "-o", str(tmp_path / "o"), "-q", cwd=tmp_path)
+    proc = cli_here("run", str(BOTTLE), "--model", str(fake), "-o", str(tmp_path / "o"), "-q")
     assert proc.returncode == 2
     assert "cannot load model" in proc.stdout + proc.stderr and "filter.model" in proc.stdout + proc.stderr
 
 
-def test_identical_videos_cost_one_inference_per_frame(tmp_path: Path) -> None:
+def test_identical_videos_cost_one_inference_per_frame(bottle_head: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy-of-bottle.mp4"
-    copy.write_bytes(BOTTLE.read_bytes())
-    single = run([str(BOTTLE)], tmp_path / "one")
-    both = {engine: run([str(BOTTLE), str(copy)], tmp_path / engine, engine=engine) for engine in ("async", "sequential")}
+    copy.write_bytes(bottle_head.read_bytes())
+    single = run([str(bottle_head)], tmp_path / "one")
+    both = {engine: run([str(bottle_head), str(copy)], tmp_path / engine, engine=engine)
+            for engine in ("async", "sequential")}
     for report in both.values():
         assert report.counters["frames_to_detector"] == single.counters["frames_to_detector"] > 0
         # The copy's frames are exact duplicates: the dataset is the single video's.

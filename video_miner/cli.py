@@ -84,7 +84,7 @@ def _debug() -> bool:
 
 
 def _error(console: Console, message: str, code: int) -> typer.Exit:
-    if _debug():
+    if _debug() and sys.exc_info()[1] is not None:  # some errors are found, not raised: no traceback
         console.print_exception()
     # A line per setting when a config has several problems; each as plain text (a URL in it may
     # hold "[/x]", a name an escape sequence).

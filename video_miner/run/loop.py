@@ -59,6 +59,8 @@ class RunLoop:
             runner = SequentialRunner(self.engine.file_stages(), jobs=self.request.jobs, on_event=self._on_event,
                                       handle_signals=self.request.handle_signals)
             self._attach(runner)
+            if self.request.stop is not None:
+                self.request.stop.listen(self.stop)
             with display(self.view) if display else nullcontext():
                 return runner.run(message(src) for src in self.bulk) if self.bulk else None
         if not self.bulk and not self.open_ended:
@@ -88,6 +90,8 @@ class RunLoop:
             self.watcher = FolderWatcher(self.request.watch, self.config.watch,
                                          first_order=(len(self.request.inputs) + 1) * ORDER_STRIDE, stride=ORDER_STRIDE)
         handled = self._handle_signals(loop)
+        if self.request.stop is not None:
+            self.request.stop.listen(lambda: self._stop_from_thread(loop))
         try:
             with display(self.view) if display else nullcontext():
                 return await self._run_all(bulk)
@@ -187,6 +191,11 @@ class RunLoop:
             for runner in self.view.runners:
                 if isinstance(runner, AsyncPipelineOrchestrator):
                     runner.abort()
+
+    def _stop_from_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A signal set after the run ended finds the loop closed: nothing left to stop.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self.stop)
 
     def stop(self) -> None:
         """Take no new work (inputs, frames, files); what is in flight finishes."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -13,6 +15,35 @@ from ..dataset.export import ExportSummary
 from ..live.stats import LiveSnapshot
 
 Engine = Literal["async", "sequential", "ray"]
+
+
+class StopSignal:
+    """Stops a run from any thread as its first Ctrl-C does (no new work; what is in flight
+    finishes, then the export): for programs that run video-miner inside their own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._is_set = False
+        self._listeners: list[Callable[[], None]] = []
+
+    def set(self) -> None:
+        with self._lock:
+            self._is_set = True
+            listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener()
+
+    def is_set(self) -> bool:
+        with self._lock:
+            return self._is_set
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (thread-safe, once) when the signal is set, or now if it is."""
+        with self._lock:
+            if not self._is_set:
+                self._listeners.append(listener)
+                return
+        listener()
 
 
 @dataclass
@@ -32,6 +63,8 @@ class RunRequest:
     duration_s: float | None = None
     #: The command line, shown to a second run on the same output folder.
     command: list[str] | None = None
+    #: Set from another thread to stop the run as Ctrl-C does.
+    stop: StopSignal | None = None
 
 
 @dataclass

@@ -24,7 +24,8 @@ MP4S = [PERSON, BOTTLE, CARS]
 #: them stays in it).
 SLOW = {"test_mining", "test_faults", "test_resume", "test_gallery", "test_handover", "test_cli_output",
         "test_semantic", "test_prometheus", "test_ray", "test_shared_storage", "test_bad_inputs", "test_metrics",
-        "test_live", "test_decode", "test_hostile", "test_models", "test_download", "test_stages", "test_fuzz"}
+        "test_live", "test_decode", "test_hostile", "test_models", "test_download", "test_stages", "test_fuzz",
+        "test_safe_files"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -163,8 +163,8 @@ SITES: dict[str, tuple[str, str, str, Callable[[], BaseException], int]] = {
     "filter": ("video_miner.stages.filter", "", "write_result", _enospc, 2),
     "collect": ("video_miner.store.registry", "Registry", "complete_video", _sqlite_full, 2),
     "registry": ("video_miner.store.registry", "Registry", "update", _sqlite_full, 4),
-    "export": ("video_miner.dataset.writers", "", "link_or_copy", _enospc, 3),
-    "metrics": ("video_miner.observe.metrics", "", "atomic_write_json", _enospc, 1),
+    "export": ("video_miner.dataset.writers", "", "place", _enospc, 3),
+    "metrics": ("video_miner.observe.metrics", "", "write_json", _enospc, 1),
 }
 
 

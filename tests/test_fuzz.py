@@ -177,3 +177,69 @@ def test_mutated_media_fail_alone_without_a_traceback_a_stray_file_or_a_memory_s
     assert all(kind in ("corrupt_media", "too_large", "no_video_stream", "unsupported_codec") for kind, *_ in failed), failed
     names = {Path(x[-1]).name for x in failed}
     assert {"bomb.gif", "bottle-detection-cut0.05.mp4"} <= names and len(names) >= 4, failed
+
+
+# ---- the exports and the textfile, whatever the names ---------------------------------------------
+NAMES = st.text(st.characters(exclude_characters="/\x00"), min_size=1, max_size=40).filter(lambda n: n not in (".", ".."))
+
+
+def _batch(folder: Path, classes: list[str], dest: Path) -> Any:
+    from PIL import Image
+
+    from video_miner.dataset.handover import Batch, Frame
+    from video_miner.records import Detection, MediaInfo
+    from video_miner.store.manifest import ManifestRecord
+
+    image = folder / "images" / "train" / "v_000001000ms.jpg"
+    image.parent.mkdir(parents=True, exist_ok=True)
+    if not image.exists():
+        Image.new("RGB", (64, 48)).save(image)
+    dets = [Detection(c, k, 0.5, (0.5, 0.5, 0.2, 0.2)) for k, c in enumerate(classes)]
+    row = ManifestRecord("v@1.000", "v", "src", {}, 1.0, 1, "images/train/v_000001000ms.jpg", 0, 0.1, 1.0,
+                         MediaInfo(), dets, "kept")
+    return Batch("x", dest, [Frame(row, image, 64, 48, "train")], classes)
+
+
+@FUZZ
+@given(classes=st.lists(NAMES, min_size=1, max_size=4, unique=True), dest=NAMES)
+def test_every_export_is_well_formed_whatever_the_class_and_folder_names(tmp_path: Path, classes: list[str],
+                                                                       dest: str) -> None:
+    import xml.etree.ElementTree as ET
+
+    import yaml
+
+    from video_miner.dataset import handover
+
+    folder = tmp_path / "case"
+    target = folder / "exports" / dest
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    shown = [printable(c) for c in classes]
+    for writer in (handover.write_label_studio, handover.write_cvat, handover.write_fiftyone):
+        writer(_batch(folder, classes, target))
+    labels = [x.get("value") for x in ET.parse(target / "label_config.xml").getroot().iter("Label")]
+    assert labels == shown
+    cvat = ET.parse(target / "annotations.xml").getroot()
+    assert [x.findtext("name") for x in cvat.iter("label")] == shown
+    assert [b.get("label") for b in cvat.iter("box")] == shown
+    tasks = json.loads((target / "tasks.json").read_text())
+    assert [r["value"]["rectanglelabels"][0] for r in tasks[0]["predictions"][0]["result"]] == shown
+    assert json.loads((target / "metadata.json").read_text())["default_classes"] == shown
+    card = handover._card(_batch(folder, classes, target), {"train": 1})
+    names = yaml.safe_load(card.split("---\n")[1])["dataset_info"]["features"][0]["struct"][0]["sequence"]
+    assert list(names["class_label"]["names"].values()) == shown
+
+
+@FUZZ
+@given(name=NAMES)
+def test_any_textfile_path_is_written_or_refused_with_a_line(tmp_path: Path, name: str) -> None:
+    from video_miner.run.prepare import check_request
+    from video_miner.run.request import RunRequest
+
+    config = load_config(None, {"output": str(tmp_path / "out"), "metrics.textfile": str(tmp_path / "prom" / name)})
+    try:
+        check_request(RunRequest([str(VIDEOS / "again.mkv")], config), expand_sources([str(VIDEOS / "again.mkv")]))
+    except ConfigError as exc:
+        assert "\n" not in str(exc)

@@ -18,6 +18,7 @@ import pytest
 from scripts.media import gif_bomb
 from video_miner.config import load_config
 from video_miner.errors import ConfigError, ModelError, environment_error
+from video_miner.redact import printable
 
 from .conftest import BOTTLE, MODEL, ROOT, VIDEOS
 from .helpers import cli_here, dataset_files, run
@@ -383,7 +384,9 @@ def test_the_gallery_data_block_is_inert_whatever_the_names_hold(tmp_path: Path)
     title = page[page.index("<title>"):page.index("</title>")]
     assert "%DATA%" in title and '"frames"' not in title, title
     script = page[page.index('id="data">') + 10:page.index("</script>", page.index('id="data">'))]
-    assert json.loads(script)["videos"][0][1] == HOSTILE
+    # Inert as data, and shown with its escape sequence and line separator escaped, never drawn.
+    assert json.loads(script)["videos"][0][1] == printable(HOSTILE) == HOSTILE.replace("\u2028", "\\u2028").replace(
+        "\x1b", "\\x1b")
 
 
 def test_thirty_failures_are_grouped_by_class_with_the_full_list_in_a_file(tmp_path: Path) -> None:

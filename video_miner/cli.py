@@ -276,42 +276,57 @@ def _print_failures(say: Callable[[str], None], report: MiningReport) -> None:
 def export_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")],
     fmt: Annotated[str, typer.Option("--format", help="label-studio, cvat, hf or fiftyone.")],
-    dest: Annotated[Path | None, typer.Option(help="Where to write it (default <output>/exports/<format>/all, or "
+    dest: Annotated[Path | None, typer.Option(help="Where to write it: a new or empty folder, or an earlier export "
+                                                   "of this dataset (default <output>/exports/<format>/all, or "
                                                    "/batch-NNNN with --new-only).")] = None,
     new_only: Annotated[bool, typer.Option(help="Only the frames kept since the last export of this format.")] = False,
     image_root: Annotated[str | None, typer.Option(help="Label Studio: the URL prefix its images are served from "
                                                         "(default /data/local-files/?d=images).")] = None,
 ) -> None:
     """The dataset for a labelling tool or a trainer: Label Studio tasks with pre-annotations, CVAT
-    (COCO 1.0 and CVAT XML), Hugging Face Parquet. Every export records what it handed over."""
+    (COCO 1.0 and CVAT XML), FiftyOne, Hugging Face Parquet. Every export records what it handed over."""
     from .dataset.handover import export
 
     console = Console()
     _need_run(console, output, "dataset")
     with user_errors(console, output):
         batch = export(output, fmt, dest, new_only, image_root)
-    console.print(f"{len(batch.frames)} frames for {fmt}: {plain(str(batch.dest))}", soft_wrap=True, highlight=False)
+    say = lambda text: console.print(text, soft_wrap=True, highlight=False)  # noqa: E731
+    for note in batch.notes:
+        say(f"[yellow]warning[/yellow] {plain(note)}")
+    if batch.dest is None:
+        say(f"nothing new for {fmt} since its last export: no batch written")
+    else:
+        say(f"{len(batch.frames)} frames for {fmt}: {plain(str(batch.dest))}")
 
 
 @app.command("diff")
 def diff_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")],
-    fmt: Annotated[str, typer.Option("--format", help="label-studio, cvat or hf.")] = "label-studio",
+    fmt: Annotated[str, typer.Option("--format", help="label-studio, cvat, hf or fiftyone.")] = "label-studio",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: added and removed frames.")] = False,
 ) -> None:
     """What the dataset gained and lost since the last export of a format: frames kept since, and
     frames handed over then that are no longer kept (now a duplicate of a better copy, say)."""
+    import json
+
     from .dataset.handover import diff
 
     console = Console()
     _need_run(console, output, "dataset")
     with user_errors(console, output):
         changes = diff(output, fmt)
+    if as_json:
+        sys.stdout.write(json.dumps(changes.as_json()) + "\n")
+        return
+    say = lambda text: console.print(text, soft_wrap=True, highlight=False)  # noqa: E731
+    for note in changes.notes:
+        say(f"[yellow]warning[/yellow] {plain(note)}")
     for row in changes.added:
-        console.print(f"+ {plain(row.frame)}", soft_wrap=True, highlight=False)
+        say(f"+ {plain(row.frame)}")
     for key, why in changes.removed:
-        console.print(f"- {plain(key)}: {plain(why)}", soft_wrap=True, highlight=False)
-    console.print(f"{len(changes.added)} added, {len(changes.removed)} removed since the last {fmt} export",
-                  highlight=False)
+        say(f"- {plain(key)}: {plain(why)}")
+    say(f"{len(changes.added)} added, {len(changes.removed)} removed since the last {fmt} export")
 
 
 def _need_run(console: Console, output: Path, file: str) -> None:
@@ -352,7 +367,7 @@ def report(output: Annotated[Path, typer.Option("--output", "-o", help="The run'
     with user_errors(console, output):
         data = load_metrics(output)
         render_tables(console, data)
-        path = plot_timeline(data, png or output / "timeline.png")
+        path = plot_timeline(data, png or output / "timeline.png", None if png else output)
         console.print(f"timeline: {path}", highlight=False, soft_wrap=True)
         if (output / "dataset").is_dir():
             console.print(f"gallery: {write_gallery(output)}", highlight=False, soft_wrap=True)

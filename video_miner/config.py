@@ -160,7 +160,7 @@ class ExtractConfig(_Section):
     start: float = Field(0.0, ge=0)
     end: float | None = Field(None, gt=0)
     max_frames: int | None = Field(None, ge=1)
-    max_side: int = Field(960, ge=32)
+    max_side: int = Field(960, ge=32, le=16384)
     jpeg_quality: int = Field(90, ge=10, le=100)
     #: A video (or animated image) whose pictures have more pixels is refused before any is decoded:
     #: the decoder's memory grows with it (a 500-byte GIF can declare a 16000x16000 canvas).
@@ -181,9 +181,10 @@ class FilterConfig(_Section):
     conf: float = Field(0.4, ge=0, le=1)
     iou: float = Field(0.7, ge=0, le=1)
     min_box_area: float = Field(0.0, ge=0, le=1)
-    imgsz: int = Field(640, ge=32)
+    imgsz: int = Field(640, ge=32, le=8192)
     #: Frames per detector batch, formed across every video in flight; None: 32 on CUDA, 8 elsewhere.
-    batch_size: int | None = Field(None, ge=1)
+    #: More than the device's memory holds is brought down to what it holds, with a warning.
+    batch_size: int | None = Field(None, ge=1, le=4096)
     #: How long the first frame of a batch may wait for more before the batch goes anyway (it goes
     #: at once when full, or when every filter worker is waiting on it).
     max_wait_ms: float = Field(10.0, ge=0, le=10_000)
@@ -224,7 +225,7 @@ class ModelConfig(_Section):
     conf: float | None = Field(None, ge=0, le=1)
     device: str | None = None
     #: Images per call of this model, formed across every frame in flight (default: the device's).
-    batch_size: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1, le=4096)
     max_wait_ms: float | None = Field(None, ge=0, le=10_000)
     #: A cascade: run only on frames where the model named here found something.
     after: str | None = None
@@ -319,13 +320,13 @@ class CleanupConfig(_Section):
 
 
 class PipelineConfig(_Section):
-    download_workers: int = Field(2, ge=1)
-    extract_workers: int = Field(2, ge=1)
+    download_workers: int = Field(2, ge=1, le=256)
+    extract_workers: int = Field(2, ge=1, le=256)
     #: Videos in the filter stage at once, sharing one model through the batcher; None: twice what a
     #: detector batch holds (one frame from each of many short clips fills a batch while the one
     #: before it runs). With --engine ray: filter actors, each with its own model (None: 1).
-    filter_workers: int | None = Field(None, ge=1)
-    queue_size: int | None = Field(None, ge=1)
+    filter_workers: int | None = Field(None, ge=1, le=1024)
+    queue_size: int | None = Field(None, ge=1, le=10_000)
     grace_seconds: float = Field(30.0, ge=0)
 
 
@@ -336,9 +337,9 @@ class LiveConfig(_Section):
     #: newest matter most for a camera), the newest, or block the reader (the stream then backs up).
     queue_policy: Literal["drop_oldest", "drop_newest", "block"] = "drop_oldest"
     #: Frames waiting for the detector, all live sources together: small keeps latency low.
-    queue_size: int = Field(8, ge=1)
+    queue_size: int = Field(8, ge=1, le=10_000)
     #: Frames in the detector at once; None: as many as two detector batches hold.
-    workers: int | None = Field(None, ge=1)
+    workers: int | None = Field(None, ge=1, le=1024)
     #: Export the dataset this often while live sources or watched folders run (and at the end).
     export_every_s: float = Field(300.0, gt=0)
     #: A source that is not up, or dropped, is retried with backoff for this long before it ends.
@@ -394,6 +395,9 @@ class MetricsConfig(_Section):
     #: outcome, and every ``push_every_s`` while it runs.
     pushgateway: str | None = None
     push_every_s: float = Field(60.0, gt=0)
+    #: The most a push may take, all of it (connect, send, answer): a gateway that hangs or trickles
+    #: costs this much once, never the run.
+    push_timeout_s: float = Field(10.0, gt=0, le=600)
     #: A file in node_exporter's textfile-collector folder (``.../textfile/video_miner.prom``), written
     #: atomically with the same values at the same moments.
     textfile: Path | None = None

@@ -23,6 +23,8 @@ _TOKEN = re.compile(r"\s*(?:(?P<open>\()|(?P<close>\))|'(?P<sq>[^']+)'|\"(?P<dq>
 _WORDS = {"and", "or", "not", "inside"}
 #: A rule longer than this is refused (the grammar is for a line, not a program).
 MAX_RULE = 500
+#: Brackets and "not"s nested deeper than this are refused (parsing recurses once per level).
+MAX_DEPTH = 32
 
 
 class KeepError(ValueError):
@@ -115,7 +117,7 @@ def _tokens(text: str) -> list[str]:
 
 class _Parser:
     def __init__(self, tokens: list[str]) -> None:
-        self.tokens, self.at = tokens, 0
+        self.tokens, self.at, self.depth = tokens, 0, 0
 
     def peek(self) -> str | None:
         return self.tokens[self.at] if self.at < len(self.tokens) else None
@@ -142,13 +144,19 @@ class _Parser:
 
     def term(self) -> Rule:
         token = self.take()
-        if token == "not":
-            return Not(self.term())
-        if token == "(":
-            inner = self.rule()
-            if self.take() != ")":
-                raise KeepError("keep: a '(' is not closed")
-            return inner
+        if token in ("not", "("):
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise KeepError(f"keep: brackets and 'not's nested more than {MAX_DEPTH} deep; write the rule flatter")
+            try:
+                if token == "not":
+                    return Not(self.term())
+                inner = self.rule()
+                if self.take() != ")":
+                    raise KeepError("keep: a '(' is not closed")
+                return inner
+            finally:
+                self.depth -= 1
         if not token.startswith("="):
             raise KeepError(f"keep: expected a class name, got {token!r}")
         if self.peek() == "inside":

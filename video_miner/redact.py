@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -25,8 +26,15 @@ SECRET_PARAMS = frozenset({
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]{1,15}://[^\s'\"<>\]\[`]+")
 _USERINFO = re.compile(r"(//)(?!\*\*\*@)[^/@\s]*@")
 _PARAM = re.compile(r"(?<![\w.-])([\w.-]+=)([^&\s#'\"<>]+)")
-#: C0 and C1 control characters, DEL: shown escaped, never sent to a terminal as they are.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: Candidates for escaping: anything but printable ASCII (checked by category below).
+_NOT_ASCII = re.compile(r"[^\x20-\x7e]")
+#: Shown escaped, never sent to a terminal, a file or a page as they are: control characters (C0,
+#: C1, DEL), format characters (bidi overrides such as U+202E that make ``invoice\u202egpj.exe``
+#: read as ``invoiceexe.jpg``, zero-width spaces), lone surrogates (undecodable bytes of a file
+#: name), line and paragraph separators, and the two non-characters XML refuses.
+_HIDDEN = {"Cc", "Cf", "Cs", "Zl", "Zp"}
+#: Cells a spreadsheet would read as a formula (OWASP, "CSV injection").
+_FORMULA = ("=", "+", "-", "@")
 
 
 @dataclass(frozen=True)
@@ -77,10 +85,25 @@ class Redactor:
 DEFAULT = Redactor()
 
 
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    if unicodedata.category(char) in _HIDDEN or char in "\ufffe\uffff":
+        return char.encode("unicode_escape", errors="backslashreplace").decode("ascii")
+    return char
+
+
 def printable(text: str) -> str:
-    """``text`` with control characters shown escaped (``\\x1b``, ``\\n``): a name never moves the
-    cursor, clears the screen or starts a new line."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    """``text`` with control and invisible characters shown escaped (``\\x1b``, ``\\n``,
+    ``\\u202e``): a name never moves the cursor, clears the screen, starts a new line, turns the
+    text around it backwards, or breaks the XML and JSON it is written into."""
+    return _NOT_ASCII.sub(_escaped, text)
+
+
+def cell(text: str) -> str:
+    """``text`` as a cell of a TSV or CSV file: printable, and never a formula when a spreadsheet
+    opens it (a leading ``=``, ``+``, ``-`` or ``@`` gets a ``'`` before it, as OWASP recommends)."""
+    shown = printable(text)
+    return "'" + shown if shown.startswith(_FORMULA) else shown
 
 
 def plain(text: str, redactor: Redactor = DEFAULT) -> str:

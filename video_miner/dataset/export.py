@@ -4,7 +4,6 @@ swapped in, so the dataset and manifest only ever hold finished videos."""
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -12,9 +11,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..config import MinerConfig
+from ..errors import UnsafePath
 from ..records import Detection, FrameRow, VideoRow
 from ..redact import Redactor
-from ..store.files import atomic_write_json, remove_tree, replace_dir
+from ..store.files import make_dirs, read_json, remove_tree, replace_dir, write_json
 from ..store.manifest import PROVENANCE, ManifestRecord, write_embeddings, write_manifest
 from ..store.registry import Registry
 from .select import Labeller, Selection, select_frames
@@ -73,6 +73,7 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
             labels[r.key] = dets
     staging = output / "dataset.staging"
     remove_tree(staging)
+    make_dirs(staging, output)
     splits = _splits(chosen.kept, config.export.val_fraction)
     try:
         image_paths = write_yolo(staging, output, splits, labels, config.dataset_classes)
@@ -81,11 +82,12 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
         redactor = Redactor.with_extra(config.secret_params)
         write_manifest(staging, _manifest(rows, videos, chosen, image_paths, labels, redactor, config.extract.per_shot),
                    config.export.manifest)
-        atomic_write_json(staging / PROVENANCE, {"config_hash": config.result_hash(), "classes": config.dataset_classes})
+        write_json(staging / PROVENANCE, {"config_hash": config.result_hash(), "classes": config.dataset_classes},
+                   staging)
         write_embeddings(staging, chosen.pool)
         if chosen.budget is not None:
-            atomic_write_json(staging / SELECTION, {"budget": config.select.budget, "picks": chosen.budget.picks,
-                                                    "radius": chosen.budget.radius})
+            write_json(staging / SELECTION, {"budget": config.select.budget, "picks": chosen.budget.picks,
+                                             "radius": chosen.budget.radius}, staging)
         replace_dir(staging, output / "dataset")
     except BaseException:
         # Disk full, a kill: the previous dataset stays as it was.
@@ -107,10 +109,8 @@ def earlier_picks(dataset: Path) -> list[str]:
     file is unreadable: the budget then picks afresh)."""
     path = dataset / SELECTION
     try:
-        if path.is_file() and path.stat().st_size > MAX_SELECTION_BYTES:
-            raise ValueError("too large")
-        picks = json.loads(path.read_text()).get("picks") if path.is_file() else []
-    except (OSError, ValueError, AttributeError):
+        picks = read_json(path, MAX_SELECTION_BYTES).get("picks") if path.exists() else []
+    except (OSError, ValueError, AttributeError, UnsafePath):
         log.warning("%s is unreadable: the budget picks afresh", path)
         return []
     return [p for p in picks if isinstance(p, str)] if isinstance(picks, list) else []

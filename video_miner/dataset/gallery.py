@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..redact import DEFAULT, Redactor, printable
-from ..store.files import atomic_write_text
+from ..store.files import contained, read_json, write_text
 from ..store.layout import OutputLayout, frame_name
 from ..store.manifest import PROVENANCE, ManifestRecord, read_manifest
 
@@ -38,18 +38,20 @@ def gallery_data(output: Path, rows: list[ManifestRecord], redactor: Redactor = 
     for r in rows:
         if r.video_id not in videos:
             videos[r.video_id] = len(video_rows)
-            video_rows.append([r.video_id, redactor.url(r.source)])  # manifests of older releases kept secrets
+            # Masked (manifests of older releases kept secrets); invisible characters shown escaped
+            # (a U+202E in a name would turn the rest of it around).
+            video_rows.append([printable(r.video_id), printable(redactor.url(r.source))])
         # An OCR box carries the text read (shown as text, never as markup: it is untrusted).
-        boxes = [[class_index[d.label], d.conf, *[round(v, 5) for v in d.xywhn], *([d.text] if d.text else [])]
-                 for d in r.detections]
+        boxes = [[class_index[d.label], d.conf, *[round(v, 5) for v in d.xywhn],
+                  *([printable(d.text)] if d.text else [])] for d in r.detections]
         frames.append([videos[r.video_id], round(r.timestamp, 3), DECISIONS.index(r.decision),
-                       _image(output, candidates, r), boxes, index.get(r.duplicate_of or "", -1), r.reason or "",
-                       _likeness(r)])
+                       _image(output, candidates, r), boxes, index.get(r.duplicate_of or "", -1),
+                       printable(r.reason or ""), _likeness(r)])
     kept_by_class = Counter(classes[b[0]] for f in frames if f[2] == 0 for b in {x[0]: x for x in f[4]}.values())
     counts = {"videos": len(video_rows), "frames": len(frames), **Counter(DECISIONS[f[2]] for f in frames)}
-    return {"classes": classes, "videos": video_rows, "frames": frames,
+    return {"classes": [printable(c) for c in classes], "videos": video_rows, "frames": frames,
             "counts": {d: counts.get(d, 0) for d in ("videos", "frames", *DECISIONS)},
-            "kept_by_class": dict(kept_by_class)}
+            "kept_by_class": {printable(c): n for c, n in kept_by_class.items()}}
 
 
 def _likeness(r: ManifestRecord) -> str:
@@ -64,8 +66,8 @@ def _likeness(r: ManifestRecord) -> str:
 
 def _image(output: Path, candidates: Path, r: ManifestRecord) -> str | None:
     """A kept frame's image in the dataset; a duplicate's among the candidates, while it is there."""
-    if r.image:
-        return f"dataset/{r.image}"
+    if r.image:  # a manifest is anyone's to edit: only a path inside the dataset is shown
+        return f"dataset/{r.image}" if contained(r.image, output / "dataset") else None
     if r.decision == "duplicate":
         candidate = candidates / r.video_id / frame_name(r.video_id, r.timestamp)
         return candidate.relative_to(output).as_posix() if candidate.exists() else None
@@ -92,12 +94,12 @@ def write_gallery(output: Path, redactor: Redactor = DEFAULT) -> Path:
     title = output.resolve().name
     provenance = dataset / PROVENANCE
     if provenance.exists():
-        classes = json.loads(provenance.read_text()).get("classes") or []
+        classes = read_json(provenance, 1 << 20).get("classes") or []
         title += f" ({', '.join(map(str, classes))})"
     # One pass: what is put in a slot is never searched for another slot.
     values = {"TITLE": html.escape(printable(redactor.text(title))), "DATA": script_json(data)}
     page = output / PAGE
-    atomic_write_text(page, _SLOT.sub(lambda m: values[m.group(1)], TEMPLATE))
+    write_text(page, _SLOT.sub(lambda m: values[m.group(1)], TEMPLATE), output)
     return page
 
 

@@ -15,8 +15,8 @@ metadata, which is how ``datasets`` itself stores them.
 
 from __future__ import annotations
 
-import io
 import json
+import logging
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -24,16 +24,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from PIL import Image
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsafePath
 from ..records import Detection
-from ..store.files import atomic_write_text, link_or_copy
+from ..redact import printable
+from ..store.files import (
+    append_line,
+    check_target,
+    contained,
+    make_dirs,
+    place,
+    read_json,
+    read_records,
+    write_json,
+    write_text,
+    writing,
+)
+from ..store.lock import RecordLock
 from ..store.manifest import PROVENANCE, ManifestRecord, read_manifest
 
+log = logging.getLogger(__name__)
 FORMATS = ("label-studio", "cvat", "hf", "fiftyone")
 #: What each export handed over: ``<output>/exports/<format>/handed.jsonl``, a batch per line.
 HANDED = "handed.jsonl"
+#: In every folder an export wrote: which dataset and format it holds, so a later export may write
+#: there again, and a folder of someone else's is never written over.
+MARKER = ".video-miner-export.json"
 
 
 @dataclass
@@ -56,46 +74,104 @@ class Frame:
 @dataclass
 class Batch:
     format: str
-    dest: Path
+    #: Where it was written; None when nothing was (``--new-only`` with nothing new).
+    dest: Path | None
     frames: list[Frame]
     classes: list[str]
     image_root: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Lines to show: manifest rows left out, damaged records read past.
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def folder(self) -> Path:
+        assert self.dest is not None, "only a batch that is written has a folder"
+        return self.dest
 
 
-def kept_frames(output: Path) -> tuple[list[Frame], list[str]]:
-    """The dataset's kept frames, in manifest order, and its classes."""
+@dataclass(frozen=True)
+class Handed:
+    """One line of ``handed.jsonl``: an export of this format and the frames it handed over."""
+
+    batch: int
+    new_only: bool
+    frames: dict[str, str]
+
+    @classmethod
+    def from_json(cls, data: Any) -> Handed:
+        if not isinstance(data, dict) or not isinstance(data.get("frames"), dict):
+            raise ValueError("not a batch record")
+        return cls(int(data.get("batch") or 0), bool(data.get("new_only")),
+                   {str(k): str(v) for k, v in data["frames"].items()})
+
+
+def kept_frames(output: Path) -> tuple[list[Frame], list[str], list[str]]:
+    """The dataset's kept frames, in manifest order, its classes, and the rows left out (an image
+    path that leads out of the dataset: a manifest is anyone's to edit)."""
     dataset = output / "dataset"
     provenance = dataset / PROVENANCE
-    if not provenance.exists():
+    if not check_target(provenance):
         raise ConfigError(f"{output} has no exported dataset yet; run video-miner run first")
-    classes = [str(c) for c in json.loads(provenance.read_text()).get("classes") or []]
-    frames = []
+    classes = [str(c) for c in read_json(provenance, 1 << 20).get("classes") or []]
+    frames, refused = [], []
     stands_for: dict[str, list[str]] = {}
     for row in read_manifest(dataset):
         if row.duplicate_of:
             stands_for.setdefault(row.duplicate_of, []).append(row.frame)
         if row.decision != "kept" or not row.image:
             continue
-        image = dataset / row.image
+        image = contained(row.image, dataset)
+        if image is None or not image.name.endswith((".jpg", ".jpeg", ".png")):
+            refused.append(f"{printable(row.frame)}: its image {printable(row.image)} leads out of the dataset: "
+                           "left out")
+            continue
         with Image.open(image) as im:
             width, height = im.size
         frames.append(Frame(row, image, width, height, row.image.split("/")[1] if "/" in row.image else "train"))
     for frame in frames:
         frame.stands_for = stands_for.get(frame.row.frame, [])
-    return frames, classes
+    return frames, classes, refused
 
 
-def _batches(folder: Path) -> list[dict[str, Any]]:
-    """The batches earlier exports of this format handed over, oldest first."""
-    path = folder / HANDED
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+def handed_records(folder: Path) -> tuple[list[Handed], list[str]]:
+    """The batches earlier exports of this format handed over, oldest first, and the lines that
+    could not be read (a torn last line after a crash): left out, said."""
+    raw, problems = read_records(folder / HANDED, 1 << 30)
+    out = []
+    for k, data in enumerate(raw):
+        try:
+            out.append(Handed.from_json(data))
+        except (ValueError, TypeError):
+            problems.append(f"{folder / HANDED}: record {k + 1} is not a batch: left out")
+    return out, problems
 
 
-def handed_over(folder: Path, batches: list[dict[str, Any]] | None = None) -> dict[str, str]:
-    """Frame key -> image name of every frame earlier exports of this format handed over."""
-    return {key: name for batch in (_batches(folder) if batches is None else batches)
-            for key, name in batch["frames"].items()}
+def handed_over(records: list[Handed]) -> dict[str, str]:
+    """Frame key -> image name of every frame these exports handed over."""
+    return {key: name for record in records for key, name in record.frames.items()}
+
+
+def claim(dest: Path, root: Path, output: Path, fmt: str) -> None:
+    """Make ``dest`` this dataset's ``fmt`` export. A ``--dest`` (``root`` is then ``dest``) must be
+    missing, empty, or an earlier export of the same (its marker says so): a folder of someone
+    else's is refused, never written over. One inside the output folder is video-miner's own."""
+    if dest == root and dest.exists():
+        if not dest.is_dir():
+            raise UnsafePath(f"--dest {dest} is not a folder", "give a new or empty folder")
+        marker = dest / MARKER
+        mine = False
+        if any(dest.iterdir()):
+            try:
+                data = read_json(marker, 1 << 16) if marker.exists() or marker.is_symlink() else None
+                mine = isinstance(data, dict) and data.get("dataset") == str(output.resolve()) and \
+                    data.get("format") == fmt
+            except (OSError, ValueError, UnsafePath):
+                mine = False
+            if not mine:
+                raise UnsafePath(f"{dest} holds files an export of this dataset did not write; nothing was changed",
+                                 "give a new or empty --dest")
+    make_dirs(dest, root)
+    write_json(dest / MARKER, {"dataset": str(output.resolve()), "format": fmt}, dest)
 
 
 def export(output: Path, fmt: str, dest: Path | None = None, new_only: bool = False,
@@ -103,21 +179,27 @@ def export(output: Path, fmt: str, dest: Path | None = None, new_only: bool = Fa
     """Write ``fmt`` for the dataset of ``output`` into ``dest`` (default ``<output>/exports/<fmt>``)."""
     if fmt not in WRITERS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    folder = output / "exports" / fmt
-    frames, classes = kept_frames(output)
-    batches = _batches(folder)
-    if new_only:
-        handed = handed_over(folder, batches)
-        frames = [f for f in frames if f.row.frame not in handed]
-    batch_no = len(batches)
-    target = dest or (folder / f"batch-{batch_no + 1:04d}" if new_only else folder / "all")
-    batch = Batch(fmt, target, frames, classes, image_root)
-    target.mkdir(parents=True, exist_ok=True)
-    WRITERS[fmt](batch)
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / HANDED).open("a") as fh:
-        fh.write(json.dumps({"batch": batch_no + 1, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "dest": str(target),
-                             "new_only": new_only, "frames": {f.row.frame: f.name for f in frames}}) + "\n")
+    folder = make_dirs(output / "exports" / fmt, output)
+    with RecordLock(folder):  # a second export waits, and numbers its batch after this one
+        frames, classes, notes = kept_frames(output)
+        past, problems = handed_records(folder)
+        notes += problems
+        for line in notes:
+            log.warning("%s", line)
+        if new_only:
+            handed = handed_over(past)
+            frames = [f for f in frames if f.row.frame not in handed]
+            if not frames:
+                return Batch(fmt, None, [], classes, image_root, notes=notes)
+        number = sum(r.new_only for r in past) + 1 if new_only else 0
+        target = dest or (folder / f"batch-{number:04d}" if new_only else folder / "all")
+        root = output if dest is None else target
+        claim(target, root, output, fmt)
+        batch = Batch(fmt, target, frames, classes, image_root, notes=notes)
+        WRITERS[fmt](batch)
+        append_line(folder / HANDED, json.dumps({
+            "batch": number, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "dest": printable(str(target)),
+            "new_only": new_only, "frames": {f.row.frame: f.name for f in frames}}), output)
     return batch
 
 
@@ -126,11 +208,17 @@ class Diff:
     added: list[ManifestRecord]
     #: Handed over before, not kept now: (frame key, what became of it).
     removed: list[tuple[str, str]]
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"added": [r.frame for r in self.added], "removed": [{"frame": k, "why": why} for k, why in self.removed],
+                "notes": self.notes}
 
 
 def diff(output: Path, fmt: str) -> Diff:
     """What changed in the dataset since the last export of ``fmt``."""
-    handed = handed_over(output / "exports" / fmt)
+    records, notes = handed_records(output / "exports" / fmt)
+    handed = handed_over(records)
     rows = {r.frame: r for r in read_manifest(output / "dataset")}
     added = [r for r in rows.values() if r.decision == "kept" and r.frame not in handed]
     removed = []
@@ -138,16 +226,20 @@ def diff(output: Path, fmt: str) -> Diff:
         row = rows.get(key)
         if row is None or row.decision != "kept":
             removed.append((key, "gone from the manifest" if row is None else (row.reason or row.decision)))
-    return Diff(added, removed)
+    return Diff(added, removed, notes)
 
 
 # ---- the formats ---------------------------------------------------------------------------------
 def _images(batch: Batch, sub: str = "images") -> None:
-    (batch.dest / sub).mkdir(parents=True, exist_ok=True)
+    dest = batch.folder
     for f in batch.frames:
-        target = batch.dest / sub / f.name
-        if not target.exists():
-            link_or_copy(f.image, target)
+        place(f.image, dest / sub / f.name, dest)
+
+
+def _label(name: str) -> str:
+    """A class name as every format writes it: invisible and control characters shown escaped
+    (a vertical tab makes XML not well-formed), the same in the boxes and in the label lists."""
+    return printable(name)
 
 
 def _box(d: Detection, width: int, height: int) -> tuple[float, float, float, float]:
@@ -169,19 +261,19 @@ def write_label_studio(batch: Batch) -> None:
             result.append({"id": f"{f.name}-{k}", "type": "rectanglelabels", "from_name": "label", "to_name": "image",
                            "original_width": f.width, "original_height": f.height, "image_rotation": 0,
                            "value": {"x": 100 * left / f.width, "y": 100 * top / f.height, "width": 100 * w / f.width,
-                                     "height": 100 * h / f.height, "rotation": 0, "rectanglelabels": [d.label]},
+                                     "height": 100 * h / f.height, "rotation": 0, "rectanglelabels": [_label(d.label)]},
                            "score": d.conf})
         score = sum(d.conf for d in f.row.detections) / len(f.row.detections) if f.row.detections else 0.0
         tasks.append({"data": {"image": f"{root}/{f.name}", "frame": f.row.frame, "video_id": f.row.video_id,
                                "source": f.row.source, "timestamp": f.row.timestamp},
                       "predictions": [{"model_version": "video-miner", "score": score, "result": result}]})
-    atomic_write_text(batch.dest / "tasks.json", json.dumps(tasks, indent=1))
+    write_text(batch.folder / "tasks.json", json.dumps(tasks, indent=1), batch.folder)
     view = ET.Element("View")
     ET.SubElement(view, "Image", name="image", value="$image")
     labels = ET.SubElement(view, "RectangleLabels", name="label", toName="image")
     for c in batch.classes:
-        ET.SubElement(labels, "Label", value=c)
-    atomic_write_text(batch.dest / "label_config.xml", ET.tostring(view, encoding="unicode") + "\n")
+        ET.SubElement(labels, "Label", value=_label(c))
+    write_text(batch.folder / "label_config.xml", ET.tostring(view, encoding="unicode") + "\n", batch.folder)
 
 
 def write_cvat(batch: Batch) -> None:
@@ -191,12 +283,12 @@ def write_cvat(batch: Batch) -> None:
     root = ET.Element("annotations")
     ET.SubElement(root, "version").text = "1.1"
     task = ET.SubElement(ET.SubElement(root, "meta"), "task")
-    ET.SubElement(task, "name").text = batch.dest.name
+    ET.SubElement(task, "name").text = printable(batch.folder.name)
     ET.SubElement(task, "size").text = str(len(batch.frames))
     labels = ET.SubElement(task, "labels")
     for c in batch.classes:
         label = ET.SubElement(labels, "label")
-        ET.SubElement(label, "name").text = c
+        ET.SubElement(label, "name").text = _label(c)
         attribute = ET.SubElement(ET.SubElement(label, "attributes"), "attribute")
         for key, value in (("name", "score"), ("mutable", "False"), ("input_type", "number"),
                            ("default_value", "0"), ("values", "0;1;0.0001")):
@@ -208,7 +300,7 @@ def write_cvat(batch: Batch) -> None:
         images.append({"id": k + 1, "file_name": f.name, "width": f.width, "height": f.height})
         for d in f.row.detections:
             left, top, w, h = _box(d, f.width, f.height)
-            box = ET.SubElement(image, "box", label=d.label, source="auto", occluded="0", z_order="0",
+            box = ET.SubElement(image, "box", label=_label(d.label), source="auto", occluded="0", z_order="0",
                                 xtl=f"{left:.2f}", ytl=f"{top:.2f}", xbr=f"{left + w:.2f}", ybr=f"{top + h:.2f}")
             ET.SubElement(box, "attribute", name="score").text = f"{d.conf:.4f}"
             annotations.append({"id": len(annotations) + 1, "image_id": k + 1, "category_id": d.class_index + 1,
@@ -217,11 +309,11 @@ def write_cvat(batch: Batch) -> None:
     ET.indent(root)
     # UTF-8 is XML's default; an encoding declaration makes lxml-based readers (labelformat) refuse
     # the file when they parse it as text.
-    atomic_write_text(batch.dest / "annotations.xml",
-                      '<?xml version="1.0"?>\n' + ET.tostring(root, encoding="unicode") + "\n")
+    write_text(batch.folder / "annotations.xml", '<?xml version="1.0"?>\n' + ET.tostring(root, encoding="unicode") + "\n",
+               batch.folder)
     coco = {"images": images, "annotations": annotations,
-            "categories": [{"id": i + 1, "name": c, "supercategory": ""} for i, c in enumerate(batch.classes)]}
-    atomic_write_text(batch.dest / "annotations" / "instances_default.json", json.dumps(coco))
+            "categories": [{"id": i + 1, "name": _label(c), "supercategory": ""} for i, c in enumerate(batch.classes)]}
+    write_text(batch.folder / "annotations" / "instances_default.json", json.dumps(coco), batch.folder)
 
 
 def write_fiftyone(batch: Batch) -> None:
@@ -232,7 +324,7 @@ def write_fiftyone(batch: Batch) -> None:
     _images(batch, "data")
     samples = []
     for f in batch.frames:
-        detections = [{"_cls": "Detection", "label": d.label, "confidence": d.conf, "attributes": {}, "tags": [],
+        detections = [{"_cls": "Detection", "label": _label(d.label), "confidence": d.conf, "attributes": {}, "tags": [],
                        "bounding_box": [b / s for b, s in zip(_box(d, f.width, f.height),
                                                               (f.width, f.height, f.width, f.height), strict=True)]}
                       for d in f.row.detections]
@@ -241,10 +333,11 @@ def write_fiftyone(batch: Batch) -> None:
                         "predictions": {"_cls": "Detections", "detections": detections},
                         "frame": f.row.frame, "video_id": f.row.video_id, "source": f.row.source,
                         "timestamp": f.row.timestamp, "split": f.split, "stands_for": f.stands_for})
-    atomic_write_text(batch.dest / "samples.json", json.dumps({"samples": samples}))
-    atomic_write_text(batch.dest / "metadata.json", json.dumps({
-        "name": batch.dest.name, "media_type": "image", "default_classes": batch.classes,
-        "info": {"classes": batch.classes, "made_by": "video-miner"}}))
+    write_text(batch.folder / "samples.json", json.dumps({"samples": samples}), batch.folder)
+    classes = [_label(c) for c in batch.classes]
+    write_text(batch.folder / "metadata.json", json.dumps({
+        "name": printable(batch.folder.name), "media_type": "image", "default_classes": classes,
+        "info": {"classes": classes, "made_by": "video-miner"}}), batch.folder)
 
 
 def write_hf(batch: Batch) -> None:
@@ -259,7 +352,8 @@ def write_hf(batch: Batch) -> None:
         "width": {"dtype": "int32", "_type": "Value"}, "height": {"dtype": "int32", "_type": "Value"},
         "objects": {"bbox": {"feature": {"feature": {"dtype": "float32", "_type": "Value"}, "_type": "Sequence",
                                          "length": 4}, "_type": "Sequence"},
-                    "category": {"feature": {"names": batch.classes, "_type": "ClassLabel"}, "_type": "Sequence"},
+                    "category": {"feature": {"names": [_label(c) for c in batch.classes], "_type": "ClassLabel"},
+                                 "_type": "Sequence"},
                     "score": {"feature": {"dtype": "float32", "_type": "Value"}, "_type": "Sequence"}},
         **{k: {"dtype": t, "_type": "Value"} for k, t in (("frame", "string"), ("video_id", "string"),
                                                          ("source", "string"), ("timestamp", "float64"))},
@@ -283,45 +377,37 @@ def write_hf(batch: Batch) -> None:
                              "score": [d.conf for d in f.row.detections]},
                  "frame": f.row.frame, "video_id": f.row.video_id, "source": f.row.source,
                  "timestamp": f.row.timestamp} for k, f in enumerate(members)]
-        (batch.dest / "data").mkdir(parents=True, exist_ok=True)
         name = "validation" if split == "val" else split
-        buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), buf)
-        (batch.dest / "data" / f"{name}-00000-of-00001.parquet").write_bytes(buf.getvalue())
+        with writing(batch.folder / "data" / f"{name}-00000-of-00001.parquet", batch.folder, binary=True) as fh:
+            pq.write_table(pa.Table.from_pylist(rows, schema=schema), fh)
         counts[name] = len(members)
-    atomic_write_text(batch.dest / "README.md", _card(batch, counts))
+    write_text(batch.folder / "README.md", _card(batch, counts), batch.folder)
 
 
 def _card(batch: Batch, counts: dict[str, int]) -> str:
-    splits = "\n".join(f"  - split: {name}\n    path: data/{name}-*.parquet" for name in counts)
-    names = "\n".join(f"          '{k}': {json.dumps(c)}" for k, c in enumerate(batch.classes))
+    """The dataset card: YAML front matter (written by the YAML library, so any class name reads
+    back as itself) and a few lines on what the columns hold."""
+    names = {str(k): _label(c) for k, c in enumerate(batch.classes)}
+    front = {
+        "task_categories": ["object-detection"],
+        "configs": [{"config_name": "default",
+                     "data_files": [{"split": name, "path": f"data/{name}-*.parquet"} for name in counts]}],
+        "dataset_info": {"features": [{"name": "objects", "struct": [
+            {"name": "category", "sequence": {"class_label": {"names": names}}}]}]},
+    }
+    shown = ", ".join(names.values())
     return f"""---
-task_categories:
-- object-detection
-configs:
-- config_name: default
-  data_files:
-{splits}
-dataset_info:
-  features:
-  - name: objects
-    struct:
-    - name: category
-      sequence:
-        class_label:
-          names:
-{names}
----
+{yaml.safe_dump(front, sort_keys=False, allow_unicode=True)}---
 # Frames mined by video-miner
 
-{sum(counts.values())} frames ({", ".join(f"{n} {s}" for s, n in counts.items())}) showing {", ".join(batch.classes)},
+{sum(counts.values())} frames ({", ".join(f"{n} {s}" for s, n in counts.items())}) showing {shown},
 each the best copy among its near-duplicates. `objects.bbox` is `[x, y, width, height]` in pixels
 (COCO), `objects.category` the class, `objects.score` the detector's confidence (pre-labels to
 review, not ground truth). `frame`, `video_id`, `source` and `timestamp` say where each frame comes
 from (sources with credentials are masked).
 
     from datasets import load_dataset
-    ds = load_dataset("parquet", data_dir="{batch.dest}")
+    ds = load_dataset("parquet", data_dir={json.dumps(printable(str(batch.folder)))})
 """
 
 

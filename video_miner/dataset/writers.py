@@ -11,7 +11,7 @@ from PIL import Image
 
 from ..errors import UnsafePath
 from ..records import Detection, FrameRow
-from ..store.files import is_inside, link_or_copy
+from ..store.files import is_inside, make_dirs, place, write_text
 
 #: Kept frames per split, and each kept frame's labels by its key.
 Splits = dict[str, list[FrameRow]]
@@ -22,17 +22,18 @@ def write_yolo(staging: Path, output: Path, splits: Splits, labels: Labels, clas
     """Images (hard links) and labels per split, and data.yaml; returns each kept frame's image path."""
     image_paths: dict[str, str] = {}
     for split, members in splits.items():
-        (staging / "images" / split).mkdir(parents=True, exist_ok=True)
-        (staging / "labels" / split).mkdir(parents=True, exist_ok=True)
+        make_dirs(staging / "images" / split, staging)
+        make_dirs(staging / "labels" / split, staging)
         for r in members:
             name = Path(r.file).name
             source = output / r.file
             if not is_inside(source, output):  # a link planted among the candidates
                 raise UnsafePath(f"{r.key}: its picture {source} leads out of the output folder",
                                  "remove that link and run the same command again")
-            link_or_copy(source, staging / "images" / split / name)
+            place(source, staging / "images" / split / name, staging)
             lines = [f"{d.class_index} " + " ".join(f"{v:.6f}" for v in d.xywhn) for d in labels[r.key]]
-            (staging / "labels" / split / f"{Path(name).stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+            write_text(staging / "labels" / split / f"{Path(name).stem}.txt", "\n".join(lines) + ("\n" if lines else ""),
+                       staging)
             image_paths[r.key] = f"images/{split}/{name}"
     data = {
         "train": "images/train",
@@ -40,12 +41,12 @@ def write_yolo(staging: Path, output: Path, splits: Splits, labels: Labels, clas
         "nc": len(classes),
         "names": dict(enumerate(classes)),
     }
-    (staging / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    write_text(staging / "data.yaml", yaml.safe_dump(data, sort_keys=False), staging)
     return image_paths
 
 
 def write_coco(staging: Path, splits: Splits, labels: Labels, classes: list[str], image_paths: dict[str, str]) -> None:
-    (staging / "annotations").mkdir(exist_ok=True)
+    make_dirs(staging / "annotations", staging)
     for split, members in splits.items():
         images: list[dict[str, Any]] = []
         annotations: list[dict[str, Any]] = []
@@ -61,4 +62,4 @@ def write_coco(staging: Path, splits: Splits, labels: Labels, classes: list[str]
                                     "bbox": box, "area": round(box[2] * box[3], 2), "iscrowd": 0, "score": d.conf})
         coco = {"images": images, "annotations": annotations,
                 "categories": [{"id": i + 1, "name": n} for i, n in enumerate(classes)]}
-        (staging / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
+        write_text(staging / "annotations" / f"instances_{split}.json", json.dumps(coco), staging)

@@ -3,7 +3,9 @@ run's one shared detector behind the engine's dynamic batcher."""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ALL_COMPLETED, Future, ThreadPoolExecutor
@@ -27,13 +29,64 @@ from .model_file import check_model_file
 if TYPE_CHECKING:
     from .judge import FrameModels
 
+log = logging.getLogger(__name__)
+
 #: Detector batch size when the config leaves it to the device: a GPU takes many images at once.
 GPU_BATCH, CPU_BATCH = 32, 8
 
 
+def devices_here() -> list[str]:
+    """The devices a model can run on here, as ``filter.device`` names them."""
+    import torch
+
+    have = [f"cuda:{k}" for k in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        have.append("mps")
+    return [*have, "cpu"]
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``device`` (a ``filter.device`` value) cannot be used here, or None when it can."""
+    if device == "auto":
+        return None
+    here = devices_here()
+    name = f"cuda:{device}" if device.isdigit() else "cuda:0" if device == "cuda" else device
+    if name in here:
+        return None
+    known = name == "cpu" or name == "mps" or re.fullmatch(r"cuda:\d+", name) is not None
+    what = "is not a device name (auto, cpu, cuda, cuda:N, mps)" if not known else "is not on this machine"
+    return f"{device!r} {what}; devices here: {', '.join(here)}"
+
+
+#: Memory one image of a batch takes in the model, as a multiple of its input tensor (activations,
+#: outputs, the runtime's buffers): measured ~10x for YOLOv8n; 16x leaves room for larger models.
+IMAGE_MEMORY_FACTOR = 16
+
+
+def batch_limit(imgsz: int, device: str) -> int:
+    """The most images a batch may hold on ``device`` at ``imgsz``: a quarter of its memory (the
+    GPU's, or this machine's), so a typo (``batch_size: 1e9``) cannot take the machine down."""
+    per_image = 3 * imgsz * imgsz * 4 * IMAGE_MEMORY_FACTOR
+    memory = 0
+    if device.startswith("cuda"):
+        import torch
+
+        memory = torch.cuda.get_device_properties(int(device.split(":")[1]) if ":" in device else 0).total_memory
+    else:
+        try:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            memory = 8 << 30
+    return max(1, min(4096, memory // 4 // per_image))
+
+
 def resolve_device(device: str) -> str:
+    """The device to run on; a ConfigError (before any work starts) for one this machine lacks."""
+    problem = device_problem(device)
+    if problem is not None:
+        raise ConfigError(f"filter.device (or --device): {problem}")
     if device != "auto":
-        return device
+        return f"cuda:{device}" if device.isdigit() else device
     import torch
 
     if torch.cuda.is_available():
@@ -116,7 +169,14 @@ class Detector:
         self.spec = spec
         self.device = resolve_device(spec.device)
         self.half = spec.half and self.device.startswith("cuda")
-        self.batch_size = spec.batch_size or (GPU_BATCH if self.device.startswith("cuda") else CPU_BATCH)
+        wanted = spec.batch_size or (GPU_BATCH if self.device.startswith("cuda") else CPU_BATCH)
+        limit = batch_limit(spec.imgsz, self.device)
+        #: Set when the batch asked for does not fit the device's memory: (asked, used).
+        self.clamped: tuple[int, int] | None = (wanted, limit) if wanted > limit else None
+        if self.clamped is not None:
+            log.warning("filter.batch_size %d does not fit this device's memory at imgsz %d: batches of %d",
+                        wanted, spec.imgsz, limit)
+        self.batch_size = min(wanted, limit)
         model_ref = str(Path(spec.model).expanduser()) if Path(spec.model).expanduser().exists() else spec.model
         if not spec.trust_model:
             check_model_file(Path(model_ref))

@@ -12,6 +12,7 @@ from PIL import Image
 
 from ..config import ExtractConfig
 from ..records import FrameRecord, MediaInfo
+from ..store.files import write_new
 from ..store.layout import frame_name
 from .picture import Geometry
 from .prefilter import Prefilter
@@ -35,7 +36,7 @@ class FrameWriter:
         if self.prefilter is not None:
             self.prefilter.check(data, frame)
         if frame.decision is None:
-            (self.out_dir / frame.file).write_bytes(data)
+            write_new(self.out_dir / frame.file, data)
         if self.media.display_size is None:  # as the first sampled frame shows it
             geo.describe(self.media)
             self.media.bpp = self.bpp

@@ -76,8 +76,14 @@ def check_model(config: MinerConfig) -> list[Check]:
     except MinerError as exc:
         return [Check("model", FAIL, str(exc), "set filter.model (or --model) and filter.classes (or --classes)")]
     classes = ", ".join(config.filter.classes)
-    return [Check("model", OK, f"{config.filter.model} loads; knows {classes}; device {detector.device}, "
-                               f"batch {detector.batch_size}")]
+    checks = [Check("model", OK, f"{config.filter.model} loads; knows {classes}; device {detector.device}, "
+                                 f"batch {detector.batch_size}")]
+    if detector.clamped is not None:
+        asked, used = detector.clamped
+        checks.append(Check("batch", WARN, f"filter.batch_size {asked} does not fit {detector.device}'s memory at "
+                                           f"imgsz {config.filter.imgsz}: batches of {used}",
+                            f"set filter.batch_size to {used} or less"))
+    return checks
 
 
 def check_models(config: MinerConfig) -> list[Check]:
@@ -123,6 +129,12 @@ def check_device(config: MinerConfig) -> list[Check]:
     if wanted.startswith("cuda") and not torch.cuda.is_available():
         return [Check("device", FAIL, f"filter.device is {wanted} but CUDA is not available ({detail})",
                       "set filter.device: auto (or cpu), or install a CUDA build of torch and the driver")]
+    from ..detect.detector import device_problem
+
+    problem = device_problem(wanted)
+    if problem is not None:
+        return [Check("device", FAIL, f"filter.device {problem}", "set filter.device: auto, or one of the devices "
+                                                                    "here")]
     if not have[0].startswith(("cuda", "mps")):
         return [Check("device", WARN, f"no GPU: the detector runs on the CPU ({detail})", "a GPU makes the filter "
                                                                                           "stage many times faster")]

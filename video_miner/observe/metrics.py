@@ -7,7 +7,6 @@ feed real histograms as the engine reports them.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -21,8 +20,9 @@ from prometheus_client.registry import Collector
 
 from async_pipeline import Distribution, DynamicBatcher, PipelineEvent, StageSnapshot
 
+from ..errors import UnsafePath
 from ..live.stats import LiveSnapshot
-from ..store.files import atomic_write_json
+from ..store.files import read_json, write_json
 from .view import RunView
 
 PREFIX = "video_miner"
@@ -31,6 +31,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 #: Runs remembered in metrics.json's history.
 HISTORY = 20
+#: metrics.json stays small (bounded timeline, history, live sources): anything larger is not ours.
+MAX_METRICS_BYTES = 64 << 20
 HINTS = {
     "download": "raise pipeline.download_workers, or check bandwidth and download.rate_limit",
     "extract": "raise pipeline.extract_workers, lower extract.fps or extract.max_side",
@@ -369,13 +371,13 @@ class RunMetrics:
         previous: list[dict[str, Any]] = []
         if path.exists():
             try:
-                previous = json.loads(path.read_text()).get("history", [])
-            except (OSError, ValueError):
+                previous = list(read_json(path, MAX_METRICS_BYTES).get("history", []))
+            except (OSError, ValueError, AttributeError, TypeError, UnsafePath):
                 previous = []
         entry = {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **{k: v for k, v in totals.items()
                                                                           if isinstance(v, (int, float))}}
         data["history"] = [*previous, entry][-HISTORY:]
-        atomic_write_json(path, data, sort_keys=False)  # keep stages in pipeline order
+        write_json(path, data, path.parent, sort_keys=False)  # keep stages in pipeline order
         return data
 
 
@@ -389,5 +391,5 @@ def detector_report(batcher: DynamicBatcher[Any, Any], wall: float) -> dict[str,
 
 
 def load_metrics(output: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((output / "metrics.json").read_text())
+    data: dict[str, Any] = read_json(output / "metrics.json", MAX_METRICS_BYTES)
     return data

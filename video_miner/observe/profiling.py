@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..store.files import atomic_target, atomic_write_text
+from ..store.files import target, write_text
 
 
 @contextmanager
@@ -39,9 +39,8 @@ def profile_all_threads(output: Path) -> Iterator[None]:
         with lock:
             for profile in profiles:
                 stats.add(profile)
-        output.mkdir(parents=True, exist_ok=True)
-        with atomic_target(output / "profile.pstats") as target:
-            stats.dump_stats(target)
+        with target(output / "profile.pstats", output) as path:
+            stats.dump_stats(path)
         text = io.StringIO()
         pstats.Stats(str(output / "profile.pstats"), stream=text).sort_stats("cumulative").print_stats(60)
-        atomic_write_text(output / "profile.txt", text.getvalue())
+        write_text(output / "profile.txt", text.getvalue(), output)

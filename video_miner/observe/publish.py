@@ -11,16 +11,22 @@ overwrite each other. A push or a write that fails is one warning line, never th
 
 from __future__ import annotations
 
+import base64
+import http.client
 import logging
 import threading
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext, suppress
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from prometheus_client import CollectorRegistry, pushadd_to_gateway, write_to_textfile
+from prometheus_client import CollectorRegistry, generate_latest, pushadd_to_gateway
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..config import MinerConfig
+from ..errors import UnsafePath
 from ..redact import DEFAULT
+from ..store.files import read_bytes, write_bytes
 from .metrics import PREFIX, RunMetrics
 from .progress import every
 
@@ -31,7 +37,8 @@ LAST_SUCCESS = f"{PREFIX}_last_success_timestamp_seconds"
 
 class Publisher:
     def __init__(self, config: MinerConfig, metrics: RunMetrics) -> None:
-        self.gateway = config.metrics.pushgateway
+        self.gateway, auth = _without_credentials(config.metrics.pushgateway)
+        self.handler = _push_handler(config.metrics.push_timeout_s, auth)
         self.textfile = config.metrics.textfile
         self.every_s = config.metrics.push_every_s
         self.metrics = metrics
@@ -53,14 +60,14 @@ class Publisher:
             registry: CollectorRegistry = self.metrics.registry
             if self.gateway is not None:
                 try:
-                    pushadd_to_gateway(self.gateway, JOB, registry, grouping_key=self.grouping_key, timeout=10)
-                except OSError as exc:
-                    self._warn("push", f"could not push metrics to {DEFAULT.url(self.gateway)}: {exc}")
+                    pushadd_to_gateway(self.gateway, JOB, registry, grouping_key=self.grouping_key, handler=self.handler)
+                except (OSError, http.client.HTTPException, ValueError) as exc:
+                    self._warn("push", f"could not push metrics to {DEFAULT.url(self.gateway)}: "
+                                       f"{type(exc).__name__}: {exc}")
             if self.textfile is not None:
                 try:
-                    self.textfile.parent.mkdir(parents=True, exist_ok=True)
-                    write_to_textfile(str(self.textfile), registry)
-                except OSError as exc:
+                    write_bytes(self.textfile, generate_latest(registry), self.textfile.parent)
+                except (OSError, UnsafePath) as exc:
                     self._warn("textfile", f"could not write metrics to {self.textfile}: {exc}")
 
     def _warn(self, what: str, message: str) -> None:
@@ -74,10 +81,79 @@ class Publisher:
         return every(self.every_s, self.publish) if self.wanted else nullcontext()
 
 
+def _without_credentials(url: str | None) -> tuple[str | None, str | None]:
+    """The Pushgateway URL without its ``user:password@``, and those as a basic-auth header value."""
+    if url is None:
+        return None, None
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return urlunsplit(parts._replace(netloc=netloc)), "Basic " + base64.b64encode(pair.encode()).decode()
+
+
+#: The most of an answer read: a Pushgateway answers a push with a few bytes.
+MAX_ANSWER = 64 << 10
+Handler = Callable[[str, str, float | None, list[tuple[str, str]], bytes], Callable[[], None]]
+
+
+def _push_handler(deadline_s: float, auth: str | None) -> Handler:
+    """prometheus_client's push handler with a deadline for the whole exchange (connect, send,
+    headers, body): a server that trickles, answers garbage or never stops sending headers costs
+    at most ``deadline_s``, then one warning. Its own handler has a timeout per socket operation only."""
+
+    def handler(url: str, method: str, timeout: float | None, headers: list[tuple[str, str]], data: bytes
+                ) -> Callable[[], None]:
+        def push() -> None:
+            sent = dict(headers)
+            if auth is not None:
+                sent["Authorization"] = auth
+            _exchange(url, method, sent, data, deadline_s)
+
+        return push
+
+    return handler
+
+
+def _exchange(url: str, method: str, headers: dict[str, str], data: bytes, deadline_s: float) -> None:
+    parts = urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = kind(parts.hostname or "", parts.port, timeout=deadline_s)
+    outcome: list[BaseException | None] = []
+
+    def talk() -> None:
+        try:
+            conn.request(method, parts.path + (f"?{parts.query}" if parts.query else ""), body=data, headers=headers)
+            answer = conn.getresponse()
+            body = answer.read(MAX_ANSWER)
+            if answer.status >= 400:
+                raise OSError(f"HTTP {answer.status} {answer.reason}: {body[:200].decode(errors='replace')}")
+            outcome.append(None)
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            outcome.append(exc)
+
+    # A daemon: a server that never lets go never holds the run's end.
+    worker = threading.Thread(target=talk, name="metrics-push", daemon=True)
+    worker.start()
+    worker.join(deadline_s)
+    if worker.is_alive():
+        sock = conn.sock
+        if sock is not None:  # unblocks the worker's read
+            with suppress(OSError):
+                sock.shutdown(2)
+        conn.close()
+        raise TimeoutError(f"no complete answer within metrics.push_timeout_s={deadline_s:g}s")
+    conn.close()
+    if outcome and outcome[0] is not None:
+        raise outcome[0]
+
+
 def _last_success(textfile: Path) -> float | None:
     try:
-        text = textfile.read_text()
-    except OSError:
+        text = read_bytes(textfile, 64 << 20).decode("utf-8", errors="replace") if textfile.exists() else ""
+    except (OSError, UnsafePath):
         return None
     try:
         for family in text_string_to_metric_families(text):

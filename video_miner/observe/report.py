@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..store.files import atomic_write_bytes
+from ..store.files import write_bytes
 
 #: What each stage column shows: (heading, how to read it from a stage's figures).
 STAGE_FIELDS: tuple[tuple[str, Any], ...] = (
@@ -119,7 +119,7 @@ def render_tables(console: Console, data: dict[str, Any]) -> None:
         console.print(f"[bold]{data['bottleneck']['hint']}[/bold]", highlight=False)
 
 
-def plot_timeline(data: dict[str, Any], path: Path) -> Path:
+def plot_timeline(data: dict[str, Any], path: Path, root: Path | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,5 +144,5 @@ def plot_timeline(data: dict[str, Any], path: Path) -> Path:
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
-    atomic_write_bytes(path, png.getvalue())
+    write_bytes(path, png.getvalue(), root or path.parent)
     return path

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..records import UNFINISHED, State, VideoRow
-from ..redact import Redactor, printable
+from ..redact import Redactor, cell, printable
 from ..store.layout import OutputLayout
 from ..store.registry import Registry
 
@@ -30,7 +30,7 @@ def render_status(console: Console, output: Path, failed_only: bool = False) -> 
     failed = [v for v in videos if v.state == State.FAILED]
     if failed_only:
         for v in failed:  # one per line, tab-separated: class, message, input (as failures.tsv)
-            console.print(Text("\t".join(printable(x) for x in (v.error_class or "error",
+            console.print(Text("\t".join(cell(x) for x in (v.error_class or "error",
                                                                 redactor.text(v.error_message or ""),
                                                                 redactor.url(v.input)))), soft_wrap=True)
         return

@@ -16,9 +16,9 @@ from ..detect.detector import FilesDetector
 from ..inputs.listing import Source
 from ..observe.metrics import RunMetrics
 from ..records import UNFINISHED, State, VideoRow
-from ..redact import Redactor, printable
+from ..redact import Redactor, cell
 from ..stages.context import MiningContext
-from ..store.files import atomic_write_text
+from ..store.files import write_text
 from ..store.layout import FAILURES, OutputLayout
 from .request import Failure, MiningReport
 
@@ -103,8 +103,8 @@ def write_failures(layout: OutputLayout, failures: list[Failure]) -> Path | None
     if not failures:
         path.unlink(missing_ok=True)
         return None
-    lines = ["class\tmessage\tinput"] + ["\t".join(printable(v) for v in (f.kind, f.message, f.input)) for f in failures]
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    lines = ["class\tmessage\tinput"] + ["\t".join(cell(v) for v in (f.kind, f.message, f.input)) for f in failures]
+    write_text(path, "\n".join(lines) + "\n", layout.output)
     return path
 
 

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 from ..config import MinerConfig
-from ..errors import ConfigError, NotFound
+from ..errors import ConfigError, NotFound, UnsafePath
 from ..inputs.listing import Source
 from ..observe.status import SECRET_PARAMS_META
 from ..records import State
-from ..store.files import recover_dir, remove_tree
+from ..store.files import check_target, is_inside, recover_dir, remove_tree
 from ..store.layout import REGISTRY, SQLITE_SIDECARS, OutputLayout
 from ..store.registry import NewRow, Registry
 from .request import RunRequest
@@ -32,11 +32,27 @@ def check_request(request: RunRequest, sources: list[Source]) -> None:
         raise ConfigError("live sources and --watch need the stage pipeline: drop --sequential")
     if request.duration_s is not None and request.duration_s <= 0:
         raise ConfigError(f"--duration must be positive, got {request.duration_s}")
+    _check_textfile(config)
     if config.export.manifest == "parquet":
         try:
             import pyarrow  # noqa: F401
         except ImportError as exc:
             raise ConfigError("export.manifest: parquet needs pyarrow (pip install pyarrow), or use jsonl") from exc
+
+
+def _check_textfile(config: MinerConfig) -> None:
+    """The textfile is node_exporter's, outside the output folder (a path there could be the
+    manifest or the registry), and a regular file (a FIFO would hang the run before it starts)."""
+    textfile = config.metrics.textfile
+    if textfile is None:
+        return
+    if is_inside(textfile, config.output_dir) or is_inside(config.output_dir, textfile):
+        raise ConfigError(f"--metrics-textfile {textfile} is inside the output folder {config.output_dir}: give a "
+                          "file in node_exporter's textfile folder (e.g. /var/lib/node_exporter/textfile/x.prom)")
+    try:
+        check_target(textfile)
+    except UnsafePath as exc:
+        raise ConfigError(f"--metrics-textfile: {exc}") from None
 
 
 def prepare_output(config: MinerConfig, fresh: bool) -> Registry:

@@ -4,13 +4,12 @@ registry and marks the video done; duplicates across videos are resolved once al
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from async_pipeline import StageOutput
 
 from ..records import FrameRow, VideoRow
-from ..store.files import is_inside
+from ..store.files import is_inside, make_dirs, move
 from ..store.layout import read_result
 from .base import Message, MinerStage, Progress
 from .changes import StageChanges
@@ -25,7 +24,7 @@ class CollectStage(MinerStage):
         assert frames_dir is not None
         layout = self.env.layout
         keep_dir = layout.candidates_dir / video_id
-        keep_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(keep_dir, layout.output)
         rows: list[FrameRow] = []
         for frame in read_result(frames_dir):
             # Candidates, and deferred frames the export may still have to detect, are kept.
@@ -34,7 +33,7 @@ class CollectStage(MinerStage):
                 file = layout.relative(keep_dir / frame.file)
                 if (frames_dir / frame.file).exists():
                     # Same filesystem: a rename, no copy. Raw frames can then go with the folder.
-                    os.replace(frames_dir / frame.file, keep_dir / frame.file)
+                    move(frames_dir / frame.file, keep_dir / frame.file, layout.output)
             rows.append(FrameRow.of(video_id, frame, file))
         changes.complete(video_id, rows)
         cleanup = self.env.config.cleanup

@@ -14,7 +14,7 @@ from ..detect.shots import SIZE, shot_of
 from ..media.decode import Extraction, every_frame_small, extract_frames
 from ..media.prefilter import Prefilter
 from ..records import State, VideoRow, VideoUpdate
-from ..store.files import link_or_copy, remove_tree
+from ..store.files import make_dirs, place, remove_tree
 from ..store.layout import INDEX, frame_name, read_index, write_index
 from .base import Message, MinerStage, Progress
 from .changes import StageChanges
@@ -41,6 +41,7 @@ class ExtractStage(MinerStage):
         remove_tree(out_dir)
         assert msg.input_path is not None
         self.env.check_free_space(out_dir)
+        make_dirs(out_dir, self.env.output)
         result = self._extract(msg.input_path, out_dir, video_id, progress, changes)
         changes.count(frames_extracted=len(result.frames))
         changes.update(video_id, VideoUpdate(State.EXTRACTED, n_extracted=len(result.frames),
@@ -55,7 +56,7 @@ class ExtractStage(MinerStage):
         key, earlier = same_content.claim(path)
         if earlier is not None and (src_dir := earlier.result()) is not None:  # waits while it decodes
             try:
-                result = _same_frames(src_dir, out_dir, video_id)
+                result = _same_frames(src_dir, out_dir, video_id, self.env.output)
                 changes.count(videos_same_content=1)
                 write_index(out_dir, result.index(video_id))
                 return result
@@ -78,15 +79,15 @@ class ExtractStage(MinerStage):
             same_content.settle(key, path, done)
 
 
-def _same_frames(src_dir: Path, out_dir: Path, video_id: str) -> Extraction:
+def _same_frames(src_dir: Path, out_dir: Path, video_id: str, output: Path) -> Extraction:
     """Another input's committed extraction of the same bytes, as this video's: its frames linked
     under this video's names, their records (measures, decisions) unchanged."""
     src = read_index(src_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir, output)
     frames = []
     for frame in src.frames:
         name = frame_name(video_id, frame.t)
         if frame.decision is None:  # written, not dropped by a prefilter
-            link_or_copy(src_dir / frame.file, out_dir / name)
+            place(src_dir / frame.file, out_dir / name, output)
         frames.append(replace(frame, file=name))
     return Extraction(frames=frames, warnings=list(src.warnings), decoded=0, media=src.media)

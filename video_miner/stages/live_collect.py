@@ -4,12 +4,11 @@ export at any moment, or after a kill, has every frame decided so far."""
 
 from __future__ import annotations
 
-import os
-
 from async_pipeline import BaseStageWorker, StageMessage, StageOutput
 
 from ..errors import environment_error
 from ..records import FrameRow, LiveFrame
+from ..store.files import move
 from .context import MiningContext
 
 
@@ -34,8 +33,7 @@ class LiveCollectStage(BaseStageWorker):
         file = frame.file
         if frame.keeps_file:
             folder = layout.candidates_dir / live.video_id
-            folder.mkdir(parents=True, exist_ok=True)
-            os.replace(msg.input_path, folder / file)
+            move(msg.input_path, folder / file, layout.output)
             file = layout.relative(folder / file)
         else:
             msg.input_path.unlink(missing_ok=True)

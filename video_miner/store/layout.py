@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..records import FrameRecord, MediaInfo
-from .files import atomic_write_json, is_inside, read_json, refuse_links
+from .files import is_inside, read_json, refuse_links, write_json
 
 #: Commits a video's extraction: frames without it are an interrupted extraction.
 INDEX = "frames.json"
@@ -99,20 +99,25 @@ class ExtractionIndex:
     media: MediaInfo = field(default_factory=MediaInfo)
 
 
+#: A commit file larger than this is not one video-miner wrote (100k frames take ~60 MB).
+MAX_COMMIT_BYTES = 1 << 30
+
+
 def write_index(frames_dir: Path, index: ExtractionIndex) -> None:
-    atomic_write_json(frames_dir / INDEX, {"video_id": index.video_id, "frames": [f.as_json() for f in index.frames],
-                                           "warnings": index.warnings, "media": index.media.as_json()})
+    """Into a video's frames folder (made, and checked, by the extract stage)."""
+    write_json(frames_dir / INDEX, {"video_id": index.video_id, "frames": [f.as_json() for f in index.frames],
+                                    "warnings": index.warnings, "media": index.media.as_json()}, frames_dir)
 
 
 def read_index(frames_dir: Path) -> ExtractionIndex:
-    data = read_json(frames_dir / INDEX)
+    data = read_json(frames_dir / INDEX, MAX_COMMIT_BYTES)
     return ExtractionIndex(str(data["video_id"]), [FrameRecord.from_json(f) for f in data["frames"]],
                            [str(w) for w in data.get("warnings") or []], MediaInfo.from_json(data.get("media")))
 
 
 def write_result(frames_dir: Path, frames: list[FrameRecord]) -> None:
-    atomic_write_json(frames_dir / RESULT, [f.as_json() for f in frames])
+    write_json(frames_dir / RESULT, [f.as_json() for f in frames], frames_dir)
 
 
 def read_result(frames_dir: Path) -> list[FrameRecord]:
-    return [FrameRecord.from_json(f) for f in read_json(frames_dir / RESULT)]
+    return [FrameRecord.from_json(f) for f in read_json(frames_dir / RESULT, MAX_COMMIT_BYTES)]

@@ -83,3 +83,27 @@ class OutputLock:
                f"{h.get('command', '?')}") if h else "another process"
         return (f"{self.path.parent} is in use by another video-miner run ({who}); wait for it to finish or stop it, "
                 "or give another --output (status and report work meanwhile)")
+
+
+class RecordLock:
+    """Orders the appends to an append-only record (an export format's ``handed.jsonl``): a second
+    export waits for the first and numbers its batch after it. ``flock`` on ``<folder>/.lock``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> RecordLock:
+        fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

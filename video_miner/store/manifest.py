@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..records import Detection, FrameRow, MediaInfo, detections_from_json, detections_json
+from .files import check_target, iter_lines, read_bytes, writing
 
 #: Beside the manifest: the settings hash the dataset was mined with (what ``repair`` restores).
 PROVENANCE = "video-miner.json"
@@ -69,7 +70,14 @@ class ManifestRecord:
             extra={k: v for k, v in data.items() if k not in known})
 
 
+#: Longest manifest line read back: a frame with Ultralytics' most boxes (300), each with OCR text.
+MAX_MANIFEST_LINE = 4 << 20
+#: A Parquet manifest larger than this is not one video-miner wrote (10M frames take far less).
+MAX_PARQUET_BYTES = 16 << 30
+
+
 def write_manifest(folder: Path, records: list[ManifestRecord], fmt: str) -> None:
+    """Into ``folder`` (the export's staging folder, the root of these writes)."""
     rows = [r.as_json() for r in records]
     if fmt == "parquet":
         import pyarrow as pa
@@ -81,9 +89,10 @@ def write_manifest(folder: Path, records: list[ManifestRecord], fmt: str) -> Non
         # Every row's keys: pyarrow takes the columns from the first row alone, and would drop
         # what only later rows say (a duplicate's similarity, a frame's shot).
         columns = list(dict.fromkeys(key for row in rows for key in row))
-        pq.write_table(pa.Table.from_pylist([{k: row.get(k) for k in columns} for row in rows]), folder / PARQUET)
+        with writing(folder / PARQUET, folder, binary=True) as fh:
+            pq.write_table(pa.Table.from_pylist([{k: row.get(k) for k in columns} for row in rows]), fh)
     else:
-        with (folder / JSONL).open("w") as fh:
+        with writing(folder / JSONL, folder) as fh:
             for row in rows:
                 fh.write(json.dumps(row) + "\n")
 
@@ -91,14 +100,17 @@ def write_manifest(folder: Path, records: list[ManifestRecord], fmt: str) -> Non
 def read_manifest(dataset: Path) -> list[ManifestRecord]:
     """A dataset's manifest rows (jsonl or parquet)."""
     jsonl, parquet = dataset / JSONL, dataset / PARQUET
-    if jsonl.exists():
-        return [ManifestRecord.from_json(json.loads(line)) for line in jsonl.read_text().splitlines() if line.strip()]
-    if parquet.exists():
+    if check_target(jsonl):
+        return [ManifestRecord.from_json(json.loads(line)) for line in iter_lines(jsonl, MAX_MANIFEST_LINE)
+                if line.strip()]
+    if check_target(parquet):
+        import io
+
         import pyarrow.parquet as pq
 
         # a column some rows do not have reads as None there: not a value of theirs
-        rows: list[dict[str, Any]] = [{k: v for k, v in r.items() if v is not None}
-                                      for r in pq.read_table(parquet).to_pylist()]
+        table = pq.read_table(io.BytesIO(read_bytes(parquet, MAX_PARQUET_BYTES)))
+        rows: list[dict[str, Any]] = [{k: v for k, v in r.items() if v is not None} for r in table.to_pylist()]
         for r in rows:
             r["detections"] = json.loads(r.get("detections") or "[]")
             r["source_meta"] = json.loads(r.get("source_meta") or "{}")
@@ -107,7 +119,7 @@ def read_manifest(dataset: Path) -> list[ManifestRecord]:
 
 
 def write_embeddings(dataset: Path, rows: Iterable[FrameRow]) -> None:
-    with (dataset / EMBEDDINGS).open("w") as fh:
+    with writing(dataset / EMBEDDINGS, dataset) as fh:
         for row in rows:
             if row.embedding:
                 fh.write(json.dumps({"frame": row.key, "embedding": base64.b64encode(row.embedding).decode()}) + "\n")
@@ -122,17 +134,12 @@ def read_embeddings(dataset: Path) -> dict[str, bytes]:
     the dedup checks each embedding against its frame's boxes)."""
     path = dataset / EMBEDDINGS
     out: dict[str, bytes] = {}
-    if not path.is_file():
+    if not check_target(path):
         return out
-    with path.open() as fh:
-        while line := fh.readline(MAX_EMBEDDING_LINE):
-            if not line.endswith("\n") and len(line) == MAX_EMBEDDING_LINE:
-                while (rest := fh.readline(MAX_EMBEDDING_LINE)) and not rest.endswith("\n"):
-                    pass  # the rest of an overlong line
-                continue
-            try:
-                item = json.loads(line)
-                out[str(item["frame"])] = base64.b64decode(item["embedding"], validate=True)
-            except (ValueError, KeyError, TypeError):
-                continue
+    for line in iter_lines(path, MAX_EMBEDDING_LINE):
+        try:
+            item = json.loads(line)
+            out[str(item["frame"])] = base64.b64decode(item["embedding"], validate=True)
+        except (ValueError, KeyError, TypeError):
+            continue
     return out

@@ -51,7 +51,7 @@ def test_sharp_frames_pass_and_their_blurred_versions_do_not(footage: list[Image
         for blurred in (_motion(picture), picture.filter(ImageFilter.GaussianBlur(3))):
             judged = _judge(blurred)
             assert judged.decision == Decision.FILTERED and judged.reason is not None
-            assert judged.reason.startswith("blurry: blur 0.") and "filter.max_blur 0.5" in judged.reason
+            assert judged.reason.startswith("blurry: blur 0.") and "filter.max_blur 0.45" in judged.reason
             assert judged.blur > sharp.blur + 0.1
 
 
@@ -74,3 +74,34 @@ def test_a_frame_with_no_contrast_is_blank_and_max_blur_1_keeps_everything(tmp_p
     judged = _judge(grey)
     assert judged.decision == Decision.FILTERED and judged.reason == "blank: no contrast at all"
     assert _judge(_motion(_frames(BOTTLE, tmp_path, 20)[0]), FilterConfig(max_blur=1)).decision is None
+
+
+SIZES = [(640, 360), (426, 240), (320, 240), (176, 144)]
+
+
+def test_sharp_footage_passes_at_every_size_and_blurred_footage_does_not(footage: list[Image.Image]) -> None:
+    """Copies as footage reaches users, from UCF101's and QCIF's sizes up: a plain downscale and one
+    re-encoded at 0.1 bits per pixel pass at every size (they are judged at their own size, never
+    upscaled); defocused ones never pass, and nearly all smeared by motion are caught (a smear along
+    edges that run with it barely shows: scripts/bench_blur.py's table)."""
+    from scripts.bench_blur import defocus, low_bitrate, motion
+
+    pictures = footage[::4]
+    for size in SIZES:
+        copies = [p.resize(size, Image.Resampling.LANCZOS) for p in pictures]
+        for picture in (*copies, *(low_bitrate(c) for c in copies)):
+            judged = _judge(picture)
+            assert judged.decision is None, (size, judged.reason)
+        assert all(_judge(defocus(c)).decision == Decision.FILTERED for c in copies), size
+        caught = sum(_judge(motion(c)).decision == Decision.FILTERED for c in copies)
+        assert caught >= 0.8 * len(copies), (size, caught, len(copies))
+
+
+def test_a_sharp_subject_on_a_blurred_background_is_sharp(footage: list[Image.Image]) -> None:
+    """A landscape video reposted as 9:16 in the middle of a blurred copy of itself: judged where the
+    picture has its edges, the frames are as sharp as the original's; blurred, they are not."""
+    from scripts.bench_blur import defocus, repost
+
+    for picture in footage[::3]:
+        assert _judge(repost(picture)).decision is None
+        assert _judge(repost(defocus(picture))).decision == Decision.FILTERED

@@ -324,21 +324,18 @@ def test_ctrl_c_exports_exit_0_and_a_restart_appends_without_duplicates(ffmpeg: 
     config = tmp_path / "live.yaml"
     config.write_text("live:\n  reconnect_timeout_s: 3\n  read_timeout_s: 3\nfilter:\n  classes: [bottle, person]\n")
 
-    def run_until(port: int, stop: str) -> subprocess.CompletedProcess[str]:
+    def run_until_ctrl_c(port: int) -> subprocess.CompletedProcess[str]:
         args = cli_args("run", f"tcp://127.0.0.1:{port}", "--model", str(MODEL), "-c", str(config), "-o", str(out), "-q")
-        if stop == "duration":
-            args += ["--duration", "3"]
         proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if stop == "ctrl-c":
-            before = decided_frames(out)
-            wait_for(lambda: decided_frames(out) >= before + 3, "three decided frames", alive=lambda: proc.poll() is None)
-            proc.send_signal(signal.SIGINT)
+        before = decided_frames(out)
+        wait_for(lambda: decided_frames(out) >= before + 3, "three decided frames", alive=lambda: proc.poll() is None)
+        proc.send_signal(signal.SIGINT)
         stdout, _ = proc.communicate(timeout=120)
         return subprocess.CompletedProcess(args, proc.returncode, stdout, "")
 
     port = free_port()
     with tcp_stream(ffmpeg, port, seconds=300, loop=True):
-        first = run_until(port, "ctrl-c")
+        first = run_until_ctrl_c(port)
     assert first.returncode == 0, first.stdout
     assert "Traceback" not in first.stdout
     before = manifest(out)
@@ -346,7 +343,7 @@ def test_ctrl_c_exports_exit_0_and_a_restart_appends_without_duplicates(ffmpeg: 
     assert before and kept_before
     port = free_port()
     with tcp_stream(ffmpeg, port, seconds=300, loop=True):
-        second = run_until(port, "duration")
+        second = run_until_ctrl_c(port)
     assert second.returncode == 0, second.stdout
     after = manifest(out)
     rows = by_frame(after)

@@ -178,11 +178,13 @@ def test_cpu_lanes_split_a_batch_over_sessions_with_the_same_detections(tmp_path
     for lanes in (1, 3):
         detector = Detector(DetectorSpec(str(MODEL), ("person",), 0.4, batch_size=8, device="cpu", cpu_lanes=lanes))
         detector.warm_up()
+        detector.detect(images[:1])
+        assert len(detector._lanes) == 1, "one image needs no more lanes: they open with the first larger batch"
+        found[lanes] = detector.detect(images)
         assert len(detector._lanes) == lanes
         for model in detector._lanes:  # reopened: no spinning threads taking the decoders' CPU time
             options = model.predictor.model.backend.session.get_session_options()
             assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
-        found[lanes] = detector.detect(images)
     assert found[1] == found[3] and sum(map(len, found[1])) >= 3, found[1]
 
 

@@ -24,7 +24,8 @@ DEFAULT_MODEL = "yolov8n.pt"
 #: 2: frames as players show them; of near-duplicates the copy with more pixels is kept.
 #: 3: times count from the file's start; pHash, blur and pixels of the picture inside black bars.
 #: 4: blur judged against the picture's own content (filter.max_blur); frames too small filtered.
-RULES_VERSION = 4
+#: 5: blur judged at the frame's own size (never upscaled), where it has the most edges.
+RULES_VERSION = 5
 DEFAULT_FORMAT = "bv*[height<=?720][ext=mp4]/b[height<=?720][ext=mp4]/bv*[height<=?720]/b[height<=?720]/b"
 
 
@@ -196,9 +197,10 @@ class FilterConfig(_Section):
     #: Load a pickled model (.pt) even if it would import more than an Ultralytics checkpoint does.
     trust_model: bool = False
     #: Frames blurrier than this are dropped: 0 is sharp, 1 a flat blur, judged against the picture's
-    #: own content (scikit-image's perceptual blur metric): sharp video frames measure 0.3-0.45,
-    #: motion-blurred or out-of-focus ones 0.58-0.8. 1 keeps every frame.
-    max_blur: float = Field(0.5, ge=0, le=1)
+    #: own content where it has the most edges (Crete-Roffet's perceptual blur metric), at its own
+    #: size up to 480 pixels: sharp frames from 176x144 to full size measure 0.15-0.42, motion-blurred
+    #: or out-of-focus ones 0.45-0.85 (docs/benchmarks.md, the blur table). 1 keeps every frame.
+    max_blur: float = Field(0.45, ge=0, le=1)
     #: Frames whose thumbnail differs from the last detected frame's by at most this (99th
     #: percentile gray-level difference) are static: dropped. -1 disables.
     static_max_diff: float = Field(20.0, ge=-1, le=255)

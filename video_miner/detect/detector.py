@@ -200,6 +200,9 @@ class Detector:
         self._pool: ThreadPoolExecutor | None = None
         self._warm_lock = threading.Lock()
         self._warm = False
+        #: CPU inference lanes still to open, and the threads each runs on.
+        self._more_lanes = 0
+        self._threads = 1
         #: Per lane (by id), where its feature maps are taken when embeddings are asked for.
         self._taps: dict[int, FeatureTap | TorchTap] = {}
         self._features: tuple[bytes, list[str]] | None = None
@@ -223,24 +226,29 @@ class Detector:
 
     def _warm_up(self) -> None:
         blank = [Image.new("RGB", (64, 64))] * (1 if self.device == "cpu" else self.batch_size)
-        self._predict(self.model, blank)
+        self._predict(self.model, blank)  # builds Ultralytics' predictor, whose session is reopened here
         lanes = max(1, min(self.spec.cpu_lanes or os.cpu_count() or 1, self.batch_size))
-        threads = max(1, (os.cpu_count() or 1) // lanes)
-        cpu, tap = _reopen_session(self.model, threads, self._features)
+        self._threads = max(1, (os.cpu_count() or 1) // lanes)
+        cpu, tap = _reopen_session(self.model, self._threads, self._features)
         self._add_tap(self.model, tap)
-        if not cpu:
-            return
-        from ultralytics import YOLO
+        # The other lanes open with the first batch of several images: a short job, one frame at
+        # a time, never pays for them (each costs a model load and an inference: ~0.1 s).
+        self._more_lanes = lanes - 1 if cpu else 0
 
-        more = [YOLO(self._model_ref, task="detect") for _ in range(lanes - 1)]
-        for model in more:
-            self._predict(model, blank)
-            self._add_tap(model, _reopen_session(model, threads, self._features)[1])
-        self._lanes += more
-        for model in self._lanes:
-            self._predict(model, blank)  # a new session's first run allocates its buffers
-        if len(self._lanes) > 1:
-            self._pool = ThreadPoolExecutor(len(self._lanes) - 1, thread_name_prefix="detector-lane")
+    def _open_lanes(self) -> None:
+        with self._warm_lock:
+            if not self._more_lanes:
+                return
+            from ultralytics import YOLO
+
+            blank = [Image.new("RGB", (64, 64))]
+            more = [YOLO(self._model_ref, task="detect") for _ in range(self._more_lanes)]
+            for model in more:
+                self._predict(model, blank)
+                self._add_tap(model, _reopen_session(model, self._threads, self._features)[1])
+            self._pool = ThreadPoolExecutor(len(more), thread_name_prefix="detector-lane")
+            self._lanes += more
+            self._more_lanes = 0
 
     def _add_tap(self, model: Any, tap: FeatureTap | None) -> None:
         """Where ``model``'s feature maps will be taken: the ONNX session's tap, or hooks on a
@@ -284,6 +292,8 @@ class Detector:
             self.warm_up()
         boxes = [content_box(np.asarray(im.convert("L"))) for im in images]
         inner = [im if box == (0, 0, *im.size) else im.crop(box) for im, box in zip(images, boxes, strict=True)]
+        if len(inner) > 1 and self._more_lanes:
+            self._open_lanes()
         size = -(-len(inner) // len(self._lanes))
         chunks = [inner[i:i + size] for i in range(0, len(inner), size)]
         if len(chunks) == 1 or self._pool is None:

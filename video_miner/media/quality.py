@@ -8,12 +8,7 @@ from typing import BinaryIO
 import imagehash
 import numpy as np
 from PIL import Image
-
-# Imported here, once, on the importing thread: scikit-image's lazy loader parses its stub files with
-# `ast` on first use, and Python 3.11's ast is not safe to run on two threads at once (Ultralytics
-# parses its model metadata with `ast` while frames are measured): "AST constructor recursion depth
-# mismatch", seen once in the test suite.
-from skimage.measure import blur_effect as crete_roffet
+from scipy.ndimage import uniform_filter1d
 
 
 def laplacian_variance(gray: np.ndarray) -> float:
@@ -65,10 +60,21 @@ def open_gray(source: Path | BinaryIO) -> Image.Image:
 #: variance of the Laplacian grows as a picture shrinks, so measured at each frame's own size a
 #: smaller copy (a re-upload, a thumbnail) looked sharper than its original.
 COMMON_SIDE = 320
-#: Longer side blur is judged at: a labeller sees the frame large. At 320 a 15-pixel smear of a
-#: 768-pixel frame measured as sharp as some sharp frames; at 480 the two are apart (shared videos:
-#: sharp frames at most 0.44, their motion-blurred and defocused versions at least 0.58), for 11 ms.
+#: Longer side blur is judged at, at most: larger frames are brought down to it (a labeller sees
+#: them at about this size); smaller ones are judged as they are, never upscaled (an upscale blurs:
+#: sharp 176x144 footage measured as blurry as a defocused 768-pixel frame).
 BLUR_SIDE = 480
+#: The picture is cut into GRID x GRID tiles; blur is measured over the BLUR_TILES with the most
+#: edges: where the subject is. A sharp person in front of a blurred copy of the scene (a landscape
+#: video reposted as 9:16) is sharp; a frame blurred by motion or defocus is blurred everywhere.
+GRID, BLUR_TILES = 8, 16
+
+
+def _blur_window(side: int) -> int:
+    """The re-blur's width for a picture whose longer side is ``side``: a smaller picture has its
+    detail in fewer pixels, so the same smear is a larger share of it (measured on copies of the
+    shared videos from 176x144 to full size, see docs/benchmarks.md)."""
+    return 11 if side >= 400 else 9 if side >= 300 else 7
 
 
 #: Luma at or below which a line of pixels is black (video black is 16; JPEG noise adds a little).
@@ -112,15 +118,41 @@ def at_common_scale(gray: Image.Image, side: int = COMMON_SIDE) -> np.ndarray:
 
 def blur_effect(picture: np.ndarray) -> float:
     """How blurry a picture looks, 0 (sharp) to 1 (a flat blur), judged against its own content:
-    scikit-image's no-reference perceptual blur metric (Crete-Roffet et al., 2007) blurs the picture
-    again and measures how much of its neighbour-to-neighbour contrast that takes away. A sharp
-    picture loses much; one already blurred by motion or defocus loses little. Few edges do not make
-    a picture blurry (a plane against a clear sky is sharp), which the variance of the Laplacian, an
-    amount of edges, said it was. A picture with no contrast at all is 1: nothing to see."""
+    the no-reference perceptual blur metric of Crete-Roffet et al. (2007), as scikit-image's
+    ``measure.blur_effect`` computes it, over the part of the picture with the most edges. The
+    picture is blurred again along each axis; a sharp picture loses much of its
+    neighbour-to-neighbour contrast to that, one already blurred by motion or defocus little. Few
+    edges do not make a picture blurry (a plane against a clear sky is sharp). A picture with no
+    contrast at all is 1: nothing to see."""
     if picture.shape[0] < 3 or picture.shape[1] < 3 or int(picture.max()) - int(picture.min()) < 2:
         return 1.0
-    value = float(crete_roffet(picture.astype(np.float32) / 255.0))
-    return value if np.isfinite(value) else 1.0
+    image = picture.astype(np.float32) / 255.0
+    rows, cols = image.shape
+    grid = min(GRID, rows - 1, cols - 1)
+    th, tw = (rows - 1) // grid, (cols - 1) // grid
+    window = _blur_window(max(rows, cols))
+    sums = []
+    for axis in (0, 1):
+        sharp = np.abs(np.diff(image, axis=axis))[:th * grid, :tw * grid]
+        again = np.abs(np.diff(uniform_filter1d(image, window, axis=axis), axis=axis))[:th * grid, :tw * grid]
+        lost = np.maximum(0.0, sharp - again)
+        # Per tile: the contrast there is, and what re-blurring took of it.
+        sums.append((sharp.reshape(grid, th, grid, tw).sum(axis=(1, 3)).ravel(),
+                     lost.reshape(grid, th, grid, tw).sum(axis=(1, 3)).ravel()))
+    edges = sums[0][0] + sums[1][0]
+    subject = np.argsort(edges, kind="stable")[::-1][:BLUR_TILES]
+    blur = 0.0
+    for contrast, lost in sums:
+        total = float(contrast[subject].sum())
+        blur = max(blur, (total - float(lost[subject].sum())) / total if total > 0 else 1.0)
+    return blur if np.isfinite(blur) else 1.0
+
+
+def at_most(gray: Image.Image, side: int) -> np.ndarray:
+    """The picture with its longer side brought down to ``side`` (never up)."""
+    if max(gray.size) <= side:
+        return np.asarray(gray)
+    return at_common_scale(gray, side)
 
 
 def measure(gray: Image.Image) -> tuple[float, float, int, np.ndarray, float]:
@@ -131,5 +163,5 @@ def measure(gray: Image.Image) -> tuple[float, float, int, np.ndarray, float]:
     box = content_box(pixels)
     inner = gray if box == (0, 0, gray.width, gray.height) else gray.crop(box)
     share = (box[2] - box[0]) * (box[3] - box[1]) / (gray.width * gray.height)
-    return (blur_effect(at_common_scale(inner, BLUR_SIDE)), laplacian_variance(at_common_scale(inner)), phash64(inner),
+    return (blur_effect(at_most(inner, BLUR_SIDE)), laplacian_variance(at_common_scale(inner)), phash64(inner),
             thumbnail(gray), share)

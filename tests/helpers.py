@@ -52,6 +52,8 @@ def cli(*args: str, cwd: Path = ROOT, timeout: float = 300, columns: int | None 
         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``video-miner ARGS`` in a child process, as a user types it; stdout and stderr captured."""
     extra = {"COLUMNS": str(columns)} if columns is not None else {}
+    # This checkout's code, whatever the folder it runs in.
+    extra["PYTHONPATH"] = str(ROOT)
     return subprocess.run([sys.executable, "-m", "video_miner", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **extra, **(env or {})})
 

@@ -76,7 +76,7 @@ def test_counts_at_the_top_are_the_manifests(page: Any, mined: Path) -> None:
     decisions = Counter(r["decision"] for r in rows)
     assert shown == {"videos": str(len({r["video_id"] for r in rows})), "frames": str(len(rows)),
                      "kept": str(decisions["kept"]), "duplicates": str(decisions["duplicate"]),
-                     "filtered": str(decisions["filtered"])}
+                     "left out": str(decisions["left_out"]), "filtered": str(decisions["filtered"])}
 
 
 def test_every_kept_frame_is_shown_with_its_image_grouped_by_video_in_input_order(page: Any, mined: Path) -> None:

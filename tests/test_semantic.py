@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +21,8 @@ from video_miner.detect.detector import Detector, DetectorSpec
 from video_miner.detect.embed import feature_outputs
 from video_miner.records import FrameEmbedding
 
-from .conftest import MODEL, PERSON, ROOT
-from .helpers import run
+from .conftest import MODEL, PERSON
+from .helpers import cli_here, run
 
 #: One frame of each of the six people who walk through the person video, one after another.
 PEOPLE_AT = (13, 34, 60, 80, 106, 129)
@@ -148,17 +146,22 @@ def test_a_larger_budget_keeps_every_frame_chosen_before(people: dict[str, Path]
     inputs = [str(people["original"]), str(people["crop80"])]
 
     def mine(budget: int) -> tuple[list[str], list[dict[str, Any]]]:
-        done = subprocess.run([sys.executable, "-m", "video_miner", "run", *inputs, "-o", str(out), "--model",
-                               str(MODEL), "--classes", "person", "--fps", "1", "--budget", str(budget), "-q"],
-                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+        done = cli_here("run", *inputs, "-o", str(out), "--model", str(MODEL), "--classes", "person", "--fps", "1",
+                        "--budget", str(budget), "-q")
         assert done.returncode == 0, done.stdout + done.stderr
         picks = json.loads((out / "dataset" / "selection.json").read_text())["picks"]
         return picks, _manifest(out)
 
     three, rows = mine(3)
     assert len(three) == 3 and sorted(r["frame"] for r in rows if r["decision"] == "kept") == sorted(three)
+    # Its own class: each frame the budget left out names the pick that covers it, and how far.
     left = [r for r in rows if r["reason"] and r["reason"].startswith("left out by select.budget")]
-    assert left and all(r["decision"] == "filtered" for r in left)
+    assert left and all(r["decision"] == "left_out" for r in left)
+    assert all(r["covered_by"] in three and r["duplicate_of"] == r["covered_by"] and 0 <= r["distance"] <= 2
+               and f"{r['covered_by']} covers it at distance {r['distance']}" in r["reason"] for r in left)
+    # A duplicate names the kept frame that stands for it, through a frame the budget left out.
+    kept = {r["frame"] for r in rows if r["decision"] == "kept"}
+    assert all(r["duplicate_of"] in kept for r in rows if r["decision"] == "duplicate" and r["duplicate_of"])
     five, rows = mine(5)
     assert five[:3] == three and len(five) == 5
     assert {r["frame"] for r in rows if r["decision"] == "kept"} == set(five)

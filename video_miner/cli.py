@@ -232,7 +232,7 @@ def _print_summary(console: Console, report: MiningReport) -> None:
     say = lambda text: console.print(text, soft_wrap=True, highlight=False)  # noqa: E731
     say(f"[bold]done[/bold] in {report.wall_seconds:.1f}s: videos {report.videos_done}/{report.videos_total} done"
         f" ({report.videos_skipped} already done before), {len(report.failures)} failed | frames {e.frames}: "
-        f"kept {e.kept}, duplicates {e.duplicates}, filtered out {e.filtered}")
+        f"kept {e.kept}, duplicates {e.duplicates}, left out {e.left_out}, filtered out {e.filtered}")
     for source, s in report.live.items():
         say(f"live {plain(source)}: {s.state}, frames {s.frames_captured} received, {s.frames_sampled} sampled, "
             f"{s.frames_dropped} dropped, {s.frames_decided} decided, latency p50 {s.latency_p50_s:.2f}s "

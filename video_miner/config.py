@@ -24,7 +24,8 @@ DEFAULT_MODEL = "yolov8n.pt"
 #: 2: frames as players show them; of near-duplicates the copy with more pixels is kept.
 #: 3: times count from the file's start; pHash, blur and pixels of the picture inside black bars.
 #: 4: blur judged against the picture's own content (filter.max_blur); frames too small filtered.
-#: 5: blur judged at the frame's own size (never upscaled), where it has the most edges.
+#: 5: blur judged at the frame's own size (never upscaled), where it has the most edges; static
+#: frames judged by the patch that changed most.
 RULES_VERSION = 5
 DEFAULT_FORMAT = "bv*[height<=?720][ext=mp4]/b[height<=?720][ext=mp4]/bv*[height<=?720]/b[height<=?720]/b"
 
@@ -201,8 +202,10 @@ class FilterConfig(_Section):
     #: size up to 480 pixels: sharp frames from 176x144 to full size measure 0.15-0.42, motion-blurred
     #: or out-of-focus ones 0.45-0.85 (docs/benchmarks.md, the blur table). 1 keeps every frame.
     max_blur: float = Field(0.45, ge=0, le=1)
-    #: Frames whose thumbnail differs from the last detected frame's by at most this (99th
-    #: percentile gray-level difference) are static: dropped. -1 disables.
+    #: Frames that differ from the last frame that passed by at most this where they differ most
+    #: (the mean gray-level change of the 9x9 patch of a 160x90 thumbnail that changed most) are
+    #: static: dropped. Compression noise measures 2-6; another number plate on the same bus 36. -1
+    #: disables.
     static_max_diff: float = Field(20.0, ge=-1, le=255)
     #: Frames whose picture (inside black bars, as written) is narrower or shorter than this are
     #: filtered as too small to label (a 1x1 GIF, a 2x2 clip).

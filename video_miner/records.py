@@ -102,7 +102,9 @@ class FrameEmbedding:
 
 class Detections(list[Detection]):
     """A frame's boxes of the wanted classes, as the detector returns them, with the frame's
-    embedding when the detector was asked for one (a :class:`FrameEmbedding` as bytes)."""
+    embedding when the detector was asked for one (a :class:`FrameEmbedding` as bytes). Boxes with
+    a ``reason`` are what the models found on a frame that is not kept (the keep rule failed): kept
+    for the manifest, so a missed detection can be audited."""
 
     embedding: bytes | None = None
     #: Why a frame whose models found something is not kept (the keep rule failed, a model did not
@@ -113,6 +115,11 @@ class Detections(list[Detection]):
     repool: Callable[[list[Detection]], bytes] | None = None
     #: How several models' answers met (``matched``, ``partial``, ``expired``); None with one model.
     sync: str | None = None
+
+    @property
+    def kept(self) -> bool:
+        """Whether the frame shows what the dataset keeps: boxes, and no reason against it."""
+        return bool(self) and self.reason is None
 
     @classmethod
     def of(cls, boxes: list[Detection], embedding: bytes | None = None, reason: str | None = None,

@@ -17,7 +17,8 @@ from ..redact import Redactor
 from ..store.files import make_dirs, read_json, remove_tree, replace_dir, write_json
 from ..store.manifest import PROVENANCE, ManifestRecord, write_embeddings, write_manifest
 from ..store.registry import Registry
-from .select import Labeller, Selection, select_frames
+from .select import Selection, replaced, select_frames
+from .settle import Labeller, settle
 from .writers import Labels, Splits, write_coco, write_yolo
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ MAX_SELECTION_BYTES = 1 << 29
 
 @dataclass
 class ExportSummary:
+    """What the export did: every frame is kept, a duplicate, left out or filtered (they add up)."""
+
     frames: int
     kept: int
     duplicates: int
@@ -37,10 +40,15 @@ class ExportSummary:
     detected_at_export: int
     #: Of the duplicates, those found by content rather than pHash.
     same_content: int = 0
-    #: Frames dedup kept that the budget left out (counted in ``filtered``).
+    #: Frames dedup kept that the budget left out (counted in ``left_out``).
     over_budget: int = 0
-    #: Frames dedup kept past ``extract.per_shot`` in their shot (counted in ``filtered``).
+    #: Frames dedup kept past ``extract.per_shot`` in their shot (counted in ``left_out``).
     over_shot: int = 0
+
+    @property
+    def left_out(self) -> int:
+        """Frames that showed the classes, no duplicate of a kept one, left out by a cap."""
+        return self.over_budget + self.over_shot
 
 
 def split_of(video_id: str, val_fraction: float) -> str:
@@ -62,11 +70,16 @@ def _splits(kept: list[FrameRow], val_fraction: float) -> Splits:
 def build_dataset(registry: Registry, config: MinerConfig, output: Path, labeller: Labeller | None = None,
                   detect: Labeller | None = None, detect_batch: int = 8) -> ExportSummary:
     """The dataset from everything done so far. ``labeller``: a second model that labels the kept
-    frames; ``detect``: the filter's detector, for the deferred frames the dedup still needs."""
+    frames; ``detect``: the filter's detector, for the deferred frames the choice still needs
+    (detected and recorded first: choosing itself reads and writes nothing)."""
     rows = [r for r in registry.done_frames() if _stays_inside(r)]
     videos = {v.video_id: v for v in registry.videos()}
-    chosen = select_frames(registry, rows, {vid: v.order for vid, v in videos.items()}, config, output, detect,
-                           detect_batch, earlier_picks(output / "dataset"))
+    order = {vid: v.order for vid, v in videos.items()}
+    detected = settle(rows, order, config, output, detect, detect_batch)
+    if detected:
+        registry.update_frames(detected)
+        rows = replaced(rows, detected)
+    chosen = select_frames(rows, order, config, earlier_picks(output / "dataset"))
     labels: Labels = {r.key: r.detections for r in chosen.kept}
     if labeller is not None and chosen.kept:
         for r, dets in zip(chosen.kept, labeller([output / r.file for r in chosen.kept]), strict=True):
@@ -80,8 +93,8 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
         if "coco" in config.export.formats:
             write_coco(staging, splits, labels, config.dataset_classes, image_paths)
         redactor = Redactor.with_extra(config.secret_params)
-        write_manifest(staging, _manifest(rows, videos, chosen, image_paths, labels, redactor, config.extract.per_shot),
-                   config.export.manifest)
+        write_manifest(staging, manifest_records(rows, videos, chosen, image_paths, labels, redactor, config),
+                       config.export.manifest)
         write_json(staging / PROVENANCE, {"config_hash": config.result_hash(), "classes": config.dataset_classes},
                    staging)
         write_embeddings(staging, chosen.pool)
@@ -96,10 +109,10 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
     kept_count = Counter(r.video_id for r in chosen.kept)
     dup_count = Counter(key.rsplit("@", 1)[0] for key in chosen.duplicate_of)
     registry.set_dedup_counts({vid: (kept_count[vid], dup_count[vid]) for vid in {r.video_id for r in rows} | set(videos)})
-    duplicates = len(chosen.duplicate_of)
+    duplicates, left_out = len(chosen.duplicate_of), len(chosen.left_out)
     return ExportSummary(frames=len(rows), kept=len(chosen.kept), duplicates=duplicates,
-                         filtered=len(rows) - len(chosen.kept) - duplicates, detected_at_export=chosen.detected,
-                         same_content=len(chosen.same_content),
+                         filtered=len(rows) - len(chosen.kept) - duplicates - left_out,
+                         detected_at_export=len(detected), same_content=len(chosen.same_content),
                          over_budget=len(chosen.budget.left_out) if chosen.budget else 0,
                          over_shot=len(chosen.over_shot))
 
@@ -127,41 +140,74 @@ def _stays_inside(row: FrameRow) -> bool:
     return True
 
 
-def _manifest(rows: list[FrameRow], videos: dict[str, VideoRow], chosen: Selection, image_paths: dict[str, str],
-              labels: dict[str, list[Detection]], redactor: Redactor, per_shot: int | None) -> list[ManifestRecord]:
-    """Inputs are named with their secrets masked (the registry keeps them whole)."""
+def manifest_records(rows: list[FrameRow], videos: dict[str, VideoRow], chosen: Selection,
+                     image_paths: dict[str, str], labels: dict[str, list[Detection]], redactor: Redactor,
+                     config: MinerConfig) -> list[ManifestRecord]:
+    """One row per sampled frame with its decision and the reason, in words: a duplicate names the
+    kept frame that stands for it (its chain of duplicates followed) or says none does and why; a
+    frame left out by the budget names the pick that covers it and how far it is. Every row keeps
+    the boxes its models found (a filtered frame too: a missed detection can be audited). Inputs
+    are named with their secrets masked (the registry keeps them whole)."""
     reasons = {r.key: r.reason for r in chosen.pool}
-    left_out = chosen.budget.left_out if chosen.budget else set()
+    budget = chosen.budget
     records = []
     for r in rows:
         key, video = r.key, videos[r.video_id]
-        extra: dict[str, Any] = {}
-        if key in image_paths:
-            decision, reason = "kept", None
-        elif key in chosen.same_content:
-            same = chosen.same_content[key]
-            decision, reason = "duplicate", f"same content as {same.of}"
+        decision, reason, stands, extra = _decided(key, r, chosen, image_paths, config)
+        if r.shot is not None:
+            extra["shot"] = r.shot
+        if decision == "filtered":
+            reason = reasons.get(key, r.reason)
+        if budget is not None and key in budget.left_out:
+            extra["covered_by"] = budget.left_out[key].pick
+            extra["distance"] = budget.left_out[key].distance
+        records.append(ManifestRecord(
+            frame=key, video_id=r.video_id, source=redactor.url(video.input), source_meta=_meta(video, redactor),
+            timestamp=r.timestamp, frame_index=r.frame_index, image=image_paths.get(key), phash=r.phash, blur=r.blur,
+            sharpness=r.sharpness, media=r.media_of(video.media), detections=labels.get(key, r.detections),
+            decision=decision, duplicate_of=stands, reason=reason, extra=extra))
+    return records
+
+
+def _decided(key: str, row: FrameRow, chosen: Selection, image_paths: dict[str, str], config: MinerConfig
+             ) -> tuple[str, str | None, str | None, dict[str, Any]]:
+    """(decision, reason, the kept frame that stands for it, extra fields) of one frame."""
+    extra: dict[str, Any] = {}
+    if key in image_paths:
+        return "kept", None, None, extra
+    if key in chosen.duplicate_of:
+        stands, way = chosen.stands_for(key)
+        direct = chosen.duplicate_of[key]
+        same = chosen.same_content.get(key)
+        if same is not None:
+            reason = f"same content as {same.of}"
             extra = {"duplicate_by": "content", "similarity": {"picture": same.picture, "objects": same.objects}}
             if same.via is not None:
                 reason += f" (through {same.via})"
                 extra["through"] = same.via
-        elif key in chosen.duplicate_of:
-            decision, reason = "duplicate", f"duplicate of {chosen.duplicate_of[key]}"
-        elif key in chosen.over_shot:
-            decision, reason = "filtered", f"shot {r.shot} has its extract.per_shot ({per_shot}) frames"
-        elif key in left_out:
-            decision, reason = "filtered", f"left out by select.budget ({len(image_paths)} frames chosen)"
         else:
-            decision, reason = "filtered", reasons.get(key, r.reason)
-        if r.shot is not None:
-            extra["shot"] = r.shot
-        records.append(ManifestRecord(
-            frame=key, video_id=r.video_id, source=redactor.url(video.input), source_meta=_meta(video, redactor),
-            timestamp=r.timestamp,
-            frame_index=r.frame_index, image=image_paths.get(key), phash=r.phash, blur=r.blur, sharpness=r.sharpness,
-            media=r.media_of(video.media), detections=labels.get(key, []), decision=decision,
-            duplicate_of=chosen.duplicate_of.get(key), reason=reason, extra=extra))
-    return records
+            reason = f"duplicate of {direct} (pHash)"
+        if way:  # what it duplicates is not kept itself
+            reason += _chain(way, stands, chosen, config)
+        return "duplicate", reason, stands, extra
+    if key in chosen.over_shot:
+        return "left_out", f"shot {row.shot} has its extract.per_shot ({config.extract.per_shot}) frames", None, extra
+    if chosen.budget is not None and key in chosen.budget.left_out:
+        cover = chosen.budget.left_out[key]
+        return ("left_out", f"left out by select.budget ({len(chosen.budget.picks)} frames chosen): {cover.pick} "
+                f"covers it at distance {cover.distance}", cover.pick, extra)
+    return "filtered", None, None, extra
+
+
+def _chain(way: list[str], stands: str | None, chosen: Selection, config: MinerConfig) -> str:
+    """How a duplicate's duplicate ends: at the kept frame that stands for it, or at none."""
+    last = way[-1]
+    if stands is None:
+        why = (f"{last} is over its shot's extract.per_shot ({config.extract.per_shot})" if last in chosen.over_shot
+               else f"{last} is not kept")
+        return f"; nothing kept stands for it: {why}"
+    steps = " -> ".join(way)
+    return f"; kept for it: {stands} (via {steps}, not kept)"
 
 
 def _meta(video: VideoRow, redactor: Redactor) -> dict[str, Any]:

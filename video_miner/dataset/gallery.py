@@ -22,7 +22,7 @@ from ..store.files import contained, read_json, write_text
 from ..store.layout import OutputLayout, frame_name
 from ..store.manifest import PROVENANCE, ManifestRecord, read_manifest
 
-DECISIONS = ("kept", "duplicate", "filtered")
+DECISIONS = ("kept", "duplicate", "filtered", "left_out")
 PAGE = "gallery.html"
 
 
@@ -33,7 +33,7 @@ def gallery_data(output: Path, rows: list[ManifestRecord], redactor: Redactor = 
     videos: dict[str, int] = {}
     video_rows: list[list[Any]] = []
     index = {r.frame: k for k, r in enumerate(rows)}
-    candidates = OutputLayout(output).candidates_dir
+    layout = OutputLayout(output)
     frames: list[list[Any]] = []
     for r in rows:
         if r.video_id not in videos:
@@ -45,7 +45,7 @@ def gallery_data(output: Path, rows: list[ManifestRecord], redactor: Redactor = 
         boxes = [[class_index[d.label], d.conf, *[round(v, 5) for v in d.xywhn],
                   *([printable(d.text)] if d.text else [])] for d in r.detections]
         frames.append([videos[r.video_id], round(r.timestamp, 3), DECISIONS.index(r.decision),
-                       _image(output, candidates, r), boxes, index.get(r.duplicate_of or "", -1),
+                       _image(output, layout, r), boxes, index.get(r.duplicate_of or "", -1),
                        printable(r.reason or ""), _likeness(r)])
     kept_by_class = Counter(classes[b[0]] for f in frames if f[2] == 0 for b in {x[0]: x for x in f[4]}.values())
     counts = {"videos": len(video_rows), "frames": len(frames), **Counter(DECISIONS[f[2]] for f in frames)}
@@ -64,13 +64,17 @@ def _likeness(r: ManifestRecord) -> str:
             + (f", through {through}" if isinstance(through, str) else ""))
 
 
-def _image(output: Path, candidates: Path, r: ManifestRecord) -> str | None:
-    """A kept frame's image in the dataset; a duplicate's among the candidates, while it is there."""
+def _image(output: Path, layout: OutputLayout, r: ManifestRecord) -> str | None:
+    """A kept frame's image in the dataset; a duplicate's or a left-out frame's among the
+    candidates, while it is there; a frame the models judged and did not keep, its thumbnail (to
+    audit what they missed). Frames a prefilter dropped were never written."""
     if r.image:  # a manifest is anyone's to edit: only a path inside the dataset is shown
         return f"dataset/{r.image}" if contained(r.image, output / "dataset") else None
-    if r.decision == "duplicate":
-        candidate = candidates / r.video_id / frame_name(r.video_id, r.timestamp)
-        return candidate.relative_to(output).as_posix() if candidate.exists() else None
+    name = frame_name(r.video_id, r.timestamp)
+    for folder in (layout.candidates_dir, layout.thumbs_dir):
+        path = folder / r.video_id / name
+        if path.is_file() and layout.inside(path):
+            return path.relative_to(output).as_posix()
     return None
 
 
@@ -127,14 +131,15 @@ section.video h2 small{color:#666;font-weight:normal}
 .meta{font-size:12px;color:#555;margin-top:4px} .reason{color:#8a3b12}
 details{margin-top:4px} summary{cursor:pointer;color:#335}
 .dups{display:flex;flex-wrap:wrap;gap:4px;margin-top:4px} .dups img{width:96px;height:auto}
-.dups span{font-size:11px}
+.dups span{font-size:11px} img.thumb{width:120px;height:auto;vertical-align:middle;margin-right:6px}
 nav{margin:10px 0} nav button{margin-right:6px}
 </style></head>
 <body>
 <header><h1>video-miner: %TITLE%</h1><div id="counts"></div>
 <div id="controls">
 <label>decision <select id="decision"><option value="kept">kept</option><option value="duplicate">duplicates</option>
-<option value="filtered">filtered</option><option value="all">all</option></select></label>
+<option value="left_out">left out</option><option value="filtered">filtered</option><option value="all">all</option>
+</select></label>
 <label>class <select id="class"><option value="">any</option></select></label>
 <label>video <input id="video" type="search" placeholder="part of a name" size="18"></label>
 <label>per page <select id="per"><option>24</option><option selected>60</option><option>200</option>
@@ -145,7 +150,7 @@ nav{margin:10px 0} nav button{margin-right:6px}
 <script>
 "use strict";
 const D = JSON.parse(document.getElementById("data").textContent);
-const DEC = ["kept", "duplicate", "filtered"];
+const DEC = ["kept", "duplicate", "filtered", "left_out"];
 const $ = id => document.getElementById(id);
 const el = (tag, attrs, ...kids) => {
   const e = document.createElement(tag);
@@ -156,12 +161,15 @@ const el = (tag, attrs, ...kids) => {
 // Which frames stand for which: duplicates listed under the kept frame they duplicate.
 const dupsOf = new Map(), filteredBy = new Map();
 const push = (m, k, v) => { if (!m.has(k)) m.set(k, []); m.get(k).push(v); };
-D.frames.forEach((f, i) => { if (f[2] === 1 && f[5] >= 0) push(dupsOf, f[5], i); if (f[2] === 2) push(filteredBy, f[0], i); });
+D.frames.forEach((f, i) => {
+  if (f[2] !== 0 && f[2] !== 2 && f[5] >= 0) push(dupsOf, f[5], i);
+  if (f[2] === 2) push(filteredBy, f[0], i);
+});
 const state = {decision: "kept", cls: "", video: "", per: 60, page: 0};
 
 function counts() {
   const c = D.counts, parts = [["videos", c.videos], ["frames", c.frames], ["kept", c.kept],
-    ["duplicates", c.duplicate], ["filtered", c.filtered]];
+    ["duplicates", c.duplicate], ["left out", c.left_out], ["filtered", c.filtered]];
   $("counts").replaceChildren(...parts.map(([k, v]) => el("span", {"data-count": k}, el("b", {text: String(v)}), " " + k)),
     el("span", {text: "kept per class: " + Object.entries(D.kept_by_class).map(([k, v]) => k + " " + v).join(", ")}));
   for (const c of D.classes) $("class").append(el("option", {value: c, text: c}));
@@ -196,7 +204,7 @@ function card(i) {
     c.append(el("div", {class: "meta", text: "duplicate of " + label(D.frames[f[5]])}));
     c.append(el("div", {class: "meta likeness", text: f[7] || "same pHash"}));
   }
-  if (kind === "filtered") c.append(el("div", {class: "meta reason", text: f[6]}));
+  if (kind === "filtered" || kind === "left_out") c.append(el("div", {class: "meta reason", text: f[6]}));
   const dups = dupsOf.get(i) || [];
   if (kind === "kept" && dups.length) {
     const n = dups.length + " duplicate" + (dups.length > 1 ? "s" : "");
@@ -220,8 +228,10 @@ function filteredOf(video) {
   const n = own.length + " filtered frame" + (own.length > 1 ? "s" : "");
   const d = el("details", {class: "filtered-list"}, el("summary", {text: n}));
   const ul = el("ul");
-  for (const k of own) {
-    ul.append(el("li", {"data-frame": String(k), text: "t=" + D.frames[k][1].toFixed(3) + "s: " + D.frames[k][6]}));
+  for (const k of own) {  // a thumbnail where the models judged it: a filter there audits what they missed
+    const g = D.frames[k], li = el("li", {"data-frame": String(k), text: "t=" + g[1].toFixed(3) + "s: " + g[6]});
+    if (g[3]) li.prepend(el("img", {src: g[3], loading: "lazy", alt: label(g), class: "thumb"}));
+    ul.append(li);
   }
   d.append(ul);
   return d;

@@ -1,106 +1,112 @@
-"""Which done frames make the dataset: every frame the prefilters passed, walked in dedup priority;
-a frame is kept if it shows the classes and no kept frame is its near-duplicate, by pHash, then by
-content (:mod:`.semantic`); then, with a budget, the frames that cover the rest best
-(:mod:`.budget`). Frames whose detection the filter deferred are detected here, only where it
-matters."""
+"""Which frames make the dataset, and why each of the others does not: a pure function of the
+settled records (frames with their boxes and embeddings, each video's input order, the last
+export's budget picks) and the settings. It reads nothing and writes nothing, so the export,
+``diff``, ``status`` and ``export --dry-run`` all ask it the same question.
+
+Every frame the prefilters passed is walked in dedup priority: it is kept if it shows the classes
+and no kept frame is its near-duplicate, by pHash (:mod:`.dedup`), then by content
+(:mod:`.semantic`); then at most ``extract.per_shot`` per shot, and with a budget the frames that
+cover the rest best (:mod:`.budget`). Each frame not kept is told which kept frame stands for it
+(a chain of duplicates followed to its end) or that none does, and why.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..config import MinerConfig
-from ..records import Decision, Detections, FrameRow
-from ..store.registry import Registry
+from ..records import FrameRow
 from .budget import BudgetRule, choose
-from .dedup import KEPT, NO, UNKNOWN, YES, select_distinct
-from .priority import row_priority
-from .semantic import Vectors, content_duplicates, sure_texts
+from .dedup import KEPT, select_distinct
+from .semantic import Match, Vectors, content_duplicates, sure_texts
+from .settle import pool_of
 
 log = logging.getLogger(__name__)
 
-ELIGIBILITY = {Decision.CANDIDATE: YES, Decision.NEGATIVE: NO, Decision.DEFERRED: UNKNOWN}
-#: A detector over image files: the detections of each, in order.
-Labeller = Callable[[list[Path]], list[Detections]]
+
+class Unsettled(RuntimeError):
+    """A deferred frame the choice needs was not detected: :func:`~.settle.settle` runs first."""
 
 
 @dataclass(frozen=True)
-class SameContent:
-    """A duplicate found by content: the kept frame it stands for, and how alike they are."""
+class Cover:
+    """A budget pick standing for a frame the budget left out, and how far they are (1 - cosine)."""
 
-    of: str
-    picture: float
-    objects: float
-    #: The duplicate of ``of`` it was found through (a chained duplicate); None when it matched ``of``.
-    via: str | None = None
+    pick: str
+    distance: float
 
 
 @dataclass
 class Budgeted:
     #: Kept frames, in the order the budget picked them.
     picks: list[str]
-    #: Frames dedup kept that the budget left out.
-    left_out: set[str]
+    #: Frames dedup kept that the budget left out, each with the pick nearest to it.
+    left_out: dict[str, Cover]
     #: The largest distance (1 - cosine) from a frame of the pool to its nearest pick.
     radius: float
 
 
 @dataclass
 class Selection:
-    #: The pool: every frame the prefilters passed, decisions updated by detections made here.
+    #: The pool: every frame the prefilters passed.
     pool: list[FrameRow]
     kept: list[FrameRow]
-    #: Frame key -> the key of the kept frame it duplicates.
+    #: Frame key -> the frame it was found to duplicate (pHash or content; maybe not kept itself).
     duplicate_of: dict[str, str]
-    #: Deferred frames detected here (no kept frame covered them).
-    detected: int
-    #: Duplicates found by content (a subset of ``duplicate_of``).
-    same_content: dict[str, SameContent] = field(default_factory=dict)
+    #: Duplicates found by content (a subset of ``duplicate_of``), keyed and pointing by frame key.
+    same_content: dict[str, Match[str]] = field(default_factory=dict)
     budget: Budgeted | None = None
     #: Frames left out because their shot already had ``extract.per_shot`` kept frames.
     over_shot: set[str] = field(default_factory=set)
 
+    def stands_for(self, key: str) -> tuple[str | None, list[str]]:
+        """The kept frame that stands for frame ``key`` in the dataset (None: none does), and the
+        frames the way there passed, each a frame not kept: a duplicate of a duplicate, a frame the
+        budget left out (its nearest pick stands for it), one over its shot's cap (nothing does)."""
+        kept = {r.key for r in self.kept}
+        left_out = self.budget.left_out if self.budget else {}
+        way: list[str] = []
+        at: str | None = key
+        while at is not None and at not in kept and len(way) <= len(self.pool):
+            way.append(at)
+            if at in self.duplicate_of:
+                at = self.duplicate_of[at]
+            elif at in left_out:
+                at = left_out[at].pick
+            else:
+                at = None  # over its shot's cap, or not shown: nothing kept stands for it
+        return at, way[1:]
 
-def select_frames(registry: Registry, rows: list[FrameRow], order: dict[str, int], config: MinerConfig, output: Path,
-                  detect: Labeller | None, detect_batch: int, earlier_picks: Sequence[str] = ()) -> Selection:
-    """``detect`` runs the filter's detector on frames whose detection was deferred and that no kept
-    frame covers (see :func:`video_miner.dataset.dedup.select_distinct`), ``detect_batch`` at a
-    time; answers go to the registry. ``earlier_picks``: the last export's budget picks, kept first."""
+    @property
+    def left_out(self) -> set[str]:
+        """Frames that showed the classes and no kept frame duplicates, left out by a cap."""
+        return set(self.budget.left_out if self.budget else ()) | self.over_shot
+
+
+def _unsettled(nodes: list[int]) -> list[bool]:
+    raise Unsettled(f"{len(nodes)} deferred frames the choice needs were not detected")
+
+
+def select_frames(rows: list[FrameRow], order: dict[str, int], config: MinerConfig,
+                  earlier_picks: Sequence[str] = ()) -> Selection:
+    """The frames to keep of ``rows`` (settled: see :mod:`.settle`); ``order``: each video's input
+    order; ``earlier_picks``: the last export's budget picks, kept first."""
     # Every frame the prefilters passed takes part: a near-duplicate of a kept frame is reported as
-    # its duplicate whether or not the detector saw it, so the manifest never depends on which
+    # its duplicate whether or not the detector saw it, so the choice never depends on which
     # detections were skipped.
-    pool = [r for r in rows if r.decision != Decision.FILTERED]
-    priority = sorted(range(len(pool)), key=lambda i: row_priority(pool[i], order[pool[i].video_id]))
-    eligible = np.array([ELIGIBILITY[r.decision] for r in pool], dtype=np.int8)
-    hashes = np.array([r.phash for r in pool], dtype=np.uint64)
-    detected: list[int] = []
-
-    def resolve(nodes: list[int]) -> list[bool]:
-        detected.extend(nodes)
-        if detect is None:
-            raise RuntimeError("frames with deferred detections need a detector to export")
-        found = detect([output / pool[i].file for i in nodes])
-        for i, dets in zip(nodes, found, strict=True):
-            pool[i] = replace(pool[i], detections=dets, decision=Decision.CANDIDATE if dets else Decision.NEGATIVE,
-                              reason=None if dets else getattr(dets, "reason", None) or config.filter.no_class_reason(),
-                              embedding=getattr(dets, "embedding", None))
-        registry.update_frames([pool[i] for i in nodes])
-        return [bool(d) for d in found]
-
-    threshold = config.phash_radius
-    dup_of = select_distinct(hashes, np.array(priority, dtype=np.int64), threshold, eligible, resolve,
-                             batch=detect_batch)
-    walk = [i for i in priority if dup_of[i] == KEPT]
+    pool, priority, eligible, hashes = pool_of(rows, order)
+    dup_of = select_distinct(hashes, priority, config.phash_radius, eligible, _unsettled)
+    walk = [i for i in priority.tolist() if dup_of[i] == KEPT]
     by_content = config.dedup.enabled and config.dedup.semantic and bool(walk)
     # read only when a pass compares them (their warnings too)
     vectors = _vectors([pool[i] for i in walk] if by_content or config.select.budget is not None else [])
     local = list(range(len(walk)))  # the frames still in the running, as places in ``walk``
-    same_content: dict[str, SameContent] = {}
+    same_content: dict[str, Match[str]] = {}
     if by_content:
         labels = [[d.label for d in pool[i].detections] for i in walk]
         # Text read counts: the same bus with another plate is other content.
@@ -110,7 +116,7 @@ def select_frames(registry: Registry, rows: list[FrameRow], order: dict[str, int
                                    texts if any(texts) else None)
         for place, match in found.items():
             dup_of[walk[place]] = walk[match.of]
-            same_content[pool[walk[place]].key] = SameContent(
+            same_content[pool[walk[place]].key] = Match(
                 pool[walk[match.of]].key, match.picture, match.objects,
                 None if match.via is None else pool[walk[match.via]].key)
         local = [place for place in local if place not in found]
@@ -120,10 +126,10 @@ def select_frames(registry: Registry, rows: list[FrameRow], order: dict[str, int
         over_shot = {pool[walk[local[at]]].key for at in capped}
         local = [place for at, place in enumerate(local) if at not in capped]
     budgeted = _budget(config, [pool[walk[place]] for place in local], vectors, local, earlier_picks)
-    left_out = (budgeted.left_out if budgeted else set()) | over_shot
+    left_out = set(budgeted.left_out if budgeted else ()) | over_shot
     kept = [pool[i] for i in np.flatnonzero(dup_of == KEPT).tolist() if pool[i].key not in left_out]
     duplicate_of = {pool[i].key: pool[d].key for i, d in enumerate(dup_of.tolist()) if d >= 0}
-    return Selection(pool, kept, duplicate_of, len(detected), same_content, budgeted, over_shot)
+    return Selection(pool, kept, duplicate_of, same_content, budgeted, over_shot)
 
 
 def _per_shot(walk: list[FrameRow], cap: int) -> set[int]:
@@ -151,15 +157,30 @@ def _vectors(rows: list[FrameRow]) -> Vectors:
 
 def _budget(config: MinerConfig, kept: list[FrameRow], vectors: Vectors, places: list[int],
             earlier_picks: Sequence[str]) -> Budgeted | None:
-    """The budget's picks among ``kept`` (in priority order; their vectors at ``places``), or None
-    without a budget."""
+    """The budget's picks among ``kept`` (in priority order; their vectors at ``places``), each
+    frame left out with the pick nearest it; None without a budget."""
     s = config.select
     if s.budget is None:
         return None
     index = {r.key: i for i, r in enumerate(kept)}
     rule = BudgetRule(s.budget, dict(s.per_class_min), s.hard_fraction, config.filter.conf, s.hard_margin)
-    chosen = choose(vectors.take(places).whole, [[d.label for d in r.detections] for r in kept],
+    whole = vectors.take(places).whole
+    chosen = choose(whole, [[d.label for d in r.detections] for r in kept],
                     [[d.conf for d in r.detections] for r in kept], rule,
                     [index[k] for k in earlier_picks if k in index])
     picks = [kept[i].key for i in chosen.picked]
-    return Budgeted(picks, set(index) - set(picks), round(chosen.radius, 4))
+    out = np.setdiff1d(np.arange(len(kept)), np.asarray(chosen.picked, dtype=np.int64))
+    covers: dict[str, Cover] = {}
+    if len(out) and chosen.picked:
+        similarity = whole[out] @ whole[np.asarray(chosen.picked, dtype=np.int64)].T
+        nearest = similarity.argmax(axis=1)
+        for row, at, best in zip(out.tolist(), nearest.tolist(), similarity.max(axis=1).tolist(), strict=True):
+            covers[kept[row].key] = Cover(picks[at], round(max(0.0, 1.0 - best), 4))
+    return Budgeted(picks, covers, round(chosen.radius, 4))
+
+
+def replaced(rows: list[FrameRow], settled: list[FrameRow]) -> list[FrameRow]:
+    """``rows`` with the settled frames' new rows in their places."""
+    by_key = {r.key: r for r in settled}
+    return [by_key.get(r.key, r) for r in rows] if by_key else rows
+

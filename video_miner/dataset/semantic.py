@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -43,15 +44,21 @@ NEIGHBOURS = 32
 EXACT_UP_TO = 20_000
 
 
-@dataclass(frozen=True)
-class Match:
-    """Why a frame is the duplicate of another: the pictures' and the worst-matched objects' similarity."""
+#: How a match names frames: a place in a walk (int) or a frame key (str).
+Id = TypeVar("Id", int, str)
 
-    of: int
+
+@dataclass(frozen=True)
+class Match(Generic[Id]):
+    """Why a frame is the duplicate of another by content (the one record of it, whether frames are
+    named by their place in a walk or by their key): the pictures' and the worst-matched objects'
+    similarity."""
+
+    of: Id
     picture: float
     objects: float
     #: The duplicate of ``of`` this frame was found through (a chained duplicate); None when it matched ``of``.
-    via: int | None = None
+    via: Id | None = None
 
 
 def _unit_rows(m: np.ndarray) -> np.ndarray:
@@ -389,7 +396,7 @@ def texts_agree(a: Sequence[str], b: Sequence[str]) -> bool:
 
 def content_duplicates(embeddings: Vectors | Sequence[FrameEmbedding | None], labels: Sequence[Sequence[str]],
                        walk: Sequence[int], picture_min: float, objects_min: float, chain_min: float,
-                       texts: Sequence[Sequence[str]] | None = None) -> dict[int, Match]:
+                       texts: Sequence[Sequence[str]] | None = None) -> dict[int, Match[int]]:
     """The frames of ``walk`` (indices, most preferred first) that duplicate a more preferred kept
     one, directly or through one of its duplicates (see the module's text); with ``texts`` (each
     frame's :func:`sure_texts`), only where they agree. Frames without an embedding (a registry
@@ -398,13 +405,13 @@ def content_duplicates(embeddings: Vectors | Sequence[FrameEmbedding | None], la
     position = np.full(len(vectors), -1, np.int64)  # each frame's place in the walk; -1: not walked
     position[np.asarray(walk, dtype=np.int64)] = np.arange(len(walk))
     row, col = _candidates(vectors, labels, position, picture_min, objects_min)
-    found: dict[int, Match] = {}
+    found: dict[int, Match[int]] = {}
 
-    def rank(m: Match) -> tuple[float, float, int, int]:
+    def rank(m: Match[int]) -> tuple[float, float, int, int]:
         """The kept frame it is most like; ties to the more preferred one, then by the link's place."""
         return m.objects, m.picture, -int(position[m.of]), -int(position[m.of if m.via is None else m.via])
 
-    def same(a: int, b: int, at_least: float) -> Match | None:
+    def same(a: int, b: int, at_least: float) -> Match[int] | None:
         score = objects_match(vectors.boxes(a), labels[a], vectors.boxes(b), labels[b])
         if score < at_least or (texts is not None and not texts_agree(texts[a], texts[b])):
             return None
@@ -415,7 +422,7 @@ def content_duplicates(embeddings: Vectors | Sequence[FrameEmbedding | None], la
     # they are kept changes nothing for the rest (a match is always with an earlier frame).
     starts = np.flatnonzero(np.diff(row, prepend=-1))  # each frame's candidates are together
     for node, js in zip(row[starts].tolist(), np.split(col, starts[1:]) if len(col) else [], strict=True):
-        best: Match | None = None
+        best: Match[int] | None = None
         for j in js.tolist():
             if (match := same(node, j, objects_min)) is None:
                 continue

@@ -108,7 +108,7 @@ class FrameJudge:
         frame = ticket.frame
         key = frame_priority(frame, order, video_id)
         if ticket.future is not ticket.claim and ticket.claim is not None:  # it waited on a blocker
-            shown = ticket.future.exception() is None and bool(ticket.future.result())
+            shown = ticket.future.exception() is None and ticket.future.result().kept
             if shown:
                 self._defer(frame, ticket.claim)
                 return None
@@ -118,13 +118,13 @@ class FrameJudge:
             # Its twin was deferred for a near frame more preferred than that twin; this frame may
             # rank above that one, so the outcome must not depend on which twin claimed first.
             return self.start(frame, ticket.image, order, video_id)
-        frame.detections = dets
-        # Only the run's Detector attaches embeddings; any other detector returns plain lists.
-        frame.embedding = getattr(dets, "embedding", None)
-        frame.decision = Decision.CANDIDATE if dets else Decision.NEGATIVE
-        frame.sync = getattr(dets, "sync", None)
-        if not dets:
-            frame.reason = getattr(dets, "reason", None) or self.no_class_reason
+        frame.detections = list(dets)
+        kept = dets.kept
+        frame.embedding = dets.embedding if kept else None
+        frame.decision = Decision.CANDIDATE if kept else Decision.NEGATIVE
+        frame.sync = dets.sync
+        if not kept:
+            frame.reason = dets.reason or self.no_class_reason
         elif self.hints is not None:
             self.hints.add(frame.phash, key)
         return None

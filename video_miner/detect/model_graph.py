@@ -289,7 +289,7 @@ class ModelGraph:
         if not self.rule.holds(boxes):
             said = "; ".join(f"{name}: {_summary(found)}" for name, found in release.answers.items())
             rule = f"keep '{self.rule.text}' does not hold" if self.explicit else f"no {'/'.join(self.classes)}"
-            return Detections.of([], reason=f"{rule} ({said})", sync=release.how)
+            return Detections.of(boxes, reason=f"{rule} ({said})", sync=release.how)
         return Detections.of(boxes, repool(boxes) if repool is not None else None, sync=release.how)
 
     # ---- figures -------------------------------------------------------------------------------

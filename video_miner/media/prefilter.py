@@ -23,8 +23,8 @@ class Prefilter:
     """Blur and static-frame checks for one video's frames, in time order."""
 
     cfg: FilterConfig
-    #: (thumbnail, frame index) of the last frame that passed: static frames are compared with it.
-    _last: tuple[np.ndarray, int] | None = field(default=None, init=False)
+    #: (thumbnail, seconds) of the last frame that passed: static frames are compared with it.
+    _last: tuple[np.ndarray, float] | None = field(default=None, init=False)
 
     def check(self, data: bytes, frame: FrameRecord) -> None:
         """Give ``frame`` its measures and, if a check drops it, its decision and reason.
@@ -50,8 +50,9 @@ class Prefilter:
             diff = frame_difference(thumb, self._last[0])
             if diff <= self.cfg.static_max_diff:
                 frame.decision = Decision.FILTERED
-                frame.reason = f"static: same as frame {self._last[1]} (difference {diff:.0f})"
+                frame.reason = (f"static: same as the frame at {self._last[1]:.3f} s (its most changed patch differs "
+                                f"by {diff:.0f} <= filter.static_max_diff {self.cfg.static_max_diff:g})")
                 return
-        self._last = (thumb, frame.index)
+        self._last = (thumb, frame.t)
         # Byte-identical frames (the same video listed twice) share one detection.
         frame.digest = hashlib.blake2b(data, digest_size=16).hexdigest()

@@ -49,3 +49,18 @@ def jpeg(rgb: np.ndarray, quality: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
     return buf.getvalue()
+
+
+#: Longer side of the small copies kept of frames the models did not keep (the gallery shows them).
+THUMB_SIDE = 240
+
+
+def thumbnail_jpeg(path: Path) -> bytes:
+    """A small JPEG of the frame at ``path``."""
+    with Image.open(path) as im:
+        im.draft("RGB", (THUMB_SIDE, THUMB_SIDE))
+        small = im.convert("RGB")
+        small.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=80)
+    return buf.getvalue()

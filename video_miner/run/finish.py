@@ -121,7 +121,7 @@ def _totals(rows: list[VideoRow], failures: list[Failure], summary: ExportSummar
     return {
         "videos": len(rows), "videos_done": sum(r.state == State.DONE for r in rows),
         "videos_failed": len(failures), "frames": summary.frames, "kept": summary.kept,
-        "duplicates": summary.duplicates, "filtered": summary.filtered,
+        "duplicates": summary.duplicates, "left_out": summary.left_out, "filtered": summary.filtered,
         "frames_to_detector": counters.get("frames_to_detector", 0),
         "frames_deferred": counters.get("frames_deferred", 0),
         "bytes_downloaded": counters.get("bytes_downloaded", 0),

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from async_pipeline import StageOutput
 
-from ..records import FrameRow, VideoRow
-from ..store.files import is_inside, make_dirs, move
+from ..media.writer import thumbnail_jpeg
+from ..records import Decision, FrameRow, VideoRow
+from ..store.files import is_inside, make_dirs, move, write_bytes
 from ..store.layout import read_result
 from .base import Message, MinerStage, Progress
 from .changes import StageChanges
@@ -34,6 +35,10 @@ class CollectStage(MinerStage):
                 if (frames_dir / frame.file).exists():
                     # Same filesystem: a rename, no copy. Raw frames can then go with the folder.
                     move(frames_dir / frame.file, keep_dir / frame.file, layout.output)
+            elif frame.decision == Decision.NEGATIVE and (frames_dir / frame.file).exists():
+                # What the models judged and did not keep: a small copy, so a miss can be audited.
+                write_bytes(layout.thumbs_dir / video_id / frame.file, thumbnail_jpeg(frames_dir / frame.file),
+                            layout.output)
             rows.append(FrameRow.of(video_id, frame, file))
         changes.complete(video_id, rows)
         cleanup = self.env.config.cleanup

@@ -6,6 +6,7 @@ whose presence says a step is finished.
     <output>/work/frames/<id>/      a video's sampled frames; frames.json commits the extraction,
                                     filter.json the filter's decisions
     <output>/work/candidates/<id>/  frames the export may keep (moved there by the collect stage)
+    <output>/work/thumbs/<id>/      small copies of frames the models did not keep (the gallery's)
     <output>/work/live/<segment>/   live frames waiting for their decision
     <output>/dataset/               the export, swapped in whole
 """
@@ -54,6 +55,11 @@ class OutputLayout:
         return self.work / "candidates"
 
     @property
+    def thumbs_dir(self) -> Path:
+        """Small copies of the frames the models judged and did not keep, for the gallery."""
+        return self.work / "thumbs"
+
+    @property
     def live_dir(self) -> Path:
         return self.work / "live"
 
@@ -77,7 +83,7 @@ class OutputLayout:
         """Everything a run writes directly in the output folder: none may be a symbolic link."""
         names = (LOCK, REGISTRY, *(REGISTRY + s for s in SQLITE_SIDECARS), "work", "dataset", "dataset.staging",
                  "dataset.old", METRICS, GALLERY, TIMELINE, FAILURES, "profile.pstats", "profile.txt")
-        work = [self.videos_dir, self.frames_dir, self.candidates_dir, self.live_dir]
+        work = [self.videos_dir, self.frames_dir, self.candidates_dir, self.thumbs_dir, self.live_dir]
         return [self.output / name for name in names] + work
 
     def check_links(self) -> None:

@@ -48,6 +48,8 @@ def _decision(row: ManifestRecord, candidate_file: bool) -> Decision:
     if row.decision == "duplicate":
         # Covered by a kept frame whatever it showed; deferred if its file is still there to detect.
         return Decision.DEFERRED if candidate_file else Decision.NEGATIVE
+    if row.decision == "left_out":  # it showed the classes: a larger budget or cap may keep it
+        return Decision.CANDIDATE if candidate_file else Decision.NEGATIVE
     reason = row.reason or ""
     return Decision.NEGATIVE if reason.startswith("no ") and " above conf " in reason else Decision.FILTERED
 

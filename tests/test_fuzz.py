@@ -180,7 +180,9 @@ def test_mutated_media_fail_alone_without_a_traceback_a_stray_file_or_a_memory_s
 
 
 # ---- the exports and the textfile, whatever the names ---------------------------------------------
-NAMES = st.text(st.characters(exclude_characters="/\x00"), min_size=1, max_size=40).filter(lambda n: n not in (".", ".."))
+#: Any name a file system holds (an undecodable byte reads as a lone surrogate U+DC80-U+DCFF).
+NAMES = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="/\x00") | st.characters(
+    min_codepoint=0xDC80, max_codepoint=0xDCFF), min_size=1, max_size=40).filter(lambda n: n not in (".", ".."))
 
 
 def _batch(folder: Path, classes: list[str], dest: Path) -> Any:

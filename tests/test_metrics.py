@@ -9,6 +9,7 @@ import threading
 import urllib.request
 from pathlib import Path
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -136,3 +137,21 @@ def test_the_timeline_is_bounded_however_many_events() -> None:
     assert len(points) <= 400
     assert points[-1]["t"] >= 1000  # still covers the whole run
     assert max(p["busy"] for p in points) == 2 and max(p["queue"] for p in points) == 4  # peaks survive
+
+
+@pytest.mark.fast
+def test_the_bottleneck_is_the_stage_that_held_the_others_back() -> None:
+    """Extract busier by the clock (2 workers of 2 half the time) than the filter (6 of 16), but
+    the filter had videos waiting for it, then ran alone: the filter held the run back."""
+    from video_miner.observe.metrics import RunMetrics, held_back
+
+    metrics = RunMetrics()
+    for t in range(0, 100):
+        s = t / 10
+        extract = (2, 0) if s < 5 else (0, 0)
+        filter_ = (6, 3) if 1 <= s < 5 else (6, 0) if s < 10 else (0, 0)
+        metrics.timeline.add(s, "extract", *extract)
+        metrics.timeline.add(s, "filter", *filter_)
+    held = held_back(metrics.timeline.points(), {"extract": 2, "filter": 16}, 10.0)
+    assert held["filter"] == pytest.approx(0.9, abs=0.02)  # queue from 1 s, alone from 5 s to 10 s
+    assert held["extract"] == pytest.approx(0.5, abs=0.02)  # both workers busy for 5 s

@@ -234,7 +234,8 @@ def test_shots_give_each_frame_its_shot_and_per_shot_caps_the_kept_frames(tmp_pa
     capped = run([str(joined)], out, **config, **{"extract.per_shot": 1})
     rows = manifest(out)
     assert {s: sum(r["decision"] == "kept" for r in rows if r["shot"] == s) for s in range(3)} == {0: 1, 1: 1, 2: 1}
-    over = [r for r in rows if r["reason"] and "extract.per_shot (1)" in r["reason"]]
+    over = [r for r in rows if r["decision"] == "left_out"]
+    assert all("extract.per_shot (1)" in r["reason"] for r in over)
     assert len(over) == sum(kept_per_shot.values()) - 3 and capped.export.over_shot == len(over)
     # A registry rebuilt from the dataset (repair) knows each frame's shot again.
     from video_miner.store.repair import repair
@@ -365,6 +366,8 @@ def test_the_exports_deferred_frames_go_through_every_model(plates_clip: Path, t
         bus, pitch, sign = shared_on_files(graph)(paths)
     assert any(d.text and d.text.replace(" ", "") == PLATE.replace(" ", "") and d.model == "plates" for d in bus)
     assert any(d.label == "bus" and d.model == "vehicles" for d in bus)
-    assert pitch == [] and "keep 'bus and text' does not hold" in (pitch.reason or "")
-    assert sign == [] and "plates: not run: vehicles found nothing" in (sign.reason or "")
+    # Not kept, with what the models found (people on the pitch) for the manifest, to audit.
+    assert not pitch.kept and "keep 'bus and text' does not hold" in (pitch.reason or "")
+    assert pitch and {d.label for d in pitch} == {"person"}
+    assert not sign.kept and sign == [] and "plates: not run: vehicles found nothing" in (sign.reason or "")
     assert graph.snapshot()["joins"]["frames"]["matched"] == 3

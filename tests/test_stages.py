@@ -224,7 +224,7 @@ def test_a_deferred_twin_does_not_defer_a_more_preferred_twin(tmp_path: Path, fi
     from video_miner.config import load_config
     from video_miner.dataset.priority import frame_priority
     from video_miner.detect.judge import FrameJudge
-    from video_miner.records import Decision, Detection, FrameRecord
+    from video_miner.records import Decision, Detection, Detections, FrameRecord
     from video_miner.stages.context import StageEnv
 
     # pHash's radius for deferral (with the semantic pass on, only equal hashes are deferred).
@@ -249,7 +249,7 @@ def test_a_deferred_twin_does_not_defer_a_more_preferred_twin(tmp_path: Path, fi
     order = [first, "original" if first == "copy" else "copy"]
     tickets = {name: judge.start(twins[name][0], image, twins[name][1], twins[name][2]) for name in order}
     assert len(requests) == 1
-    requests[0].set_result([Detection("person", 0, 0.9, (0.5, 0.5, 0.2, 0.2))])
+    requests[0].set_result(Detections.of([Detection("person", 0, 0.9, (0.5, 0.5, 0.2, 0.2))]))
     for name, ticket in tickets.items():
         while ticket is not None:
             ticket = judge.finish(ticket, twins[name][1], twins[name][2])

@@ -31,6 +31,7 @@ class MinerError(Exception):
 
 class ConfigError(MinerError):
     kind = "config"
+    hint = "fix the setting named, in the config or on the command line (video-miner run --help lists the flags)"
 
 
 class TransientError(MinerError):
@@ -60,7 +61,26 @@ class NotFound(MinerError):
 
 class UnknownHost(MinerError):
     kind = "unknown_host"
-    hint = "the host name does not resolve: check the URL (or this machine's DNS)"
+    hint = ("the host name does not resolve: check the URL for a typo, then this machine's DNS (`getent hosts "
+            "HOST`), or its proxy (download.proxy, HTTPS_PROXY)")
+
+
+class TlsFailed(MinerError):
+    kind = "tls"
+    hint = ("the server's certificate was refused: check the URL and this machine's clock and CA certificates; "
+            "behind a proxy that re-signs traffic, point SSL_CERT_FILE at its CA")
+
+
+class ProxyFailed(TransientError):
+    kind = "proxy"
+    hint = "the proxy refused or dropped the connection: check download.proxy (or HTTPS_PROXY) and its credentials"
+
+
+class StoreAccessDenied(MinerError):
+    kind = "store_access"
+    hint = ("the object store needs credentials this machine does not have, or they may not read this object: for "
+            "s3:// set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE (and AWS_ENDPOINT_URL for MinIO), for "
+            "gs:// GOOGLE_APPLICATION_CREDENTIALS, for az:// AZURE_STORAGE_CONNECTION_STRING")
 
 
 class HttpClientError(MinerError):
@@ -169,10 +189,12 @@ class EnvironmentFault(MinerError):
     """The machine, not an input: no permission, a read-only or failing filesystem."""
 
     kind = "environment"
+    hint = "fix the machine's side (permissions, disk), then run the same command again"
 
 
 class RegistryDamaged(MinerError):
     kind = "registry_damaged"
+    hint = "run `video-miner repair -o OUTPUT`, then the same command again"
 
 
 class ModelError(MinerError):
@@ -187,9 +209,11 @@ class TooLarge(MinerError):
 
 
 class UnsafePath(MinerError):
-    """A path in a file of the output folder (a manifest row, a registry row) that leads out of it."""
+    """A path that would make video-miner write through a link, into something that is not a
+    regular file, or out of its folder (a manifest row, a registry row)."""
 
     kind = "unsafe_path"
+    hint = "remove what is named, or give another --output / --dest"
 
 
 class EmptyInput(MinerError):
@@ -233,9 +257,41 @@ def _http_class(text: str, retry_after: float | None) -> MinerError | None:
 
 #: The last resort: words of the network layer, most specific first.
 _NETWORK: tuple[tuple[tuple[str, ...], type[MinerError]], ...] = (
+    (("name or service not known", "temporary failure in name resolution", "nodename nor servname",
+      "getaddrinfo failed", "no address associated with hostname", "failed to resolve", "cannot resolve"),
+     UnknownHost),
+    (("certificate verify failed", "certificate_verify_failed", "ssl: wrong version", "sslerror", "tlsv1 alert",
+      "unable to get local issuer certificate", "self-signed certificate", "self signed certificate"), TlsFailed),
+    (("proxyerror", "proxy error", "tunnel connection failed", "unable to connect to proxy", "proxy authentication"),
+     ProxyFailed),
+    (("nocredentialserror", "unable to locate credentials", "partialcredentialserror", "invalidaccesskeyid",
+      "signaturedoesnotmatch", "accessdenied", "access denied", "expiredtoken", "anonymous caller does not have",
+      "defaultcredentialserror"), StoreAccessDenied),
     (("timed out", "timeout"), NetworkTimeout),
     (("connection refused", "connection reset", "errno 111", "remote end closed"), ConnectionFailed),
 )
+
+
+def classify_network(exc: BaseException, what: str) -> MinerError | None:
+    """An exception of the network or an object store's client (socket, ssl, botocore, aiohttp,
+    google-auth) as a failure class, by its type's and its text's words; None when it is none."""
+    import socket
+    import ssl
+
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, socket.gaierror):
+        return UnknownHost(f"{what}: its host name does not resolve ({exc.strerror or exc})")
+    if isinstance(exc, ssl.SSLError):
+        return TlsFailed(f"{what}: {text}")
+    low = text.lower()
+    for needles, cls in _NETWORK:
+        if any(n in low for n in needles):
+            return cls(f"{what}: {text}")
+    if isinstance(exc, ConnectionError):
+        return ConnectionFailed(f"{what}: {text}")
+    if isinstance(exc, TimeoutError):
+        return NetworkTimeout(f"{what}: {text}")
+    return None
 
 
 def classify_download_error(message: str, retry_after: float | None = None) -> MinerError:

@@ -145,8 +145,8 @@ def manifest_records(rows: list[FrameRow], videos: dict[str, VideoRow], chosen: 
                      config: MinerConfig) -> list[ManifestRecord]:
     """One row per sampled frame with its decision and the reason, in words: a duplicate names the
     kept frame that stands for it (its chain of duplicates followed) or says none does and why; a
-    frame left out by the budget names the pick that covers it and how far it is. Every row keeps
-    the boxes its models found (a filtered frame too: a missed detection can be audited). Inputs
+    frame left out by the budget names the pick that covers it and how far it is. Rows keep the
+    boxes the models found (a filtered frame's too: a missed detection can be audited). Inputs
     are named with their secrets masked (the registry keeps them whole)."""
     reasons = {r.key: r.reason for r in chosen.pool}
     budget = chosen.budget
@@ -164,9 +164,20 @@ def manifest_records(rows: list[FrameRow], videos: dict[str, VideoRow], chosen: 
         records.append(ManifestRecord(
             frame=key, video_id=r.video_id, source=redactor.url(video.input), source_meta=_meta(video, redactor),
             timestamp=r.timestamp, frame_index=r.frame_index, image=image_paths.get(key), phash=r.phash, blur=r.blur,
-            sharpness=r.sharpness, media=r.media_of(video.media), detections=labels.get(key, r.detections),
+            sharpness=r.sharpness, media=r.media_of(video.media), detections=_boxes(key, r, chosen, labels),
             decision=decision, duplicate_of=stands, reason=reason, extra=extra))
     return records
+
+
+def _boxes(key: str, row: FrameRow, chosen: Selection, labels: dict[str, list[Detection]]) -> list[Detection]:
+    """The boxes a row shows: the labels of a kept frame; what the models found on any other, but
+    for a duplicate by pHash, whose detection may have been skipped (the manifest never depends on
+    which were)."""
+    if key in labels:
+        return labels[key]
+    if key in chosen.duplicate_of and key not in chosen.same_content:
+        return []
+    return row.detections
 
 
 def _decided(key: str, row: FrameRow, chosen: Selection, image_paths: dict[str, str], config: MinerConfig

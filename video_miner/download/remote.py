@@ -4,13 +4,12 @@ opening one with an error a user can act on, listing the videos under a prefix, 
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
 import fsspec
 
-from ..errors import ConfigError, ConnectionFailed, NotFound, UnknownHost, environment_error
+from ..errors import ConfigError, ConnectionFailed, NotFound, classify_network, environment_error
 from ..media.formats import VIDEO_EXTENSIONS
 from ..store.naming import slug
 
@@ -48,11 +47,14 @@ def copy_remote(url: str, folder: Path) -> Path:
         fs.get_file(path, str(part))
     except FileNotFoundError as exc:
         raise NotFound(f"{url} does not exist") from exc
-    except socket.gaierror as exc:
-        raise UnknownHost(f"{url}: its host name does not resolve ({exc.strerror or exc})") from exc
     except OSError as exc:
         if environment_error(exc) is not None:  # our disk, not the store
             raise
-        raise ConnectionFailed(f"{url}: {exc.strerror or exc}") from exc
+        raise classify_network(exc, url) or ConnectionFailed(f"{url}: {exc.strerror or exc}") from exc
+    except Exception as exc:  # the store's client: missing credentials, access denied, DNS, TLS
+        known = classify_network(exc, url)
+        if known is None:
+            raise
+        raise known from exc
     os.replace(part, dest)
     return dest

@@ -220,6 +220,29 @@ class Timeline:
                 for k in sorted(self._buckets) for stage, (busy, queue) in sorted(self._buckets[k].items())]
 
 
+def held_back(points: list[dict[str, Any]], workers: dict[str, int], wall: float) -> dict[str, float]:
+    """Per stage, the share of the run during which it held the others back, read off the
+    timeline: work waited in its queue, every worker of it was busy, or it was the only stage
+    still working (the others had nothing left to do but wait for it)."""
+    if wall <= 0:
+        return {}
+    at: dict[float, list[dict[str, Any]]] = {}
+    for p in points:
+        at.setdefault(float(p["t"]), []).append(p)
+    times = sorted(at)
+    state: dict[str, tuple[int, int]] = {}
+    held = dict.fromkeys(workers, 0.0)
+    for t, until in zip(times, [*times[1:], max(wall, times[-1] if times else 0.0)], strict=True):
+        for p in at[t]:
+            state[p["stage"]] = (int(p["busy"]), int(p["queue"]))
+        span = max(0.0, until - t)
+        working = [name for name, (busy, _) in state.items() if busy > 0]
+        for name, (busy, queue) in state.items():
+            if name in held and (queue > 0 or busy >= max(1, workers[name]) or working == [name]):
+                held[name] += span
+    return {name: min(1.0, seconds / wall) for name, seconds in held.items()}
+
+
 @dataclass
 class RunMetrics:
     """Observer of one run. Pass :meth:`on_event` to the engine and call :meth:`attach` first."""
@@ -345,12 +368,18 @@ class RunMetrics:
                 "queue_high_water": s.queue_high_water,
                 "queue_size": s.queue_size,
             }
+        held = held_back(self.timeline.points(), {name: s["workers"] for name, s in stages.items()}, wall)
+        for name, fraction in held.items():
+            stages[name]["held_fraction"] = round(fraction, 4)
         bottleneck = None
         if stages:
-            name = max(stages, key=lambda n: stages[n]["busy_fraction"])
-            frac = stages[name]["busy_fraction"]
-            bottleneck = {"stage": name, "busy_fraction": frac,
-                          "hint": f"{name} is the bottleneck: {frac:.0%} busy; {HINTS.get(name, 'give it more workers')}"}
+            # The stage that held the others back, as the timeline shows it; busy time breaks ties.
+            name = max(stages, key=lambda n: (stages[n].get("held_fraction", 0.0), stages[n]["busy_fraction"]))
+            frac = stages[name].get("held_fraction", 0.0)
+            bottleneck = {"stage": name, "held_fraction": frac, "busy_fraction": stages[name]["busy_fraction"],
+                          "hint": f"{name} is the bottleneck: it held the run back {frac:.0%} of the time (work "
+                                  f"waiting for it, every worker busy, or it alone running); "
+                                  f"{HINTS.get(name, 'give it more workers')}"}
         data: dict[str, Any] = {"stages": stages, "totals": totals, "bottleneck": bottleneck}
         if self.detector is not None:
             data["detector"] = detector_report(self.detector, wall)

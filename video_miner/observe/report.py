@@ -94,12 +94,12 @@ def render_tables(console: Console, data: dict[str, Any]) -> None:
     if data.get("models"):
         models = data["models"]
         table = Table(title=f"models (keep: {models['keep']})", title_justify="left")
-        for heading in ("model", "kind", "after", "calls", "skipped", "busy", "failed", "batch p50", "frames/s busy"):
+        for heading in ("model", "kind", "after", "calls", "skipped", "busy s", "failed", "batch p50", "frames/s busy"):
             table.add_column(heading, justify="left" if heading in ("model", "kind", "after") else "right", no_wrap=True)
         for name, m in models["models"].items():
             b = m.get("batches") or {}
             table.add_row(Text(name), m["kind"], Text(m["after"] or "-"), str(m["calls"]), str(m["skipped"]),
-                          str(m["busy"]), str(m["failed"]), str(b.get("batch_size_p50", "-")),
+                          f"{b.get('busy_seconds', 0.0):.1f}", str(m["failed"]), str(b.get("batch_size_p50", "-")),
                           f"{b.get('requests_per_busy_s', 0.0):.1f}")
         console.print(table)
         for name, j in models["joins"].items():

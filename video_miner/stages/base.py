@@ -22,7 +22,7 @@ from typing import ClassVar
 from async_pipeline import BaseStageWorker, FatalStageError, StageMessage, StageOutput
 from async_pipeline.worker import as_messages
 
-from ..errors import CorruptMedia, MinerError, TooLarge, TransientError, classify_os_error, environment_error
+from ..errors import CorruptMedia, MinerError, TooLarge, TransientError, classify_network, classify_os_error, environment_error
 from ..records import VideoItem, VideoRow
 from .changes import StageChanges
 from .context import MiningContext, StageEnv
@@ -81,6 +81,8 @@ def classify(exc: Exception, video_id: str) -> MinerError:
         return TooLarge(f"{video_id}: a picture too large to decode ({exc or 'out of memory'})")
     if isinstance(exc, UnidentifiedImageError):
         return CorruptMedia(f"{video_id}: a picture that cannot be read ({exc})")
+    if (network := classify_network(exc, video_id)) is not None:  # DNS, TLS, a proxy, a store's credentials
+        return network
     error = MinerError(f"{video_id}: unexpected error: {exc or 'no message'} (a bug: run again with --debug and "
                        "report it)")
     error.kind = "internal_error"

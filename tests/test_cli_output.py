@@ -32,8 +32,8 @@ def logged_run(person_head: Path, tmp_path_factory: pytest.TempPathFactory
     """A run with stdout a pipe (a log file), in a 40-column 'terminal'. Progress lines come every
     0.2 s and once more when the stages end, so there are some however fast the machine is."""
     out = tmp_path_factory.mktemp("cli") / "a-rather-long-output-folder-name-for-the-log-lines" / "out"
-    proc = cli("run", str(person_head), str(VIDEOS / "again.mkv"), "--model", str(MODEL), "-o", str(out),
-               "--progress-every", "0.2", columns=40)
+    proc = cli_here("run", str(person_head), str(VIDEOS / "again.mkv"), "--model", str(MODEL), "-o", str(out),
+                    "--progress-every", "0.2", columns=40)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out, proc
 
@@ -46,7 +46,7 @@ def test_log_lines_never_wrap(logged_run: tuple[Path, subprocess.CompletedProces
     assert "videos 2/2" in progress[-1], "the last line says where the stages ended"
     assert all("| videos " in line and "ETA" in line for line in progress), progress
     summary = [line for line in lines if line.startswith("done in")]
-    assert len(summary) == 1 and "kept" in summary[0] and "filtered out" in summary[0]
+    assert len(summary) == 1 and "kept" in summary[0] and "left out" in summary[0] and "filtered out" in summary[0]
     assert any(line.startswith("dataset: ") and line.endswith("data.yaml)") for line in lines)
     # Every line is whole: none starts with a fragment of another.
     starts = {re.match(r"[A-Za-z]*", line).group() for line in lines if line}  # type: ignore[union-attr]

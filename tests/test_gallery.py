@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from .conftest import ROOT, VIDEOS
-from .helpers import run
+from .conftest import VIDEOS
+from .helpers import cli_here, run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here: .ci/run installs Debian's chromium package")
@@ -29,8 +27,7 @@ def mined(bottle_head: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     report = run([str(VIDEOS / "again.mkv"), str(VIDEOS / "book.mkv"), str(bottle_head)], out,
                  **{"filter.classes": ["person", "bottle"]})
     assert report.export.kept >= 5
-    proc = subprocess.run([sys.executable, "-m", "video_miner", "report", "-o", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = cli_here("report", "-o", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"gallery: {out / 'gallery.html'}" in proc.stdout
     return out

@@ -17,7 +17,7 @@ import pytest
 
 from scripts.media import gif_bomb
 from video_miner.config import load_config
-from video_miner.errors import ConfigError, ModelError, environment_error
+from video_miner.errors import ConfigError, ModelError, UnknownHost, environment_error
 from video_miner.redact import printable
 
 from .conftest import BOTTLE, MODEL, ROOT, VIDEOS
@@ -458,8 +458,41 @@ def test_an_object_store_host_that_does_not_resolve_is_said_so(tmp_path: Path, m
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     monkeypatch.setattr(remote, "open_filesystem", no_dns)
-    with pytest.raises(remote.UnknownHost, match="does not resolve"):
+    with pytest.raises(UnknownHost, match="does not resolve"):
         remote.copy_remote("ftp://nowhere.example/x.mp4", tmp_path)
+
+
+def test_the_environments_problems_are_classes_with_a_hint_never_internal_errors(tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Missing object-store credentials, DNS, TLS and a proxy that refuses: each a class that says
+    what to do; and an s3:// input on a machine without credentials fails alone, saying so."""
+    import socket
+    import ssl
+
+    from botocore.exceptions import NoCredentialsError
+
+    from video_miner import errors
+    from video_miner.stages.base import classify
+
+    cases = [(NoCredentialsError(), "store_access"), (socket.gaierror(-2, "Name or service not known"), "unknown_host"),
+             (ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"), "tls"),
+             (OSError("Tunnel connection failed: 407 Proxy Authentication Required"), "proxy"),
+             (OSError("[Errno -3] Temporary failure in name resolution"), "unknown_host")]
+    for exc, kind in cases:
+        error = classify(exc, "v")
+        assert error.kind == kind and error.hint and "a bug" not in str(error), (exc, error)
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.MinerError)]
+    assert all(c.hint for c in classes if c is not errors.MinerError), [c for c in classes if not c.hint]
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask a cloud's metadata address
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    report = run(["s3://bucket/clip.mp4", str(AGAIN)], tmp_path / "out")
+    failures = {f.input: f for f in report.failures}
+    assert report.videos_done == 1 and set(failures) == {"s3://bucket/clip.mp4"}, [f.line() for f in report.failures]
+    assert failures["s3://bucket/clip.mp4"].kind == "store_access", failures
 
 
 def test_failures_are_words_not_class_names() -> None:

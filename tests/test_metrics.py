@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -17,8 +15,8 @@ from video_miner.observe.metrics import RunMetrics
 from video_miner.run.compose import mine
 from video_miner.run.request import RunRequest
 
-from .conftest import MODEL, ROOT, VIDEOS
-from .helpers import make_config
+from .conftest import MODEL, VIDEOS
+from .helpers import cli_here, make_config
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -91,14 +89,12 @@ def test_prometheus_endpoint_and_metrics_json_agree_with_the_run(person_head: Pa
 
 def test_report_prints_tables_and_writes_a_png(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    run = subprocess.run([sys.executable, "-m", "video_miner", "run", str(VIDEOS / "again.mkv"), str(VIDEOS / "book.mkv"),
-                          "--model", str(MODEL), "-o", str(out), "-q", "--profile"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+    run = cli_here("run", str(VIDEOS / "again.mkv"), str(VIDEOS / "book.mkv"), "--model", str(MODEL), "-o", str(out), "-q",
+                   "--profile")
     assert run.returncode == 0, run.stdout + run.stderr
     assert (out / "profile.pstats").stat().st_size > 0
     assert "filter.py" in (out / "profile.txt").read_text(), "the profile sees the stage threads"
-    rep = subprocess.run([sys.executable, "-m", "video_miner", "report", "-o", str(out)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    rep = cli_here("report", "-o", str(out))
     assert rep.returncode == 0, rep.stderr
     assert "stages" in rep.stdout and "totals" in rep.stdout and "is the bottleneck" in rep.stdout
     png = out / "timeline.png"

@@ -96,7 +96,7 @@ def test_a_bad_models_list_is_refused_by_key(config: dict[str, Any], says: str) 
 def test_one_model_keeps_its_config_hash_and_several_models_are_refused_on_ray(tmp_path: Path) -> None:
     # A one-model config's hash has no trace of models: (this is its hash under rules 5; a release
     # that changes which frames are chosen bumps the rules, and with them every hash).
-    assert MinerConfig.model_validate({"filter": {"model": "yolov8n.pt"}}).result_hash() == "bb43d6a275b01a63"
+    assert MinerConfig.model_validate({"filter": {"model": "yolov8n.pt"}}).result_hash() == "5b1864d47efc9edd"
     plain = make_config(tmp_path)
     assert plain.result_hash() == make_config(tmp_path, models=[]).result_hash()
     several = make_config(tmp_path, **PLATES)
@@ -148,10 +148,17 @@ def test_transnetv2_finds_the_hard_cuts_and_leaves_torch_as_it_was(tmp_path: Pat
 
 
 # ---- in the miner ------------------------------------------------------------------------------
-def test_a_detector_then_ocr_cascade_keeps_vehicles_with_readable_text(plates_clip: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def plates_run(plates_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The plates clip mined with the detector + OCR cascade (async engine)."""
+    out = tmp_path_factory.mktemp("plates-run") / "out"
     report = run([str(plates_clip)], out, **PLATES)
     assert not report.failures
+    return out
+
+
+def test_a_detector_then_ocr_cascade_keeps_vehicles_with_readable_text(plates_run: Path) -> None:
+    out = plates_run
     rows = manifest(out)
     by_scene: dict[int, list[dict[str, Any]]] = {0: [], 1: [], 2: []}
     for r in rows:  # three scenes of 2 s: bus with a plate, people, a sign without a vehicle
@@ -163,8 +170,9 @@ def test_a_detector_then_ocr_cascade_keeps_vehicles_with_readable_text(plates_cl
         assert any(d["text"].replace(" ", "") == PLATE.replace(" ", "") for d in texts), r["detections"]
         assert {d["model"] for d in r["detections"]} == {"vehicles", "plates"}
         assert any(d["class"] == "bus" and d["model"] == "vehicles" for d in r["detections"])
-    for r in by_scene[1]:
+    for r in by_scene[1]:  # filtered, with what the models found there (to audit a miss)
         assert r["decision"] == "filtered" and "keep 'bus and text' does not hold" in r["reason"], r
+        assert r["detections"] and {d["class"] for d in r["detections"]} == {"person"}, r
     for r in by_scene[2]:  # the sign is never read: no vehicle, so the OCR did not run
         assert r["decision"] == "filtered" and "plates: not run: vehicles found nothing" in r["reason"], r
         assert SIGN not in json.dumps(r)
@@ -197,10 +205,10 @@ def test_the_same_bus_with_another_plate_is_other_content(tmp_path: Path) -> Non
     assert same and all(r["timestamp"] // 2 == float(r["duplicate_of"].rsplit("@", 1)[1]) // 2 for r in same), same
 
 
-def test_the_sequential_engine_runs_the_same_models_to_the_same_dataset(plates_clip: Path, tmp_path: Path) -> None:
-    run([str(plates_clip)], tmp_path / "async", **PLATES)
+def test_the_sequential_engine_runs_the_same_models_to_the_same_dataset(plates_clip: Path, plates_run: Path,
+                                                                       tmp_path: Path) -> None:
     run([str(plates_clip)], tmp_path / "sequential", engine="sequential", **PLATES)
-    staged, one_by_one = dataset_files(tmp_path / "async" / "dataset"), dataset_files(tmp_path / "sequential" / "dataset")
+    staged, one_by_one = dataset_files(plates_run / "dataset"), dataset_files(tmp_path / "sequential" / "dataset")
     assert staged and staged == one_by_one
 
 

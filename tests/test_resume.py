@@ -128,6 +128,18 @@ def test_changed_settings_are_refused_without_fresh(tmp_path: Path) -> None:
     assert not run([str(VIDEOS / "again.mkv")], out).failures
     changed = cli_here(*args, "--conf", "0.7")
     assert changed.returncode == 2
-    assert "--fresh" in changed.stdout + changed.stderr
+    # It names what changed, from what to what.
+    assert "--fresh" in changed.stdout and "filter.conf 0.4 -> 0.7" in changed.stdout, changed.stdout
+    # What only the export reads changes without --fresh, and without detecting anything again.
+    config = tmp_path / "export-only.yaml"
+    config.write_text("dedup:\n  threshold: 2\n  picture_similarity: 0.9\nselect:\n  budget: 1\n")
+    again = cli_here(*args, "-c", str(config))
+    assert again.returncode == 0, again.stdout
+    assert "videos 1/1 done (1 already done before)" in again.stdout and "kept 1," in again.stdout, again.stdout
+    # Embeddings are made with the detections: a folder mined without them says so.
+    bare = tmp_path / "bare"
+    assert not run([str(VIDEOS / "again.mkv")], bare, **{"dedup.semantic": False}).failures
+    wants = cli_here("run", str(VIDEOS / "again.mkv"), "--model", str(MODEL), "-o", str(bare), "-q")
+    assert wants.returncode == 2 and "without the detector's embeddings" in wants.stdout, wants.stdout
     fresh = cli_here(*args, "--conf", "0.7", "--fresh")
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr

@@ -126,55 +126,85 @@ def _words(exc: OSError | sqlite3.Error) -> str:
     return f"the registry refused a change ({exc}); a bug: run again with --debug and report the traceback"
 
 
+#: ``--debug`` after a command, as before it.
+Debug = Annotated[bool, typer.Option("--debug", help="Tracebacks, for bug reports.")]
+
+#: run's option panels, in the order --help shows them.
+INPUTS, MODEL_PANEL, SELECTION, OUTPUT, METRICS, ENGINE = ("Inputs", "Model", "Sampling and selection", "Output",
+                                                          "Metrics", "Engine")
+
+
 @app.command()
 def run(
-    inputs: Annotated[list[str] | None, typer.Argument(help="A list file (one input per line) and/or inputs: URLs, "
-                                                            "paths, file:// URLs, folders, rtsp:// and other streams, "
-                                                            "/dev/video0.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="The dataset's YAML config.")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (default out/<name>).")] = None,
-    watch: Annotated[list[Path] | None, typer.Option(help="A folder to mine every video that appears in (repeatable); "
-                                                          "the run goes on until Ctrl-C or --duration.")] = None,
-    duration: Annotated[float | None, typer.Option(help="Stop taking new work after this many seconds (live "
-                                                        "sources, watched folders); the dataset is exported.")] = None,
-    async_mode: Annotated[bool, typer.Option("--async-mode/--sequential",
-                                             help="Stage-level pipeline (default) or one video at a time.")] = True,
-    jobs: Annotated[int, typer.Option(min=1, help="With --sequential: videos at a time.")] = 1,
-    engine: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster).")] = "local",
-    ray_address: Annotated[str | None, typer.Option(help="With --engine ray: the cluster (else RAY_ADDRESS, else a "
-                                                         "local Ray instance).")] = None,
-    shared_storage: Annotated[str | None, typer.Option(help="With --engine ray: an fsspec URL (s3://bucket/prefix) "
-                                                            "where nodes exchange work files (no shared filesystem).")]
+    inputs: Annotated[list[str] | None, typer.Argument(metavar="INPUT...", help="Inputs (URLs, paths, folders, "
+                                                       "rtsp:// streams, /dev/video0) and/or list files of them.",
+                                                       show_default=False)] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", metavar="YAML", rich_help_panel=INPUTS,
+                                                help="The dataset's config.")] = None,
+    watch: Annotated[list[Path] | None, typer.Option(metavar="DIR", rich_help_panel=INPUTS,
+                                                     help="Mine every video that appears in DIR (repeatable), "
+                                                          "until Ctrl-C or --duration.")] = None,
+    duration: Annotated[float | None, typer.Option(metavar="S", rich_help_panel=INPUTS,
+                                                   help="Stop taking new work after S seconds; export.")] = None,
+    cookies_from_browser: Annotated[str | None, typer.Option(metavar="BROWSER", rich_help_panel=INPUTS,
+                                                             help="yt-dlp: this browser's cookies (firefox, "
+                                                                  "chrome+gnomekeyring:Profile 1, ...).")]
     = None,
-    classes: Annotated[str | None, typer.Option(help="Comma-separated classes to keep, e.g. person,car.")] = None,
-    model: Annotated[str | None, typer.Option(help="Detector: any model Ultralytics loads (.pt, .onnx, ...).")] = None,
-    conf: Annotated[float | None, typer.Option(help="Minimum detection confidence.")] = None,
-    fps: Annotated[float | None, typer.Option(help="Frames sampled per second.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda:0, mps.")] = None,
-    cookies_from_browser: Annotated[str | None, typer.Option(help="yt-dlp: take cookies from this browser "
-                                                                  "(BROWSER[+KEYRING][:PROFILE][::CONTAINER]).")]
+    model: Annotated[str | None, typer.Option(metavar="MODEL", rich_help_panel=MODEL_PANEL,
+                                              help="Any model Ultralytics loads (.pt, .onnx, ...).")] = None,
+    classes: Annotated[str | None, typer.Option(metavar="A,B", rich_help_panel=MODEL_PANEL,
+                                                help="Classes to keep, e.g. person,car.")] = None,
+    conf: Annotated[float | None, typer.Option(metavar="X", rich_help_panel=MODEL_PANEL,
+                                               help="Minimum detection confidence.")] = None,
+    device: Annotated[str | None, typer.Option(metavar="DEV", rich_help_panel=MODEL_PANEL,
+                                               help="auto, cpu, cuda, cuda:N, mps.")] = None,
+    fps: Annotated[float | None, typer.Option(metavar="N", rich_help_panel=SELECTION,
+                                              help="Frames sampled per second.")] = None,
+    budget: Annotated[int | None, typer.Option(min=1, metavar="N", rich_help_panel=SELECTION,
+                                               help="Keep the N frames that cover the rest best (select.budget).")]
     = None,
-    fresh: Annotated[bool, typer.Option(help="Start over: forget earlier progress in the output folder.")] = False,
-    retry_failed: Annotated[bool, typer.Option(help="Retry only the videos that failed before.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
-    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
-    metrics_host: Annotated[str | None, typer.Option(help="Address for --metrics-port (default 127.0.0.1).")] = None,
-    metrics_linger: Annotated[float | None, typer.Option(help="With --metrics-port: keep serving the final values this "
-                                                              "many seconds after the run.")] = None,
-    pushgateway: Annotated[str | None, typer.Option(help="Push the metrics to this Prometheus Pushgateway while the "
-                                                         "run goes and when it ends, e.g. http://127.0.0.1:9091.")]
-    = None,
-    metrics_textfile: Annotated[Path | None, typer.Option(help="Write the metrics to this file for node_exporter's "
-                                                               "textfile collector (atomically).")] = None,
-    budget: Annotated[int | None, typer.Option(min=1, help="Keep the N frames that cover the deduplicated pool best "
-                                                          "(select.budget); a rerun with more keeps the earlier ones.")]
-    = None,
-    profile: Annotated[bool, typer.Option(help="Profile the run; writes profile.pstats/.txt beside metrics.json.")]
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="DIR", rich_help_panel=OUTPUT,
+                                                help="Output folder (default out/<name>).")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", rich_help_panel=OUTPUT,
+                                        help="Forget earlier progress in the output folder.")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", rich_help_panel=OUTPUT,
+                                               help="Retry only the videos that failed.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=OUTPUT, help="No progress display.")]
     = False,
-    progress_every: Annotated[float, typer.Option(min=0.05, help="When stdout is not a terminal: seconds between "
-                                                                 "progress lines.")] = 5.0,
+    progress_every: Annotated[float, typer.Option(min=0.05, metavar="S", rich_help_panel=OUTPUT,
+                                                  help="Not a terminal: a progress line every S seconds.")] = 5.0,
+    profile: Annotated[bool, typer.Option("--profile", rich_help_panel=OUTPUT,
+                                          help="Profile; writes profile.pstats/.txt.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", rich_help_panel=OUTPUT, help="Tracebacks, for bug reports.")]
+    = False,
+    metrics_port: Annotated[int | None, typer.Option(metavar="PORT", rich_help_panel=METRICS,
+                                                     help="Serve Prometheus metrics on this port.")] = None,
+    metrics_host: Annotated[str | None, typer.Option(metavar="HOST", rich_help_panel=METRICS,
+                                                     help="Address for --metrics-port (127.0.0.1).")] = None,
+    metrics_linger: Annotated[float | None, typer.Option(metavar="S", rich_help_panel=METRICS,
+                                                         help="Serve the final values S seconds more.")] = None,
+    pushgateway: Annotated[str | None, typer.Option(metavar="URL", rich_help_panel=METRICS,
+                                                    help="Push to this Pushgateway while running and at the end.")]
+    = None,
+    metrics_textfile: Annotated[Path | None, typer.Option(metavar="FILE", rich_help_panel=METRICS,
+                                                          help="Write them for node_exporter's textfile collector.")]
+    = None,
+    sequential: Annotated[bool, typer.Option("--sequential", rich_help_panel=ENGINE,
+                                             help="One video at a time, no stage pipeline.")] = False,
+    async_mode: Annotated[bool, typer.Option("--async-mode", hidden=True, help="The stage pipeline (the default).")]
+    = True,
+    jobs: Annotated[int, typer.Option(min=1, metavar="N", rich_help_panel=ENGINE,
+                                      help="With --sequential: videos at a time.")] = 1,
+    engine: Annotated[str, typer.Option(metavar="NAME", rich_help_panel=ENGINE,
+                                        help="local (this machine) or ray (a Ray cluster).")] = "local",
+    ray_address: Annotated[str | None, typer.Option(metavar="ADDR", rich_help_panel=ENGINE,
+                                                    help="With --engine ray: the cluster (else RAY_ADDRESS).")] = None,
+    shared_storage: Annotated[str | None, typer.Option(metavar="URL", rich_help_panel=ENGINE,
+                                                       help="With --engine ray: where nodes exchange work files "
+                                                            "(s3://..., no shared filesystem).")] = None,
 ) -> None:
     """Mine frames showing the wanted classes from videos into a deduplicated, labelled dataset."""
+    main_options(debug)
     _few_malloc_arenas()
     from .run.request import RunRequest
 
@@ -201,7 +231,7 @@ def run(
         request = RunRequest(inputs=inputs or [], config=cfg, jobs=jobs, fresh=fresh, retry_failed=retry_failed,
                              handle_signals=True, ray_address=ray_address, watch=list(watch or []),
                              duration_s=duration, command=["video-miner", *sys.argv[1:]],
-                             engine="ray" if engine == "ray" else "async" if async_mode else "sequential")
+                             engine="ray" if engine == "ray" else "sequential" if sequential else "async")
         report = _mine(console, request, None if quiet else progress_every, profile)
     gc.freeze()
     _print_summary(console, report)
@@ -282,9 +312,11 @@ def export_command(
     new_only: Annotated[bool, typer.Option(help="Only the frames kept since the last export of this format.")] = False,
     image_root: Annotated[str | None, typer.Option(help="Label Studio: the URL prefix its images are served from "
                                                         "(default /data/local-files/?d=images).")] = None,
+    debug: Debug = False,
 ) -> None:
     """The dataset for a labelling tool or a trainer: Label Studio tasks with pre-annotations, CVAT
     (COCO 1.0 and CVAT XML), FiftyOne, Hugging Face Parquet. Every export records what it handed over."""
+    main_options(debug)
     from .dataset.handover import export
 
     console = Console()
@@ -305,9 +337,11 @@ def diff_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")],
     fmt: Annotated[str, typer.Option("--format", help="label-studio, cvat, hf or fiftyone.")] = "label-studio",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: added and removed frames.")] = False,
+    debug: Debug = False,
 ) -> None:
     """What the dataset gained and lost since the last export of a format: frames kept since, and
     frames handed over then that are no longer kept (now a duplicate of a better copy, say)."""
+    main_options(debug)
     import json
 
     from .dataset.handover import diff
@@ -341,9 +375,11 @@ def status(
     output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")] = Path("out/dataset"),
     failed: Annotated[bool, typer.Option("--failed", help="Only the failed inputs, a line each (class, message, "
                                                           "input; tab-separated).")] = False,
+    debug: Debug = False,
 ) -> None:
     """Counts per state, failures grouped by class, and what a re-run would do (read-only: works
     while a run is going)."""
+    main_options(debug)
     from .observe.status import render_status
 
     console = Console()
@@ -355,9 +391,12 @@ def status(
 @app.command()
 def report(output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")] = Path("out/dataset"),
            png: Annotated[Path | None, typer.Option(help="Where to write the timeline (default <output>/timeline.png).")]
-           = None) -> None:
+           = None,
+    debug: Debug = False,
+) -> None:
     """The last run's metrics as tables, a timeline PNG showing the bottleneck, and gallery.html:
     the dataset to look at in a browser (offline: open the file)."""
+    main_options(debug)
     from .dataset.gallery import write_gallery
     from .observe.metrics import load_metrics
     from .observe.report import plot_timeline, render_tables
@@ -374,9 +413,12 @@ def report(output: Annotated[Path, typer.Option("--output", "-o", help="The run'
 
 
 @app.command()
-def repair(output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")]) -> None:
+def repair(output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")],
+    debug: Debug = False,
+) -> None:
     """Rebuild a damaged or lost registry from the files on disk (the damaged one is kept aside).
     Videos the files prove done stay done; the rest resume or run again with the same command."""
+    main_options(debug)
     from .store.lock import OutputLock
     from .store.repair import repair as rebuild
 
@@ -400,10 +442,12 @@ def doctor(
     model: Annotated[str | None, typer.Option(help="Detector to check (else the config's).")] = None,
     classes: Annotated[str | None, typer.Option(help="Classes to check (else the config's).")] = None,
     engine: Annotated[str, typer.Option(help="local or ray: check what that engine needs.")] = "local",
+    debug: Debug = False,
 ) -> None:
     """Check what a run needs (yt-dlp and its JavaScript runtime, the model and its classes, the
     device, the output disk, Ray and storage when asked for) and say how to fix each problem.
     Exit 0 when a run can go, 1 otherwise."""
+    main_options(debug)
     from rich.markup import escape
 
     from .observe.doctor import FAIL, WARN, diagnose, ready

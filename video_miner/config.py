@@ -521,31 +521,46 @@ class MinerConfig(_Section):
     def output_dir(self) -> Path:
         return self.output if self.output is not None else Path("out") / self.name
 
-    def result_hash(self) -> str:
-        """A hash of every setting that changes which frames end up in the dataset, or their labels.
+    def result_settings(self) -> dict[str, Any]:
+        """Every setting that changes which frames end up in the dataset, or their labels, through
+        what the stages record (the export reads the rest from the records each time).
 
-        Workers, retries, cleanup and metrics do not count: changing them may resume a run.
-        """
-        relevant = {
+        Workers, retries, cleanup and metrics do not count: changing them may resume a run. Nor do
+        dedup's settings, the semantic pass's and the budget: the export applies them to the whole
+        pool, detecting any deferred frame a new threshold leaves uncovered (the embeddings they
+        compare are made with the detections: see :attr:`embeddings`)."""
+        relevant: dict[str, Any] = {
             # Bumped when a release changes which frames are chosen for the same settings.
             "rules": RULES_VERSION,
             # per_shot is applied by the export, to the whole pool.
             "extract": self.extract.model_dump(mode="json", exclude={"max_pixels", "per_shot"}),
             "filter": self.filter.model_dump(mode="json", exclude={"batch_size", "max_wait_ms", "device", "half",
-                                                                   "trust_model"}),
-            # The semantic thresholds and the budget are applied by the export, to the whole pool,
-            # so changing them needs no re-mining; the embeddings they use are made with the detections.
-            "dedup": self.dedup.model_dump(mode="json", exclude={"skip_detection", "semantic", "picture_similarity",
-                                                                  "object_similarity", "chain_similarity"}),
-            "embeddings": self.embeddings,
+                                                                   "trust_model", "cpu_lanes"}),
             "label": self.label.model_dump(mode="json"),
-            "format": self.download.format,
+            "download": {"format": self.download.format},
         }
         if self.models:  # absent otherwise, so a one-model config keeps its hash (and resumes)
             relevant["models"] = [m.model_dump(mode="json", exclude={"device", "batch_size", "max_wait_ms"})
                                   for m in self.models]
             relevant["keep"] = self.keep
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+        return relevant
+
+    def result_hash(self) -> str:
+        """A hash of :meth:`result_settings`: a folder mined with another refuses to resume."""
+        return hashlib.sha256(json.dumps(self.result_settings(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def changed_settings(before: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """The settings (dotted keys) whose values differ, each with its old and new value."""
+    out = []
+    for key in sorted(set(before) | set(now)):
+        a, b = before.get(key), now.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_settings(a, b, name + ".")
+        elif a != b:
+            out.append(f"{name} {json.dumps(a)} -> {json.dumps(b)}")
+    return out
 
 
 def _format_validation(exc: ValidationError, source: str) -> str:

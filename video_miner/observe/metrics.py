@@ -224,15 +224,15 @@ def held_back(points: list[dict[str, Any]], workers: dict[str, int], wall: float
     """Per stage, the share of the run during which it held the others back, read off the
     timeline: work waited in its queue, every worker of it was busy, or it was the only stage
     still working (the others had nothing left to do but wait for it)."""
-    if wall <= 0:
-        return {}
+    if wall <= 0 or not points:
+        return dict.fromkeys(workers, 0.0)
     at: dict[float, list[dict[str, Any]]] = {}
     for p in points:
         at.setdefault(float(p["t"]), []).append(p)
     times = sorted(at)
     state: dict[str, tuple[int, int]] = {}
     held = dict.fromkeys(workers, 0.0)
-    for t, until in zip(times, [*times[1:], max(wall, times[-1] if times else 0.0)], strict=True):
+    for t, until in zip(times, [*times[1:], max(wall, times[-1])], strict=True):
         for p in at[t]:
             state[p["stage"]] = (int(p["busy"]), int(p["queue"]))
         span = max(0.0, until - t)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..config import MinerConfig
+from ..config import MinerConfig, changed_settings
 from ..errors import ConfigError, NotFound, UnsafePath
 from ..inputs.listing import Source
 from ..observe.status import SECRET_PARAMS_META
@@ -68,21 +68,45 @@ def prepare_output(config: MinerConfig, fresh: bool) -> Registry:
     output.mkdir(parents=True, exist_ok=True)
     recover_dir(layout.dataset_dir)
     registry = Registry(layout.registry)
-    previous = registry.get_meta("config_hash")
-    current = config.result_hash()
-    if previous is not None and previous != current and registry.videos():
+    try:
+        _check_settings(registry, config, output)
+    except ConfigError:
         registry.close()
-        raise ConfigError(
-            f"{output} was mined with different settings (model, classes, sampling or thresholds changed, or an "
-            "earlier video-miner chose frames differently); run with --fresh to start over, or give a new --output"
-        )
-    registry.set_meta("config_hash", current)
+        raise
+    registry.set_meta("config_hash", config.result_hash())
+    registry.set_meta(SETTINGS_META, json.dumps(config.result_settings(), sort_keys=True))
+    registry.set_meta(EMBEDDINGS_META, "1" if config.embeddings else "0")
     # status masks the same query parameters the run did.
     registry.set_meta(SECRET_PARAMS_META, json.dumps(config.secret_params))
     # A run killed while reading live sources: what it committed is final, what it had not is gone.
     registry.end_live()
     remove_tree(layout.live_dir)
     return registry
+
+
+#: Registry meta: the settings the folder was mined with (what a refusal names), and whether its
+#: frames carry the detector's embeddings (the semantic pass and the budget compare them).
+SETTINGS_META, EMBEDDINGS_META = "settings", "embeddings"
+
+
+def _check_settings(registry: Registry, config: MinerConfig, output: Path) -> None:
+    """Refuse a folder mined with settings that change what the stages recorded, naming them."""
+    previous = registry.get_meta("config_hash")
+    if previous is not None and previous != config.result_hash() and registry.videos():
+        stored = registry.get_meta(SETTINGS_META)
+        try:
+            before = json.loads(stored) if stored else None
+        except ValueError:
+            before = None
+        changed = changed_settings(before, config.result_settings()) if isinstance(before, dict) else []
+        what = ("; ".join(changed[:6]) + (f"; and {len(changed) - 6} more" if len(changed) > 6 else "")) if changed \
+            else "the model, classes, sampling or thresholds, or the release's rules"
+        raise ConfigError(f"{output} was mined with other settings ({what}); run with --fresh to start over, or give "
+                          "a new --output (dedup, the semantic pass, per_shot and the budget change without --fresh)")
+    if config.embeddings and registry.get_meta(EMBEDDINGS_META) == "0" and registry.videos():
+        raise ConfigError(f"{output} was mined without the detector's embeddings, which dedup.semantic and "
+                          "select.budget compare: run with --fresh to mine them, or set dedup.semantic: false and no "
+                          "select.budget")
 
 
 def select_sources(sources: list[Source], registry: Registry, config: MinerConfig, retry_failed: bool

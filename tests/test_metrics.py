@@ -15,7 +15,7 @@ from video_miner.observe.metrics import RunMetrics
 from video_miner.run.compose import mine
 from video_miner.run.request import RunRequest
 
-from .conftest import MODEL, VIDEOS
+from .conftest import MODEL, ROOT, VIDEOS
 from .helpers import cli_here, make_config
 
 
@@ -151,3 +151,43 @@ def test_the_bottleneck_is_the_stage_that_held_the_others_back() -> None:
     held = held_back(metrics.timeline.points(), {"extract": 2, "filter": 16}, 10.0)
     assert held["filter"] == pytest.approx(0.9, abs=0.02)  # queue from 1 s, alone from 5 s to 10 s
     assert held["extract"] == pytest.approx(0.5, abs=0.02)  # both workers busy for 5 s
+
+
+def _exported_names() -> set[str]:
+    """Every metric family this program exports: the run's registry, and the families that appear
+    only with several models, live sources or a finished run."""
+    from video_miner.live.stats import LiveSnapshot
+    from video_miner.observe.metrics import RunEnd, RunMetrics, _live_families, _model_families, _RunCollector
+
+    metrics = RunMetrics()
+    families = list(metrics.registry.collect())
+    snap = {"models": {"m": {"calls": 1, "skipped": 0, "busy": 0, "failed": 0}},
+            "joins": {"frames": {"matched": 1, "partial": 0, "expired": 0, "waiting": 0, "wait_p50_s": 0.0,
+                                 "wait_p95_s": 0.0}}}
+    families += _model_families(snap)
+    families += _live_families({"s": LiveSnapshot("s", "live", *([0] * 10), 0.0, 0.0, 0.0, 0.0, None)})
+    run_end = _RunCollector()
+    run_end.end, run_end.last_success = RunEnd(1, 0, 1, True), 1.0
+    families += run_end.collect()
+    return {f.name for f in families}
+
+
+@pytest.mark.fast
+def test_the_dashboard_and_the_rules_query_only_metrics_this_program_exports() -> None:
+    import re
+
+    import yaml
+
+    names = _exported_names()
+    dashboard = json.loads((ROOT / "dashboards" / "grafana-video-miner.json").read_text())
+    rules = yaml.safe_load((ROOT / "dashboards" / "rules.yml").read_text())
+    panels = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs = panels + [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    used = {re.sub(r"_(total|bucket|count|sum|created)$", "", m) for e in exprs for m in re.findall(r"video_miner_\w+", e)}
+    assert used and used <= names, sorted(used - names)
+    # One dataset at a time (or all): every panel's query is scoped by the dashboard's variables.
+    assert {v["name"] for v in dashboard["templating"]["list"]} == {"dataset", "output"}
+    assert all('dataset=~"$dataset"' in e for e in panels)
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for topic in ("kept frames", "models", "joins", "live sources"):
+        assert topic in titles, topic

@@ -188,6 +188,10 @@ def test_the_textfile_is_valid_exposition_and_keeps_the_last_success(tmp_path: P
     check = subprocess.run([PROMTOOL, "check", "metrics"], input=textfile.read_text(), capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     first = _samples(textfile.read_text())
+    # Grouped as pushed series are (rules.yml sums by dataset and output).
+    samples = [x for fam in text_string_to_metric_families(textfile.read_text()) for x in fam.samples]
+    assert samples and all(x.labels["job"] == "video-miner" and x.labels["dataset"] == "dataset" and
+                           x.labels["output"] == str(out.resolve()) for x in samples)
     assert first["video_miner_last_run_frames_kept"] == _summary(proc.stdout)["kept"] > 0
     success = first["video_miner_last_success_timestamp_seconds"]
     report = run([str(AGAIN), str(tmp_path / "gone.mp4")], out, **{"metrics.textfile": str(textfile)})
@@ -198,8 +202,14 @@ def test_the_textfile_is_valid_exposition_and_keeps_the_last_success(tmp_path: P
     assert not list(textfile.parent.glob("*.tmp*")), "written atomically"
 
 
+#: The labels that group a dataset's series, the Pushgateway's and the textfile's alike.
+GROUPING = {"job", "dataset", "output"}
+
+
 def _samples(text: str) -> dict[str, float]:
-    return {s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples if not s.labels}
+    """The run-level samples (no label but the grouping ones)."""
+    return {s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+            if set(s.labels) <= GROUPING}
 
 
 def test_a_short_run_lingers_so_a_scraper_takes_the_final_values(tmp_path: Path) -> None:

@@ -15,13 +15,15 @@ import base64
 import http.client
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext, suppress
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from prometheus_client import CollectorRegistry, generate_latest, pushadd_to_gateway
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from ..config import MinerConfig
 from ..errors import UnsafePath
@@ -66,7 +68,8 @@ class Publisher:
                                        f"{type(exc).__name__}: {exc}")
             if self.textfile is not None:
                 try:
-                    write_bytes(self.textfile, generate_latest(registry), self.textfile.parent)
+                    write_bytes(self.textfile, generate_latest(_Grouped(registry, {"job": JOB, **self.grouping_key})),
+                                self.textfile.parent)
                 except (OSError, UnsafePath) as exc:
                     self._warn("textfile", f"could not write metrics to {self.textfile}: {exc}")
 
@@ -79,6 +82,22 @@ class Publisher:
     def periodically(self) -> AbstractContextManager[None]:
         """Publish every ``push_every_s`` while the block runs."""
         return every(self.every_s, self.publish) if self.wanted else nullcontext()
+
+
+class _Grouped(Collector):
+    """The registry's families with the Pushgateway's grouping labels on every sample (job, dataset,
+    output), so the textfile's series group like the pushed ones (``rules.yml`` sums by them)."""
+
+    def __init__(self, registry: CollectorRegistry, labels: dict[str, str]) -> None:
+        self.registry, self.labels = registry, labels
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            grouped = Metric(family.name, family.documentation, family.type, family.unit)
+            for sample in family.samples:
+                grouped.add_sample(sample.name, {**sample.labels, **self.labels}, sample.value, sample.timestamp,
+                                   sample.exemplar)
+            yield grouped
 
 
 def _without_credentials(url: str | None) -> tuple[str | None, str | None]:

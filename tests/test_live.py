@@ -15,7 +15,7 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import combinations
@@ -90,6 +90,12 @@ class Mining:
         return self.report
 
 
+def stream_stopped(caplog: pytest.LogCaptureFixture, url: str, times: int = 1) -> Callable[[], bool]:
+    """Whether the reader of ``url`` has read a stream to its end ``times`` times (it says so, then
+    waits live.reconnect_timeout_s for it to come back: the test stops the run instead)."""
+    return lambda: sum(f"{url}: the stream stopped" in r.getMessage() for r in caplog.records) >= times
+
+
 def slowed(monkeypatch: pytest.MonkeyPatch, cls: type, method: str, seconds_per_image: float) -> None:
     """A test-only wrapper: ``cls.method`` (a model's batch call) takes this long per image first."""
     real = getattr(cls, method)
@@ -130,6 +136,8 @@ def test_a_stream_that_is_not_up_yet_is_retried_then_mined_beside_a_file(ffmpeg:
     wait_for(lambda: "not up" in caplog.text, "the reader's first failed attempt", alive=run.alive)
     seconds = 3
     with tcp_stream(ffmpeg, port, seconds=seconds):
+        wait_for(stream_stopped(caplog, url), "the stream read to its end", alive=run.alive)
+        run.stop.set()
         report = run.finish()
     assert not report.failures, [f.line() for f in report.failures]
     stats = live_metrics(tmp_path / "out", url)
@@ -221,7 +229,9 @@ def test_a_stream_whose_clock_goes_back_is_sampled_on(ffmpeg: str, tmp_path: Pat
     assert len(times) == len(set(times))
 
 
-def test_a_stream_killed_midway_and_restarted_is_reconnected(ffmpeg: str, tmp_path: Path) -> None:
+def test_a_stream_killed_midway_and_restarted_is_reconnected(ffmpeg: str, tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="video_miner.live.reader")
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     out = tmp_path / "out"
@@ -232,6 +242,8 @@ def test_a_stream_killed_midway_and_restarted_is_reconnected(ffmpeg: str, tmp_pa
     down = 1.5
     time.sleep(down)  # the camera stays down this long
     with tcp_stream(ffmpeg, port, seconds=3, start=20):
+        wait_for(stream_stopped(caplog, url, times=2), "the second connection read to its end", alive=run.alive)
+        run.stop.set()
         report = run.finish()
     assert not report.failures
     stats = live_metrics(out, url)
@@ -249,11 +261,13 @@ def test_a_slow_detector_drops_frames_counted_per_source_with_bounded_latency(
     slowed(monkeypatch, Detector, "detect_each", 0.4)
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
-    run = Mining([url], tmp_path / "out", **{
-        "extract.fps": 5, "filter.static_max_diff": -1, "filter.max_blur": 1, "dedup.skip_detection": False,
-        "live.queue_policy": policy, "live.queue_size": 2, "live.workers": 1, "filter.batch_size": 1})
     seconds = 3
+    # The stream listens first: the reader connects at once, and 1 s after the end the run ends.
     with tcp_stream(ffmpeg, port, seconds=seconds):
+        run = Mining([url], tmp_path / "out", **{
+            "extract.fps": 5, "filter.static_max_diff": -1, "filter.max_blur": 1, "dedup.skip_detection": False,
+            "live.queue_policy": policy, "live.queue_size": 2, "live.workers": 1, "filter.batch_size": 1,
+            "live.reconnect_timeout_s": 1})
         report = run.finish()
     stats = live_metrics(tmp_path / "out", url)
     assert not report.failures
@@ -288,13 +302,13 @@ def test_a_slow_model_beside_a_fast_one_never_holds_a_live_stream_back(
     url = f"tcp://127.0.0.1:{port}"
     out = tmp_path / "out"
     seconds = 5
-    run = Mining([url], out, **{
-        "extract.fps": 5, "filter.static_max_diff": -1, "filter.max_blur": 1, "dedup.skip_detection": False,
-        "models": [{"name": "coco", "classes": ["bottle", "person"]},
-                   {"name": "signs", "kind": "ocr", "batch_size": 1}],
-        "live.sync_tolerance_ms": 300, "live.wait_all": wait_all})
     started = time.monotonic()
-    with tcp_stream(ffmpeg, port, seconds=seconds):
+    with tcp_stream(ffmpeg, port, seconds=seconds):  # listening first: the reader connects at once
+        run = Mining([url], out, **{
+            "extract.fps": 5, "filter.static_max_diff": -1, "filter.max_blur": 1, "dedup.skip_detection": False,
+            "models": [{"name": "coco", "classes": ["bottle", "person"]},
+                       {"name": "signs", "kind": "ocr", "batch_size": 1}],
+            "live.sync_tolerance_ms": 300, "live.wait_all": wait_all, "live.reconnect_timeout_s": 1})
         report = run.finish()
     took = time.monotonic() - started
     assert not report.failures

@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,20 +27,33 @@ def _loopback_only(ray) -> None:  # type: ignore[no-untyped-def]
     assert nodes and all(n["NodeManagerAddress"] == "127.0.0.1" for n in nodes), nodes
 
 
-def test_local_ray_through_shared_storage_gives_the_same_dataset_as_async_mode(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[object]:
+    """A simulated two-node Ray cluster on 127.0.0.1 (one Ray start for the module): a head with one
+    CPU and a custom ``head`` resource, a worker node with two CPUs and ``cpu_node``."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"head": 1}})
+    nodes.add_node(num_cpus=2, resources={"cpu_node": 2})
+    try:
+        ray.init(address=nodes.address)
+        _loopback_only(ray)
+        assert len(ray.nodes()) == 2
+        yield nodes
+    finally:
+        ray.shutdown()
+        nodes.shutdown()
+
+
+def test_ray_through_shared_storage_gives_the_same_dataset_as_async_mode(cluster: object, bottle_head: Path,
+                                                                       tmp_path: Path) -> None:
     """Workers exchange files only through an fsspec URL (here file://, as s3:// would be): the driver's
     output never sees a download, the storage holds the video and is emptied of frames once collected."""
-    import ray
-
     store = tmp_path / "store"
-    with serve({"/clip/bottle.mp4": BOTTLE}) as (base, _):
+    with serve({"/clip/bottle.mp4": bottle_head}) as (base, _):
         inputs = [f"{base}/clip/bottle.mp4", *INPUTS[1:]]
-        ray.init(num_cpus=2, include_dashboard=False)
-        try:
-            _loopback_only(ray)
-            on_ray = run(inputs, tmp_path / "ray", engine="ray", **{"ray.shared_storage": store.as_uri()})
-        finally:
-            ray.shutdown()
+        on_ray = run(inputs, tmp_path / "ray", engine="ray", **{"ray.shared_storage": store.as_uri()})
         local = run(inputs, tmp_path / "async")
     assert not on_ray.failures and on_ray.videos_done == 3, [f.line() for f in on_ray.failures]
     assert on_ray.export.kept == local.export.kept > 0 and on_ray.export.frames == local.export.frames
@@ -64,26 +78,16 @@ def _kill_first_extract_worker(stop: threading.Event, killed: list[int]) -> None
         time.sleep(0.05)
 
 
-def test_two_node_cluster_places_work_on_both_and_retries_a_killed_worker(tmp_path: Path) -> None:
-    import ray
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"head": 1}})
-    cluster.add_node(num_cpus=2, resources={"cpu_node": 2})
+def test_two_node_cluster_places_work_on_both_and_retries_a_killed_worker(cluster: object, tmp_path: Path) -> None:
     killed: list[int] = []
     stop = threading.Event()
+    killer = threading.Thread(target=_kill_first_extract_worker, args=(stop, killed), daemon=True)
+    killer.start()
     try:
-        ray.init(address=cluster.address)
-        _loopback_only(ray)
-        assert len(ray.nodes()) == 2
-        killer = threading.Thread(target=_kill_first_extract_worker, args=(stop, killed), daemon=True)
-        killer.start()
         report = run([str(PERSON), *INPUTS], tmp_path / "out", engine="ray",
                      **{"ray.filter_resources": {"head": 1}, "ray.cpu_resources": {"cpu_node": 1}})
     finally:
         stop.set()
-        ray.shutdown()
-        cluster.shutdown()
     assert killed, "an extract worker was killed mid-task"
     assert not report.failures and report.videos_done == 4, [f.line() for f in report.failures]
     assert report.result is not None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CARS, MODEL, ROOT, VIDEOS
+from .conftest import CARS, MODEL, PERSON, ROOT, VIDEOS
 from .helpers import cli_args, cli_here, dataset_files, manifest, run, wait_for, without_source
 from .http_server import serve
 
@@ -25,6 +25,15 @@ def _states(db: Path) -> dict[str, str]:
             return dict(conn.execute("SELECT input, state FROM videos").fetchall())
     except sqlite3.Error:
         return {}
+
+
+@pytest.fixture(scope="module")
+def person_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The person video's first 20 s (its packets copied): the longest input here, on its way
+    while others are done."""
+    from scripts.media import head
+
+    return head(PERSON, tmp_path_factory.mktemp("person") / "person-20s.mp4", 20)
 
 
 @pytest.fixture(scope="module")

@@ -115,6 +115,7 @@ class LiveReader:
             lost_at = time.monotonic()
             deadline = lost_at + live.reconnect_timeout_s
             self.stats.state = "retrying"
+            log.info("%s: the stream stopped; trying it again for up to %gs", self.url, live.reconnect_timeout_s)
         if connected or self.stop.is_set():
             self.stats.state = "ended"
         else:

@@ -13,7 +13,7 @@ import pytest
 from video_miner.errors import DiskFull
 from video_miner.store.registry import Registry
 
-from .conftest import BOTTLE, PERSON, VIDEOS
+from .conftest import PERSON, VIDEOS
 from .helpers import run
 from .http_server import serve
 
@@ -38,11 +38,12 @@ def _refused_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def matrix(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, dict], dict[str, str], object]:
+def matrix(bottle_head: Path, tmp_path_factory: pytest.TempPathFactory
+           ) -> tuple[dict[str, dict], dict[str, str], object]:
     d = tmp_path_factory.mktemp("bad")
     (d / "empty.mp4").write_bytes(b"")
     (d / "text.mp4").write_text("this is not a video\n" * 100)
-    data = PERSON.read_bytes()
+    data = PERSON.read_bytes()  # its index is at the front (faststart): half of it still plays
     (d / "truncated.mp4").write_bytes(data[: len(data) // 2])
     _audio_only(d / "audio.m4a")
     import ultralytics
@@ -68,7 +69,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, dict], d
             "refused": f"http://127.0.0.1:{port}/video.mp4",
             "malformed": "http:///no-host.mp4",
             "traversal": f"{base}/x/..%2F..%2Fescape%0A%1B.mkv",
-            "good_local": str(BOTTLE),
+            "good_local": str(bottle_head),
             "good_http": f"{base}/ok/again.mkv",
         }
         listing = d / "urls.txt"

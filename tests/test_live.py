@@ -336,7 +336,8 @@ def test_a_slow_model_beside_a_fast_one_never_holds_a_live_stream_back(
 def test_ctrl_c_exports_exit_0_and_a_restart_appends_without_duplicates(ffmpeg: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     config = tmp_path / "live.yaml"
-    config.write_text("live:\n  reconnect_timeout_s: 3\n  read_timeout_s: 3\nfilter:\n  classes: [bottle, person]\n")
+    config.write_text("live:\n  reconnect_timeout_s: 3\n  read_timeout_s: 3\nfilter:\n  classes: [bottle, person]\n"
+                      "extract:\n  fps: 3\n")
 
     def run_until_ctrl_c(port: int) -> subprocess.CompletedProcess[str]:
         args = cli_args("run", f"tcp://127.0.0.1:{port}", "--model", str(MODEL), "-c", str(config), "-o", str(out), "-q")

@@ -73,11 +73,11 @@ def test_long_gaps_seek_instead_of_decoding_through(tmp_path: Path) -> None:
     assert result.decoded < 100, result.decoded
 
 
-def test_coco_parquet_and_label_model(tmp_path: Path) -> None:
+def test_coco_parquet_and_label_model(bottle_head: Path, tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     out = tmp_path / "out"
-    report = run([str(BOTTLE)], out, **{"filter.classes": ["bottle", "person"], "export.formats": ["yolo", "coco"],
+    report = run([str(bottle_head)], out, **{"filter.classes": ["bottle", "person"], "export.formats": ["yolo", "coco"],
                                          "export.manifest": "parquet", "label.model": str(MODEL), "label.conf": 0.2})
     assert report.export.kept > 0
     coco = json.loads((out / "dataset" / "annotations" / "instances_train.json").read_text())

@@ -44,7 +44,6 @@ This package imports nothing video-specific.
 
 from .batcher import BatcherClosed, BatcherStats, DynamicBatcher, wait_on
 from .distribution import Distribution
-from .graph import GraphResult, GraphRunner, Join, Node, Tombstone, run_sequential
 from .message import StageMessage
 from .orchestrator import AsyncPipelineOrchestrator
 from .sequential import SequentialRunner
@@ -61,12 +60,8 @@ __all__ = [
     "Distribution",
     "DynamicBatcher",
     "FatalStageError",
-    "GraphResult",
-    "GraphRunner",
     "ItemOutcome",
-    "Join",
     "JoinStats",
-    "Node",
     "PipelineError",
     "PipelineEvent",
     "QueuePolicy",
@@ -81,7 +76,5 @@ __all__ = [
     "Status",
     "Sync",
     "Synchronizer",
-    "Tombstone",
-    "run_sequential",
     "wait_on",
 ]

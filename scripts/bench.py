@@ -159,10 +159,10 @@ def hand_made(corpus: list[Path], work: Path) -> dict[str, Any]:
             "kept": len(distinct), "hashes": distinct}
 
 
-def miner_job(corpus: list[Path], out: Path, mode: str) -> dict[str, Any]:
+def miner_job(corpus: list[Path], out: Path, mode: str, config: Path | None = None) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "video_miner", "run", *map(str, corpus), "--model", str(MODEL), "--classes", "person",
-           "--conf", "0.4", "--fps", "1", "-o", str(out), "-q", f"--{mode}"]
+           "--conf", "0.4", "--fps", "1", "-o", str(out), "-q", f"--{mode}", *(["-c", str(config)] if config else [])]
     wall, proc = run_timed(cmd)
     if proc.returncode != 0:
         raise SystemExit(f"video-miner failed ({mode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
@@ -174,6 +174,23 @@ def miner_job(corpus: list[Path], out: Path, mode: str) -> dict[str, Any]:
             "frames_to_detector": metrics["totals"]["frames_to_detector"], "kept": len(hashes), "hashes": hashes,
             "represented": represented, "detector": metrics.get("detector"),
             "stages": metrics["stages"], "stages_seconds": metrics["totals"]["stages_seconds"]}
+
+
+def startup(work: Path) -> dict[str, Any]:
+    """The fixed cost of a run: the CLI on a 3-frame clip (imports, model load and warm-up, export),
+    the best of three, against the interpreter importing the CLI module alone."""
+    clip = SHARED / "data" / "videos" / "again.mkv"
+    walls, imports = [], []
+    for k in range(3):
+        out = work / f"startup-{k}"
+        shutil.rmtree(out, ignore_errors=True)
+        wall, proc = run_timed([sys.executable, "-m", "video_miner", "run", str(clip), "--model", str(MODEL), "-o",
+                                str(out), "-q"])
+        if proc.returncode != 0:
+            raise SystemExit(f"start-up run failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        walls.append(wall)
+        imports.append(run_timed([sys.executable, "-c", "import video_miner.run.compose"])[0])
+    return {"run_3_frames_s": round(min(walls), 2), "imports_s": round(min(imports), 2)}
 
 
 def overlap(ours: list[int], theirs: list[int]) -> float:
@@ -397,7 +414,10 @@ def main() -> None:
                         help="also run section 6 on this device (default cuda:0; cpu to try it without a GPU)")
     parser.add_argument("--live", action="store_true", help="also run section 9: live streams sustained")
     parser.add_argument("--soak", type=float, default=0, metavar="MINUTES", help="also run the live soak this long")
+    parser.add_argument("--compare", type=Path, default=None, metavar="JSON",
+                        help="a previous bench-results.json: print its figures beside this run's")
     args = parser.parse_args()
+    before = json.loads(args.compare.read_text()) if args.compare else None
     skip = set(args.skip.split(","))
     os.environ["YOLO_OFFLINE"] = "1"
     corpus = build_corpus(args.work / "corpus", args.copies)
@@ -415,6 +435,10 @@ def main() -> None:
         job["hand_made"] = hand_made(corpus, args.work)
         job["async"] = miner_job(corpus, args.work / "job-async", "async-mode")
         job["sequential"] = miner_job(corpus, args.work / "job-seq", "sequential")
+        plain = args.work / "pHash-only.yaml"
+        plain.write_text("dedup:\n  semantic: false\n")
+        job["async_phash_only"] = miner_job(corpus, args.work / "job-phash", "async-mode", plain)
+        job["startup"] = startup(args.work)
         # Strict: within the threshold of a frame video-miner keeps. Represented: of a frame it keeps
         # or removed as a duplicate of a kept one (its dedup keeps the sharpest of a group, the
         # hand-made script the first, so two groups' representatives can be up to 2x apart).
@@ -444,7 +468,7 @@ def main() -> None:
                               "slowest_setup_s": round(stages[slowest]["setup_seconds"] / stages[slowest]["workers"], 2),
                               "stages_wall_s": wall, "wall_over_slowest": round(wall / occupied(slowest), 3),
                               "wall_over_slowest_busy_only": round(wall / busy, 3)}
-        for k in ("hand_made", "async", "sequential"):
+        for k in ("hand_made", "async", "sequential", "async_phash_only"):
             job[k].pop("hashes")
             job[k].pop("represented", None)
         results["job"] = job
@@ -493,9 +517,56 @@ def main() -> None:
         result["rss"] = result["rss"][::12]  # one sample a minute in the JSON
         results["soak"] = result
         log(f"soak: {result['ratio']} (last / first 10 min peak RSS)")
+    results["measured"] = {"date": time.strftime("%Y-%m-%d"), "commit": _commit()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench-results.json").write_text(json.dumps(results, indent=1))
     log(json.dumps(results, indent=1))
+    if before is not None:
+        compare(before, results)
+
+
+#: The figures the table is read for: (label, path in bench-results.json).
+HEADLINES = [
+    ("1 extraction / ffmpeg", ("extraction", "ratio")),
+    ("2 whole job / hand-made", ("job", "ratio_async")),
+    ("2 whole job, s", ("job", "async", "wall_s")),
+    ("2 hand-made, s", ("job", "hand_made", "wall_s")),
+    ("2 frames to the detector", ("job", "async", "frames_to_detector")),
+    ("2 frames to the detector, pHash only", ("job", "async_phash_only", "frames_to_detector")),
+    ("2 hand-made frames kept (overlap)", ("job", "overlap_async")),
+    ("2 start-up: a 3-frame run, s", ("job", "startup", "run_3_frames_s")),
+    ("3 wall / slowest stage", ("overlap", "wall_over_slowest")),
+    ("5 peak RSS 50 / 10 videos", ("memory", "ratio")),
+    ("7 short clips / joined", ("short_clips", "ratio")),
+    ("7 short clips, s", ("short_clips", "clips", "wall_s")),
+]
+
+
+def _get(data: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def compare(before: dict[str, Any], now: dict[str, Any]) -> None:
+    """Old vs new, figure by figure (what a change under a benchmark did to it)."""
+    was = before.get("measured", {})
+    log(f"\n{'figure':<40} {'before':>12} {'now':>12}   (before: {was.get('date', '?')} {was.get('commit', '?')})")
+    for label, path in HEADLINES:
+        old, new = _get(before, path), _get(now, path)
+        if old is None and new is None:
+            continue
+        log(f"{label:<40} {old!s:>12} {new!s:>12}")
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from video_miner.errors import DiskFull, environment_error
 from video_miner.store.registry import Registry
 
 from .conftest import MODEL, ROOT, VIDEOS
-from .helpers import cli, cli_args, cli_here, dataset_files, done_videos, manifest, run, wait_for, without_source
+from .helpers import cli_args, cli_here, dataset_files, done_videos, manifest, run, wait_for, without_source
 
 
 @pytest.fixture(scope="module")
@@ -77,13 +77,13 @@ def test_a_second_run_on_the_same_folder_exits_2_naming_the_first(small: list[Pa
     first = subprocess.Popen(cli_args(*args, "--watch", str(inbox)), cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     wait_for(lambda: (out / "registry.sqlite").exists(), "the first run's registry", alive=lambda: first.poll() is None)
-    second = cli(*args)
+    second = cli_here(*args)  # a lock is per open file: this process is another run as much as a child is
     assert first.poll() is None
     assert second.returncode == 2
     line = one_line_error(second)
     assert f"pid {first.pid}" in line and "in use by another video-miner run" in line and "video-miner run" in line
     # status works beside the run, read-only.
-    status = cli("status", "-o", str(out))
+    status = cli_here("status", "-o", str(out))
     assert status.returncode == 0, status.stdout + status.stderr
     wait_for(lambda: done_videos(out) == len(small), "the first run's inputs mined", alive=lambda: first.poll() is None)
     first.send_signal(signal.SIGINT)
@@ -99,7 +99,7 @@ def test_kill_9_leaves_no_stale_lock(small: list[Path], reference: Path, tmp_pat
     wait_for(lambda: (out / "registry.sqlite").exists(), "the first run's registry", alive=lambda: first.poll() is None)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
-    again = cli(*args)
+    again = cli_here(*args)
     assert again.returncode == 0, again.stdout + again.stderr
     same_dataset(out, reference)
 

@@ -25,7 +25,7 @@ FPS = 1.0
 
 
 #: Seconds of the person video the copies below are made of (two visits: people to keep).
-PERSON_SECONDS = 40
+PERSON_SECONDS = 30
 
 
 @pytest.fixture(scope="module")

@@ -35,8 +35,13 @@ URL_PARTS = st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Cs",
                                   exclude_characters="/?#@[]"), max_size=40)
 
 
+#: Any line but one naming a folder that exists here: a folder is expanded to every video under it,
+#: and "/" or "." would walk this whole machine (a test of reading, not of listing disks).
+LINES = st.text(max_size=300).filter(lambda line: not any(os.path.isdir(part.strip()) for part in [line, *line.splitlines()]))
+
+
 @FUZZ
-@given(st.lists(st.text(max_size=300), max_size=8))
+@given(st.lists(LINES, max_size=8))
 def test_any_input_line_becomes_a_source_with_a_safe_name(lines: list[str]) -> None:
     for source in expand_sources(lines):
         assert is_safe_name(source.video_id), source
@@ -59,7 +64,7 @@ def test_no_secret_survives_redaction(scheme: str, user: str, password: str, hos
 
 
 @FUZZ
-@given(st.lists(st.text(max_size=200), max_size=20))
+@given(st.lists(LINES, max_size=20))
 def test_a_list_file_of_anything_reads_without_error(tmp_path: Path, lines: list[str]) -> None:
     listing = tmp_path / "inputs.txt"
     listing.write_text("\n".join(lines), encoding="utf-8", errors="surrogatepass")
@@ -112,7 +117,7 @@ def _mutants(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     made: list[Path] = []
     (folder / "sources").mkdir()
-    for source in (head(BOTTLE, folder / "sources" / BOTTLE.name, 10), head(CARS, folder / "sources" / CARS.name, 10)):
+    for source in (head(BOTTLE, folder / "sources" / BOTTLE.name, 5), head(CARS, folder / "sources" / CARS.name, 5)):
         data = source.read_bytes()
         for cut in (0.05, 0.5, 0.97):  # truncated: the index, half of it, nearly all of it
             made.append(_write(folder / f"{source.stem}-cut{cut}.mp4", data[:int(len(data) * cut)]))

@@ -17,7 +17,7 @@ from .helpers import cli, cli_here, dataset_files, manifest, run
 from .http_server import serve
 
 #: Seconds of the person video (and of its copy) the detector-skipping runs read.
-SKIP_SECONDS = 40
+SKIP_SECONDS = 30
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -32,6 +32,35 @@ class State(StrEnum):
 
 
 UNFINISHED = (State.QUEUED, State.DOWNLOADED, State.EXTRACTED, State.FILTERED)
+
+
+class FrameCounts(TypedDict, total=False):
+    """The run's counters, by name (what a stage adds to them; mypy checks every name)."""
+
+    frames_extracted: int
+    frames_filtered: int
+    frames_candidates: int
+    frames_deferred: int
+    frames_to_detector: int
+    frames_kept: int
+    frames_duplicates: int
+    bytes_downloaded: int
+    videos_same_content: int
+
+
+class LiveCounts(TypedDict, total=False):
+    """One live source's counters, by name (:class:`~video_miner.live.stats.LiveStats`)."""
+
+    frames_captured: int
+    frames_sampled: int
+    frames_filtered: int
+    frames_dropped: int
+    frames_decided: int
+    frames_corrupt: int
+    candidates: int
+    frames_partial: int
+    frames_expired: int
+    reconnects: int
 
 
 class Decision(StrEnum):

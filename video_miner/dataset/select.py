@@ -108,18 +108,7 @@ def select_frames(rows: list[FrameRow], order: dict[str, int], config: MinerConf
     local = list(range(len(walk)))  # the frames still in the running, as places in ``walk``
     same_content: dict[str, Match[str]] = {}
     if by_content:
-        labels = [[d.label for d in pool[i].detections] for i in walk]
-        # Text read counts: the same bus with another plate is other content.
-        texts = [sure_texts([(d.text, d.conf) for d in pool[i].detections if d.text is not None]) for i in walk]
-        found = content_duplicates(vectors, labels, local, config.dedup.picture_similarity,
-                                   config.dedup.object_similarity, config.dedup.chain_similarity,
-                                   texts if any(texts) else None)
-        for place, match in found.items():
-            dup_of[walk[place]] = walk[match.of]
-            same_content[pool[walk[place]].key] = Match(
-                pool[walk[match.of]].key, match.picture, match.objects,
-                None if match.via is None else pool[walk[match.via]].key)
-        local = [place for place in local if place not in found]
+        same_content, local = _by_content(pool, walk, vectors, dup_of, config)
     over_shot: set[str] = set()
     if config.extract.per_shot is not None:
         capped = _per_shot([pool[walk[place]] for place in local], config.extract.per_shot)
@@ -130,6 +119,24 @@ def select_frames(rows: list[FrameRow], order: dict[str, int], config: MinerConf
     kept = [pool[i] for i in np.flatnonzero(dup_of == KEPT).tolist() if pool[i].key not in left_out]
     duplicate_of = {pool[i].key: pool[d].key for i, d in enumerate(dup_of.tolist()) if d >= 0}
     return Selection(pool, kept, duplicate_of, same_content, budgeted, over_shot)
+
+
+def _by_content(pool: list[FrameRow], walk: list[int], vectors: Vectors, dup_of: np.ndarray, config: MinerConfig
+                ) -> tuple[dict[str, Match[str]], list[int]]:
+    """The content pass over the frames pHash kept (``walk``, in priority): the duplicates it finds,
+    marked in ``dup_of`` and keyed by frame, and the places in ``walk`` still kept."""
+    labels = [[d.label for d in pool[i].detections] for i in walk]
+    # Text read counts: the same bus with another plate is other content.
+    texts = [sure_texts([(d.text, d.conf) for d in pool[i].detections if d.text is not None]) for i in walk]
+    found = content_duplicates(vectors, labels, list(range(len(walk))), config.dedup.picture_similarity,
+                               config.dedup.object_similarity, config.dedup.chain_similarity,
+                               texts if any(texts) else None)
+    same: dict[str, Match[str]] = {}
+    for place, match in found.items():
+        dup_of[walk[place]] = walk[match.of]
+        same[pool[walk[place]].key] = Match(pool[walk[match.of]].key, match.picture, match.objects,
+                                            None if match.via is None else pool[walk[match.via]].key)
+    return same, [place for place in range(len(walk)) if place not in found]
 
 
 def _per_shot(walk: list[FrameRow], cap: int) -> set[int]:

@@ -112,10 +112,7 @@ class Vectors:
         unreadable one was refused (a registry is untrusted input). One-box embeddings of the
         common size are read all at once: 1M frames in 4-6 s, where one
         :meth:`FrameEmbedding.from_bytes` each took 10.5 s and gathering their arrays 5 s more."""
-        # the pool's sizes: the most common among well-formed ones (another model's are refused below)
-        heads = ((len(b), struct.unpack_from("<HHH", b)) for b in blobs if b is not None and len(b) >= 6)
-        sizes = Counter((d, e) for length, (n, d, e) in heads if length == 6 + 2 * (d + n * e))
-        d, e_dim = next((dims for dims, _ in sizes.most_common() if dims[0] > 0), (1, 1))
+        d, e_dim = _pool_dims(blobs)
         size = 6 + 2 * (d + e_dim)
         head = struct.pack("<HHH", 1, d, e_dim)
         bulk = {i: b for i, b in enumerate(blobs) if b is not None and len(b) == size and b[:6] == head and counts[i] == 1}
@@ -153,6 +150,14 @@ class Vectors:
         for i in refused:
             whole[i], single[i], present[i], one[i] = 0, 0, False, False
         return cls(whole, present, one, single, several), refused
+
+
+def _pool_dims(blobs: Sequence[bytes | None]) -> tuple[int, int]:
+    """The pool's vector sizes (picture, box): the most common among well-formed embeddings
+    (another model's are refused, one by one)."""
+    heads = ((len(b), struct.unpack_from("<HHH", b)) for b in blobs if b is not None and len(b) >= 6)
+    sizes = Counter((d, e) for length, (n, d, e) in heads if length == 6 + 2 * (d + n * e))
+    return next((dims for dims, _ in sizes.most_common() if dims[0] > 0), (1, 1))
 
 
 def _rows_at(where: np.ndarray, rows: np.ndarray | None, d: int) -> np.ndarray:

@@ -6,8 +6,11 @@ import threading
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from typing_extensions import Unpack
+
 from async_pipeline import Distribution
 
+from ..records import LiveCounts
 from ..redact import DEFAULT, Redactor
 
 
@@ -38,7 +41,7 @@ class LiveStats:
     latency: Distribution = field(default_factory=Distribution)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, **deltas: int) -> None:
+    def add(self, **deltas: Unpack[LiveCounts]) -> None:
         with self._lock:
             for key, value in deltas.items():
                 setattr(self, key, getattr(self, key) + value)

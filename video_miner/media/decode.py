@@ -211,7 +211,9 @@ class _VideoDecoder:
             what = "only a cover picture" if only_cover_pictures(container) else "no video stream"
             raise NoVideoStream(f"{path.name} has {what}")
         if stream.codec_context is None:
-            raise UnsupportedCodec(f"{path.name}: no decoder for codec {stream.codec.name if stream.codec else '?'}")
+            # A stream FFmpeg has no decoder for (or a damaged codec tag): PyAV gives it no codec context.
+            tag = getattr(stream, "codec_tag", None) or "unknown"
+            raise UnsupportedCodec(f"{path.name}: no decoder for its video codec ({tag})")
         if stream.frames == 1 and path.suffix.lower() in STILL_FORMATS:
             raise NoVideoStream(f"{path.name} is a still image, not a video")
         check_pixels(path, stream.codec_context.width, stream.codec_context.height, self.cfg.max_pixels)

@@ -4,12 +4,14 @@ unchanged in this process or on a Ray worker."""
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
+
+from typing_extensions import Unpack
 
 from ..inputs.listing import Source
-from ..records import FrameRow, VideoUpdate
+from ..records import FrameCounts, FrameRow, VideoUpdate
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class StageChanges:
     new_videos: list[NewVideo] = field(default_factory=list)
     updates: list[tuple[str, VideoUpdate]] = field(default_factory=list)
     attempts: list[str] = field(default_factory=list)
-    counts: Counter[str] = field(default_factory=Counter)
+    counts: FrameCounts = field(default_factory=lambda: FrameCounts())
     live: list[LiveStart] = field(default_factory=list)
     #: Videos whose frames are all decided: recorded, and the video done, in one transaction.
     completed: list[tuple[str, list[FrameRow]]] = field(default_factory=list)
@@ -57,8 +59,10 @@ class StageChanges:
     def attempt(self, video_id: str) -> None:
         self.attempts.append(video_id)
 
-    def count(self, **deltas: int) -> None:
-        self.counts.update(deltas)
+    def count(self, **deltas: Unpack[FrameCounts]) -> None:
+        counts = cast(dict[str, int], self.counts)  # the names were checked where the call is written
+        for key, value in deltas.items():
+            counts[key] = counts.get(key, 0) + int(value)  # type: ignore[call-overload]
 
     def found(self, video: NewVideo) -> None:
         self.new_videos.append(video)

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing_extensions import Unpack
+
 from ..config import MinerConfig
 from ..detect.detector import resolve_device
 from ..detect.hints import DetectionCache, KeptHints, hints_for
@@ -22,7 +24,7 @@ from ..detect.shots import ShotDetector
 from ..download.host_gate import HostGate
 from ..errors import LiveUnsupported, MinerError, disk_full
 from ..media.same_content import SameContent
-from ..records import State
+from ..records import FrameCounts, State
 from ..store.files import free_gb, remove_tree
 from ..store.layout import OutputLayout
 from ..store.registry import Registry
@@ -36,11 +38,12 @@ class FrameCounters:
     _counts: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, **deltas: int) -> None:
+    def add(self, **deltas: Unpack[FrameCounts]) -> None:
         with self._lock:
             self._counts.update(deltas)
 
     def get(self, key: str) -> int:
+        assert key in FrameCounts.__annotations__, key
         with self._lock:
             return self._counts[key]
 

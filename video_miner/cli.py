@@ -262,7 +262,8 @@ def _print_summary(console: Console, report: MiningReport) -> None:
     say = lambda text: console.print(text, soft_wrap=True, highlight=False)  # noqa: E731
     say(f"[bold]done[/bold] in {report.wall_seconds:.1f}s: videos {report.videos_done}/{report.videos_total} done"
         f" ({report.videos_skipped} already done before), {len(report.failures)} failed | frames {e.frames}: "
-        f"kept {e.kept}, duplicates {e.duplicates}, left out {e.left_out}, filtered out {e.filtered}")
+        f"kept {e.kept}, duplicates {e.duplicates}, left out {e.left_out}, filtered out {e.filtered}"
+        + (f" | tracks {e.tracks}, hard {e.hard}" if e.tracks or e.hard else ""))
     for source, s in report.live.items():
         say(f"live {plain(source)}: {s.state}, frames {s.frames_captured} received, {s.frames_sampled} sampled, "
             f"{s.frames_dropped} dropped, {s.frames_decided} decided, latency p50 {s.latency_p50_s:.2f}s "
@@ -305,7 +306,7 @@ def _print_failures(say: Callable[[str], None], report: MiningReport) -> None:
 @app.command("export")
 def export_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")],
-    fmt: Annotated[str, typer.Option("--format", help="label-studio, cvat, hf or fiftyone.")],
+    fmt: Annotated[str, typer.Option("--format", help="label-studio, cvat, hf, fiftyone or mot (tracks).")],
     dest: Annotated[Path | None, typer.Option(help="Where to write it: a new or empty folder, or an earlier export "
                                                    "of this dataset (default <output>/exports/<format>/all, or "
                                                    "/batch-NNNN with --new-only).")] = None,
@@ -335,7 +336,7 @@ def export_command(
 @app.command("diff")
 def diff_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")],
-    fmt: Annotated[str, typer.Option("--format", help="label-studio, cvat, hf or fiftyone.")] = "label-studio",
+    fmt: Annotated[str, typer.Option("--format", help="label-studio, cvat, hf, fiftyone or mot (tracks).")] = "label-studio",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: added and removed frames.")] = False,
     debug: Debug = False,
 ) -> None:

@@ -295,6 +295,9 @@ class SelectConfig(_Section):
     #: ``hard_margin`` of ``filter.conf``, where the model is least sure.
     hard_fraction: float = Field(0.0, ge=0, le=1)
     hard_margin: float = Field(0.15, gt=0, le=1)
+    #: With tracks on: keep the ``per_track`` best views of every track, spread over it (a frame kept
+    #: for one track counts for every track it shows); its other frames are left out.
+    per_track: int | None = Field(None, ge=1, le=1000)
 
     @field_validator("per_class_min")
     @classmethod
@@ -303,6 +306,24 @@ class SelectConfig(_Section):
         if bad:
             raise ValueError(f"per_class_min: counts must be >= 0 ({', '.join(bad)})")
         return value
+
+
+class TrackConfig(_Section):
+    """Objects through time (:mod:`video_miner.detect.tracking`): ``track: true`` (or a mapping)."""
+
+    enabled: bool = False
+    #: The rate the tracker sees: with tracks on, frames are sampled at the larger of this and
+    #: ``extract.fps`` (each goes through the prefilters and the detector like any other).
+    fps: float = Field(2.0, gt=0, le=30)
+    #: How long a track the detector lost may be found again under the same id.
+    keep_lost_s: float = Field(2.0, ge=0, le=60)
+    #: A track seen on fewer frames is no track (its box gets no id).
+    min_frames: int = Field(2, ge=1, le=100)
+    #: The matching threshold (on 1 - IoU, fused with the score).
+    match: float = Field(0.8, gt=0, le=1)
+    #: How alike (cosine of the detector's box embeddings) a box must look to its track to be
+    #: matched by appearance when the boxes barely overlap; 1 turns appearance off (IoU only).
+    appearance: float = Field(0.6, ge=0, le=1)
 
 
 class LabelConfig(_Section):
@@ -426,6 +447,7 @@ class MinerConfig(_Section):
     filter: FilterConfig = Field(default_factory=FilterConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
+    track: TrackConfig = Field(default_factory=TrackConfig)
     label: LabelConfig = Field(default_factory=LabelConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     cleanup: CleanupConfig = Field(default_factory=CleanupConfig)
@@ -443,6 +465,27 @@ class MinerConfig(_Section):
     #: More query parameter names whose values are masked wherever a URL is shown (the built-in
     #: list has token, key, sig, signature, password, auth, ...).
     secret_params: list[str] = Field(default_factory=list)
+
+    @field_validator("track", mode="before")
+    @classmethod
+    def _track_switch(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _tracks(self) -> MinerConfig:
+        if self.select.per_track is not None and not self.track.enabled:
+            raise ValueError("select.per_track: needs tracks on (track: true)")
+        if self.track.enabled and self.extract.mode != "fps":
+            raise ValueError(f"track: the tracker needs frames at a steady rate; extract.mode {self.extract.mode!r} "
+                             "gives none (use extract.mode fps, or track: false)")
+        return self
+
+    @property
+    def sampling(self) -> ExtractConfig:
+        """How frames are sampled: ``extract``, at ``track.fps`` at least with tracks on."""
+        if self.track.enabled and self.track.fps > self.extract.fps:
+            return self.extract.model_copy(update={"fps": self.track.fps})
+        return self.extract
 
     @model_validator(mode="after")
     def _select_classes(self) -> MinerConfig:
@@ -543,6 +586,8 @@ class MinerConfig(_Section):
             relevant["models"] = [m.model_dump(mode="json", exclude={"device", "batch_size", "max_wait_ms"})
                                   for m in self.models]
             relevant["keep"] = self.keep
+        if self.track.enabled:  # absent otherwise, so a config without tracks keeps its hash
+            relevant["track"] = self.track.model_dump(mode="json")
         return relevant
 
     def result_hash(self) -> str:

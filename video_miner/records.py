@@ -46,6 +46,8 @@ class FrameCounts(TypedDict, total=False):
     frames_duplicates: int
     bytes_downloaded: int
     videos_same_content: int
+    tracks: int
+    frames_hard: int
 
 
 class LiveCounts(TypedDict, total=False):
@@ -83,22 +85,31 @@ class Detection:
     #: With a ``models:`` list: the model that found it, and for an OCR box the text it read.
     model: str | None = None
     text: str | None = None
+    #: With tracks on (:mod:`video_miner.detect.tracking`): the object's track in its video (1, 2, ...),
+    #: how good a view of it this box is (0-1), and why the model contradicts itself here, if it does
+    #: (``missed between ...``: the tracker placed this box where the model found nothing; ``car -> truck``).
+    track: int | None = None
+    view: float | None = None
+    hard: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"class": self.label, "class_index": self.class_index, "conf": self.conf,
                                "xywhn": list(self.xywhn)}
-        if self.model is not None:  # absent with one model: its manifest stays as it was
-            out["model"] = self.model
-        if self.text is not None:
-            out["text"] = self.text
+        # each absent when unset: a run without models or tracks keeps its manifest as it was
+        for name in ("model", "text", "track", "view", "hard"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Detection:
         x, y, w, h = (float(v) for v in data["xywhn"])
-        model, text = data.get("model"), data.get("text")
+        model, text, hard = data.get("model"), data.get("text"), data.get("hard")
+        track, view = data.get("track"), data.get("view")
         return cls(str(data["class"]), int(data["class_index"]), float(data["conf"]), (x, y, w, h),
-                   None if model is None else str(model), None if text is None else str(text)[:1000])
+                   None if model is None else str(model), None if text is None else str(text)[:1000],
+                   None if track is None else int(track), None if view is None else float(view),
+                   None if hard is None else str(hard)[:200])
 
 
 @dataclass(frozen=True)

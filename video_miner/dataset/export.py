@@ -44,11 +44,16 @@ class ExportSummary:
     over_budget: int = 0
     #: Frames dedup kept past ``extract.per_shot`` in their shot (counted in ``left_out``).
     over_shot: int = 0
+    #: Frames ``select.per_track`` left out for a better view of their track (counted in ``left_out``).
+    over_track: int = 0
+    #: Tracks in the pool (tracks on), and boxes marked hard along them.
+    tracks: int = 0
+    hard: int = 0
 
     @property
     def left_out(self) -> int:
         """Frames that showed the classes, no duplicate of a kept one, left out by a cap."""
-        return self.over_budget + self.over_shot
+        return self.over_budget + self.over_shot + self.over_track
 
 
 def split_of(video_id: str, val_fraction: float) -> str:
@@ -114,7 +119,9 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
                          filtered=len(rows) - len(chosen.kept) - duplicates - left_out,
                          detected_at_export=len(detected), same_content=len(chosen.same_content),
                          over_budget=len(chosen.budget.left_out) if chosen.budget else 0,
-                         over_shot=len(chosen.over_shot))
+                         over_shot=len(chosen.over_shot), over_track=len(chosen.per_track),
+                         tracks=len({(r.video_id, d.track) for r in chosen.pool for d in r.detections if d.track}),
+                         hard=sum(d.hard is not None for r in chosen.pool for d in r.detections))
 
 
 def earlier_picks(dataset: Path) -> list[str]:
@@ -156,6 +163,9 @@ def manifest_records(rows: list[FrameRow], videos: dict[str, VideoRow], chosen: 
         decision, reason, stands, extra = _decided(key, r, chosen, image_paths, config)
         if r.shot is not None:
             extra["shot"] = r.shot
+        hard = [d.hard for d in r.detections if d.hard is not None]
+        if hard:
+            extra["hard"] = hard
         if decision == "filtered":
             reason = reasons.get(key, r.reason)
         if budget is not None and key in budget.left_out:
@@ -186,6 +196,14 @@ def _decided(key: str, row: FrameRow, chosen: Selection, image_paths: dict[str, 
     extra: dict[str, Any] = {}
     if key in image_paths:
         return "kept", None, None, extra
+    if key in chosen.per_track:
+        view = chosen.per_track[key]
+        stands, way = chosen.stands_for(key)
+        reason = (f"left out by select.per_track ({config.select.per_track}): {view.pick} is a better view of "
+                  f"track {view.track}")
+        if way:  # its view is not kept itself
+            reason += _chain(way, stands, chosen, config)
+        return "left_out", reason, stands, {"covered_by": view.pick, "track": view.track}
     if key in chosen.duplicate_of:
         stands, way = chosen.stands_for(key)
         direct = chosen.duplicate_of[key]

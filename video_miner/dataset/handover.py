@@ -44,9 +44,10 @@ from ..store.files import (
 )
 from ..store.lock import RecordLock
 from ..store.manifest import PROVENANCE, ManifestRecord, read_manifest
+from ..store.naming import slug
 
 log = logging.getLogger(__name__)
-FORMATS = ("label-studio", "cvat", "hf", "fiftyone")
+FORMATS = ("label-studio", "cvat", "hf", "fiftyone", "mot")
 #: What each export handed over: ``<output>/exports/<format>/handed.jsonl``, a batch per line.
 HANDED = "handed.jsonl"
 #: In every folder an export wrote: which dataset and format it holds, so a later export may write
@@ -82,6 +83,8 @@ class Batch:
     extra: dict[str, Any] = field(default_factory=dict)
     #: Lines to show: manifest rows left out, damaged records read past.
     notes: list[str] = field(default_factory=list)
+    #: Every manifest row with a tracked box, kept or not (the MOT export: whole tracks).
+    tracked: list[ManifestRecord] = field(default_factory=list)
 
     @property
     def folder(self) -> Path:
@@ -196,6 +199,8 @@ def export(output: Path, fmt: str, dest: Path | None = None, new_only: bool = Fa
         root = output if dest is None else target
         claim(target, root, output, fmt)
         batch = Batch(fmt, target, frames, classes, image_root, notes=notes)
+        if fmt == "mot":
+            batch.tracked = [r for r in read_manifest(output / "dataset") if any(d.track for d in r.detections)]
         WRITERS[fmt](batch)
         append_line(folder / HANDED, json.dumps({
             "batch": number, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "dest": printable(str(target)),
@@ -262,7 +267,7 @@ def write_label_studio(batch: Batch) -> None:
                            "original_width": f.width, "original_height": f.height, "image_rotation": 0,
                            "value": {"x": 100 * left / f.width, "y": 100 * top / f.height, "width": 100 * w / f.width,
                                      "height": 100 * h / f.height, "rotation": 0, "rectanglelabels": [_label(d.label)]},
-                           "score": d.conf})
+                           "score": d.conf, **_ls_meta(d)})
         score = sum(d.conf for d in f.row.detections) / len(f.row.detections) if f.row.detections else 0.0
         tasks.append({"data": {"image": f"{root}/{f.name}", "frame": f.row.frame, "video_id": f.row.video_id,
                                "source": f.row.source, "timestamp": f.row.timestamp},
@@ -276,6 +281,14 @@ def write_label_studio(batch: Batch) -> None:
     write_text(batch.folder / "label_config.xml", ET.tostring(view, encoding="unicode") + "\n", batch.folder)
 
 
+def _ls_meta(d: Detection) -> dict[str, Any]:
+    """A tracked box's track (and hard mark) as Label Studio's region meta: shown beside the region."""
+    if d.track is None:
+        return {}
+    text = [f"track {d.track}"] + ([d.hard] if d.hard else [])
+    return {"meta": {"text": text, "track_id": d.track}}
+
+
 def write_cvat(batch: Batch) -> None:
     """CVAT for images 1.1 (annotations.xml, the score of each box as an attribute) beside COCO 1.0
     (annotations/instances_default.json) over the same images/ folder."""
@@ -286,13 +299,20 @@ def write_cvat(batch: Batch) -> None:
     ET.SubElement(task, "name").text = printable(batch.folder.name)
     ET.SubElement(task, "size").text = str(len(batch.frames))
     labels = ET.SubElement(task, "labels")
+    tracked = any(d.track is not None for f in batch.frames for d in f.row.detections)
     for c in batch.classes:
         label = ET.SubElement(labels, "label")
         ET.SubElement(label, "name").text = _label(c)
-        attribute = ET.SubElement(ET.SubElement(label, "attributes"), "attribute")
+        attributes = ET.SubElement(label, "attributes")
+        attribute = ET.SubElement(attributes, "attribute")
         for key, value in (("name", "score"), ("mutable", "False"), ("input_type", "number"),
                            ("default_value", "0"), ("values", "0;1;0.0001")):
             ET.SubElement(attribute, key).text = value
+        if tracked:
+            track = ET.SubElement(attributes, "attribute")
+            for key, value in (("name", "track_id"), ("mutable", "False"), ("input_type", "number"),
+                               ("default_value", "0"), ("values", "0;1000000;1")):
+                ET.SubElement(track, key).text = value
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     for k, f in enumerate(batch.frames):
@@ -303,9 +323,12 @@ def write_cvat(batch: Batch) -> None:
             box = ET.SubElement(image, "box", label=_label(d.label), source="auto", occluded="0", z_order="0",
                                 xtl=f"{left:.2f}", ytl=f"{top:.2f}", xbr=f"{left + w:.2f}", ybr=f"{top + h:.2f}")
             ET.SubElement(box, "attribute", name="score").text = f"{d.conf:.4f}"
+            extra = {} if d.track is None else {"track_id": d.track}
+            if d.track is not None:
+                ET.SubElement(box, "attribute", name="track_id").text = str(d.track)
             annotations.append({"id": len(annotations) + 1, "image_id": k + 1, "category_id": d.class_index + 1,
                                 "bbox": [round(v, 2) for v in (left, top, w, h)], "area": round(w * h, 2),
-                                "iscrowd": 0, "segmentation": [], "attributes": {"score": d.conf}})
+                                "iscrowd": 0, "segmentation": [], "attributes": {"score": d.conf, **extra}})
     ET.indent(root)
     # UTF-8 is XML's default; an encoding declaration makes lxml-based readers (labelformat) refuse
     # the file when they parse it as text.
@@ -324,9 +347,11 @@ def write_fiftyone(batch: Batch) -> None:
     _images(batch, "data")
     samples = []
     for f in batch.frames:
+        # A tracked box's track as FiftyOne's ``index`` (its field for an object's identity across frames).
         detections = [{"_cls": "Detection", "label": _label(d.label), "confidence": d.conf, "attributes": {}, "tags": [],
                        "bounding_box": [b / s for b, s in zip(_box(d, f.width, f.height),
-                                                              (f.width, f.height, f.width, f.height), strict=True)]}
+                                                              (f.width, f.height, f.width, f.height), strict=True)],
+                       **({} if d.track is None else {"index": d.track})}
                       for d in f.row.detections]
         samples.append({"filepath": f"data/{f.name}", "tags": [f.split],
                         "metadata": {"_cls": "ImageMetadata", "width": f.width, "height": f.height},
@@ -354,7 +379,8 @@ def write_hf(batch: Batch) -> None:
                                          "length": 4}, "_type": "Sequence"},
                     "category": {"feature": {"names": [_label(c) for c in batch.classes], "_type": "ClassLabel"},
                                  "_type": "Sequence"},
-                    "score": {"feature": {"dtype": "float32", "_type": "Value"}, "_type": "Sequence"}},
+                    "score": {"feature": {"dtype": "float32", "_type": "Value"}, "_type": "Sequence"},
+                    "track_id": {"feature": {"dtype": "int64", "_type": "Value"}, "_type": "Sequence"}},
         **{k: {"dtype": t, "_type": "Value"} for k, t in (("frame", "string"), ("video_id", "string"),
                                                          ("source", "string"), ("timestamp", "float64"))},
     }
@@ -362,7 +388,7 @@ def write_hf(batch: Batch) -> None:
         ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])), ("image_id", pa.int64()),
         ("width", pa.int32()), ("height", pa.int32()),
         ("objects", pa.struct([("bbox", pa.list_(pa.list_(pa.float32(), 4))), ("category", pa.list_(pa.int64())),
-                               ("score", pa.list_(pa.float32()))])),
+                               ("score", pa.list_(pa.float32())), ("track_id", pa.list_(pa.int64()))])),
         ("frame", pa.string()), ("video_id", pa.string()), ("source", pa.string()), ("timestamp", pa.float64()),
     ], metadata={b"huggingface": json.dumps({"info": {"features": features}}).encode()})
     counts = {}
@@ -374,7 +400,8 @@ def write_hf(batch: Batch) -> None:
                  "height": f.height,
                  "objects": {"bbox": [list(_box(d, f.width, f.height)) for d in f.row.detections],
                              "category": [d.class_index for d in f.row.detections],
-                             "score": [d.conf for d in f.row.detections]},
+                             "score": [d.conf for d in f.row.detections],
+                             "track_id": [d.track for d in f.row.detections]},
                  "frame": f.row.frame, "video_id": f.row.video_id, "source": f.row.source,
                  "timestamp": f.row.timestamp} for k, f in enumerate(members)]
         name = "validation" if split == "val" else split
@@ -403,13 +430,43 @@ def _card(batch: Batch, counts: dict[str, int]) -> str:
 {sum(counts.values())} frames ({", ".join(f"{n} {s}" for s, n in counts.items())}) showing {shown},
 each the best copy among its near-duplicates. `objects.bbox` is `[x, y, width, height]` in pixels
 (COCO), `objects.category` the class, `objects.score` the detector's confidence (pre-labels to
-review, not ground truth). `frame`, `video_id`, `source` and `timestamp` say where each frame comes
-from (sources with credentials are masked).
+review, not ground truth), `objects.track_id` the object's track in its video (null untracked).
+`frame`, `video_id`, `source` and `timestamp` say where each frame comes from (sources with
+credentials are masked).
 
     from datasets import load_dataset
     ds = load_dataset("parquet", data_dir={json.dumps(printable(str(batch.folder)))})
 """
 
 
+def write_mot(batch: Batch) -> None:
+    """The tracks as MOT Challenge ground truth, a sequence per video: ``<video>/gt/gt.txt`` (one line
+    per box: frame, track id, left, top, width, height in pixels, the detector's confidence (0 for a
+    box the tracker placed where the model missed), -1, -1, -1) and ``seqinfo.ini``. Frames are the
+    video's own frame numbers from 1; every frame of a track is there, kept in the dataset or not."""
+    by_video: dict[str, list[ManifestRecord]] = {}
+    for row in batch.tracked:
+        by_video.setdefault(row.video_id, []).append(row)
+    if not by_video:
+        batch.notes.append("no tracked boxes in the manifest: mine with track: true for a MOT export")
+    for video, rows in sorted(by_video.items()):
+        size = rows[0].media.display_size or rows[0].media.decoded_size
+        if not size:
+            batch.notes.append(f"{printable(video)}: its picture size is unknown: left out of the MOT export")
+            continue
+        width, height = int(size[0]), int(size[1])
+        lines = []
+        for row in sorted(rows, key=lambda r: r.frame_index):
+            for d in sorted((d for d in row.detections if d.track is not None), key=lambda d: d.track or 0):
+                left, top, w, h = _box(d, width, height)
+                lines.append(f"{row.frame_index + 1},{d.track},{left:.2f},{top:.2f},{w:.2f},{h:.2f},{d.conf:.4f},-1,-1,-1")
+        name = slug(video)
+        rate = next((r.frame_index / r.timestamp for r in rows if r.timestamp > 0), None)
+        write_text(batch.folder / name / "gt" / "gt.txt", "\n".join(lines) + "\n", batch.folder)
+        info = ["[Sequence]", f"name={name}", f"seqLength={max(r.frame_index for r in rows) + 1}",
+                f"imWidth={width}", f"imHeight={height}"] + ([f"frameRate={rate:.3f}"] if rate else [])
+        write_text(batch.folder / name / "seqinfo.ini", "\n".join(info) + "\n", batch.folder)
+
+
 WRITERS: dict[str, Callable[[Batch], None]] = {"label-studio": write_label_studio, "cvat": write_cvat, "hf": write_hf,
-                                               "fiftyone": write_fiftyone}
+                                               "fiftyone": write_fiftyone, "mot": write_mot}

@@ -22,9 +22,10 @@ import numpy as np
 from ..config import MinerConfig
 from ..records import FrameRow
 from .budget import BudgetRule, choose
-from .dedup import KEPT, select_distinct
+from .dedup import KEPT, NO, YES, select_distinct
 from .semantic import Match, Vectors, content_duplicates, sure_texts
 from .settle import pool_of
+from .views import TrackCover, best_views
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class Selection:
     budget: Budgeted | None = None
     #: Frames left out because their shot already had ``extract.per_shot`` kept frames.
     over_shot: set[str] = field(default_factory=set)
+    #: Frames ``select.per_track`` left out, each with the kept view of its track standing for it.
+    per_track: dict[str, TrackCover] = field(default_factory=dict)
 
     def stands_for(self, key: str) -> tuple[str | None, list[str]]:
         """The kept frame that stands for frame ``key`` in the dataset (None: none does), and the
@@ -74,7 +77,9 @@ class Selection:
         at: str | None = key
         while at is not None and at not in kept and len(way) <= len(self.pool):
             way.append(at)
-            if at in self.duplicate_of:
+            if at in self.per_track:
+                at = self.per_track[at].pick
+            elif at in self.duplicate_of:
                 at = self.duplicate_of[at]
             elif at in left_out:
                 at = left_out[at].pick
@@ -85,7 +90,7 @@ class Selection:
     @property
     def left_out(self) -> set[str]:
         """Frames that showed the classes and no kept frame duplicates, left out by a cap."""
-        return set(self.budget.left_out if self.budget else ()) | self.over_shot
+        return set(self.budget.left_out if self.budget else ()) | self.over_shot | set(self.per_track)
 
 
 def _unsettled(nodes: list[int]) -> list[bool]:
@@ -100,6 +105,11 @@ def select_frames(rows: list[FrameRow], order: dict[str, int], config: MinerConf
     # its duplicate whether or not the detector saw it, so the choice never depends on which
     # detections were skipped.
     pool, priority, eligible, hashes = pool_of(rows, order)
+    per_track: dict[str, TrackCover] = {}
+    if config.select.per_track is not None:
+        # Before dedup: which frame stands for a track is its best view, not the priority of pixels.
+        per_track = best_views(pool, (eligible == YES).tolist(), config.select.per_track)
+        eligible[[i for i, r in enumerate(pool) if r.key in per_track]] = NO
     dup_of = select_distinct(hashes, priority, config.phash_radius, eligible, _unsettled)
     walk = [i for i in priority.tolist() if dup_of[i] == KEPT]
     by_content = config.dedup.enabled and config.dedup.semantic and bool(walk)
@@ -117,8 +127,9 @@ def select_frames(rows: list[FrameRow], order: dict[str, int], config: MinerConf
     budgeted = _budget(config, [pool[walk[place]] for place in local], vectors, local, earlier_picks)
     left_out = set(budgeted.left_out if budgeted else ()) | over_shot
     kept = [pool[i] for i in np.flatnonzero(dup_of == KEPT).tolist() if pool[i].key not in left_out]
-    duplicate_of = {pool[i].key: pool[d].key for i, d in enumerate(dup_of.tolist()) if d >= 0}
-    return Selection(pool, kept, duplicate_of, same_content, budgeted, over_shot)
+    duplicate_of = {pool[i].key: pool[d].key for i, d in enumerate(dup_of.tolist())
+                    if d >= 0 and pool[i].key not in per_track}
+    return Selection(pool, kept, duplicate_of, same_content, budgeted, over_shot, per_track)
 
 
 def _by_content(pool: list[FrameRow], walk: list[int], vectors: Vectors, dup_of: np.ndarray, config: MinerConfig

@@ -58,8 +58,11 @@ def write_coco(staging: Path, splits: Splits, labels: Labels, classes: list[str]
             for d in labels[r.key]:
                 xc, yc, bw, bh = d.xywhn
                 box = [round((xc - bw / 2) * w, 2), round((yc - bh / 2) * h, 2), round(bw * w, 2), round(bh * h, 2)]
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": d.class_index + 1,
-                                    "bbox": box, "area": round(box[2] * box[3], 2), "iscrowd": 0, "score": d.conf})
+                annotation = {"id": len(annotations) + 1, "image_id": image_id, "category_id": d.class_index + 1,
+                              "bbox": box, "area": round(box[2] * box[3], 2), "iscrowd": 0, "score": d.conf}
+                if d.track is not None:  # CVAT's and labelformat's place for per-object fields
+                    annotation["attributes"] = {"track_id": d.track}
+                annotations.append(annotation)
         coco = {"images": images, "annotations": annotations,
                 "categories": [{"id": i + 1, "name": n} for i, n in enumerate(classes)]}
         write_text(staging / "annotations" / f"instances_{split}.json", json.dumps(coco), staging)

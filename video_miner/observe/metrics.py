@@ -87,6 +87,8 @@ class _LiveCollector(Collector):
             ("frames_kept", "frames_kept", "Frames in the exported dataset"),
             ("frames_duplicates", "frames_duplicates", "Frames removed as near-duplicates"),
             ("bytes_downloaded", "bytes_downloaded", "Bytes downloaded"),
+            ("tracks", "tracks", "Objects tracked through the videos (track: true)"),
+            ("frames_hard", "frames_hard", "Boxes where the model contradicts itself along a track (missed, class changed)"),
         ):
             yield CounterMetricFamily(f"{PREFIX}_{name}", doc, value=counts.get(key, 0))
         videos = GaugeMetricFamily(f"{PREFIX}_videos", "Videos per registry state", labels=["state"])

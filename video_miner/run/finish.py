@@ -125,5 +125,6 @@ def _totals(rows: list[VideoRow], failures: list[Failure], summary: ExportSummar
         "frames_to_detector": counters.get("frames_to_detector", 0),
         "frames_deferred": counters.get("frames_deferred", 0),
         "bytes_downloaded": counters.get("bytes_downloaded", 0),
+        **({"tracks": summary.tracks, "hard": summary.hard} if summary.tracks or summary.hard else {}),
         "wall_seconds": round(time.monotonic() - done.started, 3), "stages_seconds": round(done.stages_wall, 3),
     }

@@ -65,7 +65,7 @@ class ExtractStage(MinerStage):
                 remove_tree(out_dir)
         done: Path | None = None
         try:
-            result = extract_frames(path, out_dir, video_id, self.env.config.extract, self.decoder_threads,
+            result = extract_frames(path, out_dir, video_id, self.env.config.sampling, self.decoder_threads,
                                     Prefilter(self.env.config.filter), progress)
             if self.env.shots is not None:
                 # Animated images have no shots to find (none starts): their frames stay uncapped.

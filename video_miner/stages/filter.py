@@ -19,6 +19,7 @@ from async_pipeline import StageOutput
 
 from ..detect.hints import Detections
 from ..detect.judge import FrameJudge, FrameModels, Ticket
+from ..detect.tracking import track_video
 from ..records import Decision, FrameRecord, State, VideoRow, VideoUpdate
 from ..store.layout import RESULT, read_index, write_result
 from .base import Message, MinerStage, Progress
@@ -32,7 +33,9 @@ class FilterStage(MinerStage):
     def __init__(self, env: StageEnv, detector: FrameModels) -> None:
         super().__init__(env)
         self.detector = detector
-        self.judge = FrameJudge(detector, env.detections, env.hints, env.config.filter.no_class_reason())
+        # With tracks on, no frame is deferred: the tracker needs every frame's boxes.
+        hints = None if env.config.track.enabled else env.hints
+        self.judge = FrameJudge(detector, env.detections, hints, env.config.filter.no_class_reason())
 
     def setup(self) -> None:
         # In the worker, not at start-up: the first videos download and decode meanwhile. The
@@ -47,6 +50,10 @@ class FilterStage(MinerStage):
             return msg
         order = row.order if row else msg.item.order
         frames = self.filter_frames(frames_dir, read_index(frames_dir).frames, video_id, order)
+        if self.env.config.track.enabled:
+            tracked = track_video(frames, frames_dir, self.env.config.track, self.env.config.filter.conf,
+                                  self.env.config.filter.no_class_reason())
+            changes.count(tracks=tracked.tracks, frames_hard=tracked.hard_marks)
         write_result(frames_dir, frames)
         candidates = sum(f.decision == Decision.CANDIDATE for f in frames)
         deferred = sum(f.decision == Decision.DEFERRED for f in frames)

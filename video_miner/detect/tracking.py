@@ -1,0 +1,333 @@
+"""Objects through time: a video's boxes joined into tracks, each box's worth as a view of its
+object, and the frames where the model contradicts itself along a track (hard examples).
+
+The tracker is Ultralytics' ByteTrack (IoU matching with a Kalman motion model; its ``lap``
+solver is a dependency). It sees the frames the detector saw, in time order; a frame a prefilter
+dropped is skipped, not shown to it as empty (a blurred frame is not a frame without the person).
+Ids are the tracker's own, renumbered 1, 2, ... by first appearance, so the same detections give
+the same tracks in every run, worker and engine. A track seen on fewer than ``min_frames`` frames
+is no track: its box keeps no id.
+
+Hard marks, per box (``Detection.hard``): a frame the detector saw between two that found the
+track gets the box the track says it missed (the mean of its neighbours' boxes, ``conf`` 0: the
+model did not find it), marked ``missed between ...``; a box whose class differs from its track's
+class just before and after is marked ``car -> truck``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, replace
+from itertools import pairwise
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+from PIL import Image
+
+from ..config import TrackConfig
+from ..media.quality import blur_effect
+from ..records import Decision, Detection, FrameEmbedding, FrameRecord
+
+#: The tracker works in pixels of a notional picture this wide and high: IoU does not depend on
+#: the scale, and the Kalman filter's noise is relative to the box height.
+SCALE = 1000.0
+#: A box closer than this (0-1 of the picture) to an edge is cut by it.
+EDGE = 0.01
+#: Crops smaller than this many pixels a side are not judged for sharpness (too few edges).
+MIN_CROP = 12
+
+
+class _Boxes:
+    """What ByteTrack reads of a frame's detections (``Boxes`` after ``.cpu().numpy()``)."""
+
+    def __init__(self, xywh: np.ndarray, conf: np.ndarray, cls: np.ndarray) -> None:
+        self.xywh, self.conf, self.cls = xywh, conf, cls
+
+    def __len__(self) -> int:
+        return len(self.conf)
+
+    def __getitem__(self, mask: np.ndarray) -> _Boxes:
+        return _Boxes(self.xywh[mask], self.conf[mask], self.cls[mask])
+
+    @classmethod
+    def of(cls, boxes: list[Detection]) -> _Boxes:
+        xywh = np.asarray([d.xywhn for d in boxes], dtype=np.float32).reshape(-1, 4) * SCALE
+        return cls(xywh, np.asarray([d.conf for d in boxes], dtype=np.float32),
+                   np.asarray([d.class_index for d in boxes], dtype=np.float32))
+
+
+@dataclass
+class TrackSummary:
+    """What tracking found in one video."""
+
+    tracks: int = 0
+    #: Hard marks by class, and how many frames were made candidates by a box a track says was missed.
+    hard: Counter[str] | None = None
+    recovered: int = 0
+
+    @property
+    def hard_marks(self) -> int:
+        return sum(self.hard.values()) if self.hard else 0
+
+
+def _tracker(cfg: TrackConfig, conf: float, reid: bool) -> object:
+    # Imported here: the tracker pulls in lap and scipy, which a run without tracks never needs.
+    from ultralytics.trackers.bot_sort import BOTSORT
+
+    # BoT-SORT, its appearance cue fed the detector's own box embeddings ("auto": no ReID model
+    # is loaded); without embeddings it is ByteTrack's IoU matching. No camera-motion step: it
+    # needs the pictures in memory, and the tracker sees boxes only.
+    args = SimpleNamespace(track_high_thresh=conf, track_low_thresh=min(0.1, conf), new_track_thresh=conf,
+                           track_buffer=max(1, round(cfg.keep_lost_s * cfg.fps)), match_thresh=cfg.match,
+                           fuse_score=True, gmc_method="none", proximity_thresh=0.5,
+                           appearance_thresh=cfg.appearance, with_reid=reid, model="auto")
+    return BOTSORT(args)
+
+
+def _features(frames: list[FrameRecord]) -> list[np.ndarray | None] | None:
+    """Each seen frame's box embeddings (None for a frame with no boxes), or None when some frame
+    with boxes has none that fit them: appearance is then not used at all (a track with and one
+    without features cannot be compared)."""
+    out: list[np.ndarray | None] = []
+    for frame in frames:
+        if not frame.detections:
+            out.append(None)
+            continue
+        if frame.embedding is None:
+            return None
+        boxes = FrameEmbedding.from_bytes(frame.embedding).boxes
+        if boxes.shape[0] != len(frame.detections):
+            return None
+        out.append(boxes)
+    return out
+
+
+def assign_tracks(frames: list[FrameRecord], cfg: TrackConfig, conf: float) -> dict[tuple[int, int], int]:
+    """(frame position in ``frames``, box index) -> track id, for every box of a track."""
+    feats = _features(frames) if cfg.appearance < 1 else None
+    tracker = _tracker(cfg, conf, feats is not None)
+    seen: dict[tuple[int, int], int] = {}
+    for pos, frame in enumerate(frames):
+        if frame.decision not in (Decision.CANDIDATE, Decision.NEGATIVE):
+            continue  # not seen by the detector: no evidence either way
+        tracker.update(_Boxes.of(frame.detections), None, feats[pos] if feats else None)  # type: ignore[attr-defined]
+        for track in tracker.tracked_stracks:  # type: ignore[attr-defined]
+            # Unconfirmed new tracks too: a track confirmed on its second frame owns its first box.
+            if track.frame_id == tracker.frame_id:  # type: ignore[attr-defined]
+                seen[(pos, int(track.idx))] = int(track.track_id)
+    lengths = Counter(seen.values())
+    first: dict[int, tuple[int, float]] = {}
+    for (pos, box), raw in seen.items():
+        if lengths[raw] >= cfg.min_frames:
+            first.setdefault(raw, (pos, frames[pos].detections[box].xywhn[0]))
+    ids = {place: raw for place, raw in seen.items() if raw in first}
+    if feats is not None:
+        _join_pieces(frames, ids, feats, cfg.appearance, cfg.keep_lost_s)
+        _stitch(frames, ids, feats, cfg.appearance, cfg.keep_lost_s)
+    starts: dict[int, tuple[int, float]] = {}
+    for (pos, box), raw in sorted(ids.items()):
+        starts.setdefault(raw, (pos, frames[pos].detections[box].xywhn[0]))
+    renumber = {raw: n + 1 for n, raw in enumerate(sorted(starts, key=lambda r: starts[r]))}
+    return {place: renumber[raw] for place, raw in ids.items()}
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-9)
+
+
+def _join_pieces(frames: list[FrameRecord], ids: dict[tuple[int, int], int], feats: list[np.ndarray | None],
+                 appearance: float, keep_lost_s: float) -> None:
+    """Join a track that starts within ``keep_lost_s`` of another's end, nearby, of the same class
+    and alike (cosine >= ``appearance``) to it: one object the tracker lost for a moment."""
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for place, raw in sorted(ids.items()):
+        spans.setdefault(raw, []).append(place)
+    for later in sorted(spans, key=lambda r: spans[r][0]):
+        pos, box = spans[later][0]
+        start, vector = frames[pos].detections[box], feats[pos]
+        best: tuple[float, int] | None = None
+        for earlier, places in spans.items():
+            if earlier == later or not places:
+                continue
+            end_pos, end_box = places[-1]
+            if end_pos >= pos or frames[pos].t - frames[end_pos].t > keep_lost_s:
+                continue
+            end, theirs = frames[end_pos].detections[end_box], feats[end_pos]
+            if end.label != start.label or not _near(start, end) or vector is None or theirs is None:
+                continue
+            cosine = _cosine(vector[box], theirs[end_box])
+            if cosine >= appearance and (best is None or cosine > best[0]):
+                best = (cosine, earlier)
+        if best is not None:
+            spans[best[1]] = sorted(spans[best[1]] + spans[later])
+            for place in spans[later]:
+                ids[place] = best[1]
+            spans[later] = []
+
+
+def _near(a: Detection, b: Detection) -> bool:
+    """Whether two boxes' centres are closer than the larger box's longer side."""
+    reach = max(a.xywhn[2], a.xywhn[3], b.xywhn[2], b.xywhn[3])
+    return float(np.hypot(a.xywhn[0] - b.xywhn[0], a.xywhn[1] - b.xywhn[1])) <= reach
+
+
+def _stitch(frames: list[FrameRecord], ids: dict[tuple[int, int], int], feats: list[np.ndarray | None],
+            appearance: float, keep_lost_s: float) -> None:
+    """Give a box left without a track the track of the same class that it looks like (cosine of
+    the box embeddings >= ``appearance``), seen nearby on the frame the detector saw just before or
+    after it (within ``keep_lost_s``) and not on its own: an object entering or leaving moves and
+    shrinks too fast between samples for the motion model, but still looks like itself."""
+    seen = [pos for pos, f in enumerate(frames) if f.decision in (Decision.CANDIDATE, Decision.NEGATIVE)]
+    for rank, pos in enumerate(seen):
+        vectors = feats[pos]
+        for box, d in enumerate(frames[pos].detections):
+            if (pos, box) in ids or vectors is None:
+                continue
+            taken = {ids[(pos, b)] for b in range(len(frames[pos].detections)) if (pos, b) in ids}
+            best: tuple[float, int] | None = None
+            for near in (seen[r] for r in (rank - 1, rank + 1) if 0 <= r < len(seen)):
+                theirs = feats[near]
+                if theirs is None or abs(frames[near].t - frames[pos].t) > keep_lost_s:
+                    continue
+                for b, other in enumerate(frames[near].detections):
+                    track = ids.get((near, b))
+                    if track is None or track in taken or other.label != d.label or not _near(d, other):
+                        continue
+                    cosine = _cosine(vectors[box], theirs[b])
+                    if cosine >= appearance and (best is None or cosine > best[0]):
+                        best = (cosine, track)
+            if best is not None:
+                ids[(pos, box)] = best[1]
+
+
+def track_video(frames: list[FrameRecord], frames_dir: Path, cfg: TrackConfig, conf: float,
+                no_class_reason: str) -> TrackSummary:
+    """Give every box of ``frames`` (one video's, in time order, decided) its track, view score and
+    hard mark, in place; a frame the detector saw with nothing, between two that found a track,
+    gets the box the track says it missed."""
+    ids = assign_tracks(frames, cfg, conf)
+    for pos, frame in enumerate(frames):
+        frame.detections = [replace(d, track=ids.get((pos, k))) for k, d in enumerate(frame.detections)]
+    summary = TrackSummary(len(set(ids.values())), Counter())
+    _mark_hard(frames, summary, no_class_reason)
+    for frame in frames:
+        if any(d.track is not None for d in frame.detections):
+            _score_views(frame, frames_dir / frame.file)
+    return summary
+
+
+def _observations(frames: list[FrameRecord]) -> dict[int, list[tuple[int, int]]]:
+    """Track id -> its (seen-frame rank, frame position) in time order; rank counts only the frames
+    the detector saw, so "the next frame" is the next one the model was asked about."""
+    out: dict[int, list[tuple[int, int]]] = {}
+    rank = 0
+    for pos, frame in enumerate(frames):
+        if frame.decision not in (Decision.CANDIDATE, Decision.NEGATIVE):
+            continue
+        for track in sorted({d.track for d in frame.detections if d.track is not None}):
+            out.setdefault(track, []).append((rank, pos))
+        rank += 1
+    return out
+
+
+def _seen_positions(frames: list[FrameRecord]) -> list[int]:
+    return [pos for pos, f in enumerate(frames) if f.decision in (Decision.CANDIDATE, Decision.NEGATIVE)]
+
+
+def _mark_hard(frames: list[FrameRecord], summary: TrackSummary, no_class_reason: str) -> None:
+    seen = _seen_positions(frames)
+    assert summary.hard is not None
+    for track, path in sorted(_observations(frames).items()):
+        for (_, p0), (_, p1), (_, p2) in zip(path, path[1:], path[2:], strict=False):
+            _class_change(frames, track, p0, p1, p2, summary)
+        for (r0, p0), (r1, p1) in pairwise(path):
+            if r1 - r0 == 2:  # seen, one frame the model said nothing of this object, seen again
+                _missed(frames, track, p0, seen[r0 + 1], p1, summary, no_class_reason)
+
+
+def _box_of(frame: FrameRecord, track: int) -> Detection:
+    return next(d for d in frame.detections if d.track == track)
+
+
+def _class_change(frames: list[FrameRecord], track: int, p0: int, p1: int, p2: int, summary: TrackSummary) -> None:
+    before, box, after = _box_of(frames[p0], track), _box_of(frames[p1], track), _box_of(frames[p2], track)
+    if box.label != before.label and before.label == after.label:
+        mark = f"{before.label} -> {box.label}"
+        frames[p1].detections = [replace(d, hard=mark) if d is box else d for d in frames[p1].detections]
+        assert summary.hard is not None
+        summary.hard[box.label] += 1
+
+
+def _missed(frames: list[FrameRecord], track: int, p0: int, at: int, p2: int, summary: TrackSummary,
+            no_class_reason: str) -> None:
+    before, after = _box_of(frames[p0], track), _box_of(frames[p2], track)
+    frame = frames[at]
+    if any(d.track == track for d in frame.detections):
+        return
+    xywhn = tuple(round((a + b) / 2, 6) for a, b in zip(before.xywhn, after.xywhn, strict=True))
+    label = before if before.label == after.label else max(before, after, key=lambda d: d.conf)
+    box = Detection(label.label, label.class_index, 0.0, xywhn, label.model, None, track,  # type: ignore[arg-type]
+                    hard=f"missed between {frames[p0].t:.1f} s and {frames[p2].t:.1f} s")
+    frame.embedding = _with_box(frame.embedding, frames[p0], frames[p2], track)
+    frame.detections = [*frame.detections, box]
+    if frame.decision == Decision.NEGATIVE and frame.reason == no_class_reason:
+        frame.decision, frame.reason = Decision.CANDIDATE, None
+        summary.recovered += 1
+    assert summary.hard is not None
+    summary.hard[label.label] += 1
+
+
+def _with_box(embedding: bytes | None, before: FrameRecord, after: FrameRecord, track: int) -> bytes | None:
+    """The frame's embedding with a vector for a box the model missed: its track's neighbours'
+    box vectors averaged (the object as it looked just before and after)."""
+    if embedding is None:
+        return None
+    mine = FrameEmbedding.from_bytes(embedding)
+    near = []
+    for frame in (before, after):
+        if frame.embedding is None:
+            continue
+        theirs = FrameEmbedding.from_bytes(frame.embedding)
+        at = next(k for k, d in enumerate(frame.detections) if d.track == track)
+        if at < theirs.boxes.shape[0] and theirs.boxes.shape[1] == mine.boxes.shape[1]:
+            near.append(theirs.boxes[at])
+    vector = np.mean(near, axis=0) if near else np.resize(mine.whole, mine.boxes.shape[1])
+    vector = vector / max(float(np.linalg.norm(vector)), 1e-9)
+    return FrameEmbedding(mine.whole, np.vstack([mine.boxes, vector[None, :]])).to_bytes()
+
+
+def view_score(box: Detection, others: list[Detection], sharpness: float) -> float:
+    """How good a view of its object a box is, 0-1: larger, surer, sharper, not cut by the frame's
+    edge, not covered by another box. The area counts by its square root: twice as close is about
+    twice as good, not four times."""
+    x, y, w, h = box.xywhn
+    cut = x - w / 2 < EDGE or y - h / 2 < EDGE or x + w / 2 > 1 - EDGE or y + h / 2 > 1 - EDGE
+    covered = max((_overlap(box, o) for o in others if o is not box), default=0.0)
+    return round(float(np.sqrt(max(w * h, 0.0))) * box.conf * sharpness * (0.5 if cut else 1.0) * (1.0 - covered), 5)
+
+
+def _overlap(box: Detection, other: Detection) -> float:
+    """Share of ``box`` that ``other`` covers."""
+    ax, ay, aw, ah = box.xywhn
+    bx, by, bw, bh = other.xywhn
+    ix = max(0.0, min(ax + aw / 2, bx + bw / 2) - max(ax - aw / 2, bx - bw / 2))
+    iy = max(0.0, min(ay + ah / 2, by + bh / 2) - max(ay - ah / 2, by - bh / 2))
+    return ix * iy / (aw * ah) if aw * ah > 0 else 0.0
+
+
+def _score_views(frame: FrameRecord, image: Path) -> None:
+    with Image.open(image) as im:
+        gray = np.asarray(im.convert("L"))
+    height, width = gray.shape
+    scored = []
+    for d in frame.detections:
+        if d.track is None:
+            scored.append(d)
+            continue
+        x, y, w, h = d.xywhn
+        crop = gray[max(0, int((y - h / 2) * height)):int((y + h / 2) * height),
+                    max(0, int((x - w / 2) * width)):int((x + w / 2) * width)]
+        sharp = 1.0 - blur_effect(crop) if min(crop.shape) >= MIN_CROP else 0.5
+        scored.append(replace(d, view=view_score(d, frame.detections, sharp)))
+    frame.detections = scored

@@ -229,3 +229,65 @@ def join_videos(path: Path, parts: list[tuple[Path, float, float]], size: tuple[
 
     _write_frames(path, frames(), fps, size)
     return starts
+
+
+def _frame_at(video: Path, t: float) -> Any:
+    """The RGB picture of ``video`` shown at ``t`` seconds."""
+    import av
+
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        container.seek(int(t / stream.time_base), stream=stream, backward=True)
+        for frame in container.decode(stream):
+            if frame.time is not None and frame.time + 1e-6 >= t:
+                return frame.to_ndarray(format="rgb24")
+    raise ValueError(f"{video} has no frame at {t} s")
+
+
+#: Where the person video shows an empty room, and two people (each box as x, y, w, h, 0-1).
+EMPTY_ROOM = 1.0
+WALKERS = ((37.0, (0.607, 0.451, 0.213, 0.871)), (85.5, (0.702, 0.513, 0.229, 0.812)))
+
+
+def make_tracks_clip(path: Path, person_video: Path, seconds: float = 6.0, fps: int = 10,
+                     misses: tuple[float, ...] = ()) -> dict[float, list[tuple[int, tuple[float, float, float, float]]]]:
+    """Two people of the person video pasted on its empty room and moved along known paths: person
+    1 walks left to right across the clip, person 2 from the right towards the middle, smaller. At
+    each time of ``misses`` (on the frames within half a frame of it) person 1 is not pasted: a
+    miss the tracker should notice. Returns the truth: time -> [(person, (x, y, w, h) 0-1)], person 1
+    included at the planted misses (it is there; the model is made to miss it)."""
+    import numpy as np
+    from PIL import Image
+
+    room = Image.fromarray(_frame_at(person_video, EMPTY_ROOM))
+    width, height = room.size
+    crops = []
+    for t, (x, y, w, h) in WALKERS:
+        picture = Image.fromarray(_frame_at(person_video, t))
+        crops.append(picture.crop((round((x - w / 2) * width), round((y - h / 2) * height),
+                                   round((x + w / 2) * width), round((y + h / 2) * height))))
+    n = round(seconds * fps)
+    truth: dict[float, list[tuple[int, tuple[float, float, float, float]]]] = {}
+
+    def frames() -> Any:
+        for k in range(n):
+            t = round(k / fps, 6)
+            scene = room.copy()
+            u = k / max(1, n - 1)
+            placed = []
+            for person, (crop, scale, x) in enumerate(((crops[0], 0.6, 0.12 + 0.45 * u),
+                                                       (crops[1], 0.5, 0.88 - 0.2 * u)), start=1):
+                h = scale
+                w = h * crop.width / crop.height * height / width
+                y = 0.55
+                box = (round(x, 6), y, round(w, 6), h)
+                placed.append((person, box))
+                if person == 1 and any(abs(t - m) < 0.5 / fps for m in misses):
+                    continue
+                size = (round(w * width), round(h * height))
+                scene.paste(crop.resize(size), (round((x - w / 2) * width), round((y - h / 2) * height)))
+            truth[t] = placed
+            yield np.asarray(scene)
+
+    _write_frames(path, frames(), fps, (width, height))
+    return truth

@@ -6,7 +6,8 @@ versions the miner's own environment cannot share), by tests/test_handover.py:
     .venv-tools/bin/python tests/load_with_tool.py FORMAT FOLDER
 
 Output: ``{"classes": [...], "images": {name: {"boxes": [[label, left, top, width, height, score]],
-"fields": {...}}}}``, boxes in pixels, so the test compares every tool with the manifest the same way.
+"fields": {...}, "tracks": [track id or None per box]}}}``, boxes in pixels, so the test compares
+every tool with the manifest the same way (CVAT: labelformat models no attributes, so no tracks).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def label_studio(folder: Path) -> dict[str, Any]:
         for obj in interface.objects:
             if task["data"].get(obj.value_name) is None:
                 raise SystemExit(f"task has no data for <{obj.tag} value=${obj.value_name}>")
-        boxes = []
+        boxes, tracks = [], []
         for prediction in task["predictions"]:
             errors = interface.validate_prediction(prediction, return_errors=True)
             if errors:
@@ -40,7 +41,8 @@ def label_studio(folder: Path) -> dict[str, Any]:
                 w, h, v = region["original_width"], region["original_height"], region["value"]
                 boxes.append([v["rectanglelabels"][0], v["x"] * w / 100, v["y"] * h / 100, v["width"] * w / 100,
                               v["height"] * h / 100, region["score"]])
-        images[task["data"]["image"].rsplit("/", 1)[-1]] = {"boxes": boxes, "fields": task["data"]}
+                tracks.append((region.get("meta") or {}).get("track_id"))
+        images[task["data"]["image"].rsplit("/", 1)[-1]] = {"boxes": boxes, "fields": task["data"], "tracks": tracks}
     return {"classes": list(classes), "images": images}
 
 
@@ -86,7 +88,8 @@ def fiftyone(folder: Path) -> dict[str, Any]:
                 raise SystemExit(f"FiftyOne finds no image at {sample.filepath}")
             images[Path(sample.filepath).name] = {"fields": fields, "boxes": [
                 [d.label, d.bounding_box[0] * w, d.bounding_box[1] * h, d.bounding_box[2] * w,
-                 d.bounding_box[3] * h, d.confidence] for d in sample.predictions.detections]}
+                 d.bounding_box[3] * h, d.confidence] for d in sample.predictions.detections],
+                "tracks": [d.index for d in sample.predictions.detections]}
     return {"classes": info["classes"], "images": images}
 
 

@@ -639,7 +639,11 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> M
         node = data
         *parents, leaf = dotted.split(".")
         for key in parents:
+            if isinstance(node.get(key), bool):  # a switch (``track: true``) given settings
+                node[key] = {"enabled": node[key]}
             node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{dotted}: {key} is a value in the config, not a section")
         node[leaf] = value
     try:
         return MinerConfig.model_validate(data)

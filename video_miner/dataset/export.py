@@ -174,18 +174,20 @@ def manifest_records(rows: list[FrameRow], videos: dict[str, VideoRow], chosen: 
         records.append(ManifestRecord(
             frame=key, video_id=r.video_id, source=redactor.url(video.input), source_meta=_meta(video, redactor),
             timestamp=r.timestamp, frame_index=r.frame_index, image=image_paths.get(key), phash=r.phash, blur=r.blur,
-            sharpness=r.sharpness, media=r.media_of(video.media), detections=_boxes(key, r, chosen, labels),
+            sharpness=r.sharpness, media=r.media_of(video.media),
+            detections=_boxes(key, r, chosen, labels, config.track.enabled),
             decision=decision, duplicate_of=stands, reason=reason, extra=extra))
     return records
 
 
-def _boxes(key: str, row: FrameRow, chosen: Selection, labels: dict[str, list[Detection]]) -> list[Detection]:
+def _boxes(key: str, row: FrameRow, chosen: Selection, labels: dict[str, list[Detection]], tracked: bool
+           ) -> list[Detection]:
     """The boxes a row shows: the labels of a kept frame; what the models found on any other, but
     for a duplicate by pHash, whose detection may have been skipped (the manifest never depends on
-    which were)."""
+    which were), unless tracks are on: then no frame's detection is skipped, and the tracks need them."""
     if key in labels:
         return labels[key]
-    if key in chosen.duplicate_of and key not in chosen.same_content:
+    if key in chosen.duplicate_of and key not in chosen.same_content and not tracked:
         return []
     return row.detections
 

@@ -1,0 +1,272 @@
+"""Objects through time: tracks over the detector's boxes, each track's best views, hard examples
+where the model contradicts itself, and the exports carrying the track ids. On a clip made here
+with known paths (two people of the person video pasted on its empty room and moved; the model is
+made to miss one of them twice) and on the person video itself (people cross the room one by one)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from video_miner.config import TrackConfig, load_config
+from video_miner.dataset import handover
+from video_miner.dataset.views import best_views
+from video_miner.detect.tracking import track_video, view_score
+from video_miner.errors import ConfigError
+from video_miner.records import Decision, Detection, FrameRecord, FrameRow
+
+from .conftest import MODEL, PERSON, ROOT
+from .helpers import cli_args, kept, manifest, run, wait_for
+from .test_handover import load_with_tool
+
+MISSES = (2.0, 4.0)
+WALK = {"track.enabled": True, "track.fps": 5.0, "export.formats": ["yolo", "coco"]}
+
+
+# ---- the parts, on records made here --------------------------------------------------------------
+def _frame(folder: Path, k: int, boxes: list[Detection], decision: Decision = Decision.CANDIDATE) -> FrameRecord:
+    name = f"f{k:03d}.jpg"
+    rng = np.random.default_rng(k)
+    Image.fromarray(rng.integers(0, 255, (90, 160, 3), dtype=np.uint8)).save(folder / name)
+    return FrameRecord(name, k * 0.5, k, 160 * 90, 1.0, decision=decision, detections=boxes,
+                       reason=None if boxes else "no_class")
+
+
+def _walker(k: int, label: str = "person", conf: float = 0.9, x0: float = 0.2) -> Detection:
+    return Detection(label, 0 if label == "person" else 2, conf, (x0 + 0.02 * k, 0.5, 0.2, 0.5))
+
+
+def test_a_missed_frame_between_two_found_gets_the_tracks_box_and_a_hard_mark(tmp_path: Path) -> None:
+    frames = [_frame(tmp_path, k, [] if k == 5 else [_walker(k)], Decision.NEGATIVE if k == 5 else Decision.CANDIDATE)
+              for k in range(10)]
+    summary = track_video(frames, tmp_path, TrackConfig(enabled=True, appearance=1.0), 0.4, "no_class")
+    assert summary.tracks == 1
+    assert all(d.track == 1 for f in frames for d in f.detections)
+    missed = frames[5].detections
+    assert len(missed) == 1 and missed[0].conf == 0.0
+    assert missed[0].hard == "missed between 2.0 s and 3.0 s"
+    assert missed[0].xywhn[0] == pytest.approx(0.3)  # halfway between its neighbours
+    assert frames[5].decision == Decision.CANDIDATE and frames[5].reason is None
+    assert summary.hard_marks == 1 and summary.recovered == 1
+    # every other box is a plain view of the track, scored
+    assert all(d.hard is None and d.view is not None and d.view > 0 for f in frames if f is not frames[5]
+               for d in f.detections)
+
+
+def test_a_class_that_changes_for_one_frame_is_marked_and_steady_tracks_are_not(tmp_path: Path) -> None:
+    frames = [_frame(tmp_path, k, [_walker(k, "truck" if k == 4 else "car")]) for k in range(9)]
+    steady = [_frame(tmp_path, k, [_walker(k, "car", x0=0.5)]) for k in range(9)]
+    cfg = TrackConfig(enabled=True, appearance=1.0)
+    assert track_video(frames, tmp_path, cfg, 0.4, "no_class").hard_marks == 1
+    assert [d.hard for f in frames for d in f.detections if d.hard] == ["car -> truck"]
+    assert track_video(steady, tmp_path, cfg, 0.4, "no_class").hard_marks == 0
+
+
+def test_a_frame_a_prefilter_dropped_is_no_miss(tmp_path: Path) -> None:
+    frames = [_frame(tmp_path, k, [] if k == 5 else [_walker(k)], Decision.FILTERED if k == 5 else Decision.CANDIDATE)
+              for k in range(10)]
+    summary = track_video(frames, tmp_path, TrackConfig(enabled=True, appearance=1.0), 0.4, "no_class")
+    assert summary.hard_marks == 0 and frames[5].detections == []
+
+
+def test_a_view_is_better_larger_surer_uncut_and_uncovered() -> None:
+    big = Detection("person", 0, 0.9, (0.5, 0.5, 0.3, 0.6))
+    small = replace(big, xywhn=(0.5, 0.5, 0.15, 0.3))
+    cut = replace(big, xywhn=(0.1, 0.5, 0.3, 0.6))
+    unsure = replace(big, conf=0.5)
+    cover = Detection("person", 0, 0.9, (0.55, 0.5, 0.3, 0.6))
+    best = view_score(big, [big], 1.0)
+    assert best > view_score(small, [small], 1.0)
+    assert best > view_score(cut, [cut], 1.0)
+    assert best > view_score(unsure, [unsure], 1.0)
+    assert best > view_score(big, [big, cover], 1.0)
+    assert best > view_score(big, [big], 0.5)
+
+
+def _row(t: float, boxes: list[tuple[int, float]]) -> FrameRow:
+    dets = [Detection("person", 0, 0.9, (0.2 * track, 0.5, 0.1, 0.3), track=track, view=view) for track, view in boxes]
+    return FrameRow("v", int(t * 10), t, f"v_{t}.jpg", 0, 0.0, dets, Decision.CANDIDATE)
+
+
+def test_best_views_one_per_track_and_a_frame_counts_for_every_track_it_shows() -> None:
+    rows = [_row(0.0, [(1, 0.2)]), _row(1.0, [(1, 0.5), (2, 0.3)]), _row(2.0, [(1, 0.4), (2, 0.9)]),
+            _row(3.0, [(2, 0.1)])]
+    out = best_views(rows, [True] * 4, 1)
+    # track 1's best is at 1.0, and it shows track 2 too: nothing more is needed
+    assert set(out) == {rows[0].key, rows[2].key, rows[3].key}
+    assert {k: v.pick for k, v in out.items()} == {r.key: rows[1].key for r in (rows[0], rows[2], rows[3])}
+    # k = 2: track 1 adds its next good view (0.0 is under half its best); track 2 then has two
+    assert {k: v.pick for k, v in best_views(rows, [True] * 4, 2).items()} == {
+        rows[0].key: rows[1].key, rows[3].key: rows[2].key}
+    # a second view spreads away from the first (no embeddings: by time), among the good ones
+    one = [_row(float(t), [(1, v)]) for t, v in enumerate((0.8, 1.0, 0.9, 0.6, 0.3))]
+    assert sorted(r.key for r in one if r.key not in best_views(one, [True] * 5, 2)) == [one[1].key, one[3].key]
+
+
+def test_tracks_in_the_config() -> None:
+    assert load_config(None, {"track": True}).track.enabled
+    assert load_config(None, {"track": False}).result_hash() == load_config(None, {}).result_hash()
+    assert load_config(None, {"track": True}).result_hash() != load_config(None, {}).result_hash()
+    assert load_config(None, {"track": True, "track.fps": 4}).sampling.fps == 4
+    with pytest.raises(ConfigError, match="per_track: needs tracks on"):
+        load_config(None, {"select.per_track": 1})
+    with pytest.raises(ConfigError, match="steady rate"):
+        load_config(None, {"track": True, "extract.mode": "keyframes"})
+
+
+# ---- a clip of known paths, through the whole product ---------------------------------------------
+@pytest.fixture(scope="module")
+def walk(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[float, Any]]:
+    from scripts.media import make_tracks_clip
+
+    folder = tmp_path_factory.mktemp("walk")
+    truth = make_tracks_clip(folder / "walk.mp4", PERSON, misses=MISSES)
+    out = folder / "out"
+    report = run([str(folder / "walk.mp4")], out, **WALK)
+    assert not report.failures, [f.line() for f in report.failures]
+    return folder / "walk.mp4", out, truth
+
+
+def _iou_distances(a: list[list[float]], b: list[list[float]]) -> np.ndarray:
+    """1 - IoU of each pair of (left, top, width, height) boxes, NaN under IoU 0.5: what
+    motmetrics' ``iou_matrix`` gives (it calls ``np.asfarray``, gone from NumPy 2)."""
+    out = np.full((len(a), len(b)), np.nan)
+    for i, (ax, ay, aw, ah) in enumerate(a):
+        for j, (bx, by, bw, bh) in enumerate(b):
+            iw = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+            ih = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+            iou = iw * ih / (aw * ah + bw * bh - iw * ih)
+            if iou >= 0.5:
+                out[i, j] = 1.0 - iou
+    return out
+
+
+def test_tracks_follow_the_known_paths(walk: tuple[Path, Path, dict[float, Any]]) -> None:
+    import motmetrics as mm
+
+    _, out, truth = walk
+    batch = handover.export(out, "mot")
+    sequence = next(p for p in batch.folder.iterdir() if p.is_dir())
+    found = mm.io.loadtxt(str(sequence / "gt" / "gt.txt"), fmt="mot15-2D")
+    info = dict(line.split("=", 1) for line in (sequence / "seqinfo.ini").read_text().splitlines()[1:])
+    width, height = int(info["imWidth"]), int(info["imHeight"])
+    rows = manifest(out)
+    acc = mm.MOTAccumulator(auto_id=False)
+    for row in rows:
+        frame = row.frame_index + 1
+        gt = truth[round(row.timestamp, 1)]
+        gt_boxes = [[(x - w / 2) * width, (y - h / 2) * height, w * width, h * height] for _, (x, y, w, h) in gt]
+        hyp = found.loc[frame] if frame in found.index.get_level_values(0) else None
+        hyp_ids = [] if hyp is None else list(hyp.index)
+        hyp_boxes = [] if hyp is None else hyp[["X", "Y", "Width", "Height"]].to_numpy().tolist()
+        acc.update([p for p, _ in gt], hyp_ids, _iou_distances(gt_boxes, hyp_boxes), frame)
+    summary = mm.metrics.create().compute(acc, metrics=["mota", "idf1", "num_switches"], name="walk")
+    assert summary.loc["walk", "num_switches"] == 0
+    assert summary.loc["walk", "idf1"] >= 0.95, summary
+    assert summary.loc["walk", "mota"] >= 0.95, summary
+    assert len({d.track for r in rows for d in r.detections}) == 2
+
+
+def test_planted_misses_are_found_and_steady_frames_are_not_hard(walk: tuple[Path, Path, dict[float, Any]]) -> None:
+    _, out, _ = walk
+    rows = manifest(out)
+    hard = {round(r.timestamp, 1): [d.hard for d in r.detections if d.hard] for r in rows}
+    found = [t for t in MISSES if any(h and h.startswith("missed between") for h in hard.get(t, []))]
+    assert len(found) / len(MISSES) >= 0.9, hard
+    others = [t for t, marks in hard.items() if marks and t not in MISSES]
+    assert len(others) <= 0.05 * len(rows), others
+    assert all(r.extra.get("hard") for r in rows if round(r.timestamp, 1) in found)
+
+
+def test_exports_carry_the_track_ids(walk: tuple[Path, Path, dict[float, Any]]) -> None:
+    import pyarrow.parquet as pq
+
+    _, out, _ = walk
+    rows = {r.frame: r for r in kept(manifest(out))}
+    tracks = {r.frame: sorted(d.track for d in r.detections if d.track) for r in rows.values()}
+    assert all(tracks.values())
+    coco = json.loads((out / "dataset" / "annotations" / "instances_train.json").read_text())
+    assert sorted(a["attributes"]["track_id"] for a in coco["annotations"]) == sorted(
+        t for ts in tracks.values() for t in ts)
+    cvat = handover.export(out, "cvat")
+    xml = ET.parse(cvat.folder / "annotations.xml").getroot()
+    assert sorted(int(a.text or 0) for a in xml.iter("attribute") if a.get("name") == "track_id") == sorted(
+        t for ts in tracks.values() for t in ts)
+    hf = handover.export(out, "hf")
+    table = pq.read_table(next((hf.folder / "data").glob("*.parquet"))).to_pylist()
+    assert sorted(sorted(r["objects"]["track_id"]) for r in table) == sorted(tracks.values())
+    for fmt in ("label-studio", "fiftyone"):
+        batch = handover.export(out, fmt)
+        loaded = load_with_tool(fmt, batch.folder)
+        assert sorted(sorted(i["tracks"]) for i in loaded["images"].values()) == sorted(tracks.values()), fmt
+
+
+# ---- the person video: one visit, one track, one frame --------------------------------------------
+def test_per_track_keeps_each_visits_best_view(person_head: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    report = run([str(person_head)], out, **{"track.enabled": True, "select.per_track": 1})
+    assert not report.failures
+    rows = manifest(out)
+    views: dict[int, list[tuple[float, str]]] = {}
+    for r in rows:
+        for d in r.detections:
+            if d.track is not None and d.hard is None:
+                views.setdefault(d.track, []).append((d.view or 0.0, r.frame))
+    # two people cross the room in the first 40 s: two tracks, a kept frame each, its best view
+    assert len(views) == 2
+    chosen = kept(rows)
+    assert len(chosen) == 2
+    assert {r.frame for r in chosen} == {max(v)[1] for v in views.values()}
+    left = [r for r in rows if r.decision == "left_out"]
+    assert left and all("select.per_track" in (r.reason or "") and r.extra["covered_by"] in {c.frame for c in chosen}
+                        for r in left)
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_while_tracking_then_rerun_gives_the_same_tracks(walk: tuple[Path, Path, dict[float, Any]],
+                                                                 person_head: Path, tmp_path: Path) -> None:
+    clip, reference, _ = walk
+    out = tmp_path / "out"
+    config = tmp_path / "tracks.yaml"
+    config.write_text("track: {enabled: true, fps: 5.0}\nexport: {formats: [yolo, coco]}\n")
+    inputs = [str(person_head), str(clip)]
+    proc = subprocess.Popen(cli_args("run", *inputs, "--config", str(config), "--model", str(MODEL), "--classes",
+                                     "person", "--conf", "0.4", "-o", str(out), "-q"),
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    registry = out / "registry.sqlite"
+
+    def extracted() -> bool:
+        import sqlite3
+
+        if not registry.exists():
+            return False
+        try:
+            with sqlite3.connect(f"file:{registry}?mode=ro", uri=True, timeout=1) as conn:
+                return any(s in ("extracted", "filtered") for (s,) in conn.execute("SELECT state FROM videos"))
+        except sqlite3.Error:
+            return False
+
+    try:
+        wait_for(extracted, "a video extracted, its tracking under way", timeout=200, alive=lambda: proc.poll() is None)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    again = run(inputs, out, **WALK)
+    assert not again.failures
+
+    def tracks(rows: list[Any]) -> list[tuple[str, list[Any]]]:
+        # the boxes with their tracks (decisions differ: here the person clip joins the dedup)
+        return [(r.frame, [(d.track, d.xywhn, d.hard) for d in r.detections]) for r in rows
+                if r.video_id.startswith("walk")]
+
+    assert tracks(manifest(out)) == tracks(manifest(reference))

@@ -270,3 +270,34 @@ def test_kill_9_while_tracking_then_rerun_gives_the_same_tracks(walk: tuple[Path
                 if r.video_id.startswith("walk")]
 
     assert tracks(manifest(out)) == tracks(manifest(reference))
+
+
+def test_the_gallery_shows_a_tracks_frames_and_the_hard_ones(walk: tuple[Path, Path, dict[float, Any]]) -> None:
+    from video_miner.dataset.gallery import write_gallery
+
+    from .test_gallery import BROWSER_ARGS, CHROMIUM
+
+    if CHROMIUM is None:
+        pytest.skip("no Chromium here: .ci/run installs Debian's chromium package")
+    playwright = pytest.importorskip("playwright.sync_api", reason="the [test] extra installs playwright")
+    _, out, _ = walk
+    rows = manifest(out)
+    page_file = write_gallery(out)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        page = browser.new_page()
+        page.goto(page_file.as_uri())
+        page.wait_for_function("document.body.dataset.ready === '1'")
+        page.select_option("#decision", "all")
+        page.fill("#track", "2")
+        shown = page.eval_on_selector_all(".card", "els => els.map(e => [...e.querySelectorAll('.box span')]"
+                                                   ".map(s => s.textContent))")
+        assert len(shown) == sum(any(d.track == 2 for d in r.detections) for r in rows if r.decision != "filtered")
+        assert all(any("#2" in label for label in labels) for labels in shown)
+        page.fill("#track", "")
+        page.check("#hard")
+        hard = page.eval_on_selector_all(".card", "els => els.map(e => [Number(e.dataset.t), "
+                                                  "[...e.querySelectorAll('.meta.hard')].map(m => m.textContent)])")
+        assert sorted(t for t, _ in hard) == sorted(r.timestamp for r in rows if r.extra.get("hard"))
+        assert all(marks and all(m.startswith("hard: missed between") for m in marks) for _, marks in hard)
+        browser.close()

@@ -292,7 +292,8 @@ class SelectConfig(_Section):
     #: At least this many frames showing each class (when the pool has them), picked first.
     per_class_min: dict[str, int] = Field(default_factory=dict)
     #: Share of the budget for hard examples: frames whose least confident detection is within
-    #: ``hard_margin`` of ``filter.conf``, where the model is least sure.
+    #: ``hard_margin`` of ``filter.conf``, where the model is least sure, and (tracks on) frames where
+    #: it contradicts itself along a track.
     hard_fraction: float = Field(0.0, ge=0, le=1)
     hard_margin: float = Field(0.15, gt=0, le=1)
     #: With tracks on: keep the ``per_track`` best views of every track, spread over it (a frame kept

@@ -21,7 +21,8 @@ class BudgetRule:
     budget: int
     per_class_min: dict[str, int]
     hard_fraction: float
-    #: A frame is hard when its least confident detection is below ``conf + hard_margin``.
+    #: A frame is hard when its least confident detection is below ``conf + hard_margin``, or when
+    #: a box of it is marked hard along its track (missed between neighbours, class changed).
     conf: float
     hard_margin: float
 
@@ -65,8 +66,9 @@ class Chosen:
 
 
 def choose(vectors: np.ndarray, labels: Sequence[Sequence[str]], confidences: Sequence[Sequence[float]],
-           rule: BudgetRule, earlier: Sequence[int] = ()) -> Chosen:
-    """Pick ``rule.budget`` of the frames (rows of ``vectors``: unit vectors, in priority order)."""
+           rule: BudgetRule, earlier: Sequence[int] = (), marked: Sequence[bool] = ()) -> Chosen:
+    """Pick ``rule.budget`` of the frames (rows of ``vectors``: unit vectors, in priority order).
+    ``marked``: frames where the model contradicts itself along a track, hard whatever their scores."""
     n = len(vectors)
     cover = _Cover(vectors)
     budget = min(rule.budget, n)
@@ -86,6 +88,8 @@ def choose(vectors: np.ndarray, labels: Sequence[Sequence[str]], confidences: Se
         fill(np.array([label in ls for ls in labels], dtype=bool), minimum)
     if rule.hard_fraction > 0:
         hard = np.array([bool(cs) and min(cs) < rule.conf + rule.hard_margin for cs in confidences], dtype=bool)
+        if len(marked):
+            hard |= np.asarray(marked, dtype=bool)
         fill(hard, round(rule.hard_fraction * budget))
     fill(everyone, budget)
     return Chosen(cover.picked, cover.radius())

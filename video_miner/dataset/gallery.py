@@ -44,9 +44,11 @@ def gallery_data(output: Path, rows: list[ManifestRecord], redactor: Redactor = 
         # An OCR box carries the text read (shown as text, never as markup: it is untrusted).
         boxes = [[class_index[d.label], d.conf, *[round(v, 5) for v in d.xywhn],
                   *([printable(d.text)] if d.text else [])] for d in r.detections]
+        # With tracks: each box's track (0: none) and the frame's hard marks.
         frames.append([videos[r.video_id], round(r.timestamp, 3), DECISIONS.index(r.decision),
                        _image(output, layout, r), boxes, index.get(r.duplicate_of or "", -1),
-                       printable(r.reason or ""), _likeness(r)])
+                       printable(r.reason or ""), _likeness(r), [d.track or 0 for d in r.detections],
+                       [printable(d.hard) for d in r.detections if d.hard]])
     kept_by_class = Counter(classes[b[0]] for f in frames if f[2] == 0 for b in {x[0]: x for x in f[4]}.values())
     counts = {"videos": len(video_rows), "frames": len(frames), **Counter(DECISIONS[f[2]] for f in frames)}
     return {"classes": [printable(c) for c in classes], "videos": video_rows, "frames": frames,
@@ -122,7 +124,8 @@ section.video{margin:14px 0} section.video h2{font-size:14px;margin:0 0 6px;word
 section.video h2 small{color:#666;font-weight:normal}
 .cards{display:flex;flex-wrap:wrap;gap:10px}
 .card{background:#fff;border:1px solid #ddd;border-radius:4px;padding:6px;width:330px}
-.card.duplicate{border-color:#bbb;background:#fafafa} .card.filtered{width:auto;max-width:330px}
+.card.duplicate{border-color:#bbb;background:#fafafa} .meta.hard{color:#b00} .meta.view{color:#060}
+.card.filtered{width:auto;max-width:330px}
 .shot{position:relative;width:320px;line-height:0;background:#ccc;min-height:40px}
 .shot img{width:100%;height:auto}
 .box{position:absolute;border:2px solid #e4572e;box-sizing:border-box;pointer-events:none}
@@ -142,6 +145,8 @@ nav{margin:10px 0} nav button{margin-right:6px}
 </select></label>
 <label>class <select id="class"><option value="">any</option></select></label>
 <label>video <input id="video" type="search" placeholder="part of a name" size="18"></label>
+<label>track <input id="track" type="number" min="0" placeholder="any" style="width:5em"></label>
+<label><input id="hard" type="checkbox"> hard only</label>
 <label>per page <select id="per"><option>24</option><option selected>60</option><option>200</option>
 <option value="100000">all</option></select></label>
 </div></header>
@@ -165,7 +170,7 @@ D.frames.forEach((f, i) => {
   if (f[2] !== 0 && f[2] !== 2 && f[5] >= 0) push(dupsOf, f[5], i);
   if (f[2] === 2) push(filteredBy, f[0], i);
 });
-const state = {decision: "kept", cls: "", video: "", per: 60, page: 0};
+const state = {decision: "kept", cls: "", video: "", track: 0, hard: false, per: 60, page: 0};
 
 function counts() {
   const c = D.counts, parts = [["videos", c.videos], ["frames", c.frames], ["kept", c.kept],
@@ -179,6 +184,8 @@ function matches(f) {
   if (state.decision !== "all" && DEC[f[2]] !== state.decision) return false;
   if (state.cls && !f[4].some(b => D.classes[b[0]] === state.cls)) return false;
   if (state.video && !D.videos[f[0]][0].includes(state.video) && !D.videos[f[0]][1].includes(state.video)) return false;
+  if (state.track && !f[8].includes(state.track)) return false;
+  if (state.hard && !f[9].length) return false;
   // In "all", filtered frames are listed under their video, collapsed, not as cards.
   return !(state.decision === "all" && f[2] === 2);
 }
@@ -189,7 +196,9 @@ function shot(i, f) {
     const [c, conf, x, y, w, h, text] = b;
     const s = el("div", {class: "box", "data-frame": String(i), "data-box": String(k),
       style: `left:${(x - w / 2) * 100}%;top:${(y - h / 2) * 100}%;width:${w * 100}%;height:${h * 100}%`});
-    s.append(el("span", {text: D.classes[c] + (text === undefined ? "" : " \u201c" + text + "\u201d") + " " + conf.toFixed(2)}));
+    const track = f[8][k] ? " #" + f[8][k] : "";
+    const read = text === undefined ? "" : " \u201c" + text + "\u201d";
+    s.append(el("span", {text: D.classes[c] + track + read + " " + conf.toFixed(2)}));
     box.append(s);
   });
   return box;
@@ -205,6 +214,11 @@ function card(i) {
     c.append(el("div", {class: "meta likeness", text: f[7] || "same pHash"}));
   }
   if (kind === "filtered" || kind === "left_out") c.append(el("div", {class: "meta reason", text: f[6]}));
+  const tracks = [...new Set(f[8].filter(t => t))];
+  if (kind === "kept" && tracks.length) {
+    c.append(el("div", {class: "meta view", text: "view of track " + tracks.map(t => "#" + t).join(", ")}));
+  }
+  for (const mark of f[9]) c.append(el("div", {class: "meta hard", text: "hard: " + mark}));
   const dups = dupsOf.get(i) || [];
   if (kind === "kept" && dups.length) {
     const n = dups.length + " duplicate" + (dups.length > 1 ? "s" : "");
@@ -272,6 +286,8 @@ for (const [id, key, parse] of [["decision", "decision", String], ["class", "cls
   $(id).addEventListener("change", e => { state[key] = parse(e.target.value); state.page = 0; render(); });
 }
 $("video").addEventListener("input", e => { state.video = e.target.value; state.page = 0; render(); });
+$("track").addEventListener("input", e => { state.track = Number(e.target.value) || 0; state.page = 0; render(); });
+$("hard").addEventListener("change", e => { state.hard = e.target.checked; state.page = 0; render(); });
 counts();
 render();
 document.body.dataset.ready = "1";

@@ -185,7 +185,8 @@ def _budget(config: MinerConfig, kept: list[FrameRow], vectors: Vectors, places:
     whole = vectors.take(places).whole
     chosen = choose(whole, [[d.label for d in r.detections] for r in kept],
                     [[d.conf for d in r.detections] for r in kept], rule,
-                    [index[k] for k in earlier_picks if k in index])
+                    [index[k] for k in earlier_picks if k in index],
+                    [any(d.hard is not None for d in r.detections) for r in kept])
     picks = [kept[i].key for i in chosen.picked]
     out = np.setdiff1d(np.arange(len(kept)), np.asarray(chosen.picked, dtype=np.int64))
     covers: dict[str, Cover] = {}

@@ -2,8 +2,9 @@
 object, and the frames where the model contradicts itself along a track (hard examples).
 
 The tracker is Ultralytics' ByteTrack (IoU matching with a Kalman motion model; its ``lap``
-solver is a dependency). It sees the frames the detector saw, in time order; a frame a prefilter
-dropped is skipped, not shown to it as empty (a blurred frame is not a frame without the person).
+solver is a dependency). It sees the frames the detector saw, in time order, and a frame the static
+prefilter dropped as the frame it repeats; a blurred frame is skipped, not shown to it as empty (it
+is not a frame without the person).
 Ids are the tracker's own, renumbered 1, 2, ... by first appearance, so the same detections give
 the same tracks in every run, worker and engine. A track seen on fewer than ``min_frames`` frames
 is no track: its box keeps no id.
@@ -26,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ..config import TrackConfig
+from ..media.prefilter import STATIC
 from ..media.quality import blur_effect
 from ..records import Decision, Detection, FrameEmbedding, FrameRecord
 
@@ -108,9 +110,16 @@ def assign_tracks(frames: list[FrameRecord], cfg: TrackConfig, conf: float) -> d
     feats = _features(frames) if cfg.appearance < 1 else None
     tracker = _tracker(cfg, conf, feats is not None)
     seen: dict[tuple[int, int], int] = {}
+    last: int | None = None
     for pos, frame in enumerate(frames):
+        if frame.decision == Decision.FILTERED and last is not None and (frame.reason or "").startswith(STATIC):
+            # The same picture as the last frame the detector saw: the tracker sees it again, so a
+            # track ages with time (an empty room for a minute ends it; someone standing still keeps it).
+            tracker.update(_Boxes.of(frames[last].detections), None, feats[last] if feats else None)  # type: ignore[attr-defined]
+            continue
         if frame.decision not in (Decision.CANDIDATE, Decision.NEGATIVE):
-            continue  # not seen by the detector: no evidence either way
+            continue  # blurred or not seen: no evidence either way
+        last = pos
         tracker.update(_Boxes.of(frame.detections), None, feats[pos] if feats else None)  # type: ignore[attr-defined]
         for track in tracker.tracked_stracks:  # type: ignore[attr-defined]
             # Unconfirmed new tracks too: a track confirmed on its second frame owns its first box.

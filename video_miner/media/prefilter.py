@@ -17,6 +17,9 @@ from ..config import FilterConfig
 from ..records import Decision, FrameRecord
 from .quality import frame_difference, measure, open_gray
 
+#: How a static frame's reason starts: the tracker takes it for the frame it is the same as.
+STATIC = "static: "
+
 
 @dataclass
 class Prefilter:
@@ -50,7 +53,7 @@ class Prefilter:
             diff = frame_difference(thumb, self._last[0])
             if diff <= self.cfg.static_max_diff:
                 frame.decision = Decision.FILTERED
-                frame.reason = (f"static: same as the frame at {self._last[1]:.3f} s (its most changed patch differs "
+                frame.reason = (f"{STATIC}same as the frame at {self._last[1]:.3f} s (its most changed patch differs "
                                 f"by {diff:.0f} <= filter.static_max_diff {self.cfg.static_max_diff:g})")
                 return
         self._last = (thumb, frame.t)

@@ -363,7 +363,7 @@ def test_hostile_names_print_as_plain_text_everywhere(tmp_path: Path) -> None:
     assert proc.returncode == 1, text
     assert "\x1b" not in text and "\\x1b[2J" in text and "\\nnext line" in text, text
     assert "[bold red]x[|x]" in text  # markup shown as it is
-    status = cli("status", "-o", str(out))
+    status = cli_here("status", "-o", str(out))
     assert status.returncode == 0, status.stdout + status.stderr
     no_traceback(status)
     assert "\x1b" not in status.stdout

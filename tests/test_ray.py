@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import BOTTLE, PERSON, VIDEOS
-from .helpers import dataset_files, run
+from .helpers import dataset_files, manifest, run
 from .http_server import serve
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
@@ -53,11 +53,16 @@ def test_ray_through_shared_storage_gives_the_same_dataset_as_async_mode(cluster
     store = tmp_path / "store"
     with serve({"/clip/bottle.mp4": bottle_head}) as (base, _):
         inputs = [f"{base}/clip/bottle.mp4", *INPUTS[1:]]
-        on_ray = run(inputs, tmp_path / "ray", engine="ray", **{"ray.shared_storage": store.as_uri()})
-        local = run(inputs, tmp_path / "async")
+        # With tracks on: the filter stage tracks a video once its frames are decided, on any node.
+        on_ray = run(inputs, tmp_path / "ray", engine="ray", **{"ray.shared_storage": store.as_uri(),
+                                                                "track.enabled": True})
+        local = run(inputs, tmp_path / "async", **{"track.enabled": True})
     assert not on_ray.failures and on_ray.videos_done == 3, [f.line() for f in on_ray.failures]
     assert on_ray.export.kept == local.export.kept > 0 and on_ray.export.frames == local.export.frames
     assert dataset_files(tmp_path / "ray" / "dataset") == dataset_files(tmp_path / "async" / "dataset")
+    rows = manifest(tmp_path / "ray")
+    assert rows == manifest(tmp_path / "async")
+    assert any(d.track for r in rows for d in r.detections), "tracks, the same as locally"
     assert (tmp_path / "ray" / "metrics.json").exists()
     assert not (tmp_path / "ray" / "work" / "videos").exists(), "downloads went to the storage, not the driver"
     stored = [p for p in store.rglob("*") if p.is_file()]
@@ -95,3 +100,4 @@ def test_two_node_cluster_places_work_on_both_and_retries_a_killed_worker(cluste
     filter_nodes = {p["filter"] for p in placed}
     extract_nodes = {p["extract"] for p in placed}
     assert len(filter_nodes) == 1 and len(extract_nodes) == 1 and filter_nodes != extract_nodes
+

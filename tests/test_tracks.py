@@ -234,12 +234,12 @@ def test_per_track_keeps_each_visits_best_view(person_head: Path, tmp_path: Path
 
 @pytest.mark.timeout(300)
 def test_kill_9_while_tracking_then_rerun_gives_the_same_tracks(walk: tuple[Path, Path, dict[float, Any]],
-                                                                 person_head: Path, tmp_path: Path) -> None:
+                                                                 bottle_head: Path, tmp_path: Path) -> None:
     clip, reference, _ = walk
     out = tmp_path / "out"
     config = tmp_path / "tracks.yaml"
     config.write_text("track: {enabled: true, fps: 5.0}\nexport: {formats: [yolo, coco]}\n")
-    inputs = [str(person_head), str(clip)]
+    inputs = [str(bottle_head), str(clip)]
     proc = subprocess.Popen(cli_args("run", *inputs, "--config", str(config), "--model", str(MODEL), "--classes",
                                      "person", "--conf", "0.4", "-o", str(out), "-q"),
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -301,3 +301,14 @@ def test_the_gallery_shows_a_tracks_frames_and_the_hard_ones(walk: tuple[Path, P
         assert sorted(t for t, _ in hard) == sorted(r.timestamp for r in rows if r.extra.get("hard"))
         assert all(marks and all(m.startswith("hard: missed between") for m in marks) for _, marks in hard)
         browser.close()
+
+
+def test_the_sequential_runner_gives_the_same_tracks(walk: tuple[Path, Path, dict[float, Any]], tmp_path: Path) -> None:
+    clip, reference, _ = walk
+    out = tmp_path / "out"
+    assert not run([str(clip)], out, engine="sequential", **WALK).failures
+
+    def tracks(rows: list[Any]) -> list[tuple[str, str, list[Any]]]:
+        return [(r.frame, r.decision, [(d.track, d.xywhn, d.view, d.hard) for d in r.detections]) for r in rows]
+
+    assert tracks(manifest(out)) == tracks(manifest(reference))

@@ -333,6 +333,78 @@ def export_command(
         say(f"{len(batch.frames)} frames for {fmt}: {plain(str(batch.dest))}")
 
 
+@app.command("import")
+def import_command(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")],
+    fmt: Annotated[str, typer.Option("--format", help="label-studio (its JSON export) or yolo (a labels folder).")],
+    source: Annotated[Path, typer.Argument(help="The tool's export: a JSON file, or a folder of YOLO labels.")],
+    debug: Debug = False,
+) -> None:
+    """Reviewed labels back from a labelling tool: each frame's latest review is recorded (every
+    revision is kept; the model's boxes too) and wins from the next export on; a skipped task
+    rejects its frame; classes a reviewer added join the dataset's. Run the same `video-miner run`
+    command again to rebuild the dataset with them."""
+    main_options(debug)
+    from .dataset.review import read_reviews
+    from .store.registry import Registry
+
+    console = Console()
+    _need_run(console, output, "dataset")
+    with user_errors(console, output):
+        imported = read_reviews(output, fmt, source)
+        registry = Registry(output / "registry.sqlite")
+        try:
+            added = registry.add_reviews(imported.reviews)
+        finally:
+            registry.close()
+    say = lambda text: console.print(text, soft_wrap=True, highlight=False)  # noqa: E731
+    for note in imported.notes:
+        say(f"[yellow]warning[/yellow] {plain(note)}")
+    rejected = sum(r.rejected for r in imported.reviews)
+    say(f"{len(imported.reviews)} reviewed frames read ({rejected} rejected), {added} new revisions recorded"
+        + ("; run the same `video-miner run` command again to rebuild the dataset with them" if added else ""))
+
+
+@app.command()
+def review(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")],
+    debug: Debug = False,
+) -> None:
+    """How wrong the mining model was, against the reviewed labels: precision, recall and AP50 per
+    class, the classes reviewers changed, the frames they corrected most; and review.png."""
+    main_options(debug)
+    from rich.table import Table
+
+    from .dataset.review import compare, plot_review
+    from .store.registry import Registry
+
+    console = Console()
+    _need_run(console, output, "registry.sqlite")
+    with user_errors(console, output):
+        registry = Registry(output / "registry.sqlite", readonly=True)
+        try:
+            reviews = registry.latest_reviews()
+            model = {r.key: [d for d in r.detections if d.conf > 0] for r in registry.done_frames() if r.key in reviews}
+        finally:
+            registry.close()
+        if not reviews:
+            raise ConfigError(f"{output} holds no reviews yet: video-miner import one from a labelling tool first")
+        result = compare(model, reviews)
+        path = plot_review(result, output / "review.png", output)
+    table = Table(title=f"{result.frames} reviewed frames ({result.rejected} rejected); mAP50 {result.map50:.3f}")
+    for column in ("class", "reviewed boxes", "model boxes", "precision", "recall", "AP50"):
+        table.add_column(column)
+    for c in result.classes:
+        table.add_row(plain(c.label), str(c.reviewed), str(c.found), f"{c.precision:.3f}", f"{c.recall:.3f}",
+                      f"{c.ap50:.3f}")
+    console.print(table)
+    for (was, now), n in sorted(result.confusions.items(), key=lambda kv: -kv[1]):
+        console.print(f"re-classed: {plain(was)} -> {plain(now)}: {n}", highlight=False, soft_wrap=True)
+    for frame, n in result.most_corrected:
+        console.print(f"corrected: {plain(frame)}: {n}", highlight=False, soft_wrap=True)
+    console.print(f"plot: {path}", highlight=False, soft_wrap=True)
+
+
 @app.command("diff")
 def diff_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")],

@@ -179,6 +179,36 @@ def detections_from_json(data: list[dict[str, Any]] | None) -> list[Detection]:
     return [Detection.from_json(d) for d in data or []]
 
 
+@dataclass(frozen=True)
+class Review:
+    """A person's verdict on a frame, brought back from a labelling tool (``video-miner import``):
+    the boxes as reviewed (added, moved, re-classed, deleted), or that the frame is rejected."""
+
+    frame: str
+    tool: str
+    boxes: list[Detection]
+    rejected: bool = False
+    who: str | None = None
+    at: str | None = None
+    #: Its place among the frame's reviews (1, 2, ...), as the registry numbers them.
+    revision: int = 0
+
+    def same_as(self, other: Review) -> bool:
+        """Whether it says what ``other`` says (who and when apart)."""
+        return self.rejected == other.rejected and [(d.label, d.xywhn, d.text) for d in self.boxes] == [
+            (d.label, d.xywhn, d.text) for d in other.boxes]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"frame": self.frame, "tool": self.tool, "boxes": detections_json(self.boxes), "rejected": self.rejected,
+                "who": self.who, "at": self.at}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Review:
+        return cls(str(data["frame"]), str(data["tool"]), detections_from_json(data.get("boxes")),
+                   bool(data.get("rejected")), None if data.get("who") is None else str(data["who"])[:200],
+                   None if data.get("at") is None else str(data["at"])[:64])
+
+
 @dataclass
 class MediaInfo:
     """How a video's frames were decoded and are shown (the manifest's media fields, in its order)."""

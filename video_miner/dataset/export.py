@@ -6,17 +6,18 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..config import MinerConfig
 from ..errors import UnsafePath
-from ..records import Detection, FrameRow, VideoRow
+from ..records import Decision, Detection, FrameRow, Review, VideoRow
 from ..redact import Redactor
 from ..store.files import make_dirs, read_json, remove_tree, replace_dir, write_json
 from ..store.manifest import PROVENANCE, ManifestRecord, write_embeddings, write_manifest
 from ..store.registry import Registry
+from .review import indexed, reviewed_classes
 from .select import Selection, replaced, select_frames
 from .settle import Labeller, settle
 from .writers import Labels, Splits, write_coco, write_yolo
@@ -77,8 +78,12 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
     """The dataset from everything done so far. ``labeller``: a second model that labels the kept
     frames; ``detect``: the filter's detector, for the deferred frames the choice still needs
     (detected and recorded first: choosing itself reads and writes nothing)."""
-    rows = [r for r in registry.done_frames() if _stays_inside(r)]
+    reviews = registry.latest_reviews()
+    # A frame a reviewer rejected is out, whatever the model found on it.
+    rows = [_rejected(r, reviews[r.key]) if r.key in reviews and reviews[r.key].rejected else r
+            for r in registry.done_frames() if _stays_inside(r)]
     videos = {v.video_id: v for v in registry.videos()}
+    classes = reviewed_classes(config.dataset_classes, reviews)
     order = {vid: v.order for vid, v in videos.items()}
     detected = settle(rows, order, config, output, detect, detect_batch)
     if detected:
@@ -89,19 +94,21 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
     if labeller is not None and chosen.kept:
         for r, dets in zip(chosen.kept, labeller([output / r.file for r in chosen.kept]), strict=True):
             labels[r.key] = dets
+    for key in labels:  # reviewed labels win over any model's
+        if key in reviews:
+            labels[key] = indexed(reviews[key], classes)
     staging = output / "dataset.staging"
     remove_tree(staging)
     make_dirs(staging, output)
     splits = _splits(chosen.kept, config.export.val_fraction)
     try:
-        image_paths = write_yolo(staging, output, splits, labels, config.dataset_classes)
+        image_paths = write_yolo(staging, output, splits, labels, classes)
         if "coco" in config.export.formats:
-            write_coco(staging, splits, labels, config.dataset_classes, image_paths)
+            write_coco(staging, splits, labels, classes, image_paths)
         redactor = Redactor.with_extra(config.secret_params)
-        write_manifest(staging, manifest_records(rows, videos, chosen, image_paths, labels, redactor, config),
+        write_manifest(staging, manifest_records(rows, videos, chosen, image_paths, labels, redactor, config, reviews),
                        config.export.manifest)
-        write_json(staging / PROVENANCE, {"config_hash": config.result_hash(), "classes": config.dataset_classes},
-                   staging)
+        write_json(staging / PROVENANCE, {"config_hash": config.result_hash(), "classes": classes}, staging)
         write_embeddings(staging, chosen.pool)
         if chosen.budget is not None:
             write_json(staging / SELECTION, {"budget": config.select.budget, "picks": chosen.budget.picks,
@@ -147,9 +154,14 @@ def _stays_inside(row: FrameRow) -> bool:
     return True
 
 
+def _rejected(row: FrameRow, review: Review) -> FrameRow:
+    by = f" by {review.who}" if review.who else ""
+    return replace(row, decision=Decision.NEGATIVE, reason=f"rejected in review ({review.tool}{by})")
+
+
 def manifest_records(rows: list[FrameRow], videos: dict[str, VideoRow], chosen: Selection,
                      image_paths: dict[str, str], labels: dict[str, list[Detection]], redactor: Redactor,
-                     config: MinerConfig) -> list[ManifestRecord]:
+                     config: MinerConfig, reviews: dict[str, Review] | None = None) -> list[ManifestRecord]:
     """One row per sampled frame with its decision and the reason, in words: a duplicate names the
     kept frame that stands for it (its chain of duplicates followed) or says none does and why; a
     frame left out by the budget names the pick that covers it and how far it is. Rows keep the
@@ -166,6 +178,10 @@ def manifest_records(rows: list[FrameRow], videos: dict[str, VideoRow], chosen: 
         hard = [d.hard for d in r.detections if d.hard is not None]
         if hard:
             extra["hard"] = hard
+        review = (reviews or {}).get(key)
+        if review is not None:  # its boxes are the reviewed ones; the registry keeps the model's
+            extra["reviewed"] = {"revision": review.revision, "tool": review.tool, "who": review.who, "at": review.at,
+                                 "rejected": review.rejected}
         if decision == "filtered":
             reason = reasons.get(key, r.reason)
         if budget is not None and key in budget.left_out:

@@ -190,8 +190,9 @@ def export(output: Path, fmt: str, dest: Path | None = None, new_only: bool = Fa
         for line in notes:
             log.warning("%s", line)
         if new_only:
+            # Nothing handed over before, nor a frame a person already reviewed (imported back).
             handed = handed_over(past)
-            frames = [f for f in frames if f.row.frame not in handed]
+            frames = [f for f in frames if f.row.frame not in handed and "reviewed" not in f.row.extra]
             if not frames:
                 return Batch(fmt, None, [], classes, image_root, notes=notes)
         number = sum(r.new_only for r in past) + 1 if new_only else 0

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.request import pathname2url
@@ -23,6 +23,7 @@ from ..records import (
     Decision,
     FrameRow,
     MediaInfo,
+    Review,
     State,
     VideoRow,
     VideoUpdate,
@@ -75,6 +76,12 @@ CREATE TABLE IF NOT EXISTS frames (
     embedding BLOB,
     shot INTEGER,
     PRIMARY KEY (video_id, frame_index)
+);
+CREATE TABLE IF NOT EXISTS reviews (
+    frame TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    review_json TEXT NOT NULL,
+    PRIMARY KEY (frame, revision)
 );
 """
 #: Columns added since the first schema: (table, column, declaration). Added to older registries.
@@ -219,6 +226,36 @@ class Registry:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    # ---- reviews ---------------------------------------------------------------------------
+    def add_reviews(self, reviews: Sequence[Review]) -> int:
+        """Record each review as its frame's next revision, unless it says what the latest already
+        says (importing the same file twice changes nothing); the model's own boxes stay in
+        ``frames``. Returns how many revisions were added."""
+        added = 0
+        with self._tx() as db:
+            for review in reviews:
+                row = db.execute("SELECT revision, review_json FROM reviews WHERE frame=? ORDER BY revision DESC "
+                                 "LIMIT 1", (review.frame,)).fetchone()
+                if row is not None and Review.from_json(json.loads(row["review_json"])).same_as(review):
+                    continue
+                revision = 1 if row is None else int(row["revision"]) + 1
+                db.execute("INSERT INTO reviews(frame, revision, review_json) VALUES (?, ?, ?)",
+                           (review.frame, revision, json.dumps(review.as_json())))
+                added += 1
+        return added
+
+    def latest_reviews(self) -> dict[str, Review]:
+        """Frame key -> its latest review (a damaged row is read past: the model's boxes stand)."""
+        with self._lock:
+            rows = self._db.execute("SELECT frame, revision, review_json FROM reviews ORDER BY frame, revision").fetchall()
+        out: dict[str, Review] = {}
+        for r in rows:
+            try:
+                out[str(r["frame"])] = replace(Review.from_json(json.loads(r["review_json"])), revision=int(r["revision"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return out
 
     # ---- meta ------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:

@@ -1,0 +1,152 @@
+"""Reviewed labels come back: a Label Studio export edited as a reviewer would (a box moved, a
+false one deleted, a missed one added with a new class, one re-classed, a frame skipped) and a YOLO
+labels folder are imported; the dataset takes them at the next run, the model's boxes stay in the
+registry, nothing reviewed is handed over again, and `review` says how wrong the model was."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from video_miner.dataset import handover
+from video_miner.store.registry import Registry
+
+from .conftest import VIDEOS
+from .helpers import cli_here, dataset_files, kept, manifest, run
+
+CLASSES = {"filter.classes": ["person", "bottle"], "export.formats": ["yolo", "coco", "label-studio"]}
+
+
+@pytest.fixture(scope="module")
+def inputs(bottle_head: Path) -> list[str]:
+    return [str(VIDEOS / "again.mkv"), str(VIDEOS / "book.mkv"), str(bottle_head)]
+
+
+@pytest.fixture(scope="module")
+def mined(inputs: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("review") / "out"
+    report = run(inputs, out, **CLASSES)
+    assert not report.failures and report.export.kept >= 5
+    return out
+
+
+def _annotation(task: dict[str, Any], result: list[dict[str, Any]], cancelled: bool = False) -> dict[str, Any]:
+    return {**task, "annotations": [{"id": 1, "completed_by": {"email": "reviewer@example.com"}, "result": result,
+                                      "was_cancelled": cancelled, "created_at": "2026-12-03T10:00:00Z",
+                                      "updated_at": "2026-12-03T10:05:00Z"}]}
+
+
+def _reviewed_export(mined: Path, folder: Path) -> tuple[Path, dict[str, str]]:
+    """Label Studio's JSON export after a review of the first five tasks; what was done to each."""
+    tasks = json.loads((mined / "exports" / "label-studio" / "all" / "tasks.json").read_text())
+    with_boxes = [t for t in tasks if t["predictions"][0]["result"]]
+    assert len(with_boxes) >= 5
+    done: dict[str, str] = {}
+    out = []
+    for k, task in enumerate(with_boxes[:5]):
+        result = copy.deepcopy(task["predictions"][0]["result"])
+        frame = task["data"]["frame"]
+        if k == 0:
+            result[0]["value"]["x"] += result[0]["value"]["width"] * 0.2  # moved a fifth of its width
+            done[frame] = "moved"
+        elif k == 1:
+            result = result[1:]  # a false box deleted
+            done[frame] = "deleted"
+        elif k == 2:
+            result.append({**copy.deepcopy(result[0]), "id": "new", "value": {
+                "x": 1, "y": 1, "width": 10, "height": 10, "rotation": 0, "rectanglelabels": ["cup"]}})
+            done[frame] = "added cup"
+        elif k == 3:
+            result[0]["value"]["rectanglelabels"] = ["dog"]
+            done[frame] = "re-classed"
+        out.append(_annotation(task, result, cancelled=k == 4))
+        if k == 4:
+            done[frame] = "rejected"
+    path = folder / "ls-export.json"
+    path.write_text(json.dumps(out))
+    return path, done
+
+
+def test_a_label_studio_review_comes_back_into_the_dataset(mined: Path, inputs: list[str], tmp_path: Path) -> None:
+    export, done = _reviewed_export(mined, tmp_path)
+    before = {r.frame: r for r in manifest(mined)}
+    proc = cli_here("import", "-o", str(mined), "--format", "label-studio", str(export))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "5 reviewed frames read (1 rejected), 5 new revisions recorded" in proc.stdout
+    again = cli_here("import", "-o", str(mined), "--format", "label-studio", str(export))
+    assert "0 new revisions recorded" in again.stdout, again.stdout  # the same file twice changes nothing
+    registry = Registry(mined / "registry.sqlite", readonly=True)
+    reviews = registry.latest_reviews()
+    model = {r.key: r.detections for r in registry.done_frames()}
+    registry.close()
+    assert set(reviews) == set(done) and all(r.revision == 1 and r.who == "reviewer@example.com"
+                                             for r in reviews.values())
+    # the model's boxes stay in the registry
+    assert all(model[k] == before[k].detections for k in done)
+
+    assert not run(inputs, mined, **CLASSES).failures  # the same command again: the dataset takes the reviews
+    rows = {r.frame: r for r in manifest(mined)}
+    names = yaml.safe_load((mined / "dataset" / "data.yaml").read_text())["names"]
+    assert list(names.values())[:2] == ["person", "bottle"] and {"cup", "dog"} <= set(names.values())
+    for frame, what in done.items():
+        row = rows[frame]
+        assert row.extra["reviewed"]["tool"] == "label-studio", frame
+        if what == "rejected":
+            assert row.decision == "filtered" and "rejected in review" in (row.reason or "")
+            continue
+        assert row.decision == "kept", (frame, what)
+        labels = (mined / "dataset" / row.image.replace("images", "labels", 1)).with_suffix(".txt").read_text()
+        lines = labels.splitlines()
+        if what == "deleted":
+            assert len(lines) == len(before[frame].detections) - 1
+        if what == "added cup":
+            assert any(line.startswith(f"{list(names.values()).index('cup')} ") for line in lines)
+        if what == "re-classed":
+            assert any(d.label == "dog" for d in row.detections)
+        if what == "moved":
+            box = before[frame].detections[0]
+            assert row.detections[0].xywhn[0] == pytest.approx(box.xywhn[0] + 0.2 * box.xywhn[2], abs=2e-3)
+    coco = json.loads((mined / "dataset" / "annotations" / "instances_train.json").read_text())
+    assert {c["name"] for c in coco["categories"]} >= {"cup", "dog"}
+    # nothing reviewed is handed over again: a first CVAT batch leaves the reviewed frames out
+    batch = handover.export(mined, "cvat", new_only=True)
+    assert batch.frames and not {f.row.frame for f in batch.frames} & set(done)
+
+    review = cli_here("review", "-o", str(mined))
+    assert review.returncode == 0, review.stdout + review.stderr
+    assert "4 reviewed frames (1 rejected)" in review.stdout
+    assert "re-classed: " in review.stdout and "-> dog: 1" in review.stdout
+    corrected = [line for line in review.stdout.splitlines() if line.startswith("corrected: ")]
+    assert {line.split(": ")[1] for line in corrected} == {k for k, w in done.items() if w != "rejected"}
+    assert (mined / "review.png").stat().st_size > 1000
+    # a second run changes nothing more: the dataset is byte-stable
+    files = dataset_files(mined / "dataset")
+    assert not run(inputs, mined, **CLASSES).failures
+    assert dataset_files(mined / "dataset") == files
+
+
+def test_a_label_for_a_frame_the_dataset_does_not_know_is_refused(mined: Path, tmp_path: Path) -> None:
+    export = tmp_path / "ls.json"
+    export.write_text(json.dumps([_annotation({"data": {"frame": "not-mined@1.000", "image": "x.jpg"}}, [])]))
+    proc = cli_here("import", "-o", str(mined), "--format", "label-studio", str(export))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "not-mined@1.000" in proc.stdout + proc.stderr and "nothing was imported" in proc.stdout + proc.stderr
+
+
+def test_a_yolo_labels_folder_comes_back(mined: Path, tmp_path: Path) -> None:
+    chosen = kept(manifest(mined))[-1]
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / Path(chosen.image or "").with_suffix(".txt").name).write_text("1 0.5 0.5 0.2 0.3\n")
+    proc = cli_here("import", "-o", str(mined), "--format", "yolo", str(labels))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 reviewed frames read (0 rejected), 1 new revisions recorded" in proc.stdout
+    registry = Registry(mined / "registry.sqlite", readonly=True)
+    review = registry.latest_reviews()[chosen.frame]
+    registry.close()
+    assert review.tool == "yolo" and [(d.label, d.xywhn) for d in review.boxes] == [("bottle", (0.5, 0.5, 0.2, 0.3))]

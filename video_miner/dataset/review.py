@@ -1,0 +1,285 @@
+"""Reviewed labels back from labelling tools (``video-miner import``), and how wrong the mining
+model was against them (``video-miner report --review``).
+
+Frames are matched by what the exports wrote: Label Studio tasks carry the frame key in
+``data.frame`` (and the image name); a YOLO labels folder names each file after the image the
+dataset holds. A label for a frame the dataset does not know is refused, naming it, and nothing is
+recorded. A task the reviewer skipped (Label Studio's ``was_cancelled``) rejects its frame. Classes
+a reviewer added join the dataset's classes after the configured ones, in the order first seen.
+
+Everything read here is untrusted: files are read bounded, numbers checked, names shown printable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..records import Detection, Review
+from ..redact import printable
+from ..store.files import read_bytes, read_json
+from ..store.manifest import PROVENANCE, ManifestRecord, read_manifest
+
+FORMATS = ("label-studio", "yolo")
+#: A Label Studio export larger than this is not one of a dataset this tool mined (1 GiB).
+MAX_EXPORT_BYTES = 1 << 30
+MAX_LABEL_FILE = 1 << 20
+#: The most unknown frames named in the refusal (the rest are counted).
+SHOWN = 5
+
+
+@dataclass
+class Imported:
+    reviews: list[Review]
+    #: Lines to show: tasks without annotations, regions that are not boxes, read past.
+    notes: list[str] = field(default_factory=list)
+
+
+def read_reviews(output: Path, fmt: str, source: Path) -> Imported:
+    """The reviews in ``source`` (a ``fmt`` export of a tool) for the dataset of ``output``."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    rows = list(read_manifest(output / "dataset"))
+    imported = _label_studio(source, rows) if fmt == "label-studio" else _yolo(source, rows, _classes(output))
+    known = {r.frame for r in rows}
+    unknown = [r.frame for r in imported.reviews if r.frame not in known]
+    if unknown:
+        shown = ", ".join(printable(k) for k in unknown[:SHOWN]) + (f" and {len(unknown) - SHOWN} more"
+                                                                    if len(unknown) > SHOWN else "")
+        raise ConfigError(f"{source}: labels for frames this dataset does not know: {shown}; nothing was imported "
+                          "(import what an export of this output folder handed over)")
+    return imported
+
+
+def _classes(output: Path) -> list[str]:
+    data = read_json(output / "dataset" / PROVENANCE, 1 << 20)
+    return [str(c) for c in data.get("classes") or []] if isinstance(data, dict) else []
+
+
+def _label_studio(path: Path, rows: list[ManifestRecord]) -> Imported:
+    tasks = read_json(path, MAX_EXPORT_BYTES)
+    if not isinstance(tasks, list):
+        raise ConfigError(f"{path}: not a Label Studio JSON export (a list of tasks)")
+    by_image = {Path(r.image).name: r.frame for r in rows if r.image}
+    out = Imported([])
+    for task in tasks:
+        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+            out.notes.append("a task that is not a mapping with data: read past")
+            continue
+        data = task["data"]
+        frame = data.get("frame")
+        if not isinstance(frame, str):
+            frame = by_image.get(str(data.get("image", "")).rsplit("/", 1)[-1], str(data.get("image", "?")))
+        annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
+        if not annotations:
+            continue  # not reviewed yet
+        # The latest annotation of the task is the review (Label Studio lists them oldest first).
+        latest = max(annotations, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""),
+                                                 int(a.get("id") or 0)))
+        who = latest.get("completed_by")
+        who = who.get("email") if isinstance(who, dict) else who
+        at = latest.get("updated_at") or latest.get("created_at")
+        if latest.get("was_cancelled"):
+            out.reviews.append(Review(frame, "label-studio", [], True, _text(who), _text(at)))
+            continue
+        boxes = []
+        for region in latest.get("result") or []:
+            box = _ls_box(region)
+            if box is None:
+                out.notes.append(f"{printable(frame)}: a region that is not a box with one label: read past")
+                continue
+            boxes.append(box)
+        out.reviews.append(Review(frame, "label-studio", boxes, False, _text(who), _text(at)))
+    return out
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else printable(str(value))[:200]
+
+
+def _ls_box(region: Any) -> Detection | None:
+    """A Label Studio rectangle (percent of the picture, top-left corner) as a box; OCR text from a
+    ``textarea`` region is not a box (see the notes)."""
+    if not isinstance(region, dict) or region.get("type") != "rectanglelabels":
+        return None
+    value = region.get("value") or {}
+    labels = value.get("rectanglelabels") or []
+    try:
+        x, y, w, h = (float(value[k]) / 100 for k in ("x", "y", "width", "height"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if len(labels) != 1 or not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+        return None
+    x, y = max(0.0, x), max(0.0, y)
+    w, h = min(w, 1 - x), min(h, 1 - y)
+    meta = region.get("meta")
+    track = meta.get("track_id") if isinstance(meta, dict) and isinstance(meta.get("track_id"), int) else None
+    return Detection(str(labels[0])[:200], -1, 1.0, (round(x + w / 2, 6), round(y + h / 2, 6), round(w, 6),
+                                                     round(h, 6)), track=track)
+
+
+def _yolo(folder: Path, rows: list[ManifestRecord], classes: list[str]) -> Imported:
+    """A YOLO labels folder (``labels/`` or its splits, one ``.txt`` per image: ``class cx cy w h``
+    per line, 0-1), with its ``data.yaml`` names if it has one, else the dataset's classes."""
+    import yaml
+
+    names = classes
+    for candidate in (folder / "data.yaml", folder.parent / "data.yaml"):
+        if candidate.is_file():
+            data = yaml.safe_load(read_bytes(candidate, MAX_LABEL_FILE))
+            raw = data.get("names") if isinstance(data, dict) else None
+            if isinstance(raw, dict):
+                names = [str(raw[k]) for k in sorted(raw)]
+            elif isinstance(raw, list):
+                names = [str(n) for n in raw]
+            break
+    by_stem = {Path(r.image).stem: r.frame for r in rows if r.image}
+    out = Imported([])
+    for path in sorted(folder.rglob("*.txt")):
+        if path.is_symlink() or not path.is_file():
+            continue
+        frame = by_stem.get(path.stem, path.stem)
+        boxes = []
+        for k, line in enumerate(read_bytes(path, MAX_LABEL_FILE).decode("utf-8", "replace").splitlines()):
+            parts = line.split()
+            if not parts:
+                continue
+            try:
+                index, x, y, w, h = int(parts[0]), *(float(v) for v in parts[1:5])
+            except (ValueError, TypeError):
+                out.notes.append(f"{printable(path.name)}:{k + 1}: not `class cx cy w h`: read past")
+                continue
+            if not 0 <= index < len(names) or not all(0 <= v <= 1 for v in (x, y, w, h)):
+                out.notes.append(f"{printable(path.name)}:{k + 1}: class {index} or a coordinate out of range: read past")
+                continue
+            boxes.append(Detection(names[index], -1, 1.0, (x, y, w, h)))
+        out.reviews.append(Review(frame, "yolo", boxes))
+    return out
+
+
+def reviewed_classes(configured: list[str], reviews: dict[str, Review]) -> list[str]:
+    """The dataset's classes: the configured ones, then those reviewers added, in the order seen."""
+    extra = [d.label for key in sorted(reviews) for d in reviews[key].boxes if d.label not in configured]
+    return configured + list(dict.fromkeys(extra))
+
+
+def indexed(review: Review, classes: list[str]) -> list[Detection]:
+    """A review's boxes with their class indices in ``classes``."""
+    index = {c: i for i, c in enumerate(classes)}
+    return [Detection(d.label, index[d.label], d.conf, d.xywhn, d.model, d.text, d.track) for d in review.boxes]
+
+
+# ---- how wrong the model was ----------------------------------------------------------------------
+@dataclass
+class ClassScore:
+    label: str
+    reviewed: int
+    found: int
+    precision: float
+    recall: float
+    ap50: float
+
+
+@dataclass
+class ReviewReport:
+    frames: int
+    rejected: int
+    classes: list[ClassScore]
+    map50: float
+    #: (model's class, reviewer's class) -> boxes re-classed.
+    confusions: dict[tuple[str, str], int]
+    #: (frame, corrections: boxes added, deleted, moved or re-classed), most corrected first.
+    most_corrected: list[tuple[str, int]]
+
+
+def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    iw = max(0.0, min(ax + aw / 2, bx + bw / 2) - max(ax - aw / 2, bx - bw / 2))
+    ih = max(0.0, min(ay + ah / 2, by + bh / 2) - max(ay - ah / 2, by - bh / 2))
+    union = aw * ah + bw * bh - iw * ih
+    return iw * ih / union if union > 0 else 0.0
+
+
+def compare(model: dict[str, list[Detection]], reviews: dict[str, Review], top: int = 10) -> ReviewReport:
+    """The mining model's boxes (``model``: frame -> boxes) against the reviewed ones, per class:
+    precision and recall at IoU 0.5 and AP50 (Ultralytics' own ``ap_per_class``), the classes the
+    reviewers changed, and the frames they corrected most. Rejected frames are counted apart."""
+    from ultralytics.utils.metrics import ap_per_class
+
+    judged = {k: r for k, r in reviews.items() if not r.rejected and k in model}
+    labels = sorted({d.label for k, r in judged.items() for d in [*r.boxes, *model[k]]})
+    at = {c: i for i, c in enumerate(labels)}
+    tp, conf, pred, target = [], [], [], []
+    confusions: Counter[tuple[str, str]] = Counter()
+    corrections: Counter[str] = Counter()
+    for key, review in judged.items():
+        truth, found = review.boxes, sorted(model[key], key=lambda d: -d.conf)
+        target += [at[d.label] for d in truth]
+        used: set[int] = set()
+        for d in found:
+            best, best_iou = -1, 0.5
+            for j, t in enumerate(truth):
+                iou = _iou(d.xywhn, t.xywhn)
+                if j not in used and iou >= best_iou:
+                    best, best_iou = j, iou
+            hit = best >= 0 and truth[best].label == d.label
+            if best >= 0:
+                used.add(best)
+                if not hit:
+                    confusions[(d.label, truth[best].label)] += 1
+                    corrections[key] += 1
+                elif best_iou < 0.9:
+                    corrections[key] += 1  # moved
+            else:
+                corrections[key] += 1  # deleted: the model's false box
+            tp.append(hit)
+            conf.append(d.conf)
+            pred.append(at[d.label])
+        corrections[key] += len(truth) - len(used)  # added: the model missed them
+    scores: list[ClassScore] = []
+    map50 = 0.0
+    if target:
+        result = ap_per_class(np.asarray(tp, dtype=bool).reshape(-1, 1), np.asarray(conf), np.asarray(pred),
+                              np.asarray(target))
+        p, r, ap, classes = result[2], result[3], result[5], result[6]
+        for k, c in enumerate(classes.tolist()):
+            label = labels[int(c)]
+            scores.append(ClassScore(label, target.count(int(c)), pred.count(int(c)), round(float(p[k]), 4),
+                                     round(float(r[k]), 4), round(float(ap[k, 0]), 4)))
+        map50 = round(float(ap[:, 0].mean()), 4) if len(classes) else 0.0
+    most = sorted(((k, n) for k, n in corrections.items() if n), key=lambda kv: (-kv[1], kv[0]))[:top]
+    return ReviewReport(len(judged), sum(r.rejected for r in reviews.values()), scores, map50, dict(confusions), most)
+
+
+def plot_review(result: ReviewReport, path: Path, root: Path) -> Path:
+    """Precision, recall and AP50 per class as bars (matplotlib, written under ``root``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..store.files import writing
+
+    labels = [printable(c.label) for c in result.classes]
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(labels) + 2), 3.5))
+    for k, (name, values) in enumerate((("precision", [c.precision for c in result.classes]),
+                                         ("recall", [c.recall for c in result.classes]),
+                                         ("AP50", [c.ap50 for c in result.classes]))):
+        ax.bar(x + (k - 1) * 0.27, values, 0.27, label=name)
+    ax.set_xticks(x, labels)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"the mining model against {result.frames} reviewed frames (mAP50 {result.map50:.3f})")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    with writing(path, root, binary=True) as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    plt.close(fig)
+    return path

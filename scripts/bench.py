@@ -9,7 +9,8 @@ Sections: 1 extraction alone, 2 the whole job, 3 the pipeline's overlap, 4 dedup
 into one video), 8 the gallery of a 50,000-frame manifest in headless Chromium, 10 frames chosen
 for what they show (scripts/bench_select.py: copies, different people, budget), 11 several models
 on every frame (scripts/bench_models.py: parallel branches, join overhead, the cascade, a live
-exact vs realtime join). Section 6 (GPU)
+exact vs realtime join), 12 objects through time (scripts/bench_tracks.py: tracks against the person
+video's visits at several track.fps, the cost curve, MOTA/IDF1 and planted misses). Section 6 (GPU)
 runs with --gpu [DEVICE] on a machine with CUDA; 9 live-stream capacity with --live, and the
 live soak with --soak MINUTES (see scripts/bench_live.py).
 """
@@ -409,7 +410,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument("--copies", type=int, default=2)
     parser.add_argument("--skip", default="",
-                        help="comma-separated sections to skip: extract,job,dedup,memory,clips,gallery,select,models")
+                        help="comma-separated sections to skip: extract,job,dedup,memory,clips,gallery,select,models,"
+                             "tracks")
     parser.add_argument("--gpu", nargs="?", const="cuda:0", default=None, metavar="DEVICE",
                         help="also run section 6 on this device (default cuda:0; cpu to try it without a GPU)")
     parser.add_argument("--live", action="store_true", help="also run section 9: live streams sustained")
@@ -502,6 +504,11 @@ def main() -> None:
 
         results["models"] = {"files": section_models(args.work), "live": section_live_models(args.work)}
         log(f"11 models: {json.dumps(results['models'])}")
+    if "tracks" not in skip:
+        from scripts.bench_tracks import section_tracks
+
+        results["tracks"] = section_tracks(args.work / "tracks")
+        log(f"12 tracks: {json.dumps(results['tracks'])}")
     if args.gpu:
         results["gpu"] = section_gpu(corpus, args.work, args.gpu)
     if args.live:

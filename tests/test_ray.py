@@ -101,3 +101,53 @@ def test_two_node_cluster_places_work_on_both_and_retries_a_killed_worker(cluste
     extract_nodes = {p["extract"] for p in placed}
     assert len(filter_nodes) == 1 and len(extract_nodes) == 1 and filter_nodes != extract_nodes
 
+
+
+def test_a_models_graph_on_ray_gives_the_dataset_of_the_local_engine(cluster: object, tmp_path: Path) -> None:
+    """A detector, an OCR after it (a cascade) and a shots model with a cap per shot: the filter
+    actor holds the detector and the OCR joined per frame, the extract task finds the shots; the
+    dataset and manifest are byte for byte those of the local engine."""
+    from scripts.media import make_plates_clip
+
+    clip = make_plates_clip(tmp_path / "plates.mp4")
+    config = {"models": [{"name": "vehicles", "classes": ["bus", "person"]},
+                         {"name": "plates", "kind": "ocr", "after": "vehicles"},
+                         {"name": "cuts", "kind": "shots"}],
+              "keep": "bus and text", "filter.static_max_diff": -1, "extract.fps": 2, "extract.per_shot": 2}
+    on_ray = run([str(clip)], tmp_path / "ray", engine="ray", **config)
+    local = run([str(clip)], tmp_path / "async", **config)
+    assert not on_ray.failures and not local.failures, [f.line() for f in on_ray.failures]
+    assert on_ray.export.kept == local.export.kept > 0
+    assert dataset_files(tmp_path / "ray" / "dataset") == dataset_files(tmp_path / "async" / "dataset")
+    rows = manifest(tmp_path / "ray")
+    assert rows == manifest(tmp_path / "async")
+    assert any(d.text for r in rows for d in r.detections), "the OCR read the plate on Ray"
+    assert any(r.extra.get("shot", 0) > 0 for r in rows), "the shots model found the cuts on Ray"
+
+
+def test_a_watched_folder_on_ray_is_watched_on_the_driver_and_mined_on_the_cluster(cluster: object,
+                                                                                  tmp_path: Path) -> None:
+    import shutil
+
+    from video_miner.run.compose import mine
+    from video_miner.run.request import RunRequest, StopSignal
+
+    from .helpers import done_videos, make_config, wait_for
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(VIDEOS / "book.mkv", inbox / "already-there.mkv")
+    out = tmp_path / "out"
+    stop = StopSignal()
+    request = RunRequest([], make_config(out, **{"watch.settle_s": 0.5}), engine="ray", watch=[inbox], stop=stop)
+    reports = []
+    thread = threading.Thread(target=lambda: reports.append(mine(request)))
+    thread.start()
+    try:
+        wait_for(lambda: done_videos(out) == 1, "the file already there mined on Ray", alive=thread.is_alive)
+        shutil.copy(VIDEOS / "again.mkv", inbox / "new.mkv")
+        wait_for(lambda: done_videos(out) == 2, "the new file mined on Ray", alive=thread.is_alive)
+    finally:
+        stop.set()
+        thread.join(120)
+    assert reports and not reports[0].failures and reports[0].videos_done == 2

@@ -315,8 +315,8 @@ class TrackConfig(_Section):
     enabled: bool = False
     #: The rate the tracker sees: with tracks on, frames are sampled at the larger of this and
     #: ``extract.fps`` (each goes through the prefilters and the detector like any other). 1: on the
-    #: person video and a clip of known paths it gives every visit one track at 1.04x the job's time
-    #: (2 fps: the same tracks at 1.6x; docs/benchmarks.md); raise it for fast objects (traffic).
+    #: person video and a clip of known paths it gives every visit one track at 1.09x the job's time
+    #: (2 fps: the same tracks at 1.74x; docs/benchmarks.md); raise it for fast objects (traffic).
     fps: float = Field(1.0, gt=0, le=30)
     #: How long a track the detector lost may be found again under the same id.
     keep_lost_s: float = Field(2.0, ge=0, le=60)

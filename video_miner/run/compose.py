@@ -96,7 +96,6 @@ def _interrupted(ctx: MiningContext) -> RunEnd:
 def _engine(request: RunRequest, ctx: MiningContext, detector: Detector | ModelGraph, metrics: RunMetrics) -> Engine:
     """The one place the engine is chosen."""
     if request.engine == "ray":
-        assert isinstance(detector, Detector), "check_request refuses models: on Ray"
         from .ray_engine import RayEngine
 
         return RayEngine(ctx, detector, request.ray_address)

@@ -3,7 +3,8 @@
 On the driver the usual :class:`~async_pipeline.AsyncPipelineOrchestrator` runs, so backpressure,
 exact completion, retries, Ctrl-C, the registry, metrics and the export work exactly as locally.
 Its download/extract/filter stages are thin proxies: each sends one video's work to Ray (a task
-for CPU stages, a long-lived actor holding the model for the filter) and awaits the
+for CPU stages, a long-lived actor holding the model, or a ``models:`` list's models joined per
+frame, for the filter; a shots model loads in the extract task that needs it) and awaits the
 :class:`~video_miner.stages.base.StageResult`; the number of proxy workers bounds the work in flight
 per stage. Remotely the unchanged stage class runs with a :class:`StageEnv` of its own; its changes
 come back typed and the driver commits them (:func:`~video_miner.stages.base.settle`) before the
@@ -24,7 +25,8 @@ from typing import Any
 from async_pipeline import StageSpec
 
 from ..config import MinerConfig
-from ..detect.detector import Detector, SharedDetector, detector_spec
+from ..detect.detector import Detector, FilesDetector, SharedDetector, detector_spec, shared_on_files
+from ..detect.model_graph import ModelGraph
 from ..errors import TransientError
 from ..records import VideoRow, VideoUpdate
 from ..stages.base import EngineStage, LocalStage, Message, MinerStage, StageResult, execute, settle
@@ -95,18 +97,25 @@ def cpu_stage_task(name: str, config: MinerConfig, output: str, msg: Message, ro
 
 
 class FilterActor:
-    """Holds one model for its lifetime; runs the filter stage for one video per call."""
+    """Holds the model (or a ``models:`` list's models, joined per frame as locally) for its
+    lifetime; runs the filter stage for one video per call."""
 
     def __init__(self, config: MinerConfig, output: str) -> None:
         self.output = output
-        spec = detector_spec(config)
-        if not spec.cpu_lanes:  # the cores Ray gave this actor, not all of the node's
-            spec = replace(spec, cpu_lanes=max(1, int(config.ray.filter_cpus)))
-        # One video per call: its frames fill the actor's batches (the batcher's one client).
-        self.detector = SharedDetector(Detector(spec), config.filter.max_wait_ms / 1000)
-        self.detector.batcher.start()
-        self.detector.batcher.join()
-        self.stage = FilterStage(_env(config, output), self.detector)
+        models: SharedDetector | ModelGraph
+        if config.models:
+            models = ModelGraph(config)
+        else:
+            spec = detector_spec(config)
+            if not spec.cpu_lanes:  # the cores Ray gave this actor, not all of the node's
+                spec = replace(spec, cpu_lanes=max(1, int(config.ray.filter_cpus)))
+            models = SharedDetector(Detector(spec), config.filter.max_wait_ms / 1000)
+        models.__enter__()
+        # One video per call: its frames fill the actor's batches (each batcher's one client).
+        for batcher in models.batchers:
+            batcher.join()
+        self.detector = models
+        self.stage = FilterStage(_env(config, output), models)
         self.stage.setup()
 
     def run(self, msg: Message, row: VideoRow | None) -> StageResult:
@@ -191,8 +200,10 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
 
 
 class RayEngine(Engine):
-    def __init__(self, ctx: MiningContext, detector: Detector, address: str | None) -> None:
-        super().__init__(ctx, detector)
+    def __init__(self, ctx: MiningContext, detector: Detector | ModelGraph, address: str | None) -> None:
+        # With a models: list the driver keeps its own graph for the export's deferred frames only.
+        super().__init__(ctx, None if isinstance(detector, ModelGraph) else detector)
+        self.graph = detector if isinstance(detector, ModelGraph) else None
         self.address = address
         self._started = False
 
@@ -205,10 +216,18 @@ class RayEngine(Engine):
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self.graph is not None:
+            self.graph.__exit__(kind, exc, tb)
         if self._started:
             import ray
 
             ray.shutdown()
+
+    def detect_files(self) -> FilesDetector:
+        if self.graph is None:
+            return super().detect_files()
+        self.graph.__enter__()
+        return shared_on_files(self.graph)
 
     def file_stages(self) -> list[StageSpec]:
         ctx, p = self.ctx, self.ctx.config.pipeline

@@ -511,7 +511,7 @@ def test_a_source_that_never_comes_up_fails_alone_with_a_reason(tmp_path: Path) 
 
 def test_live_sources_need_the_local_stage_pipeline(tmp_path: Path) -> None:
     for engine in ("ray", "sequential"):
-        with pytest.raises(ConfigError, match="live sources and --watch"):
+        with pytest.raises(ConfigError, match="live sources"):
             mine(RunRequest(["rtsp://127.0.0.1:8554/cam"], load_config(None, {"output": str(tmp_path),
                                                                               "filter.model": str(MODEL)}),
                             engine=engine))  # type: ignore[arg-type]

@@ -151,3 +151,25 @@ def test_a_watched_folder_on_ray_is_watched_on_the_driver_and_mined_on_the_clust
         stop.set()
         thread.join(120)
     assert reports and not reports[0].failures and reports[0].videos_done == 2
+
+
+def test_doctor_checks_the_clusters_nodes_resources_and_storage_from_every_node(cluster: object,
+                                                                                tmp_path: Path) -> None:
+    from video_miner.observe.cluster import check_nodes
+    from video_miner.observe.doctor import FAIL, OK
+
+    from .helpers import make_config
+
+    checks = {c.name: c for c in check_nodes(make_config(tmp_path / "out"))}
+    assert checks["cluster nodes"].status == OK and checks["cluster nodes"].detail.startswith("2 alive")
+    assert checks["filter actor"].status == OK and checks["download/extract tasks"].status == OK
+    storage = checks["output folder from every node"]
+    assert storage.status == OK and "from 2 nodes" in storage.detail, storage
+    assert not list((tmp_path / "out" / ".video-miner-doctor").iterdir()), "the probes are removed"
+    # A resource no node has, and storage no node can write: each says what to change.
+    unreachable = tmp_path / "file"
+    unreachable.write_text("a file where the output folder should be")
+    bad = {c.name: c for c in check_nodes(make_config(unreachable / "out", **{"ray.filter_resources": {"tpu": 1}}))}
+    assert bad["filter actor"].status == FAIL and "ray.filter_resources" in bad["filter actor"].fix
+    assert bad["output folder from every node"].status == FAIL and "0 of" not in bad["output folder from every node"].detail
+    assert "mount the output folder" in bad["output folder from every node"].fix

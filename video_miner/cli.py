@@ -24,7 +24,7 @@ from rich.console import Console
 
 from async_pipeline import PipelineError
 
-from .config import load_config
+from .config import MinerConfig, load_config
 from .errors import ConfigError, MinerError, ModelError, RegistryDamaged, UnsafePath, environment_error
 from .redact import RedactingFilter, plain
 from .store.lock import OutputBusy
@@ -515,11 +515,14 @@ def doctor(
     model: Annotated[str | None, typer.Option(help="Detector to check (else the config's).")] = None,
     classes: Annotated[str | None, typer.Option(help="Classes to check (else the config's).")] = None,
     engine: Annotated[str, typer.Option(help="local or ray: check what that engine needs.")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="With --engine ray: the cluster to check (its nodes, "
+                                                         "resources, and the storage from every node); else "
+                                                         "RAY_ADDRESS.")] = None,
     debug: Debug = False,
 ) -> None:
     """Check what a run needs (yt-dlp and its JavaScript runtime, the model and its classes, the
-    device, the output disk, Ray and storage when asked for) and say how to fix each problem.
-    Exit 0 when a run can go, 1 otherwise."""
+    device, the output disk, Ray and storage when asked for; a running cluster's nodes, resources
+    and storage from every node) and say how to fix each problem. Exit 0 when a run can go, 1 otherwise."""
     main_options(debug)
     from rich.markup import escape
 
@@ -531,6 +534,8 @@ def doctor(
         cfg = load_config(config, {"output": str(output) if output else None, "filter.model": model,
                                    "filter.classes": [c.strip() for c in classes.split(",")] if classes else None})
         checks = diagnose(cfg, ray_wanted=engine == "ray")
+        if engine == "ray" and ready(checks):
+            checks += _cluster_checks(cfg, ray_address)
     colour = {FAIL: "red", WARN: "yellow"}
     for check in checks:
         style = colour.get(check.status, "green")
@@ -539,6 +544,28 @@ def doctor(
     good = ready(checks)
     console.print("ready to run" if good else "not ready: fix the failures above", highlight=False)
     raise typer.Exit(EXIT_OK if good else EXIT_FAILURES)
+
+
+def _cluster_checks(config: MinerConfig, address: str | None) -> list[Any]:
+    """The running cluster's checks, when one is named (doctor never starts a cluster to check it)."""
+    import os
+
+    from .observe.doctor import WARN, Check
+
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        return [Check("cluster", WARN, "no cluster named: its nodes, resources and storage are not checked",
+                      "give --ray-address (or set RAY_ADDRESS) to check a running cluster")]
+    import ray
+
+    from .observe.cluster import check_nodes
+    from .run.ray_engine import start_ray
+
+    started = start_ray(address)
+    try:
+        return check_nodes(config)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def main() -> None:

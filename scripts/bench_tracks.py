@@ -87,7 +87,9 @@ def section_visits(work: Path) -> dict[str, Any]:
     return out
 
 
-def _iou_distances(a: list[list[float]], b: list[list[float]]) -> np.ndarray:
+def iou_distances(a: list[list[float]], b: list[list[float]]) -> np.ndarray:
+    """1 - IoU of each pair of (left, top, width, height) boxes, NaN under IoU 0.5: what
+    motmetrics' ``iou_matrix`` gives (it calls ``np.asfarray``, gone from NumPy 2)."""
     out = np.full((len(a), len(b)), np.nan)
     for i, (ax, ay, aw, ah) in enumerate(a):
         for j, (bx, by, bw, bh) in enumerate(b):
@@ -125,7 +127,7 @@ def _known_paths_at(work: Path, clip: Path, truth: dict[float, Any], fps: float)
         gt = truth[t]
         boxes = [d for d in r["detections"] if d.get("track") is not None]
         acc.update([p for p, _ in gt], [d["track"] for d in boxes],
-                   _iou_distances([_pixels(b, size) for _, b in gt], [_pixels(d["xywhn"], size) for d in boxes]),
+                   iou_distances([_pixels(b, size) for _, b in gt], [_pixels(d["xywhn"], size) for d in boxes]),
                    r["frame_index"])
         marks = [d.get("hard") for d in r["detections"] if d.get("hard")]
         if t in MISSES:  # a planted miss on a sampled frame (at 1 and 2 fps only some are)

@@ -150,3 +150,27 @@ def test_a_yolo_labels_folder_comes_back(mined: Path, tmp_path: Path) -> None:
     review = registry.latest_reviews()[chosen.frame]
     registry.close()
     assert review.tool == "yolo" and [(d.label, d.xywhn) for d in review.boxes] == [("bottle", (0.5, 0.5, 0.2, 0.3))]
+
+
+def test_a_hostile_export_is_read_past_where_broken_and_shown_as_plain_text(mined: Path, inputs: list[str],
+                                                                           tmp_path: Path) -> None:
+    tasks = json.loads((mined / "exports" / "label-studio" / "all" / "tasks.json").read_text())
+    task = next(t for t in reversed(tasks) if t["predictions"][0]["result"])
+    good = copy.deepcopy(task["predictions"][0]["result"][0])
+    odd = "[bold red]x[/]\nnames: {0: pwned}\x1b[2J"
+    good["value"]["rectanglelabels"] = [odd]
+    broken = [{"type": "rectanglelabels", "value": {"x": "nan", "y": 1, "width": 5, "height": 5,
+                                                     "rectanglelabels": ["person"]}},
+              {"type": "rectanglelabels", "value": {"x": 1, "y": 1, "width": -5, "height": 5,
+                                                     "rectanglelabels": ["person"]}},
+              {"type": "textarea", "value": {"text": ["KA51"]}}, "not a region"]
+    export = tmp_path / "hostile.json"
+    export.write_text(json.dumps(["not a task", _annotation(task, [good, *broken])]))
+    proc = cli_here("import", "-o", str(mined), "--format", "label-studio", str(export))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "\x1b" not in proc.stdout and proc.stdout.count("read past") == 5, proc.stdout
+    assert not run(inputs, mined, **CLASSES).failures
+    names = yaml.safe_load((mined / "dataset" / "data.yaml").read_text())["names"]
+    assert odd in names.values() and "pwned" not in names.values()  # one class, whatever its name holds
+    row = next(r for r in manifest(mined) if r.frame == task["data"]["frame"])
+    assert [d.label for d in row.detections] == [odd] and row.extra["reviewed"]["revision"] >= 1

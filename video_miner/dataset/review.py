@@ -27,8 +27,9 @@ from ..store.files import read_bytes, read_json
 from ..store.manifest import PROVENANCE, ManifestRecord, read_manifest
 
 FORMATS = ("label-studio", "yolo")
-#: A Label Studio export larger than this is not one of a dataset this tool mined (1 GiB).
-MAX_EXPORT_BYTES = 1 << 30
+#: A Label Studio export larger than this is not one of a dataset this tool mined (256 MiB: some
+#: 200,000 tasks with their predictions).
+MAX_EXPORT_BYTES = 1 << 28
 MAX_LABEL_FILE = 1 << 20
 #: The most unknown frames named in the refusal (the rest are counted).
 SHOWN = 5

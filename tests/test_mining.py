@@ -31,16 +31,13 @@ def person_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def person_runs(bottle_head: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The person video's first 90 s (five people cross the room), a bottle clip and the parking
+def person_runs(person_head: Path, bottle_head: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The person video's first 40 s (two people cross the room), a bottle clip and the parking
     lot, mined by the stage pipeline and one video at a time."""
-    from scripts.media import head
-
     base = tmp_path_factory.mktemp("person")
-    person = head(PERSON, base / f"{PERSON.stem}-90s.mp4", 90)
     outs = {}
     for engine in ("async", "sequential"):
-        report = run([str(person), str(bottle_head), str(CARS)], base / engine, engine=engine)
+        report = run([str(person_head), str(bottle_head), str(CARS)], base / engine, engine=engine)
         assert not report.failures, report.failures
         assert report.videos_done == 3
         outs[engine] = base / engine
@@ -50,8 +47,8 @@ def person_runs(bottle_head: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def test_person_frames_come_from_the_person_video(person_runs: dict[str, Path]) -> None:
     rows = manifest(person_runs["async"])
     kept = Counter(r.video_id.split("-")[0] for r in rows if r.decision == "kept")
-    assert sum(kept.values()) >= 10
-    assert kept["one"] > sum(kept.values()) / 2, kept
+    assert sum(kept.values()) >= 4
+    assert kept["person"] > sum(kept.values()) / 2, kept
     assert kept["car"] == 0, kept
     # One manifest row per extracted frame, each with a decision and the frame's measures.
     assert len(rows) == sum(1 for r in rows if r.decision in {"kept", "duplicate", "filtered"})
@@ -81,7 +78,7 @@ def test_no_two_kept_images_are_near_duplicates(person_runs: dict[str, Path]) ->
     dataset = out / "dataset"
     # Hashed as the dedup hashes them: the JPEG's luma plane.
     hashes = {p.name: phash64(open_gray(p)) for p in (dataset / "images").rglob("*.jpg")}
-    assert len(hashes) >= 10
+    assert len(hashes) >= 5  # two people, bottles: pairs enough to look at
     rows = {Path(r.image or "").name: r for r in manifest(out) if r.decision == "kept"}
     with sqlite3.connect(out / "registry.sqlite") as db:
         blobs = {f"{v}@{t:.3f}": e for v, t, e in db.execute("SELECT video_id, timestamp, embedding FROM frames")}

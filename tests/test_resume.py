@@ -58,7 +58,8 @@ def reference(served, person_head: Path, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.mark.timeout(400)
-@pytest.mark.parametrize("kill_when", ["downloaded", "extracted", "filtered", "done"])
+# (a kill once a video is done while others are not is the "filtered" case's too: collect is quick)
+@pytest.mark.parametrize("kill_when", ["downloaded", "extracted", "filtered"])
 def test_kill_9_then_rerun_gives_the_same_dataset(served, person_head: Path, reference: Path, tmp_path: Path,
                                                   kill_when: str) -> None:
     base, state = served

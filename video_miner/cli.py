@@ -346,11 +346,14 @@ def import_command(
     command again to rebuild the dataset with them."""
     main_options(debug)
     from .dataset.review import read_reviews
+    from .store.lock import OutputLock
     from .store.registry import Registry
 
     console = Console()
     _need_run(console, output, "dataset")
-    with user_errors(console, output):
+    # Under the output's lock, as repair takes it: while a run holds the folder, import stops at
+    # once with a line naming that run (its export would race the new revisions).
+    with user_errors(console, output), OutputLock(output):
         imported = read_reviews(output, fmt, source)
         registry = Registry(output / "registry.sqlite")
         try:

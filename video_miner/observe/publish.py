@@ -157,15 +157,20 @@ def _exchange(url: str, method: str, headers: dict[str, str], data: bytes, deadl
     worker = threading.Thread(target=talk, name="metrics-push", daemon=True)
     worker.start()
     worker.join(deadline_s)
+    late = TimeoutError(f"no complete answer within metrics.push_timeout_s={deadline_s:g}s")
     if worker.is_alive():
         sock = conn.sock
         if sock is not None:  # unblocks the worker's read
             with suppress(OSError):
                 sock.shutdown(2)
         conn.close()
-        raise TimeoutError(f"no complete answer within metrics.push_timeout_s={deadline_s:g}s")
+        raise late
     conn.close()
     if outcome and outcome[0] is not None:
+        # The socket's own timeout is the same deadline, and may strike a moment before the join
+        # gives up: either way the answer did not come in time, and the warning says so alike.
+        if isinstance(outcome[0], TimeoutError):
+            raise late from outcome[0]
         raise outcome[0]
 
 

@@ -28,7 +28,7 @@ from .conftest import BOTTLE, CARS, MODEL, ROOT, VIDEOS
 
 #: 60 new examples a run; hypothesis' example database (.hypothesis/) keeps the failing and the
 #: interesting ones and replays them first, so the corpus grows from run to run.
-FUZZ = settings(max_examples=45, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 #: What can stand in a part of a URL as typed: no whitespace, no control character, and none of the
 #: characters that end the part (a "/" in a user name is written %2F).
 URL_PARTS = st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Cs", "Zs", "Zl", "Zp"],

@@ -258,7 +258,8 @@ def test_a_slow_detector_drops_frames_counted_per_source_with_bounded_latency(
         ffmpeg: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str) -> None:
     from video_miner.detect.detector import Detector
 
-    slowed(monkeypatch, Detector, "detect_each", 0.4)
+    # drop_oldest: 5 frames a second against at most 2.5 detected; block: every frame waits its turn
+    slowed(monkeypatch, Detector, "detect_each", 0.4 if policy == "drop_oldest" else 0.2)
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     seconds = 3

@@ -154,12 +154,12 @@ def test_skipping_the_detector_for_near_duplicates_changes_nothing_in_the_output
     assert manifest(tmp_path / "side") == manifest(tmp_path / "False")
 
 
-def test_bottle_frames_come_from_the_bottle_video(person_head: Path, tmp_path: Path) -> None:
-    report = run([str(person_head), str(BOTTLE), str(CARS)], tmp_path / "b", **{"filter.classes": ["bottle"]})
+def test_bottle_frames_come_from_the_bottle_video(person_head: Path, bottle_head: Path, tmp_path: Path) -> None:
+    report = run([str(person_head), str(bottle_head), str(CARS)], tmp_path / "b", **{"filter.classes": ["bottle"]})
     rows = manifest(tmp_path / "b")
     kept = {r.video_id for r in rows if r.decision == "kept"}
     assert report.export.kept > 0
-    assert kept and all(v.startswith("bottle-detection") for v in kept), kept
+    assert kept and all(v.startswith("bottle-12s") for v in kept), kept
 
 
 def test_downloads_over_http_file_urls_and_local_paths(person_head: Path, tmp_path: Path) -> None:

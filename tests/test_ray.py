@@ -84,14 +84,14 @@ def _kill_first_extract_worker(stop: threading.Event, killed: list[int]) -> None
 
 
 def test_two_node_cluster_places_work_on_both_and_retries_a_killed_worker(cluster: object, person_head: Path,
-                                                                         tmp_path: Path) -> None:
+                                                                         bottle_head: Path, tmp_path: Path) -> None:
     killed: list[int] = []
     stop = threading.Event()
     killer = threading.Thread(target=_kill_first_extract_worker, args=(stop, killed), daemon=True)
     killer.start()
     try:
         # the person clip is the longest: its extraction is still going when the killer looks
-        report = run([str(person_head), *INPUTS], tmp_path / "out", engine="ray",
+        report = run([str(person_head), str(bottle_head), *INPUTS[1:]], tmp_path / "out", engine="ray",
                      **{"ray.filter_resources": {"head": 1}, "ray.cpu_resources": {"cpu_node": 1}})
     finally:
         stop.set()

@@ -26,11 +26,13 @@ SLOW = {"test_mining", "test_faults", "test_resume", "test_gallery", "test_hando
         "test_semantic", "test_prometheus", "test_ray", "test_shared_storage", "test_bad_inputs", "test_metrics",
         "test_live", "test_decode", "test_hostile", "test_models", "test_download", "test_stages", "test_fuzz",
         "test_safe_files", "test_tracks", "test_review"}
-#: The files that take longest (docs/test-times.md), longest first: xdist hands whole files to its
-#: workers in collection order, so starting with these leaves no long file for the end, when the
-#: other worker would be idle (longest first is within 4/3 of the best split).
-LONGEST = ("test_live", "test_mining", "test_models", "test_resume", "test_hostile", "test_ray", "test_decode",
-           "test_faults", "test_tracks")
+#: The files by the time they take (docs/test-times.md), longest first: xdist hands whole files to
+#: its workers in collection order (``--no-loadscope-reorder`` in pyproject: its own order is by
+#: the number of tests), so the long files go first and the short ones fill in at the end, when a
+#: worker would otherwise sit idle (longest first is within 4/3 of the best split).
+LONGEST = ("test_live", "test_mining", "test_hostile", "test_models", "test_ray", "test_resume", "test_faults",
+           "test_decode", "test_tracks", "test_prometheus", "test_download", "test_stages", "test_safe_files",
+           "test_semantic", "test_fuzz", "test_metrics", "test_handover", "test_bad_inputs")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

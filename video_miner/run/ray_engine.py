@@ -103,13 +103,13 @@ class FilterActor:
     def __init__(self, config: MinerConfig, output: str) -> None:
         self.output = output
         models: SharedDetector | ModelGraph
+        if not config.filter.cpu_lanes:  # the cores Ray gave this actor, not all of the node's
+            config = config.model_copy(update={"filter": config.filter.model_copy(
+                update={"cpu_lanes": max(1, int(config.ray.filter_cpus))})})
         if config.models:
             models = ModelGraph(config)
         else:
-            spec = detector_spec(config)
-            if not spec.cpu_lanes:  # the cores Ray gave this actor, not all of the node's
-                spec = replace(spec, cpu_lanes=max(1, int(config.ray.filter_cpus)))
-            models = SharedDetector(Detector(spec), config.filter.max_wait_ms / 1000)
+            models = SharedDetector(Detector(detector_spec(config)), config.filter.max_wait_ms / 1000)
         models.__enter__()
         # One video per call: its frames fill the actor's batches (each batcher's one client).
         for batcher in models.batchers:

@@ -551,8 +551,6 @@ def doctor(
 
 def _cluster_checks(config: MinerConfig, address: str | None) -> list[Any]:
     """The running cluster's checks, when one is named (doctor never starts a cluster to check it)."""
-    import os
-
     from .observe.doctor import WARN, Check
 
     if address is None and not os.environ.get("RAY_ADDRESS"):

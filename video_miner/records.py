@@ -171,6 +171,15 @@ class Detections(list[Detection]):
         return out
 
 
+def intersection(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """The area two ``xywhn`` boxes share (0-1 of the picture)."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    iw = max(0.0, min(ax + aw / 2, bx + bw / 2) - max(ax - aw / 2, bx - bw / 2))
+    ih = max(0.0, min(ay + ah / 2, by + bh / 2) - max(ay - ah / 2, by - bh / 2))
+    return iw * ih
+
+
 def detections_json(detections: list[Detection]) -> list[dict[str, Any]]:
     return [d.as_json() for d in detections]
 

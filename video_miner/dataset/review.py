@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..records import Detection, Review
+from ..records import Detection, Review, intersection
 from ..redact import printable
 from ..store.files import read_bytes, read_json
 from ..store.manifest import PROVENANCE, ManifestRecord, read_manifest
@@ -200,12 +200,9 @@ class ReviewReport:
 
 
 def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    iw = max(0.0, min(ax + aw / 2, bx + bw / 2) - max(ax - aw / 2, bx - bw / 2))
-    ih = max(0.0, min(ay + ah / 2, by + bh / 2) - max(ay - ah / 2, by - bh / 2))
-    union = aw * ah + bw * bh - iw * ih
-    return iw * ih / union if union > 0 else 0.0
+    shared = intersection(a, b)
+    union = a[2] * a[3] + b[2] * b[3] - shared
+    return shared / union if union > 0 else 0.0
 
 
 def compare(model: dict[str, list[Detection]], reviews: dict[str, Review], top: int = 10) -> ReviewReport:

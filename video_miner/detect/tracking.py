@@ -29,7 +29,7 @@ from PIL import Image
 from ..config import TrackConfig
 from ..media.prefilter import STATIC
 from ..media.quality import blur_effect
-from ..records import Decision, Detection, FrameEmbedding, FrameRecord
+from ..records import Decision, Detection, FrameEmbedding, FrameRecord, intersection
 
 #: The tracker works in pixels of a notional picture this wide and high: IoU does not depend on
 #: the scale, and the Kalman filter's noise is relative to the box height.
@@ -117,7 +117,7 @@ def assign_tracks(frames: list[FrameRecord], cfg: TrackConfig, conf: float) -> d
             # track ages with time (an empty room for a minute ends it; someone standing still keeps it).
             tracker.update(_Boxes.of(frames[last].detections), None, feats[last] if feats else None)  # type: ignore[attr-defined]
             continue
-        if frame.decision not in (Decision.CANDIDATE, Decision.NEGATIVE):
+        if not _seen(frame):
             continue  # blurred or not seen: no evidence either way
         last = pos
         tracker.update(_Boxes.of(frame.detections), None, feats[pos] if feats else None)  # type: ignore[attr-defined]
@@ -187,7 +187,7 @@ def _stitch(frames: list[FrameRecord], ids: dict[tuple[int, int], int], feats: l
     the box embeddings >= ``appearance``), seen nearby on the frame the detector saw just before or
     after it (within ``keep_lost_s``) and not on its own: an object entering or leaving moves and
     shrinks too fast between samples for the motion model, but still looks like itself."""
-    seen = [pos for pos, f in enumerate(frames) if f.decision in (Decision.CANDIDATE, Decision.NEGATIVE)]
+    seen = _seen_positions(frames)
     for rank, pos in enumerate(seen):
         vectors = feats[pos]
         for box, d in enumerate(frames[pos].detections):
@@ -232,7 +232,7 @@ def _observations(frames: list[FrameRecord]) -> dict[int, list[tuple[int, int]]]
     out: dict[int, list[tuple[int, int]]] = {}
     rank = 0
     for pos, frame in enumerate(frames):
-        if frame.decision not in (Decision.CANDIDATE, Decision.NEGATIVE):
+        if not _seen(frame):
             continue
         for track in sorted({d.track for d in frame.detections if d.track is not None}):
             out.setdefault(track, []).append((rank, pos))
@@ -240,8 +240,13 @@ def _observations(frames: list[FrameRecord]) -> dict[int, list[tuple[int, int]]]
     return out
 
 
+def _seen(frame: FrameRecord) -> bool:
+    """Whether the detector answered for the frame (a prefilter dropped none of it, nothing deferred)."""
+    return frame.decision in (Decision.CANDIDATE, Decision.NEGATIVE)
+
+
 def _seen_positions(frames: list[FrameRecord]) -> list[int]:
-    return [pos for pos, f in enumerate(frames) if f.decision in (Decision.CANDIDATE, Decision.NEGATIVE)]
+    return [pos for pos, f in enumerate(frames) if _seen(f)]
 
 
 def _mark_hard(frames: list[FrameRecord], summary: TrackSummary, no_class_reason: str) -> None:
@@ -318,11 +323,8 @@ def view_score(box: Detection, others: list[Detection], sharpness: float) -> flo
 
 def _overlap(box: Detection, other: Detection) -> float:
     """Share of ``box`` that ``other`` covers."""
-    ax, ay, aw, ah = box.xywhn
-    bx, by, bw, bh = other.xywhn
-    ix = max(0.0, min(ax + aw / 2, bx + bw / 2) - max(ax - aw / 2, bx - bw / 2))
-    iy = max(0.0, min(ay + ah / 2, by + bh / 2) - max(ay - ah / 2, by - bh / 2))
-    return ix * iy / (aw * ah) if aw * ah > 0 else 0.0
+    area = box.xywhn[2] * box.xywhn[3]
+    return intersection(box.xywhn, other.xywhn) / area if area > 0 else 0.0
 
 
 def _score_views(frame: FrameRecord, image: Path) -> None:

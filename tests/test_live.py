@@ -318,10 +318,15 @@ def test_a_slow_model_beside_a_fast_one_never_holds_a_live_stream_back(
     models, join = data["models"]["models"], data["models"]["joins"]["live"]
     sampled, dropped, decided = stats.frames_sampled, stats.frames_dropped, stats.frames_decided
     assert sampled == seconds * 5 and decided + dropped == sampled and decided >= 1, stats
-    # At 1 s a frame the OCR read at most one frame a second of the run (and the one in flight),
-    # the detector answered every frame it was sent.
+    # At 1 s a frame the OCR read at most one frame a second of the run (and the one in flight).
     assert 1 <= models["signs"]["calls"] <= took + 1, (models, took)
-    assert models["coco"]["calls"] == decided, (models, stats)
+    # The detector is fast, but on a loaded machine it too may miss the join's tolerance: each
+    # decided frame has its answer, or (realtime) was counted as decided without one.
+    coco = models["coco"]["calls"]
+    if wait_all:
+        assert coco >= decided, (models, stats)
+    else:
+        assert coco <= decided and decided - coco <= stats.frames_partial, (models, stats)
     assert models["signs"]["busy"] > 0, models
     late = stats.frames_expired if wait_all else stats.frames_partial
     assert late > 0 and (stats.frames_partial if wait_all else stats.frames_expired) == 0, stats

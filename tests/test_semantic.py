@@ -16,13 +16,14 @@ import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from video_miner.dataset.budget import BudgetRule, choose, radius_of
+from video_miner.dataset.retimed import line_through
 from video_miner.dataset.semantic import objects_match
 from video_miner.detect.detector import Detector, DetectorSpec
 from video_miner.detect.embed import feature_outputs
 from video_miner.records import FrameEmbedding
 
 from .conftest import MODEL, PERSON
-from .helpers import cli_here, run
+from .helpers import cli_here, manifest, run
 
 #: One frame of each of the six people who walk through the person video, one after another.
 PEOPLE_AT = (13, 34, 60, 80, 106, 129)
@@ -165,6 +166,61 @@ def test_a_larger_budget_keeps_every_frame_chosen_before(people: dict[str, Path]
     five, rows = mine(5)
     assert five[:3] == three and len(five) == 5
     assert {r["frame"] for r in rows if r["decision"] == "kept"} == set(five)
+
+
+@pytest.fixture(scope="module")
+def retimed_copies(person_head: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[float, Path]:
+    """The person video's first 40 s played at 1.1x (half size, 20% brighter), 1.25x and 0.9x."""
+    from scripts.media import retimed
+
+    folder = tmp_path_factory.mktemp("retimed")
+    made = {1.1: (0.5, 1.2), 1.25: (0.5, 1.0), 0.9: (0.5, 1.0)}
+    return {speed: retimed(person_head, folder / f"x{speed}.mp4", speed, 40, scale, gain)
+            for speed, (scale, gain) in made.items()}
+
+
+def test_copies_played_faster_or_slower_are_duplicates_of_the_original(person_head: Path,
+                                                                      retimed_copies: dict[float, Path],
+                                                                      tmp_path: Path) -> None:
+    """Their frames fall between the original's samples: matched by the videos' time lines, >= 95%
+    of the frames that show a person are the original's duplicates, each naming the speed; the
+    original keeps what it keeps alone; with ``dedup.in_time`` off, some copy frames are kept."""
+    out = tmp_path / "out"
+    settings = {"filter.max_blur": 1.0}
+    run([str(person_head), *map(str, retimed_copies.values())], out, **settings)
+    rows = manifest(out)
+    original = rows[0].video_id
+    copies = [r for r in rows if r.video_id != original and r.decision in ("kept", "duplicate")]
+    assert len(copies) >= 30
+    recognised = [r for r in copies if r.decision == "duplicate"]
+    assert len(recognised) >= 0.95 * len(copies), [r.frame for r in copies if r.decision == "kept"]
+    in_time = [r for r in recognised if "speed" in r.extra]
+    assert in_time, "the time lines are not what recognised them"
+    for row in in_time:
+        assert 0.8 <= row.extra["speed"] <= 1.4 and "at the same moment" in (row.reason or "")
+        assert row.duplicate_of is not None and row.duplicate_of.startswith(original + "@")
+    alone = run([str(person_head)], tmp_path / "alone", **settings)
+    assert alone.export.kept == sum(r.decision == "kept" for r in rows)
+    # An export-only setting: the same folder re-exported without the pass keeps some copy frames.
+    run([str(person_head), *map(str, retimed_copies.values())], out, **settings, **{"dedup.in_time": False})
+    without = [r for r in manifest(out) if r.video_id != original and r.decision == "kept"]
+    assert without and not any("speed" in r.extra for r in manifest(out))
+
+
+def test_the_time_line_of_a_copy_is_found_among_look_alikes_of_a_still_scene() -> None:
+    """A copy at 1.25x sampled once a second: each of its frames' three nearest moments in the
+    original, the true one (to the original's nearest sample) among frames of a still room that
+    look alike at any time."""
+    rng = np.random.default_rng(1)
+    t = np.arange(0.0, 32.0)
+    true = np.round(1.25 * t + 0.4)
+    nearest = np.stack([true, rng.integers(0, 40, len(t)), rng.integers(0, 40, len(t))], axis=1).astype(float)
+    nearest[::3] = nearest[::3, ::-1]  # a third of the frames find their moment only third
+    speed, offset, on = line_through(t, nearest, 1.0)
+    assert abs(speed - 1.25) < 0.03 and abs(offset - 0.4) < 0.6 and on == len(t)
+    # Unrelated moments: no line holds half of them.
+    scattered = rng.integers(0, 40, (len(t), 3)).astype(float)
+    assert line_through(t, scattered, 1.0)[2] < 0.5 * len(t)
 
 
 # ---- the parts -------------------------------------------------------------------------------

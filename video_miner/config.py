@@ -277,6 +277,15 @@ class DedupConfig(_Section):
     #: its objects match that frame at least this well (set it to ``object_similarity`` to ask as
     #: much as of a direct match; the kept frame may be beyond the index's nearest neighbours).
     chain_similarity: float = Field(0.88, ge=-1, le=1)
+    #: Copies played faster or slower (1.1x, 0.9x reposts): once most of a video's frames duplicate
+    #: another's at times on one line, its other frames are compared with the other video's frames
+    #: at the same moment (within one sample), at ``time_similarity`` (see README, "How frames are
+    #: chosen").
+    in_time: bool = True
+    #: How well such a frame's objects match the other video's at the same moment: the time says
+    #: which moment it shows, this only confirms the scene (the person video's own frames a second
+    #: apart match at 0.73-0.89).
+    time_similarity: float = Field(0.7, ge=-1, le=1)
 
     @property
     def phash_bits(self) -> int:
@@ -336,7 +345,7 @@ class LabelConfig(_Section):
 
 class ExportConfig(_Section):
     #: yolo (always written), coco; and for labelling tools, written under <output>/exports/<format>/all:
-    #: label-studio, cvat, hf (see ``video-miner export``).
+    #: label-studio, cvat, hf, fiftyone (see ``video-miner export``; mot there only, it needs tracks).
     formats: list[Literal["yolo", "coco", "label-studio", "cvat", "hf", "fiftyone"]] = Field(
         default_factory=lambda: ["yolo"], min_length=1)  # type: ignore[arg-type]
     manifest: Literal["jsonl", "parquet"] = "jsonl"

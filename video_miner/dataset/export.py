@@ -229,6 +229,9 @@ def _decided(key: str, row: FrameRow, chosen: Selection, image_paths: dict[str, 
         if same is not None:
             reason = f"same content as {same.of}"
             extra = {"duplicate_by": "content", "similarity": {"picture": same.picture, "objects": same.objects}}
+            if same.speed is not None:
+                reason += f" at the same moment: its video is a copy played at about {same.speed:g}x"
+                extra["speed"] = same.speed
             if same.via is not None:
                 reason += f" (through {same.via})"
                 extra["through"] = same.via

@@ -22,8 +22,9 @@ import numpy as np
 from ..config import MinerConfig
 from ..records import FrameRow
 from .budget import BudgetRule, choose
-from .dedup import KEPT, NO, YES, select_distinct
-from .semantic import Match, Vectors, content_duplicates, sure_texts
+from .dedup import KEPT, NO, NOT_ELIGIBLE, YES, select_distinct
+from .retimed import MIN_COPIED, Frames, copies_in_time, time_lines
+from .semantic import Match, Vectors, compare, content_duplicates, sure_texts
 from .settle import pool_of
 from .views import TrackCover, best_views
 
@@ -139,15 +140,69 @@ def _by_content(pool: list[FrameRow], walk: list[int], vectors: Vectors, dup_of:
     labels = [[d.label for d in pool[i].detections] for i in walk]
     # Text read counts: the same bus with another plate is other content.
     texts = [sure_texts([(d.text, d.conf) for d in pool[i].detections if d.text is not None]) for i in walk]
-    found = content_duplicates(vectors, labels, list(range(len(walk))), config.dedup.picture_similarity,
-                               config.dedup.object_similarity, config.dedup.chain_similarity,
-                               texts if any(texts) else None)
-    same: dict[str, Match[str]] = {}
+    d = config.dedup
+    found = content_duplicates(vectors, labels, list(range(len(walk))), d.picture_similarity, d.object_similarity,
+                               d.chain_similarity, texts if any(texts) else None)
     for place, match in found.items():
         dup_of[walk[place]] = walk[match.of]
-        same[pool[walk[place]].key] = Match(pool[walk[match.of]].key, match.picture, match.objects,
-                                            None if match.via is None else pool[walk[match.via]].key)
-    return same, [place for place in range(len(walk)) if place not in found]
+    if d.in_time:
+        found |= _in_time(pool, walk, vectors, labels, texts if any(texts) else None, dup_of, found, config)
+    same_content = {pool[walk[place]].key: Match(pool[walk[m.of]].key, m.picture, m.objects,
+                                                 None if m.via is None else pool[walk[m.via]].key, m.speed)
+                    for place, m in found.items()}
+    return same_content, [place for place in range(len(walk)) if place not in found]
+
+
+def _in_time(pool: list[FrameRow], walk: list[int], vectors: Vectors, labels: list[list[str]],
+             texts: list[list[str]] | None, dup_of: np.ndarray, found: dict[int, Match[int]], config: MinerConfig
+             ) -> dict[int, Match[int]]:
+    """Frames of copies played faster or slower (:mod:`.retimed`), marked in ``dup_of``: walk places
+    to their matches."""
+    d = config.dedup
+    copied = {pair: share for pair, share in _copied(pool, dup_of).items() if share >= MIN_COPIED}
+    involved = {v for pair in copied for v in pair}
+    rows = [r for r in pool if r.video_id in involved and r.embedding]
+    if not rows:
+        return {}
+    interval = _intervals(pool)
+    every, _ = Vectors.decode([r.embedding for r in rows], [len(r.detections) for r in rows])
+    lines = time_lines(Frames([r.video_id for r in rows], np.array([r.timestamp for r in rows])), every, copied,
+                       interval)
+    if not lines:
+        return {}
+    walked = Frames([pool[i].video_id for i in walk], np.array([pool[i].timestamp for i in walk], dtype=np.float64))
+
+    def same(a: int, b: int) -> Match[int] | None:
+        return compare(vectors, labels, texts, a, b, d.picture_similarity, d.time_similarity)
+
+    still = [place for place in range(len(walk)) if place not in found]
+    more = copies_in_time(walked, lines, still, found, interval, same)
+    for place, match in more.items():
+        dup_of[walk[place]] = walk[match.of]
+    return more
+
+
+def _intervals(pool: list[FrameRow]) -> dict[str, float]:
+    """Each video's sampling interval (the median step between its frames' times), in seconds."""
+    times: dict[str, list[float]] = {}
+    for row in pool:
+        times.setdefault(row.video_id, []).append(row.timestamp)
+    steps = {v: np.diff(np.unique(np.asarray(t))) for v, t in times.items()}
+    return {v: float(np.median(s)) for v, s in steps.items() if len(s)}
+
+
+def _copied(pool: list[FrameRow], dup_of: np.ndarray) -> dict[tuple[str, str], float]:
+    """(video, other) -> the share of the video's frames found duplicates of frames the other video
+    keeps (a chain of duplicates followed to its kept end)."""
+    frames: Counter[str] = Counter(r.video_id for r, d in zip(pool, dup_of.tolist(), strict=True) if d != NOT_ELIGIBLE)
+    into: Counter[tuple[str, str]] = Counter()
+    for i, d in enumerate(dup_of.tolist()):
+        end, steps = d, 0
+        while end >= 0 and dup_of[end] >= 0 and steps < len(pool):
+            end, steps = int(dup_of[end]), steps + 1
+        if end >= 0 and pool[end].video_id != pool[i].video_id:
+            into[(pool[i].video_id, pool[end].video_id)] += 1
+    return {pair: n / frames[pair[0]] for pair, n in into.items()}
 
 
 def _per_shot(walk: list[FrameRow], cap: int) -> set[int]:

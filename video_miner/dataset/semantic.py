@@ -59,6 +59,9 @@ class Match(Generic[Id]):
     objects: float
     #: The duplicate of ``of`` this frame was found through (a chained duplicate); None when it matched ``of``.
     via: Id | None = None
+    #: Found through the videos' times (:mod:`.retimed`): how fast this frame's video plays the
+    #: other's (1.25: a copy sped up by a quarter); None when matched by content alone.
+    speed: float | None = None
 
 
 def _unit_rows(m: np.ndarray) -> np.ndarray:
@@ -399,6 +402,17 @@ def texts_agree(a: Sequence[str], b: Sequence[str]) -> bool:
     return covered(a, b) and covered(b, a)
 
 
+def compare(vectors: Vectors, labels: Sequence[Sequence[str]], texts: Sequence[Sequence[str]] | None, a: int, b: int,
+            picture_min: float, at_least: float) -> Match[int] | None:
+    """Frame ``a`` as a duplicate of ``b`` if their objects match at ``at_least``, their sure texts
+    agree and their pictures at ``picture_min``; else None."""
+    score = objects_match(vectors.boxes(a), labels[a], vectors.boxes(b), labels[b])
+    if score < at_least or (texts is not None and not texts_agree(texts[a], texts[b])):
+        return None
+    picture = float(vectors.whole[a] @ vectors.whole[b])
+    return Match(b, round(picture, 4), round(score, 4)) if picture >= picture_min else None
+
+
 def content_duplicates(embeddings: Vectors | Sequence[FrameEmbedding | None], labels: Sequence[Sequence[str]],
                        walk: Sequence[int], picture_min: float, objects_min: float, chain_min: float,
                        texts: Sequence[Sequence[str]] | None = None) -> dict[int, Match[int]]:
@@ -417,11 +431,7 @@ def content_duplicates(embeddings: Vectors | Sequence[FrameEmbedding | None], la
         return m.objects, m.picture, -int(position[m.of]), -int(position[m.of if m.via is None else m.via])
 
     def same(a: int, b: int, at_least: float) -> Match[int] | None:
-        score = objects_match(vectors.boxes(a), labels[a], vectors.boxes(b), labels[b])
-        if score < at_least or (texts is not None and not texts_agree(texts[a], texts[b])):
-            return None
-        picture = float(vectors.whole[a] @ vectors.whole[b])
-        return Match(b, round(picture, 4), round(score, 4)) if picture >= picture_min else None
+        return compare(vectors, labels, texts, a, b, picture_min, at_least)
 
     # Only frames with a candidate are walked: the others can be no one's duplicate, and whether
     # they are kept changes nothing for the rest (a match is always with an earlier frame).

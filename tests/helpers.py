@@ -139,6 +139,26 @@ def frames(output: Path) -> list[FrameRow]:
         registry.close()
 
 
+#: The labelling tools' interpreter (FiftyOne, label-studio-sdk, labelformat pin versions the miner's
+#: own environment cannot share): ``bash scripts/setup.sh --test`` makes it.
+TOOLS = Path(os.environ.get("VIDEO_MINER_TOOLS_PYTHON", ROOT / ".venv-tools" / "bin" / "python"))
+
+
+def with_tool(script: str, *args: str) -> Any:
+    """The JSON a script of tests/ prints when the tools' interpreter runs it with ``args``."""
+    import json
+
+    import pytest
+
+    if not TOOLS.exists():
+        pytest.skip(f"{TOOLS} is missing: `bash scripts/setup.sh --test` makes the labelling tools' venv "
+                    "(FiftyOne, label-studio-sdk, labelformat)")
+    done = subprocess.run([str(TOOLS), str(ROOT / "tests" / script), *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "FIFTYONE_DO_NOT_TRACK": "true"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,7 +6,6 @@ video hands over only that video's frames, and diff says what changed."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -17,7 +16,7 @@ import pytest
 from PIL import Image
 
 from .conftest import BOTTLE, ROOT, VIDEOS
-from .helpers import cli_here, run
+from .helpers import cli_here, run, with_tool
 
 CLASSES = ["person", "bottle"]
 
@@ -140,18 +139,9 @@ def test_new_only_hands_over_only_a_new_videos_frames_and_diff_says_so(tmp_path:
     assert "0 added" in cli_here("diff", "-o", str(out), "--format", "label-studio").stdout
 
 
-TOOLS = Path(os.environ.get("VIDEO_MINER_TOOLS_PYTHON", ROOT / ".venv-tools" / "bin" / "python"))
-
-
 def load_with_tool(fmt: str, folder: Path) -> dict[str, Any]:
     """What the tool's own library loads from ``folder`` (tests/load_with_tool.py in the tools' venv)."""
-    if not TOOLS.exists():
-        pytest.skip(f"{TOOLS} is missing: `bash scripts/setup.sh --test` makes the labelling tools' venv "
-                    "(FiftyOne, label-studio-sdk, labelformat)")
-    done = subprocess.run([str(TOOLS), str(ROOT / "tests" / "load_with_tool.py"), fmt, str(folder)],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "FIFTYONE_DO_NOT_TRACK": "true"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    loaded: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    loaded: dict[str, Any] = with_tool("load_with_tool.py", fmt, str(folder))
     return loaded
 
 

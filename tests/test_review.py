@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,11 @@ import pytest
 import yaml
 
 from video_miner.dataset import handover
+from video_miner.redact import printable
 from video_miner.store.registry import Registry
 
 from .conftest import VIDEOS
-from .helpers import cli_here, dataset_files, kept, manifest, run
+from .helpers import cli_here, dataset_files, kept, manifest, run, with_tool
 
 CLASSES = {"filter.classes": ["person", "bottle"], "export.formats": ["yolo", "coco", "label-studio"]}
 
@@ -174,3 +176,88 @@ def test_a_hostile_export_is_read_past_where_broken_and_shown_as_plain_text(mine
     assert odd in names.values() and "pwned" not in names.values()  # one class, whatever its name holds
     row = next(r for r in manifest(mined) if r.frame == task["data"]["frame"])
     assert [d.label for d in row.detections] == [odd] and row.extra["reviewed"]["revision"] >= 1
+
+
+@pytest.mark.parametrize("fmt", ["cvat", "coco"])
+def test_a_review_in_cvat_or_coco_comes_back(fmt: str, mined: Path, tmp_path: Path) -> None:
+    """The CVAT export edited with labelformat (CVAT's XML model and its COCO writer) as a reviewer
+    would: a box moved, one deleted, a cup added, one re-classed; every other image as handed over."""
+    out = tmp_path / "out"
+    shutil.copytree(mined, out)
+    batch = handover.export(out, "cvat", dest=tmp_path / "handed")
+    edited = tmp_path / ("edited" if fmt == "cvat" else "edited.json")
+    done: dict[str, str] = with_tool("edit_with_tool.py", fmt, str(batch.folder), str(edited))
+    assert sorted(done.values()) == ["added cup", "deleted", "moved", "re-classed"]
+    proc = cli_here("import", "-o", str(out), "--format", fmt, str(edited))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{len(batch.frames)} reviewed frames read (0 rejected)" in proc.stdout, proc.stdout
+    again = cli_here("import", "-o", str(out), "--format", fmt, str(edited))
+    assert "0 new revisions recorded" in again.stdout, again.stdout  # byte-stable: nothing new the second time
+    registry = Registry(out / "registry.sqlite", readonly=True)
+    reviews = registry.latest_reviews()
+    registry.close()
+    for f in batch.frames:
+        review, model = reviews[f.row.frame], f.row.detections
+        what = done.get(f.name)
+        # a frame handed over as it was reviewed before and left alone is no new revision
+        assert not review.rejected and (review.tool == fmt or what is None)
+        if what == "deleted":
+            assert len(review.boxes) == len(model) - 1
+            continue
+        if what == "added cup":
+            assert review.boxes[-1].label == "cup" and len(review.boxes) == len(model) + 1
+        got = [(d.label, d.xywhn) for d in review.boxes[:len(model)]]
+        want = [(d.label, d.xywhn) for d in model]
+        if what == "re-classed":
+            want[0] = ("dog", want[0][1])
+        if what == "moved":
+            x, y, w, h = want[0][1]
+            want[0] = (want[0][0], (x + w / 5, y, w, h))
+        for (label, box), (label_want, box_want) in zip(got, want, strict=True):
+            # pixels to two decimals and back: within 0.01 px of a 320 px or larger picture
+            # names are handed over printable (a control character escaped), and come back so
+            assert label == printable(label_want) and box == pytest.approx(box_want, abs=2e-3), (f.name, what)
+
+
+def test_a_fiftyone_review_comes_back_with_rejected_samples(mined: Path, tmp_path: Path) -> None:
+    """FiftyOne's samples.json as its exporter writes it: reviewed boxes in ``ground_truth``
+    (relative, top-left), a sample tagged ``rejected``."""
+    out = tmp_path / "out"
+    shutil.copytree(mined, out)
+    batch = handover.export(out, "fiftyone", dest=tmp_path / "handed")
+    samples = json.loads((batch.folder / "samples.json").read_text())["samples"]
+    samples[0]["tags"].append("rejected")
+    for sample in samples[1:]:
+        sample["ground_truth"] = {"_cls": "Detections", "detections": [
+            {**d, "label": "dog"} for d in sample["predictions"]["detections"]]}
+    (batch.folder / "samples.json").write_text(json.dumps({"samples": samples}))
+    proc = cli_here("import", "-o", str(out), "--format", "fiftyone", str(batch.folder))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{len(samples)} reviewed frames read (1 rejected)" in proc.stdout, proc.stdout
+    registry = Registry(out / "registry.sqlite", readonly=True)
+    reviews = registry.latest_reviews()
+    registry.close()
+    assert reviews[samples[0]["frame"]].rejected
+    for sample in samples[1:]:
+        review = reviews[sample["frame"]]
+        assert [d.label for d in review.boxes] == ["dog"] * len(sample["predictions"]["detections"])
+        for d, got in zip(sample["predictions"]["detections"], review.boxes, strict=True):
+            left, top, w, h = d["bounding_box"]
+            assert got.xywhn == pytest.approx((left + w / 2, top + h / 2, w, h), abs=1e-5)
+
+
+def test_a_cvat_image_tagged_rejected_rejects_its_frame_and_an_xml_bomb_is_refused(mined: Path, tmp_path: Path) -> None:
+    row = kept(manifest(mined))[0]
+    name = Path(row.image or "").name
+    xml = tmp_path / "annotations.xml"
+    xml.write_text(f'<annotations><image id="0" name="{name}" width="640" height="480"><tag label="Rejected"/>'
+                   '</image></annotations>')
+    out = tmp_path / "out"
+    shutil.copytree(mined, out)
+    proc = cli_here("import", "-o", str(out), "--format", "cvat", str(tmp_path))
+    assert proc.returncode == 0 and "1 reviewed frames read (1 rejected)" in proc.stdout, proc.stdout + proc.stderr
+    bomb = tmp_path / "bomb.xml"
+    bomb.write_text('<?xml version="1.0"?><!DOCTYPE a [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;">]>'
+                    "<annotations>&b;</annotations>")
+    refused = cli_here("import", "-o", str(out), "--format", "cvat", str(bomb))
+    assert refused.returncode == 2 and "entity" in refused.stdout + refused.stderr, refused.stdout + refused.stderr

@@ -336,14 +336,17 @@ def export_command(
 @app.command("import")
 def import_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="The run's output folder.")],
-    fmt: Annotated[str, typer.Option("--format", help="label-studio (its JSON export) or yolo (a labels folder).")],
-    source: Annotated[Path, typer.Argument(help="The tool's export: a JSON file, or a folder of YOLO labels.")],
+    fmt: Annotated[str, typer.Option("--format", help=(
+        "label-studio (its JSON export), cvat ('CVAT for images 1.1' XML), coco (COCO 1.0 JSON), "
+        "fiftyone (an exported dataset: samples.json, boxes in ground_truth) or yolo (a labels folder)."))],
+    source: Annotated[Path, typer.Argument(help="The tool's export: its file, or the folder it unpacked to.")],
     debug: Debug = False,
 ) -> None:
     """Reviewed labels back from a labelling tool: each frame's latest review is recorded (every
     revision is kept; the model's boxes too) and wins from the next export on; a skipped task
     rejects its frame; classes a reviewer added join the dataset's. Run the same `video-miner run`
-    command again to rebuild the dataset with them."""
+    command again to rebuild the dataset with them. CVAT: an image tag `rejected` rejects the
+    frame; FiftyOne: a sample tag `rejected`."""
     main_options(debug)
     from .dataset.review import read_reviews
     from .store.lock import OutputLock

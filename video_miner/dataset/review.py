@@ -2,10 +2,12 @@
 model was against them (``video-miner report --review``).
 
 Frames are matched by what the exports wrote: Label Studio tasks carry the frame key in
-``data.frame`` (and the image name); a YOLO labels folder names each file after the image the
-dataset holds. A label for a frame the dataset does not know is refused, naming it, and nothing is
-recorded. A task the reviewer skipped (Label Studio's ``was_cancelled``) rejects its frame. Classes
-a reviewer added join the dataset's classes after the configured ones, in the order first seen.
+``data.frame`` (and the image name), FiftyOne samples a ``frame`` field (and the file); CVAT's XML,
+COCO files and a YOLO labels folder name each image (or label file) after the image the export
+handed over, which is the dataset's image name. A label for a frame the dataset does not know is
+refused, naming it, and nothing is recorded. A task the reviewer skipped (Label Studio's
+``was_cancelled``; a CVAT image tag or a FiftyOne sample tag ``rejected``) rejects its frame.
+Classes a reviewer added join the dataset's classes after the configured ones, in the order seen.
 
 Everything read here is untrusted: files are read bounded, numbers checked, names shown printable.
 """
@@ -26,7 +28,9 @@ from ..redact import printable
 from ..store.files import read_bytes, read_json
 from ..store.manifest import PROVENANCE, ManifestRecord, read_manifest
 
-FORMATS = ("label-studio", "yolo")
+FORMATS = ("label-studio", "cvat", "coco", "fiftyone", "yolo")
+#: The tag (CVAT: an image tag's label; FiftyOne: a sample tag) that rejects a frame in review.
+REJECTED = "rejected"
 #: A Label Studio export larger than this is not one of a dataset this tool mined (256 MiB: some
 #: 200,000 tasks with their predictions).
 MAX_EXPORT_BYTES = 1 << 28
@@ -47,7 +51,8 @@ def read_reviews(output: Path, fmt: str, source: Path) -> Imported:
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     rows = list(read_manifest(output / "dataset"))
-    imported = _label_studio(source, rows) if fmt == "label-studio" else _yolo(source, rows, _classes(output))
+    readers = {"label-studio": _label_studio, "cvat": _cvat, "coco": _coco, "fiftyone": _fiftyone}
+    imported = readers[fmt](source, rows) if fmt in readers else _yolo(source, rows, _classes(output))
     known = {r.frame for r in rows}
     unknown = [r.frame for r in imported.reviews if r.frame not in known]
     if unknown:
@@ -123,6 +128,162 @@ def _ls_box(region: Any) -> Detection | None:
     track = meta.get("track_id") if isinstance(meta, dict) and isinstance(meta.get("track_id"), int) else None
     return Detection(str(labels[0])[:200], -1, 1.0, (round(x + w / 2, 6), round(y + h / 2, 6), round(w, 6),
                                                      round(h, 6)), track=track)
+
+
+def _inside(source: Path, *names: str) -> Path:
+    """``source`` itself, or in a folder (a tool's export unpacked) the first of ``names`` in it."""
+    if not source.is_dir():
+        return source
+    for name in names:
+        if (source / name).is_file():
+            return source / name
+    raise ConfigError(f"{source}: a folder without {' or '.join(names)}; give the export's file")
+
+
+def _frame_of(rows: list[ManifestRecord]) -> dict[str, str]:
+    """Image file name -> frame key, for the tools that name images (a path's last part counts)."""
+    return {Path(r.image).name: r.frame for r in rows if r.image}
+
+
+Box = tuple[float, float, float, float]
+
+
+def _xywhn(left: float, top: float, width: float, height: float, w: float, h: float) -> Box | None:
+    """A pixel box (left, top, width, height) in a ``w`` x ``h`` picture as normalised (cx, cy, w, h),
+    clipped to the picture; None when it is not a box (not finite, empty, or no picture size)."""
+    if not all(math.isfinite(v) for v in (left, top, width, height, w, h)) or min(width, height, w, h) <= 0:
+        return None
+    x0, y0 = min(max(left, 0.0), w), min(max(top, 0.0), h)
+    x1, y1 = min(max(left + width, 0.0), w), min(max(top + height, 0.0), h)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return (round((x0 + x1) / 2 / w, 6), round((y0 + y1) / 2 / h, 6), round((x1 - x0) / w, 6), round((y1 - y0) / h, 6))
+
+
+def _four(values: Any) -> Box | None:
+    """Four numbers from an untrusted list (NaN for what is not a number); None if not four."""
+    if not isinstance(values, list) or len(values) != 4:
+        return None
+    a, b, c, d = (_number(v) for v in values)
+    return a, b, c, d
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _xml(path: Path) -> Any:
+    """An XML file read bounded, with no document type (entities are how XML bombs expand)."""
+    import xml.etree.ElementTree as ET
+
+    data = read_bytes(path, MAX_EXPORT_BYTES)
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        raise ConfigError(f"{path}: an XML document type or entity; CVAT's exports have none, refused")
+    try:
+        return ET.fromstring(data)
+    except ET.ParseError as exc:
+        raise ConfigError(f"{path}: not well-formed XML ({exc}); give CVAT's 'CVAT for images 1.1' export") from exc
+
+
+def _cvat(source: Path, rows: list[ManifestRecord]) -> Imported:
+    """CVAT for images 1.1 (annotations.xml): every image of the task is reviewed; its boxes (a
+    ``track_id`` attribute kept); an image tag ``rejected`` rejects the frame."""
+    path = _inside(source, "annotations.xml")
+    root = _xml(path)
+    if root.tag != "annotations":
+        raise ConfigError(f"{path}: not a 'CVAT for images 1.1' export (its root is <{printable(root.tag)}>)")
+    frames = _frame_of(rows)
+    out = Imported([])
+    for image in root.iter("image"):
+        name = str(image.get("name", "")).rsplit("/", 1)[-1]
+        frame = frames.get(name, name)
+        w, h = _number(image.get("width")), _number(image.get("height"))
+        if any(str(t.get("label", "")).lower() == REJECTED for t in image.iter("tag")):
+            out.reviews.append(Review(frame, "cvat", [], True))
+            continue
+        boxes = []
+        for box in image.iter("box"):
+            left, top = _number(box.get("xtl")), _number(box.get("ytl"))
+            xywhn = _xywhn(left, top, _number(box.get("xbr")) - left, _number(box.get("ybr")) - top, w, h)
+            label = box.get("label")
+            if xywhn is None or not label:
+                out.notes.append(f"{printable(name)}: a box without a label or inside the picture: read past")
+                continue
+            attributes = {a.get("name"): (a.text or "").strip() for a in box.iter("attribute")}
+            track = attributes.get("track_id", "")
+            boxes.append(Detection(str(label)[:200], -1, 1.0, xywhn, track=int(track) if track.isdigit() else None))
+        out.reviews.append(Review(frame, "cvat", boxes))
+    return out
+
+
+def _coco(source: Path, rows: list[ManifestRecord]) -> Imported:
+    """COCO 1.0 (CVAT's, or any tool's): every image listed is reviewed, with its boxes."""
+    path = _inside(source, "annotations/instances_default.json", "instances_default.json", "annotations.json")
+    data = read_json(path, MAX_EXPORT_BYTES)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ConfigError(f"{path}: not a COCO file (a mapping with images, annotations, categories)")
+    names = {c.get("id"): str(c.get("name"))[:200] for c in data.get("categories") or [] if isinstance(c, dict)}
+    images = {i.get("id"): i for i in data["images"] if isinstance(i, dict)}
+    boxes: dict[Any, list[Detection]] = {k: [] for k in images}
+    out = Imported([])
+    for a in data.get("annotations") or []:
+        image = images.get(a.get("image_id")) if isinstance(a, dict) else None
+        bbox = _four(a.get("bbox")) if isinstance(a, dict) else None
+        label = names.get(a.get("category_id")) if isinstance(a, dict) else None
+        if image is None or label is None or bbox is None:
+            out.notes.append("an annotation without its image, category or a 4-number bbox: read past")
+            continue
+        xywhn = _xywhn(*bbox, _number(image.get("width")), _number(image.get("height")))
+        if xywhn is None:
+            out.notes.append(f"{printable(str(image.get('file_name')))}: a box outside the picture: read past")
+            continue
+        attributes = a.get("attributes") if isinstance(a.get("attributes"), dict) else {}
+        track = attributes.get("track_id")
+        boxes[a["image_id"]].append(Detection(label, -1, 1.0, xywhn, track=track if isinstance(track, int) else None))
+    frames = _frame_of(rows)
+    for key, image in images.items():
+        name = str(image.get("file_name", "")).rsplit("/", 1)[-1]
+        out.reviews.append(Review(frames.get(name, name), "coco", boxes[key]))
+    return out
+
+
+def _fiftyone(source: Path, rows: list[ManifestRecord]) -> Imported:
+    """A FiftyOne dataset folder (``samples.json``, as FiftyOne exports it): the reviewed boxes are
+    the ``ground_truth`` field (where reviewers put them; else ``predictions``, as handed over, edited
+    in place), relative top-left boxes; a sample tagged ``rejected`` rejects its frame."""
+    path = _inside(source, "samples.json")
+    data = read_json(path, MAX_EXPORT_BYTES)
+    samples = data.get("samples") if isinstance(data, dict) else None
+    if not isinstance(samples, list):
+        raise ConfigError(f"{path}: not a FiftyOne dataset export (samples.json with its samples)")
+    frames = _frame_of(rows)
+    out = Imported([])
+    for sample in samples:
+        if not isinstance(sample, dict):
+            out.notes.append("a sample that is not a mapping: read past")
+            continue
+        name = str(sample.get("filepath", "")).rsplit("/", 1)[-1]
+        given = sample.get("frame")
+        frame = given if isinstance(given, str) else frames.get(name, name)
+        if REJECTED in (sample.get("tags") or []):
+            out.reviews.append(Review(frame, "fiftyone", [], True))
+            continue
+        field_ = next((sample[k] for k in ("ground_truth", "predictions") if isinstance(sample.get(k), dict)), None)
+        boxes = []
+        for d in (field_ or {}).get("detections") or []:
+            box = _four(d.get("bounding_box")) if isinstance(d, dict) else None
+            label = d.get("label") if isinstance(d, dict) else None
+            xywhn = None if box is None else _xywhn(*box, 1.0, 1.0)
+            if xywhn is None or not isinstance(label, str):
+                out.notes.append(f"{printable(frame)}: a detection without a label or a box in the picture: read past")
+                continue
+            index = d.get("index")
+            boxes.append(Detection(label[:200], -1, 1.0, xywhn, track=index if isinstance(index, int) else None))
+        out.reviews.append(Review(frame, "fiftyone", boxes))
+    return out
 
 
 def _yolo(folder: Path, rows: list[ManifestRecord], classes: list[str]) -> Imported:

@@ -90,29 +90,12 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
         registry.update_frames(detected)
         rows = replaced(rows, detected)
     chosen = select_frames(rows, order, config, earlier_picks(output / "dataset"))
-    labels: Labels = {r.key: r.detections for r in chosen.kept}
-    if labeller is not None and chosen.kept:
-        for r, dets in zip(chosen.kept, labeller([output / r.file for r in chosen.kept]), strict=True):
-            labels[r.key] = dets
-    for key in labels:  # reviewed labels win over any model's
-        if key in reviews:
-            labels[key] = indexed(reviews[key], classes)
+    labels = _labels(chosen, output, labeller, reviews, classes)
     staging = output / "dataset.staging"
     remove_tree(staging)
     make_dirs(staging, output)
-    splits = _splits(chosen.kept, config.export.val_fraction)
     try:
-        image_paths = write_yolo(staging, output, splits, labels, classes)
-        if "coco" in config.export.formats:
-            write_coco(staging, splits, labels, classes, image_paths)
-        redactor = Redactor.with_extra(config.secret_params)
-        write_manifest(staging, manifest_records(rows, videos, chosen, image_paths, labels, redactor, config, reviews),
-                       config.export.manifest)
-        write_json(staging / PROVENANCE, {"config_hash": config.result_hash(), "classes": classes}, staging)
-        write_embeddings(staging, chosen.pool)
-        if chosen.budget is not None:
-            write_json(staging / SELECTION, {"budget": config.select.budget, "picks": chosen.budget.picks,
-                                             "radius": chosen.budget.radius}, staging)
+        _write(staging, output, config, rows, videos, chosen, labels, classes, reviews)
         replace_dir(staging, output / "dataset")
     except BaseException:
         # Disk full, a kill: the previous dataset stays as it was.
@@ -121,10 +104,45 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
     kept_count = Counter(r.video_id for r in chosen.kept)
     dup_count = Counter(key.rsplit("@", 1)[0] for key in chosen.duplicate_of)
     registry.set_dedup_counts({vid: (kept_count[vid], dup_count[vid]) for vid in {r.video_id for r in rows} | set(videos)})
+    return _summary(rows, chosen, len(detected))
+
+
+def _labels(chosen: Selection, output: Path, labeller: Labeller | None, reviews: dict[str, Review],
+            classes: list[str]) -> Labels:
+    """Each kept frame's boxes: the filter's, or the label model's; a review's wherever there is one."""
+    labels: Labels = {r.key: r.detections for r in chosen.kept}
+    if labeller is not None and chosen.kept:
+        for r, dets in zip(chosen.kept, labeller([output / r.file for r in chosen.kept]), strict=True):
+            labels[r.key] = dets
+    for key in labels:  # reviewed labels win over any model's
+        if key in reviews:
+            labels[key] = indexed(reviews[key], classes)
+    return labels
+
+
+def _write(staging: Path, output: Path, config: MinerConfig, rows: list[FrameRow], videos: dict[str, VideoRow],
+           chosen: Selection, labels: Labels, classes: list[str], reviews: dict[str, Review]) -> None:
+    """The dataset's files, into ``staging``: images and labels, COCO, the manifest, provenance,
+    embeddings and the budget's picks."""
+    splits = _splits(chosen.kept, config.export.val_fraction)
+    image_paths = write_yolo(staging, output, splits, labels, classes)
+    if "coco" in config.export.formats:
+        write_coco(staging, splits, labels, classes, image_paths)
+    redactor = Redactor.with_extra(config.secret_params)
+    write_manifest(staging, manifest_records(rows, videos, chosen, image_paths, labels, redactor, config, reviews),
+                   config.export.manifest)
+    write_json(staging / PROVENANCE, {"config_hash": config.result_hash(), "classes": classes}, staging)
+    write_embeddings(staging, chosen.pool)
+    if chosen.budget is not None:
+        write_json(staging / SELECTION, {"budget": config.select.budget, "picks": chosen.budget.picks,
+                                         "radius": chosen.budget.radius}, staging)
+
+
+def _summary(rows: list[FrameRow], chosen: Selection, detected: int) -> ExportSummary:
     duplicates, left_out = len(chosen.duplicate_of), len(chosen.left_out)
     return ExportSummary(frames=len(rows), kept=len(chosen.kept), duplicates=duplicates,
                          filtered=len(rows) - len(chosen.kept) - duplicates - left_out,
-                         detected_at_export=len(detected), same_content=len(chosen.same_content),
+                         detected_at_export=detected, same_content=len(chosen.same_content),
                          over_budget=len(chosen.budget.left_out) if chosen.budget else 0,
                          over_shot=len(chosen.over_shot), over_track=len(chosen.per_track),
                          tracks=len({(r.video_id, d.track) for r in chosen.pool for d in r.detections if d.track}),

@@ -41,14 +41,7 @@ def gallery_data(output: Path, rows: list[ManifestRecord], redactor: Redactor = 
             # Masked (manifests of older releases kept secrets); invisible characters shown escaped
             # (a U+202E in a name would turn the rest of it around).
             video_rows.append([printable(r.video_id), printable(redactor.url(r.source))])
-        # An OCR box carries the text read (shown as text, never as markup: it is untrusted).
-        boxes = [[class_index[d.label], d.conf, *[round(v, 5) for v in d.xywhn],
-                  *([printable(d.text)] if d.text else [])] for d in r.detections]
-        # With tracks: each box's track (0: none) and the frame's hard marks.
-        frames.append([videos[r.video_id], round(r.timestamp, 3), DECISIONS.index(r.decision),
-                       _image(output, layout, r), boxes, index.get(r.duplicate_of or "", -1),
-                       printable(r.reason or ""), _likeness(r), [d.track or 0 for d in r.detections],
-                       [printable(d.hard) for d in r.detections if d.hard]])
+        frames.append(_frame_row(output, layout, r, videos[r.video_id], class_index, index))
     kept_by_class = Counter(classes[b[0]] for f in frames if f[2] == 0 for b in {x[0]: x for x in f[4]}.values())
     counts = {"videos": len(video_rows), "frames": len(frames), **Counter(DECISIONS[f[2]] for f in frames)}
     return {"classes": [printable(c) for c in classes], "videos": video_rows, "frames": frames,
@@ -56,14 +49,27 @@ def gallery_data(output: Path, rows: list[ManifestRecord], redactor: Redactor = 
             "kept_by_class": {printable(c): n for c, n in kept_by_class.items()}}
 
 
+def _frame_row(output: Path, layout: OutputLayout, r: ManifestRecord, video: int, class_index: dict[str, int],
+               index: dict[str, int]) -> list[Any]:
+    """One frame as the page reads it: video, time, decision, image, boxes (an OCR box with the
+    text read: shown as text, never as markup), what it duplicates, reason, likeness, each box's
+    track (0: none) and the frame's hard marks."""
+    boxes = [[class_index[d.label], d.conf, *[round(v, 5) for v in d.xywhn], *([printable(d.text)] if d.text else [])]
+             for d in r.detections]
+    return [video, round(r.timestamp, 3), DECISIONS.index(r.decision), _image(output, layout, r), boxes,
+            index.get(r.duplicate_of or "", -1), printable(r.reason or ""), _likeness(r),
+            [d.track or 0 for d in r.detections], [printable(d.hard) for d in r.detections if d.hard]]
+
+
 def _likeness(r: ManifestRecord) -> str:
     """How alike a duplicate found by content is to the frame it stands for; "" for pHash's."""
     similarity = r.extra.get("similarity") if r.extra.get("duplicate_by") == "content" else None
     if not isinstance(similarity, dict):
         return ""
-    through = r.extra.get("through")
+    through, speed = r.extra.get("through"), r.extra.get("speed")
     return (f"same content: picture {similarity.get('picture')}, objects {similarity.get('objects')}"
-            + (f", through {through}" if isinstance(through, str) else ""))
+            + (f", through {through}" if isinstance(through, str) else "")
+            + (f", the same moment of a copy at {speed}x" if isinstance(speed, (int, float)) else ""))
 
 
 def _image(output: Path, layout: OutputLayout, r: ManifestRecord) -> str | None:

@@ -72,7 +72,7 @@ def _label_studio(path: Path, rows: list[ManifestRecord]) -> Imported:
     tasks = read_json(path, MAX_EXPORT_BYTES)
     if not isinstance(tasks, list):
         raise ConfigError(f"{path}: not a Label Studio JSON export (a list of tasks)")
-    by_image = {Path(r.image).name: r.frame for r in rows if r.image}
+    by_image = _frame_of(rows)
     out = Imported([])
     for task in tasks:
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
@@ -83,26 +83,28 @@ def _label_studio(path: Path, rows: list[ManifestRecord]) -> Imported:
         if not isinstance(frame, str):
             frame = by_image.get(str(data.get("image", "")).rsplit("/", 1)[-1], str(data.get("image", "?")))
         annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
-        if not annotations:
-            continue  # not reviewed yet
-        # The latest annotation of the task is the review (Label Studio lists them oldest first).
-        latest = max(annotations, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""),
-                                                 int(a.get("id") or 0)))
-        who = latest.get("completed_by")
-        who = who.get("email") if isinstance(who, dict) else who
-        at = latest.get("updated_at") or latest.get("created_at")
-        if latest.get("was_cancelled"):
-            out.reviews.append(Review(frame, "label-studio", [], True, _text(who), _text(at)))
-            continue
-        boxes = []
-        for region in latest.get("result") or []:
-            box = _ls_box(region)
-            if box is None:
-                out.notes.append(f"{printable(frame)}: a region that is not a box with one label: read past")
-                continue
-            boxes.append(box)
-        out.reviews.append(Review(frame, "label-studio", boxes, False, _text(who), _text(at)))
+        if annotations:  # else not reviewed yet
+            out.reviews.append(_ls_review(frame, annotations, out.notes))
     return out
+
+
+def _ls_review(frame: str, annotations: list[dict[str, Any]], notes: list[str]) -> Review:
+    """A task's review: its latest annotation (Label Studio lists them oldest first)."""
+    latest = max(annotations, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""),
+                                             int(a.get("id") or 0)))
+    who = latest.get("completed_by")
+    who = who.get("email") if isinstance(who, dict) else who
+    at = latest.get("updated_at") or latest.get("created_at")
+    if latest.get("was_cancelled"):
+        return Review(frame, "label-studio", [], True, _text(who), _text(at))
+    boxes = []
+    for region in latest.get("result") or []:
+        box = _ls_box(region)
+        if box is None:
+            notes.append(f"{printable(frame)}: a region that is not a box with one label: read past")
+            continue
+        boxes.append(box)
+    return Review(frame, "label-studio", boxes, False, _text(who), _text(at))
 
 
 def _text(value: Any) -> str | None:
@@ -230,24 +232,31 @@ def _coco(source: Path, rows: list[ManifestRecord]) -> Imported:
     boxes: dict[Any, list[Detection]] = {k: [] for k in images}
     out = Imported([])
     for a in data.get("annotations") or []:
-        image = images.get(a.get("image_id")) if isinstance(a, dict) else None
-        bbox = _four(a.get("bbox")) if isinstance(a, dict) else None
-        label = names.get(a.get("category_id")) if isinstance(a, dict) else None
-        if image is None or label is None or bbox is None:
-            out.notes.append("an annotation without its image, category or a 4-number bbox: read past")
-            continue
-        xywhn = _xywhn(*bbox, _number(image.get("width")), _number(image.get("height")))
-        if xywhn is None:
-            out.notes.append(f"{printable(str(image.get('file_name')))}: a box outside the picture: read past")
-            continue
-        attributes = a.get("attributes") if isinstance(a.get("attributes"), dict) else {}
-        track = attributes.get("track_id")
-        boxes[a["image_id"]].append(Detection(label, -1, 1.0, xywhn, track=track if isinstance(track, int) else None))
+        found = _coco_box(a, images, names)
+        if isinstance(found, str):
+            out.notes.append(found)
+        else:
+            boxes[a["image_id"]].append(found)
     frames = _frame_of(rows)
     for key, image in images.items():
         name = str(image.get("file_name", "")).rsplit("/", 1)[-1]
         out.reviews.append(Review(frames.get(name, name), "coco", boxes[key]))
     return out
+
+
+def _coco_box(a: Any, images: dict[Any, Any], names: dict[Any, str]) -> Detection | str:
+    """A COCO annotation as a box of its image, or the note saying why it is read past."""
+    if not isinstance(a, dict):
+        return "an annotation that is not a mapping: read past"
+    image, bbox, label = images.get(a.get("image_id")), _four(a.get("bbox")), names.get(a.get("category_id"))
+    if image is None or label is None or bbox is None:
+        return "an annotation without its image, category or a 4-number bbox: read past"
+    xywhn = _xywhn(*bbox, _number(image.get("width")), _number(image.get("height")))
+    if xywhn is None:
+        return f"{printable(str(image.get('file_name')))}: a box outside the picture: read past"
+    attributes = a.get("attributes")
+    track = attributes.get("track_id") if isinstance(attributes, dict) else None
+    return Detection(label, -1, 1.0, xywhn, track=track if isinstance(track, int) else None)
 
 
 def _fiftyone(source: Path, rows: list[ManifestRecord]) -> Imported:
@@ -366,55 +375,75 @@ def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, flo
     return shared / union if union > 0 else 0.0
 
 
+@dataclass
+class _Matches:
+    """The model's boxes matched to the reviewed ones over many frames, as ``ap_per_class`` takes
+    them, with what the reviewers changed."""
+
+    labels: dict[str, int]
+    tp: list[bool] = field(default_factory=list)
+    conf: list[float] = field(default_factory=list)
+    pred: list[int] = field(default_factory=list)
+    target: list[int] = field(default_factory=list)
+    confusions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    corrections: Counter[str] = field(default_factory=Counter)
+
+    def _best(self, d: Detection, truth: list[Detection], used: set[int]) -> tuple[int, float]:
+        """The unused reviewed box ``d`` overlaps most at IoU 0.5 or more (-1: none), and the IoU."""
+        best, best_iou = -1, 0.5
+        for j, t in enumerate(truth):
+            iou = _iou(d.xywhn, t.xywhn)
+            if j not in used and iou >= best_iou:
+                best, best_iou = j, iou
+        return best, best_iou
+
+    def add(self, key: str, truth: list[Detection], found: list[Detection]) -> None:
+        """One frame: the model's boxes, most confident first, each to its best reviewed box."""
+        self.target += [self.labels[d.label] for d in truth]
+        used: set[int] = set()
+        for d in sorted(found, key=lambda d: -d.conf):
+            best, iou = self._best(d, truth, used)
+            hit = best >= 0 and truth[best].label == d.label
+            if best < 0 or not hit or iou < 0.9:  # deleted (a false box), re-classed or moved
+                self.corrections[key] += 1
+            if best >= 0:
+                used.add(best)
+                if not hit:
+                    self.confusions[(d.label, truth[best].label)] += 1
+            self.tp.append(hit)
+            self.conf.append(d.conf)
+            self.pred.append(self.labels[d.label])
+        self.corrections[key] += len(truth) - len(used)  # added: the model missed them
+
+    def scores(self) -> tuple[list[ClassScore], float]:
+        """Per class precision, recall and AP50 (Ultralytics' ``ap_per_class``), and their mAP50."""
+        from ultralytics.utils.metrics import ap_per_class
+
+        if not self.target:
+            return [], 0.0
+        names = {i: c for c, i in self.labels.items()}
+        result = ap_per_class(np.asarray(self.tp, dtype=bool).reshape(-1, 1), np.asarray(self.conf),
+                              np.asarray(self.pred), np.asarray(self.target))
+        p, r, ap, classes = result[2], result[3], result[5], result[6]
+        scores = [ClassScore(names[int(c)], self.target.count(int(c)), self.pred.count(int(c)),
+                             round(float(p[k]), 4), round(float(r[k]), 4), round(float(ap[k, 0]), 4))
+                  for k, c in enumerate(classes.tolist())]
+        return scores, round(float(ap[:, 0].mean()), 4) if len(classes) else 0.0
+
+
 def compare(model: dict[str, list[Detection]], reviews: dict[str, Review], top: int = 10) -> ReviewReport:
     """The mining model's boxes (``model``: frame -> boxes) against the reviewed ones, per class:
     precision and recall at IoU 0.5 and AP50 (Ultralytics' own ``ap_per_class``), the classes the
     reviewers changed, and the frames they corrected most. Rejected frames are counted apart."""
-    from ultralytics.utils.metrics import ap_per_class
-
     judged = {k: r for k, r in reviews.items() if not r.rejected and k in model}
     labels = sorted({d.label for k, r in judged.items() for d in [*r.boxes, *model[k]]})
-    at = {c: i for i, c in enumerate(labels)}
-    tp, conf, pred, target = [], [], [], []
-    confusions: Counter[tuple[str, str]] = Counter()
-    corrections: Counter[str] = Counter()
+    matches = _Matches({c: i for i, c in enumerate(labels)})
     for key, review in judged.items():
-        truth, found = review.boxes, sorted(model[key], key=lambda d: -d.conf)
-        target += [at[d.label] for d in truth]
-        used: set[int] = set()
-        for d in found:
-            best, best_iou = -1, 0.5
-            for j, t in enumerate(truth):
-                iou = _iou(d.xywhn, t.xywhn)
-                if j not in used and iou >= best_iou:
-                    best, best_iou = j, iou
-            hit = best >= 0 and truth[best].label == d.label
-            if best >= 0:
-                used.add(best)
-                if not hit:
-                    confusions[(d.label, truth[best].label)] += 1
-                    corrections[key] += 1
-                elif best_iou < 0.9:
-                    corrections[key] += 1  # moved
-            else:
-                corrections[key] += 1  # deleted: the model's false box
-            tp.append(hit)
-            conf.append(d.conf)
-            pred.append(at[d.label])
-        corrections[key] += len(truth) - len(used)  # added: the model missed them
-    scores: list[ClassScore] = []
-    map50 = 0.0
-    if target:
-        result = ap_per_class(np.asarray(tp, dtype=bool).reshape(-1, 1), np.asarray(conf), np.asarray(pred),
-                              np.asarray(target))
-        p, r, ap, classes = result[2], result[3], result[5], result[6]
-        for k, c in enumerate(classes.tolist()):
-            label = labels[int(c)]
-            scores.append(ClassScore(label, target.count(int(c)), pred.count(int(c)), round(float(p[k]), 4),
-                                     round(float(r[k]), 4), round(float(ap[k, 0]), 4)))
-        map50 = round(float(ap[:, 0].mean()), 4) if len(classes) else 0.0
-    most = sorted(((k, n) for k, n in corrections.items() if n), key=lambda kv: (-kv[1], kv[0]))[:top]
-    return ReviewReport(len(judged), sum(r.rejected for r in reviews.values()), scores, map50, dict(confusions), most)
+        matches.add(key, review.boxes, model[key])
+    scores, map50 = matches.scores()
+    most = sorted(((k, n) for k, n in matches.corrections.items() if n), key=lambda kv: (-kv[1], kv[0]))[:top]
+    return ReviewReport(len(judged), sum(r.rejected for r in reviews.values()), scores, map50,
+                        dict(matches.confusions), most)
 
 
 def plot_review(result: ReviewReport, path: Path, root: Path) -> Path:

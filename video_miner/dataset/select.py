@@ -106,11 +106,7 @@ def select_frames(rows: list[FrameRow], order: dict[str, int], config: MinerConf
     # its duplicate whether or not the detector saw it, so the choice never depends on which
     # detections were skipped.
     pool, priority, eligible, hashes = pool_of(rows, order)
-    per_track: dict[str, TrackCover] = {}
-    if config.select.per_track is not None:
-        # Before dedup: which frame stands for a track is its best view, not the priority of pixels.
-        per_track = best_views(pool, (eligible == YES).tolist(), config.select.per_track)
-        eligible[[i for i, r in enumerate(pool) if r.key in per_track]] = NO
+    per_track = _per_track(pool, eligible, config)
     dup_of = select_distinct(hashes, priority, config.phash_radius, eligible, _unsettled)
     walk = [i for i in priority.tolist() if dup_of[i] == KEPT]
     by_content = config.dedup.enabled and config.dedup.semantic and bool(walk)
@@ -120,17 +116,24 @@ def select_frames(rows: list[FrameRow], order: dict[str, int], config: MinerConf
     same_content: dict[str, Match[str]] = {}
     if by_content:
         same_content, local = _by_content(pool, walk, vectors, dup_of, config)
-    over_shot: set[str] = set()
-    if config.extract.per_shot is not None:
-        capped = _per_shot([pool[walk[place]] for place in local], config.extract.per_shot)
-        over_shot = {pool[walk[local[at]]].key for at in capped}
-        local = [place for at, place in enumerate(local) if at not in capped]
+    over_shot, local = _capped_by_shot(pool, walk, local, config.extract.per_shot)
     budgeted = _budget(config, [pool[walk[place]] for place in local], vectors, local, earlier_picks)
     left_out = set(budgeted.left_out if budgeted else ()) | over_shot
     kept = [pool[i] for i in np.flatnonzero(dup_of == KEPT).tolist() if pool[i].key not in left_out]
     duplicate_of = {pool[i].key: pool[d].key for i, d in enumerate(dup_of.tolist())
                     if d >= 0 and pool[i].key not in per_track}
     return Selection(pool, kept, duplicate_of, same_content, budgeted, over_shot, per_track)
+
+
+def _per_track(pool: list[FrameRow], eligible: np.ndarray, config: MinerConfig) -> dict[str, TrackCover]:
+    """With ``select.per_track``: the frames it leaves out (no longer eligible), each with its
+    track's kept view. Before dedup: which frame stands for a track is its best view, not the
+    priority of pixels."""
+    if config.select.per_track is None:
+        return {}
+    per_track = best_views(pool, (eligible == YES).tolist(), config.select.per_track)
+    eligible[[i for i, r in enumerate(pool) if r.key in per_track]] = NO
+    return per_track
 
 
 def _by_content(pool: list[FrameRow], walk: list[int], vectors: Vectors, dup_of: np.ndarray, config: MinerConfig
@@ -203,6 +206,15 @@ def _copied(pool: list[FrameRow], dup_of: np.ndarray) -> dict[tuple[str, str], f
         if end >= 0 and pool[end].video_id != pool[i].video_id:
             into[(pool[i].video_id, pool[end].video_id)] += 1
     return {pair: n / frames[pair[0]] for pair, n in into.items()}
+
+
+def _capped_by_shot(pool: list[FrameRow], walk: list[int], local: list[int], cap: int | None
+                    ) -> tuple[set[str], list[int]]:
+    """The frames ``extract.per_shot`` leaves out (keys), and the places in ``walk`` still kept."""
+    if cap is None:
+        return set(), local
+    capped = _per_shot([pool[walk[place]] for place in local], cap)
+    return {pool[walk[local[at]]].key for at in capped}, [place for at, place in enumerate(local) if at not in capped]
 
 
 def _per_shot(walk: list[FrameRow], cap: int) -> set[int]:

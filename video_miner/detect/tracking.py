@@ -196,18 +196,27 @@ def _stitch(frames: list[FrameRecord], ids: dict[tuple[int, int], int], feats: l
             taken = {ids[(pos, b)] for b in range(len(frames[pos].detections)) if (pos, b) in ids}
             best: tuple[float, int] | None = None
             for near in (seen[r] for r in (rank - 1, rank + 1) if 0 <= r < len(seen)):
-                theirs = feats[near]
-                if theirs is None or abs(frames[near].t - frames[pos].t) > keep_lost_s:
-                    continue
-                for b, other in enumerate(frames[near].detections):
-                    track = ids.get((near, b))
-                    if track is None or track in taken or other.label != d.label or not _near(d, other):
-                        continue
-                    cosine = _cosine(vectors[box], theirs[b])
-                    if cosine >= appearance and (best is None or cosine > best[0]):
-                        best = (cosine, track)
+                if feats[near] is not None and abs(frames[near].t - frames[pos].t) <= keep_lost_s:
+                    found = _looks_like(d, vectors[box], frames[near], feats[near], near, ids, taken, appearance)
+                    if found is not None and (best is None or found[0] > best[0]):
+                        best = found
             if best is not None:
                 ids[(pos, box)] = best[1]
+
+
+def _looks_like(d: Detection, vector: np.ndarray, frame: FrameRecord, theirs: np.ndarray | None, pos: int,
+                ids: dict[tuple[int, int], int], taken: set[int], appearance: float) -> tuple[float, int] | None:
+    """(cosine, track) of the tracked box of ``frame`` (at ``pos``) of ``d``'s class, near it and
+    not of a track in ``taken``, that ``d`` looks most like at ``appearance`` or more; None if none."""
+    best: tuple[float, int] | None = None
+    for b, other in enumerate(frame.detections):
+        track = ids.get((pos, b))
+        if theirs is None or track is None or track in taken or other.label != d.label or not _near(d, other):
+            continue
+        cosine = _cosine(vector, theirs[b])
+        if cosine >= appearance and (best is None or cosine > best[0]):
+            best = (cosine, track)
+    return best
 
 
 def track_video(frames: list[FrameRecord], frames_dir: Path, cfg: TrackConfig, conf: float,

@@ -51,29 +51,36 @@ def _probe(target: str, shared: bool, name: str) -> str:
     return str(probe)
 
 
-def check_nodes(config: MinerConfig) -> list[Check]:
-    """The checks of a cluster this process is connected to (``ray.init`` done)."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+def _node_line(node: dict[str, Any]) -> str:
+    resources = sorted((node.get("Resources") or {}).items())
+    return f"{node.get('NodeManagerAddress')} " + ", ".join(
+        f"{k} {v:g}" for k, v in resources if not k.startswith(("node:", "memory", "object_store")))
 
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    checks = [Check("cluster nodes", OK if nodes else FAIL, f"{len(nodes)} alive: " + "; ".join(
-        f"{n.get('NodeManagerAddress')} " + ", ".join(f"{k} {v:g}" for k, v in sorted((n.get("Resources") or {}).items())
-                                                     if not k.startswith(("node:", "memory", "object_store")))
-        for n in nodes), "" if nodes else "start the cluster (ray start --head) or fix --ray-address")]
+
+def _placement(config: MinerConfig, nodes: list[dict[str, Any]]) -> list[Check]:
+    """Whether some node has what the filter actor and the CPU tasks ask for."""
     r = config.ray
     gpus = r.filter_gpus if r.filter_gpus is not None else (
         1.0 if any(float((n.get("Resources") or {}).get("GPU", 0)) >= 1 for n in nodes) else 0.0)
     filter_wants = {"CPU": r.filter_cpus, "GPU": gpus, **r.filter_resources}
     task_wants = {"CPU": r.cpus_per_task, **r.cpu_resources}
+    checks = []
     for what, wants, key in (("filter actor", filter_wants, "ray.filter_cpus, ray.filter_gpus, ray.filter_resources"),
                              ("download/extract tasks", task_wants, "ray.cpus_per_task, ray.cpu_resources")):
         hosts = [n for n in nodes if _fits(n, wants)]
         asked = ", ".join(f"{k} {v:g}" for k, v in wants.items() if v > 0)
         checks.append(Check(what, OK if hosts else FAIL, f"{len(hosts)} of {len(nodes)} nodes have {asked}",
                             "" if hosts else f"no node has that: lower {key}, or add a node with those resources"))
-    shared = bool(r.shared_storage)
-    target = r.shared_storage or str(config.output_dir.resolve())
+    return checks
+
+
+def _storage(config: MinerConfig, nodes: list[dict[str, Any]]) -> Check:
+    """Whether a probe task pinned to each node writes and reads the work files' place."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    shared = bool(config.ray.shared_storage)
+    target = config.ray.shared_storage or str(config.output_dir.resolve())
     probe = ray.remote(_probe)
     refs = {n["NodeID"]: probe.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
         n["NodeID"], soft=False)).remote(target, shared, f"{n['NodeID'][:12]}-{uuid.uuid4().hex[:8]}") for n in nodes}
@@ -87,9 +94,16 @@ def check_nodes(config: MinerConfig) -> list[Check]:
     if failed:
         fix = ("check the URL and each node's credentials" if shared else
                "mount the output folder at the same path on every node, or give --shared-storage URL")
-        checks.append(Check(f"{what} from every node", FAIL, f"{target}: {len(failed)} of {len(nodes)} nodes cannot "
-                            f"write and read it ({'; '.join(failed[:3])})", fix))
-    else:
-        checks.append(Check(f"{what} from every node", OK if nodes else WARN,
-                            f"{target}: written and read back from {len(nodes)} nodes"))
-    return checks
+        return Check(f"{what} from every node", FAIL, f"{target}: {len(failed)} of {len(nodes)} nodes cannot "
+                     f"write and read it ({'; '.join(failed[:3])})", fix)
+    return Check(f"{what} from every node", OK if nodes else WARN, f"{target}: written and read back from {len(nodes)} nodes")
+
+
+def check_nodes(config: MinerConfig) -> list[Check]:
+    """The checks of a cluster this process is connected to (``ray.init`` done)."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    checks = [Check("cluster nodes", OK if nodes else FAIL, f"{len(nodes)} alive: " + "; ".join(map(_node_line, nodes)),
+                    "" if nodes else "start the cluster (ray start --head) or fix --ray-address")]
+    return checks + _placement(config, nodes) + [_storage(config, nodes)]

@@ -16,6 +16,7 @@ from typing import Any
 
 from video_miner.config import MinerConfig, load_config
 from video_miner.errors import MinerError
+from video_miner.observe.metrics_file import MetricsFile, read_metrics
 from video_miner.records import FrameRow, VideoRow
 from video_miner.run.compose import mine
 from video_miner.run.request import MiningReport, RunRequest
@@ -92,6 +93,11 @@ def dataset_files(dataset: Path) -> dict[str, bytes]:
     """Every image and label file of a dataset, by relative path."""
     return {p.relative_to(dataset).as_posix(): p.read_bytes()
             for sub in ("images", "labels") for p in sorted((dataset / sub).rglob("*")) if p.is_file()}
+
+
+def metrics(output: Path) -> MetricsFile:
+    """The run's metrics.json through the product's own reader."""
+    return read_metrics(output / "metrics.json")
 
 
 def manifest(output: Path) -> list[ManifestRecord]:

@@ -5,7 +5,6 @@ slow detector, Ctrl-C and restart."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -31,7 +30,7 @@ from video_miner.run.compose import mine
 from video_miner.run.request import MiningReport, RunRequest, StopSignal
 
 from .conftest import BOTTLE, MODEL, ROOT, VIDEOS
-from .helpers import by_frame, cli_args, done_videos, free_port, kept, make_config, manifest, videos, wait_for
+from .helpers import by_frame, cli_args, done_videos, free_port, kept, make_config, manifest, metrics, videos, wait_for
 from .rtsp_server import rtsp_camera
 
 pytestmark = pytest.mark.timeout(300)
@@ -108,8 +107,9 @@ def slowed(monkeypatch: pytest.MonkeyPatch, cls: type, method: str, seconds_per_
 
 
 def live_metrics(out: Path, source: str) -> LiveSnapshot:
-    data = json.loads((out / "metrics.json").read_text())["live"][source]
-    return LiveSnapshot(source=source, **data)
+    live = metrics(out).live
+    assert live is not None, "no live sources in metrics.json"
+    return LiveSnapshot(source=source, **live[source].model_dump())
 
 
 def decided_frames(out: Path) -> int:
@@ -283,11 +283,10 @@ def test_a_slow_detector_drops_frames_counted_per_source_with_bounded_latency(
         assert dropped == 0 and decided == sampled, stats
     latency_is_measured(stats)
     assert not list((tmp_path / "out" / "work" / "live").rglob("*.jpg")), "dropped frames' files are deleted"
-    data = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    stage = metrics(tmp_path / "out").stages["live_filter"]
     # What bounds the latency: a decided frame waited at most for the queue (2 frames) and the
     # frame in the detector.
-    assert data["stages"]["live_filter"]["queue_high_water"] <= 2
-    assert data["stages"]["live_filter"]["dropped"] == dropped
+    assert stage.queue_high_water <= 2 and stage.dropped == dropped
 
 
 @pytest.mark.parametrize("wait_all", [False, True])
@@ -314,23 +313,24 @@ def test_a_slow_model_beside_a_fast_one_never_holds_a_live_stream_back(
     took = time.monotonic() - started
     assert not report.failures
     stats = live_metrics(out, url)
-    data = json.loads((out / "metrics.json").read_text())
-    models, join = data["models"]["models"], data["models"]["joins"]["live"]
+    figures = metrics(out).models
+    assert figures is not None
+    models, join = figures.models, figures.joins["live"]
     sampled, dropped, decided = stats.frames_sampled, stats.frames_dropped, stats.frames_decided
     assert sampled == seconds * 5 and decided + dropped == sampled and decided >= 1, stats
     # At 1 s a frame the OCR read at most one frame a second of the run (and the one in flight).
-    assert 1 <= models["signs"]["calls"] <= took + 1, (models, took)
+    assert 1 <= models["signs"].calls <= took + 1, (models, took)
     # The detector is fast, but on a loaded machine it too may miss the join's tolerance: each
     # decided frame has its answer, or (realtime) was counted as decided without one.
-    coco = models["coco"]["calls"]
+    coco = models["coco"].calls
     if wait_all:
         assert coco >= decided, (models, stats)
     else:
         assert coco <= decided and decided - coco <= stats.frames_partial, (models, stats)
-    assert models["signs"]["busy"] > 0, models
+    assert models["signs"].busy > 0, models
     late = stats.frames_expired if wait_all else stats.frames_partial
     assert late > 0 and (stats.frames_partial if wait_all else stats.frames_expired) == 0, stats
-    assert join["expired" if wait_all else "partial"] >= late and join["waiting"] == 0, join
+    assert (join.expired if wait_all else join.partial) >= late and join.waiting == 0, join
     latency_is_measured(stats)
     if wait_all:
         kept_rows = kept(manifest(out))

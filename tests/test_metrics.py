@@ -17,6 +17,7 @@ from video_miner.run.request import RunRequest
 
 from .conftest import MODEL, ROOT, VIDEOS
 from .helpers import cli_here, make_config
+from .helpers import metrics as run_metrics
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -71,20 +72,20 @@ def test_prometheus_endpoint_and_metrics_json_agree_with_the_run(person_head: Pa
     assert final[("video_miner_video_seconds_count", ())] == 3
     assert final[("video_miner_detector_batch_size_count", ())] >= 1
 
-    data = json.loads((out / "metrics.json").read_text())
+    data = run_metrics(out)
     rows = [json.loads(line) for line in (out / "dataset" / "manifest.jsonl").read_text().splitlines()]
-    assert data["totals"]["frames"] == len(rows)
-    assert data["totals"]["kept"] == sum(r["decision"] == "kept" for r in rows)
-    assert data["totals"]["duplicates"] == sum(r["decision"] == "duplicate" for r in rows)
-    assert final[("video_miner_frames_deferred_total", ())] == data["totals"]["frames_deferred"]
+    assert data.totals["frames"] == len(rows)
+    assert data.totals["kept"] == sum(r["decision"] == "kept" for r in rows)
+    assert data.totals["duplicates"] == sum(r["decision"] == "duplicate" for r in rows)
+    assert final[("video_miner_frames_deferred_total", ())] == data.totals["frames_deferred"]
     # Every frame the filter sent went through the batcher (the export detects a few more itself).
-    assert final[("video_miner_detector_wait_seconds_count", ())] == data["detector"]["requests"] > 0
-    assert final[("video_miner_detector_batch_size_count", ())] == data["detector"]["batches"]
-    assert list(data["stages"]) == ["download", "extract", "filter", "collect"]
-    assert data["bottleneck"]["stage"] in data["stages"]
-    assert "bottleneck" in data["bottleneck"]["hint"]
-    for s in data["stages"].values():
-        assert s["items_in"] == 3 and 0 <= s["busy_fraction"] <= 1.0 and s["p50_s"] <= s["p95_s"] <= s["max_s"]
+    assert data.detector is not None and data.bottleneck is not None
+    assert final[("video_miner_detector_wait_seconds_count", ())] == data.detector.requests > 0
+    assert final[("video_miner_detector_batch_size_count", ())] == data.detector.batches
+    assert list(data.stages) == ["download", "extract", "filter", "collect"]
+    assert data.bottleneck.stage in data.stages and "bottleneck" in data.bottleneck.hint
+    for s in data.stages.values():
+        assert s.items_in == 3 and 0 <= s.busy_fraction <= 1.0 and s.p50_s <= s.p95_s <= s.max_s
 
 
 def test_report_prints_tables_and_writes_a_png(tmp_path: Path) -> None:
@@ -107,19 +108,18 @@ def test_metrics_stay_small_for_many_videos_and_a_rerun_with_nothing_to_do_keeps
     inputs = [str(p) for p in short_clips]
     config = make_config(out)
     mine(RunRequest(inputs, config))
-    first = json.loads((out / "metrics.json").read_text())
-    det = first["detector"]
-    assert det["requests"] == len(short_clips) == first["totals"]["frames_to_detector"]
-    assert det["batches"] == sum(det["batch_sizes"].values()) and 0 < det["batch_fill_mean"] <= 1
-    assert det["batch_size_p50"] >= 1 and det["wait_s"]["p50"] <= det["wait_s"]["p95"] <= det["wait_s"]["max"]
-    assert len(first["history"]) == 1
+    first = run_metrics(out)
+    det = first.detector
+    assert det is not None and det.requests == len(short_clips) == first.totals["frames_to_detector"]
+    assert det.batches == sum(det.batch_sizes.values()) and 0 < det.batch_fill_mean <= 1
+    assert det.batch_size_p50 >= 1 and det.wait_s.p50 <= det.wait_s.p95 <= det.wait_s.max
+    assert len(first.history) == 1
     # Nothing left to do: the last real run's figures stay.
     mine(RunRequest(inputs, config))
-    assert json.loads((out / "metrics.json").read_text()) == first
+    assert run_metrics(out) == first
     # A new input: a second entry in the history, not a file that grows with the videos.
     mine(RunRequest([*inputs, str(VIDEOS / "again.mkv")], config))
-    second = json.loads((out / "metrics.json").read_text())
-    assert [h["videos"] for h in second["history"]] == [len(inputs), len(inputs) + 1]
+    assert [h["videos"] for h in run_metrics(out).history] == [len(inputs), len(inputs) + 1]
 
 
 def test_the_timeline_is_bounded_however_many_events() -> None:

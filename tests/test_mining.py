@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from itertools import combinations
 from pathlib import Path
@@ -13,7 +12,7 @@ import yaml
 from video_miner.media.quality import hamming, open_gray, phash64
 
 from .conftest import BOTTLE, CARS, MODEL, PERSON, VIDEOS
-from .helpers import cli, cli_here, dataset_files, manifest, run
+from .helpers import cli, cli_here, dataset_files, manifest, metrics, run
 from .http_server import serve
 
 #: Seconds of the person video (and of its copy) the detector-skipping runs read.
@@ -135,11 +134,11 @@ def test_skipping_the_detector_for_near_duplicates_changes_nothing_in_the_output
                                                              "pipeline.extract_workers": 1,
                                                              "dedup.semantic": semantic})
         assert not reports[skip].failures
-    metrics = {skip: json.loads((tmp_path / str(skip) / "metrics.json").read_text())["totals"] for skip in reports}
-    assert metrics[False]["frames_deferred"] == 0
+    totals = {skip: metrics(tmp_path / str(skip)).totals for skip in reports}
+    assert totals[False]["frames_deferred"] == 0
     fewer = 1 if semantic else 10
-    assert metrics[True]["frames_deferred"] >= fewer, metrics[True]
-    assert metrics[True]["frames_to_detector"] <= metrics[False]["frames_to_detector"] - fewer, metrics
+    assert totals[True]["frames_deferred"] >= fewer, totals[True]
+    assert totals[True]["frames_to_detector"] <= totals[False]["frames_to_detector"] - fewer, totals
     assert reports[True].export.kept >= 5
     assert dataset_files(tmp_path / "True" / "dataset") == dataset_files(tmp_path / "False" / "dataset")
     assert manifest(tmp_path / "True") == manifest(tmp_path / "False")
@@ -148,7 +147,7 @@ def test_skipping_the_detector_for_near_duplicates_changes_nothing_in_the_output
     # are deferred then depends on how the two videos' frames interleave (the machine's speed); the
     # output never does.
     side = run(inputs, tmp_path / "side", **{"extract.end": SKIP_SECONDS, "dedup.semantic": semantic})
-    both = json.loads((tmp_path / "side" / "metrics.json").read_text())["totals"]
+    both = metrics(tmp_path / "side").totals
     assert not side.failures and both["frames_deferred"] >= 1, both
     assert dataset_files(tmp_path / "side" / "dataset") == dataset_files(tmp_path / "False" / "dataset")
     assert manifest(tmp_path / "side") == manifest(tmp_path / "False")
@@ -269,10 +268,12 @@ def test_batches_across_videos_change_nothing_in_the_dataset(short_clips: list[P
     across = run(inputs, tmp_path / "across")
     alone = run(inputs, tmp_path / "alone", **{"pipeline.filter_workers": 1})
     assert not across.failures and not alone.failures
-    det = {name: json.loads((tmp_path / name / "metrics.json").read_text())["detector"] for name in ("across", "alone")}
-    assert det["across"]["requests"] == det["alone"]["requests"] == len(short_clips)
-    assert max(map(int, det["across"]["batch_sizes"])) > 1, det["across"]
-    assert set(det["alone"]["batch_sizes"]) == {"1"}, det["alone"]
+    det = {name: metrics(tmp_path / name).detector for name in ("across", "alone")}
+    across_batches, alone_batches = det["across"], det["alone"]
+    assert across_batches is not None and alone_batches is not None
+    assert across_batches.requests == alone_batches.requests == len(short_clips)
+    assert max(map(int, across_batches.batch_sizes)) > 1, across_batches
+    assert set(alone_batches.batch_sizes) == {"1"}, alone_batches
     assert across.export.kept >= 5
     assert dataset_files(tmp_path / "across" / "dataset") == dataset_files(tmp_path / "alone" / "dataset")
     assert manifest(tmp_path / "across") == manifest(tmp_path / "alone")

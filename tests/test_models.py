@@ -23,7 +23,7 @@ from video_miner.run.prepare import check_request
 from video_miner.run.request import RunRequest
 
 from .conftest import BOTTLE, CARS, MODEL, PERSON, ROOT
-from .helpers import dataset_files, make_config, run
+from .helpers import dataset_files, make_config, metrics, run
 
 CLASSES = ["car", "truck", "bus", "person", "dog", "traffic light", "text"]
 PLATES = {"models": [{"name": "vehicles", "classes": ["bus", "person"]},
@@ -181,12 +181,13 @@ def test_a_detector_then_ocr_cascade_keeps_vehicles_with_readable_text(plates_ru
     assert "0: bus" in names and "1: person" in names and "2: text" in names
     label_lines = [line.split() for p in (out / "dataset" / "labels").rglob("*.txt") for line in p.read_text().splitlines()]
     assert {int(parts[0]) for parts in label_lines} >= {0, 2}
-    metrics = json.loads((out / "metrics.json").read_text())["models"]
+    figures = metrics(out).models
+    assert figures is not None
     decided = len(by_scene[0]) + len(by_scene[1]) + len(by_scene[2])
-    plates, vehicles = metrics["models"]["plates"], metrics["models"]["vehicles"]
-    assert vehicles["calls"] + vehicles["skipped"] <= decided and plates["skipped"] >= len(by_scene[2])
-    assert plates["calls"] + plates["skipped"] == vehicles["calls"], metrics
-    assert metrics["joins"]["frames"]["matched"] == vehicles["calls"] and metrics["joins"]["frames"]["waiting"] == 0
+    plates, vehicles = figures.models["plates"], figures.models["vehicles"]
+    assert vehicles.calls + vehicles.skipped <= decided and plates.skipped >= len(by_scene[2])
+    assert plates.calls + plates.skipped == vehicles.calls, figures
+    assert figures.joins["frames"].matched == vehicles.calls and figures.joins["frames"].waiting == 0
 
 
 def test_the_same_bus_with_another_plate_is_other_content(tmp_path: Path) -> None:
@@ -262,6 +263,7 @@ def test_the_example_configs_load_and_plates_yaml_keeps_the_bus_with_its_plate(p
     from video_miner.config import load_config
     from video_miner.observe.doctor import check_model
     from video_miner.observe.metrics import RunMetrics
+    from video_miner.observe.metrics_file import read_metrics
     from video_miner.run.compose import mine
 
     for path in sorted((ROOT / "configs").glob("*.yaml")):
@@ -277,12 +279,14 @@ def test_the_example_configs_load_and_plates_yaml_keeps_the_bus_with_its_plate(p
     report = mine(RunRequest([str(plates_clip)], config), metrics=metrics)
     assert not report.failures
     scraped = generate_latest(metrics.registry).decode()
-    figures = json.loads((out / "metrics.json").read_text())["models"]
-    for model, m in figures["models"].items():
+    figures = read_metrics(out / "metrics.json").models
+    assert figures is not None
+    for model, m in figures.models.items():
         for outcome in ("calls", "skipped", "busy", "failed"):
-            assert f'video_miner_model_frames_total{{model="{model}",outcome="{outcome}"}} {float(m[outcome])}' in scraped
-    assert figures["models"]["plates"]["skipped"] > 0
-    matched = figures["joins"]["frames"]["matched"]
+            count = float(getattr(m, outcome))
+            assert f'video_miner_model_frames_total{{model="{model}",outcome="{outcome}"}} {count}' in scraped
+    assert figures.models["plates"].skipped > 0
+    matched = figures.joins["frames"].matched
     assert matched > 0 and f'video_miner_join_keys_total{{how="matched",join="frames"}} {float(matched)}' in scraped
     assert 'video_miner_join_wait_seconds{join="frames",quantile="0.95"}' in scraped
     shown = CliRunner().invoke(app, ["report", "-o", str(out)], env={"COLUMNS": "150"})

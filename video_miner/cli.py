@@ -477,13 +477,13 @@ def report(output: Annotated[Path, typer.Option("--output", "-o", help="The run'
     the dataset to look at in a browser (offline: open the file)."""
     main_options(debug)
     from .dataset.gallery import write_gallery
-    from .observe.metrics import load_metrics
+    from .observe.metrics_file import read_metrics
     from .observe.report import plot_timeline, render_tables
 
     console = Console()
     _need_run(console, output, "metrics.json")
     with user_errors(console, output):
-        data = load_metrics(output)
+        data = read_metrics(output / "metrics.json")
         render_tables(console, data)
         path = plot_timeline(data, png or output / "timeline.png", None if png else output)
         console.print(f"timeline: {path}", highlight=False, soft_wrap=True)

@@ -20,9 +20,19 @@ from prometheus_client.registry import Collector
 
 from async_pipeline import Distribution, DynamicBatcher, PipelineEvent, StageSnapshot
 
-from ..errors import UnsafePath
+from ..errors import ConfigError
 from ..live.stats import LiveSnapshot
-from ..store.files import read_json, write_json
+from .metrics_file import (
+    BatchFigures,
+    Bottleneck,
+    LiveFigures,
+    MetricsFile,
+    ModelsFigures,
+    StageFigures,
+    TimelinePoint,
+    read_metrics,
+    write_metrics,
+)
 from .view import RunView
 
 PREFIX = "video_miner"
@@ -31,8 +41,6 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 #: Runs remembered in metrics.json's history.
 HISTORY = 20
-#: metrics.json stays small (bounded timeline, history, live sources): anything larger is not ours.
-MAX_METRICS_BYTES = 64 << 20
 HINTS = {
     "download": "raise pipeline.download_workers, or check bandwidth and download.rate_limit",
     "extract": "raise pipeline.extract_workers, lower extract.fps or extract.max_side",
@@ -347,80 +355,70 @@ class RunMetrics:
                 for name, s in self.snapshot().items():
                     self.timeline.add(t, name, s.busy, s.queue_depth)
 
-    def report(self, totals: dict[str, Any], wall: float) -> dict[str, Any]:
+    def report(self, totals: dict[str, Any], wall: float) -> MetricsFile:
         """``wall``: seconds the stages ran, the denominator of busy fractions and throughput."""
-        stages: dict[str, Any] = {}
+        stages: dict[str, StageFigures] = {}
         for name, s in self.snapshot().items():
             d = self._durations.get(name) or Distribution()
             capacity = s.workers * wall
-            stages[name] = {
-                "workers": s.workers,
-                "items_in": s.items_in,
-                "items_out": s.items_out,
-                "failed": s.failed,
-                "dropped": s.dropped + s.queue_dropped,
-                "retries": s.retries,
-                "p50_s": round(d.quantile(0.5), 4),
-                "p95_s": round(d.quantile(0.95), 4),
-                "max_s": round(d.max, 4),
-                "busy_seconds": round(s.busy_seconds, 3),
-                "setup_seconds": round(s.setup_seconds, 3),
-                "busy_fraction": round(s.busy_seconds / capacity, 4) if capacity > 0 else 0.0,
-                "throughput_per_s": round(s.processed / wall, 4) if wall > 0 else 0.0,
-                "queue_high_water": s.queue_high_water,
-                "queue_size": s.queue_size,
-            }
-        held = held_back(self.timeline.points(), {name: s["workers"] for name, s in stages.items()}, wall)
-        for name, fraction in held.items():
-            stages[name]["held_fraction"] = round(fraction, 4)
-        bottleneck = None
-        if stages:
-            # The stage that held the others back, as the timeline shows it; busy time breaks ties.
-            name = max(stages, key=lambda n: (stages[n].get("held_fraction", 0.0), stages[n]["busy_fraction"]))
-            frac = stages[name].get("held_fraction", 0.0)
-            bottleneck = {"stage": name, "held_fraction": frac, "busy_fraction": stages[name]["busy_fraction"],
-                          "hint": f"{name} is the bottleneck: it held the run back {frac:.0%} of the time (work "
-                                  f"waiting for it, every worker busy, or it alone running); "
-                                  f"{HINTS.get(name, 'give it more workers')}"}
-        data: dict[str, Any] = {"stages": stages, "totals": totals, "bottleneck": bottleneck}
-        if self.detector is not None:
-            data["detector"] = detector_report(self.detector, wall)
-        if self.models is not None:
-            data["models"] = self.models.snapshot()
-            for batcher in self.models.batchers:
-                data["models"]["models"][batcher.name]["batches"] = detector_report(batcher, wall)
-        data["timeline"] = self.timeline.points()
-        return data
+            stages[name] = StageFigures(
+                workers=s.workers, items_in=s.items_in, items_out=s.items_out, failed=s.failed,
+                dropped=s.dropped + s.queue_dropped, retries=s.retries, p50_s=round(d.quantile(0.5), 4),
+                p95_s=round(d.quantile(0.95), 4), max_s=round(d.max, 4), busy_seconds=round(s.busy_seconds, 3),
+                setup_seconds=round(s.setup_seconds, 3),
+                busy_fraction=round(s.busy_seconds / capacity, 4) if capacity > 0 else 0.0,
+                throughput_per_s=round(s.processed / wall, 4) if wall > 0 else 0.0,
+                queue_high_water=s.queue_high_water, queue_size=s.queue_size)
+        timeline = self.timeline.points()
+        held = held_back(timeline, {name: s.workers for name, s in stages.items()}, wall)
+        stages = {name: s.model_copy(update={"held_fraction": round(held.get(name, 0.0), 4)})
+                  for name, s in stages.items()}
+        return MetricsFile(stages=stages, totals=totals, bottleneck=_bottleneck(stages),
+                           detector=detector_report(self.detector, wall) if self.detector is not None else None,
+                           models=self._models(wall), timeline=[TimelinePoint.model_validate(p) for p in timeline])
+
+    def _models(self, wall: float) -> ModelsFigures | None:
+        if self.models is None:
+            return None
+        snap = self.models.snapshot()
+        for batcher in self.models.batchers:
+            snap["models"][batcher.name]["batches"] = detector_report(batcher, wall)
+        return ModelsFigures.model_validate(snap)
 
     def write(self, path: Path, totals: dict[str, Any], wall: float,
-              live: dict[str, LiveSnapshot] | None = None) -> dict[str, Any]:
+              live: dict[str, LiveSnapshot] | None = None) -> MetricsFile:
         """metrics.json: this run's figures, its live sources' (``live``, keyed by source), and the
         totals of the runs before it (``history``)."""
-        data = self.report(totals, wall)
-        if live:
-            data["live"] = {source: s.as_json() for source, s in live.items()}
         previous: list[dict[str, Any]] = []
         if path.exists():
             try:
-                previous = list(read_json(path, MAX_METRICS_BYTES).get("history", []))
-            except (OSError, ValueError, AttributeError, TypeError, UnsafePath):
+                previous = read_metrics(path).history
+            except ConfigError:  # a damaged file: its history is lost, this run's figures are not
                 previous = []
         entry = {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **{k: v for k, v in totals.items()
                                                                           if isinstance(v, (int, float))}}
-        data["history"] = [*previous, entry][-HISTORY:]
-        write_json(path, data, path.parent, sort_keys=False)  # keep stages in pipeline order
+        data = self.report(totals, wall).model_copy(update={
+            "live": {source: LiveFigures.model_validate(s.as_json()) for source, s in live.items()} if live else None,
+            "history": [*previous, entry][-HISTORY:]})
+        write_metrics(path, data)
         return data
 
 
-def detector_report(batcher: DynamicBatcher[Any, Any], wall: float) -> dict[str, Any]:
+def _bottleneck(stages: dict[str, StageFigures]) -> Bottleneck | None:
+    """The stage that held the others back, as the timeline shows it; busy time breaks ties."""
+    if not stages:
+        return None
+    name = max(stages, key=lambda n: (stages[n].held_fraction, stages[n].busy_fraction))
+    frac = stages[name].held_fraction
+    return Bottleneck(stage=name, held_fraction=frac, busy_fraction=stages[name].busy_fraction,
+                      hint=f"{name} is the bottleneck: it held the run back {frac:.0%} of the time (work waiting "
+                           f"for it, every worker busy, or it alone running); {HINTS.get(name, 'give it more workers')}")
+
+
+def detector_report(batcher: DynamicBatcher[Any, Any], wall: float) -> BatchFigures:
     """Batch fill against the batch size, time frames waited for a batch, frames per second."""
     stats = batcher.stats.snapshot()
     stats["max_wait_s"] = batcher.max_wait_s
     stats["frames_per_s"] = round(stats["requests"] / wall, 3) if wall > 0 else 0.0
     stats["busy_fraction"] = round(stats["busy_seconds"] / wall, 4) if wall > 0 else 0.0
-    return stats
-
-
-def load_metrics(output: Path) -> dict[str, Any]:
-    data: dict[str, Any] = read_json(output / "metrics.json", MAX_METRICS_BYTES)
-    return data
+    return BatchFigures.model_validate(stats)

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 
-def reencode(src: Path, dst: Path, scale: float, seconds: float | None = None) -> None:
-    """A copy at another resolution (optionally only the first ``seconds``): its frames are
-    near-duplicates of the original's, never byte-identical."""
+def reencode(src: Path, dst: Path, scale: float, seconds: float | None = None, crf: int = 23) -> Path:
+    """A copy at another resolution (optionally only the first ``seconds``; ``crf``: x264's quality,
+    lower is finer and more bits): its frames are near-duplicates of the original's, never
+    byte-identical."""
     import av
 
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
@@ -19,7 +20,7 @@ def reencode(src: Path, dst: Path, scale: float, seconds: float | None = None) -
         vout.width = int(vin.codec_context.width * scale) // 2 * 2
         vout.height = int(vin.codec_context.height * scale) // 2 * 2
         vout.pix_fmt = "yuv420p"
-        vout.options = {"preset": "veryfast", "crf": "23"}
+        vout.options = {"preset": "veryfast", "crf": str(crf)}
         for i, frame in enumerate(inp.decode(vin)):
             if seconds is not None and i >= seconds * rate:
                 break
@@ -30,6 +31,7 @@ def reencode(src: Path, dst: Path, scale: float, seconds: float | None = None) -
                 out.mux(packet)
         for packet in vout.encode():
             out.mux(packet)
+    return dst
 
 
 def head(src: Path, dst: Path, seconds: float) -> Path:

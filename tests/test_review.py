@@ -261,3 +261,51 @@ def test_a_cvat_image_tagged_rejected_rejects_its_frame_and_an_xml_bomb_is_refus
                     "<annotations>&b;</annotations>")
     refused = cli_here("import", "-o", str(out), "--format", "cvat", str(bomb))
     assert refused.returncode == 2 and "entity" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+
+
+def test_a_frame_a_person_saw_stays_kept_over_a_finer_encode_and_its_review_moves_to_a_larger_copy(
+        tmp_path: Path) -> None:
+    """Handed over (and one reviewed), the bottle clip's frames stay kept when a finer encode of it
+    arrives, which wins where nobody saw them; a copy with more than twice the pixels takes their
+    place, and the review moves to its frame (the model saw the same boxes on both)."""
+    from scripts.media import head, reencode
+
+    from .conftest import BOTTLE
+
+    original = head(BOTTLE, tmp_path / "bottle.mp4", 6)
+    finer = reencode(original, tmp_path / "finer.mp4", 1.0, crf=8)
+    larger = reencode(original, tmp_path / "larger.mp4", 1.5, crf=18)
+    settings = {"filter.classes": ["bottle"], "export.formats": ["yolo", "label-studio"], "dedup.semantic": False}
+
+    def kept_from(out: Path) -> dict[str, set[str]]:
+        sources: dict[str, set[str]] = {}
+        for row in kept(manifest(out)):
+            sources.setdefault(Path(row.source).stem, set()).add(row.frame)
+        return sources
+
+    assert not run([str(original), str(finer)], tmp_path / "fresh", **settings).failures
+    assert set(kept_from(tmp_path / "fresh")) == {"finer"}, "without a person, the finer encode wins"
+
+    out = tmp_path / "out"
+    assert not run([str(original)], out, **settings).failures  # every kept frame handed to Label Studio
+    handed = kept_from(out)["bottle"]
+    chosen = next(r for r in kept(manifest(out)) if r.detections)
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    box = chosen.detections[0].xywhn
+    (labels / Path(chosen.image or "").with_suffix(".txt").name).write_text(
+        f"0 {box[0]:.6f} {box[1]:.6f} {box[2]:.6f} {box[3] * 0.9:.6f}\n")  # the reviewer made it shorter
+    assert cli_here("import", "-o", str(out), "--format", "yolo", str(labels)).returncode == 0
+
+    assert not run([str(original), str(finer)], out, **settings).failures
+    assert kept_from(out) == {"bottle": handed}, "a re-encode never takes a reviewed or handed-over frame's place"
+    diff = cli_here("diff", "-o", str(out), "--format", "label-studio")
+    assert ", 0 removed since" in diff.stdout, diff.stdout
+
+    assert not run([str(original), str(finer), str(larger)], out, **settings).failures
+    rows = manifest(out)
+    assert set(kept_from(out)) == {"larger"}, "more than twice the pixels wins"
+    moved = [r for r in rows if r.decision == "kept" and r.extra.get("reviewed", {}).get("from") == chosen.frame]
+    assert len(moved) == 1, [r.extra.get("reviewed") for r in rows if r.extra.get("reviewed")]
+    assert [d.xywhn for d in moved[0].detections] == [pytest.approx((box[0], box[1], box[2], box[3] * 0.9), abs=1e-5)]
+    assert next(r for r in rows if r.frame == chosen.frame).duplicate_of == moved[0].frame

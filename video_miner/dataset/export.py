@@ -17,7 +17,8 @@ from ..redact import Redactor
 from ..store.files import make_dirs, read_json, remove_tree, replace_dir, write_json
 from ..store.manifest import PROVENANCE, ManifestRecord, write_embeddings, write_manifest
 from ..store.registry import Registry
-from .review import indexed, reviewed_classes
+from .handover import handed_keys
+from .review import box_iou, indexed, reviewed_classes
 from .select import Selection, replaced, select_frames
 from .settle import Labeller, settle
 from .writers import Labels, Splits, write_coco, write_yolo
@@ -85,11 +86,14 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
     videos = {v.video_id: v for v in registry.videos()}
     classes = reviewed_classes(config.dataset_classes, reviews)
     order = {vid: v.order for vid, v in videos.items()}
-    detected = settle(rows, order, config, output, detect, detect_batch)
+    # Frames a person saw stay their duplicates' representative (a re-encode never replaces them).
+    pinned = frozenset(k for k, r in reviews.items() if not r.rejected) | handed_keys(output)
+    detected = settle(rows, order, config, output, detect, detect_batch, pinned)
     if detected:
         registry.update_frames(detected)
         rows = replaced(rows, detected)
-    chosen = select_frames(rows, order, config, earlier_picks(output / "dataset"))
+    chosen = select_frames(rows, order, config, earlier_picks(output / "dataset"), pinned)
+    reviews = reviews | moved_reviews(chosen, reviews)
     labels = _labels(chosen, output, labeller, reviews, classes)
     staging = output / "dataset.staging"
     remove_tree(staging)
@@ -105,6 +109,35 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
     dup_count = Counter(key.rsplit("@", 1)[0] for key in chosen.duplicate_of)
     registry.set_dedup_counts({vid: (kept_count[vid], dup_count[vid]) for vid in {r.video_id for r in rows} | set(videos)})
     return _summary(rows, chosen, len(detected))
+
+
+def moved_reviews(chosen: Selection, reviews: dict[str, Review]) -> dict[str, Review]:
+    """Reviews of frames no longer kept, moved to the kept frame that now stands for each (a copy
+    with clearly more pixels took its place): only where the model saw the same boxes on both (same
+    classes, each box at IoU >= ``MOVE_IOU`` with one of the other's), so the reviewed boxes fit
+    the picture as they are; a crop or a mirror keeps its review where it was."""
+    rows = {r.key: r for r in chosen.pool}
+    kept = {r.key for r in chosen.kept}
+    moved: dict[str, Review] = {}
+    for key, review in sorted(reviews.items()):
+        if review.rejected or key in kept or key not in rows:
+            continue
+        stands, _ = chosen.stands_for(key)
+        if stands is None or stands in reviews or stands in moved or stands not in rows:
+            continue
+        if _same_boxes(rows[key].detections, rows[stands].detections):
+            moved[stands] = review
+    return moved
+
+
+#: How well the model's boxes on two frames must overlap for a review to move from one to the other.
+MOVE_IOU = 0.7
+
+
+def _same_boxes(a: list[Detection], b: list[Detection]) -> bool:
+    if not a or sorted(d.label for d in a) != sorted(d.label for d in b):
+        return False
+    return all(any(d.label == e.label and box_iou(d.xywhn, e.xywhn) >= MOVE_IOU for e in b) for d in a)
 
 
 def _labels(chosen: Selection, output: Path, labeller: Labeller | None, reviews: dict[str, Review],
@@ -200,6 +233,8 @@ def manifest_records(rows: list[FrameRow], videos: dict[str, VideoRow], chosen: 
         if review is not None:  # its boxes are the reviewed ones; the registry keeps the model's
             extra["reviewed"] = {"revision": review.revision, "tool": review.tool, "who": review.who, "at": review.at,
                                  "rejected": review.rejected}
+            if review.frame != key:  # moved here from the frame it was given to, now this one's duplicate
+                extra["reviewed"]["from"] = review.frame
         if decision == "filtered":
             reason = reasons.get(key, r.reason)
         if budget is not None and key in budget.left_out:

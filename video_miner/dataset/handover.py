@@ -149,6 +149,18 @@ def handed_records(folder: Path) -> tuple[list[Handed], list[str]]:
     return out, problems
 
 
+def handed_keys(output: Path) -> frozenset[str]:
+    """Every frame any export of ``output`` handed over to a labelling tool (each format's record)."""
+    keys: set[str] = set()
+    exports = output / "exports"
+    if not exports.is_dir() or exports.is_symlink():
+        return frozenset()
+    for folder in sorted(exports.iterdir()):
+        if folder.is_dir() and not folder.is_symlink() and (folder / HANDED).is_file():
+            keys |= set(handed_over(handed_records(folder)[0]))
+    return frozenset(keys)
+
+
 def handed_over(records: list[Handed]) -> dict[str, str]:
     """Frame key -> image name of every frame these exports handed over."""
     return {key: name for record in records for key, name in record.frames.items()}

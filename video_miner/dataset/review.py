@@ -369,7 +369,8 @@ class ReviewReport:
     most_corrected: list[tuple[str, int]]
 
 
-def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """Intersection over union of two normalised (cx, cy, w, h) boxes."""
     shared = intersection(a, b)
     union = a[2] * a[3] + b[2] * b[3] - shared
     return shared / union if union > 0 else 0.0
@@ -392,7 +393,7 @@ class _Matches:
         """The unused reviewed box ``d`` overlaps most at IoU 0.5 or more (-1: none), and the IoU."""
         best, best_iou = -1, 0.5
         for j, t in enumerate(truth):
-            iou = _iou(d.xywhn, t.xywhn)
+            iou = box_iou(d.xywhn, t.xywhn)
             if j not in used and iou >= best_iou:
                 best, best_iou = j, iou
         return best, best_iou

@@ -99,13 +99,15 @@ def _unsettled(nodes: list[int]) -> list[bool]:
 
 
 def select_frames(rows: list[FrameRow], order: dict[str, int], config: MinerConfig,
-                  earlier_picks: Sequence[str] = ()) -> Selection:
+                  earlier_picks: Sequence[str] = (), pinned: frozenset[str] = frozenset()) -> Selection:
     """The frames to keep of ``rows`` (settled: see :mod:`.settle`); ``order``: each video's input
-    order; ``earlier_picks``: the last export's budget picks, kept first."""
+    order; ``earlier_picks``: the last export's budget picks, kept first; ``pinned``: frames a
+    reviewer saw (reviewed or handed over), which stay their duplicates' representative unless a
+    copy has clearly more pixels (:data:`~.priority.PINNED_PIXELS`)."""
     # Every frame the prefilters passed takes part: a near-duplicate of a kept frame is reported as
     # its duplicate whether or not the detector saw it, so the choice never depends on which
     # detections were skipped.
-    pool, priority, eligible, hashes = pool_of(rows, order)
+    pool, priority, eligible, hashes = pool_of(rows, order, pinned)
     per_track = _per_track(pool, eligible, config)
     dup_of = select_distinct(hashes, priority, config.phash_radius, eligible, _unsettled)
     walk = [i for i in priority.tolist() if dup_of[i] == KEPT]

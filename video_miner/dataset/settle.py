@@ -27,12 +27,14 @@ Labeller = Callable[[list[Path]], list[Detections]]
 ELIGIBILITY = {Decision.CANDIDATE: YES, Decision.NEGATIVE: NO, Decision.DEFERRED: UNKNOWN}
 
 
-def pool_of(rows: list[FrameRow], order: dict[str, int]) -> tuple[list[FrameRow], np.ndarray, np.ndarray, np.ndarray]:
-    """The frames the prefilters passed, their dedup priority (indices, most preferred first), their
-    eligibility (YES, NO, UNKNOWN: deferred) and pHashes."""
+def pool_of(rows: list[FrameRow], order: dict[str, int], pinned: frozenset[str] = frozenset()
+            ) -> tuple[list[FrameRow], np.ndarray, np.ndarray, np.ndarray]:
+    """The frames the prefilters passed, their dedup priority (indices, most preferred first;
+    ``pinned``: frames a reviewer saw, see :data:`~.priority.PINNED_PIXELS`), their eligibility
+    (YES, NO, UNKNOWN: deferred) and pHashes."""
     pool = [r for r in rows if r.decision != Decision.FILTERED]
-    priority = np.array(sorted(range(len(pool)), key=lambda i: row_priority(pool[i], order[pool[i].video_id])),
-                        dtype=np.int64)
+    priority = np.array(sorted(range(len(pool)), key=lambda i: row_priority(pool[i], order[pool[i].video_id],
+                                                                             pool[i].key in pinned)), dtype=np.int64)
     eligible = np.array([ELIGIBILITY[r.decision] for r in pool], dtype=np.int8)
     hashes = np.array([r.phash for r in pool], dtype=np.uint64)
     return pool, priority, eligible, hashes
@@ -47,10 +49,11 @@ def detected(row: FrameRow, found: Detections, config: MinerConfig) -> FrameRow:
 
 
 def settle(rows: list[FrameRow], order: dict[str, int], config: MinerConfig, output: Path,
-           detect: Labeller | None, batch: int) -> list[FrameRow]:
+           detect: Labeller | None, batch: int, pinned: frozenset[str] = frozenset()) -> list[FrameRow]:
     """The deferred frames whose detections the choice needs, detected (``batch`` at a time): their
-    rows as they are now, to record. None are needed when every frame was detected."""
-    pool, priority, eligible, hashes = pool_of(rows, order)
+    rows as they are now, to record. None are needed when every frame was detected. ``pinned``:
+    as :func:`~.select.select_frames` is given it, so both walk in the same order."""
+    pool, priority, eligible, hashes = pool_of(rows, order, pinned)
     if not (eligible == UNKNOWN).any():
         return []
     done: list[FrameRow] = []

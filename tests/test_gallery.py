@@ -104,7 +104,7 @@ def test_boxes_are_where_the_manifest_says_with_class_and_confidence(page: Any, 
         card.scroll_into_view_if_needed()
         info = card.evaluate("""c => { const img = c.querySelector('img'); const r = img.getBoundingClientRect();
             return {video: c.dataset.video, t: Number(c.dataset.t), img: [r.left, r.top, r.width, r.height],
-                    boxes: [...c.querySelectorAll('.box')].map(b => { const q = b.getBoundingClientRect();
+                    boxes: [...c.querySelectorAll('.box:not(.model)')].map(b => { const q = b.getBoundingClientRect();
                         return [q.left, q.top, q.width, q.height, b.querySelector('span').textContent]; })}; }""")
         row = rows[(info["video"], round(info["t"], 3))]
         assert len(info["boxes"]) == len(row["detections"])
@@ -169,3 +169,38 @@ def test_a_screenshot_shows_the_page(page: Any, tmp_path: Path) -> None:
     shot = tmp_path / "gallery.png"
     page.screenshot(path=str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_a_reviewed_frame_shows_the_models_boxes_beside_the_reviewed_ones(page: Any, mined: Path,
+                                                                           tmp_path: Path) -> None:
+    """After a review came back (a box moved, one added), the gallery draws the model's boxes
+    dashed beside the reviewed ones, says what changed, and "reviewed only" finds the frame (the
+    page of the module's browser goes to that output's gallery: this test comes last)."""
+    out = tmp_path / "out"
+    shutil.copytree(mined, out)
+    row = next(r for r in manifest(out) if r["decision"] == "kept" and len(r["detections"]) == 1)
+    x, y, w, h = row["detections"][0]["xywhn"]
+    index = row["detections"][0]["class_index"]
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / Path(row["image"]).with_suffix(".txt").name).write_text(
+        f"{index} {x + w / 4:.6f} {y:.6f} {w:.6f} {h:.6f}\n{index} 0.1 0.1 0.1 0.1\n")
+    assert cli_here("import", "-o", str(out), "--format", "yolo", str(labels)).returncode == 0
+    assert not run([str(VIDEOS / "again.mkv"), str(VIDEOS / "book.mkv"), *_third(mined)], out,
+                   **{"filter.classes": ["person", "bottle"]}).failures
+    reviewed = next(r for r in manifest(out) if r["frame"] == row["frame"])["reviewed"]
+    assert reviewed["changes"] == {"added": 1, "deleted": 0, "moved": 1, "reclassed": 0}
+    assert cli_here("report", "-o", str(out)).returncode == 0
+    page.goto((out / "gallery.html").as_uri())
+    page.wait_for_function("document.body.dataset.ready === '1'")
+    page.check("#reviewed")
+    page.wait_for_function("document.body.dataset.matching === '1'")
+    card = page.locator(".card[data-decision=kept]").first
+    assert card.locator(".box:not(.model)").count() == 2 and card.locator(".box.model").count() == 1
+    assert card.locator(".box.model span").text_content().startswith("model: " + row["detections"][0]["class"])
+    assert card.locator(".meta.reviewed").text_content() == "reviewed in yolo: 1 added, 1 moved"
+
+
+def _third(mined: Path) -> list[str]:
+    """The bottle clip the fixture mined (its path, from the manifest's sources)."""
+    return sorted({r["source"] for r in manifest(mined) if "bottle" in r["source"]})

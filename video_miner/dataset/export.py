@@ -12,13 +12,13 @@ from typing import Any
 
 from ..config import MinerConfig
 from ..errors import UnsafePath
-from ..records import Decision, Detection, FrameRow, Review, VideoRow
+from ..records import Decision, Detection, FrameRow, Review, VideoRow, detections_json
 from ..redact import Redactor
 from ..store.files import make_dirs, read_json, remove_tree, replace_dir, write_json
 from ..store.manifest import PROVENANCE, ManifestRecord, write_embeddings, write_manifest
 from ..store.registry import Registry
 from .handover import handed_keys
-from .review import box_iou, indexed, reviewed_classes
+from .review import box_iou, changes, indexed, reviewed_classes
 from .select import Selection, replaced, select_frames
 from .settle import Labeller, settle
 from .writers import Labels, Splits, write_coco, write_yolo
@@ -235,6 +235,9 @@ def manifest_records(rows: list[FrameRow], videos: dict[str, VideoRow], chosen: 
                                  "rejected": review.rejected}
             if review.frame != key:  # moved here from the frame it was given to, now this one's duplicate
                 extra["reviewed"]["from"] = review.frame
+            if not review.rejected:  # the model's boxes beside the reviewed ones: what the review changed
+                extra["reviewed"]["model"] = detections_json(r.detections)
+                extra["reviewed"]["changes"] = changes(r.detections, review.boxes).as_json()
         if decision == "filtered":
             reason = reasons.get(key, r.reason)
         if budget is not None and key in budget.left_out:

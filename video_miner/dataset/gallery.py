@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ..records import Detection
 from ..redact import DEFAULT, Redactor, printable
 from ..store.files import contained, read_json, write_text
 from ..store.layout import OutputLayout, frame_name
@@ -28,7 +30,7 @@ PAGE = "gallery.html"
 
 def gallery_data(output: Path, rows: list[ManifestRecord], redactor: Redactor = DEFAULT) -> dict[str, Any]:
     """The page's data: videos in input order, frames as compact rows."""
-    classes = sorted({d.label for r in rows for d in r.detections})
+    classes = sorted({d.label for r in rows for d in [*r.detections, *_model_boxes(r)]})
     class_index = {c: i for i, c in enumerate(classes)}
     videos: dict[str, int] = {}
     video_rows: list[list[Any]] = []
@@ -53,12 +55,47 @@ def _frame_row(output: Path, layout: OutputLayout, r: ManifestRecord, video: int
                index: dict[str, int]) -> list[Any]:
     """One frame as the page reads it: video, time, decision, image, boxes (an OCR box with the
     text read: shown as text, never as markup), what it duplicates, reason, likeness, each box's
-    track (0: none) and the frame's hard marks."""
+    track (0: none), the frame's hard marks, and for a reviewed frame the model's boxes and what the
+    review changed."""
     boxes = [[class_index[d.label], d.conf, *[round(v, 5) for v in d.xywhn], *([printable(d.text)] if d.text else [])]
              for d in r.detections]
+    model = [[class_index[d.label], d.conf, *[round(v, 5) for v in d.xywhn]] for d in _model_boxes(r)]
     return [video, round(r.timestamp, 3), DECISIONS.index(r.decision), _image(output, layout, r), boxes,
             index.get(r.duplicate_of or "", -1), printable(r.reason or ""), _likeness(r),
-            [d.track or 0 for d in r.detections], [printable(d.hard) for d in r.detections if d.hard]]
+            [d.track or 0 for d in r.detections], [printable(d.hard) for d in r.detections if d.hard], model,
+            _reviewed(r)]
+
+
+def _model_boxes(r: ManifestRecord) -> list[Detection]:
+    """A reviewed frame's boxes as the model found them (the manifest is anyone's to edit: a box
+    that does not read is left out)."""
+    reviewed = r.extra.get("reviewed")
+    raw = reviewed.get("model") if isinstance(reviewed, dict) else None
+    boxes = []
+    for item in raw if isinstance(raw, list) else []:
+        try:
+            box = Detection.from_json(item)
+        except (KeyError, TypeError, ValueError):
+            continue
+        if all(math.isfinite(v) for v in (*box.xywhn, box.conf)):  # a NaN would make the page's JSON unreadable
+            boxes.append(box)
+    return boxes
+
+
+def _reviewed(r: ManifestRecord) -> str:
+    """What a review changed, in words ("" for a frame nobody reviewed)."""
+    reviewed = r.extra.get("reviewed")
+    if not isinstance(reviewed, dict):
+        return ""
+    by = f" by {reviewed['who']}" if isinstance(reviewed.get("who"), str) else ""
+    head = printable(f"reviewed in {reviewed.get('tool')}{by}")
+    if reviewed.get("rejected"):
+        return head + ": rejected"
+    done = reviewed.get("changes")
+    done = done if isinstance(done, dict) else {}
+    said = ", ".join(f"{n} {what}" for what, n in done.items() if isinstance(n, int) and n > 0 and
+                     what in ("added", "deleted", "moved", "reclassed"))
+    return f"{head}: {said or 'the model was right'}"
 
 
 def _likeness(r: ManifestRecord) -> str:
@@ -137,6 +174,8 @@ section.video h2 small{color:#666;font-weight:normal}
 .box{position:absolute;border:2px solid #e4572e;box-sizing:border-box;pointer-events:none}
 .box span{position:absolute;left:-2px;top:-16px;background:#e4572e;color:#fff;font:11px/14px monospace;
   padding:0 3px;white-space:nowrap}
+.box.model{border:2px dashed #555} .box.model span{background:#555;top:auto;bottom:-16px}
+.meta.reviewed{color:#14532d}
 .meta{font-size:12px;color:#555;margin-top:4px} .reason{color:#8a3b12}
 details{margin-top:4px} summary{cursor:pointer;color:#335}
 .dups{display:flex;flex-wrap:wrap;gap:4px;margin-top:4px} .dups img{width:96px;height:auto}
@@ -153,6 +192,7 @@ nav{margin:10px 0} nav button{margin-right:6px}
 <label>video <input id="video" type="search" placeholder="part of a name" size="18"></label>
 <label>track <input id="track" type="number" min="0" placeholder="any" style="width:5em"></label>
 <label><input id="hard" type="checkbox"> hard only</label>
+<label><input id="reviewed" type="checkbox"> reviewed only</label>
 <label>per page <select id="per"><option>24</option><option selected>60</option><option>200</option>
 <option value="100000">all</option></select></label>
 </div></header>
@@ -176,7 +216,7 @@ D.frames.forEach((f, i) => {
   if (f[2] !== 0 && f[2] !== 2 && f[5] >= 0) push(dupsOf, f[5], i);
   if (f[2] === 2) push(filteredBy, f[0], i);
 });
-const state = {decision: "kept", cls: "", video: "", track: 0, hard: false, per: 60, page: 0};
+const state = {decision: "kept", cls: "", video: "", track: 0, hard: false, reviewed: false, per: 60, page: 0};
 
 function counts() {
   const c = D.counts, parts = [["videos", c.videos], ["frames", c.frames], ["kept", c.kept],
@@ -192,6 +232,7 @@ function matches(f) {
   if (state.video && !D.videos[f[0]][0].includes(state.video) && !D.videos[f[0]][1].includes(state.video)) return false;
   if (state.track && !f[8].includes(state.track)) return false;
   if (state.hard && !f[9].length) return false;
+  if (state.reviewed && !f[11]) return false;
   // In "all", filtered frames are listed under their video, collapsed, not as cards.
   return !(state.decision === "all" && f[2] === 2);
 }
@@ -205,6 +246,14 @@ function shot(i, f) {
     const track = f[8][k] ? " #" + f[8][k] : "";
     const read = text === undefined ? "" : " \u201c" + text + "\u201d";
     s.append(el("span", {text: D.classes[c] + track + read + " " + conf.toFixed(2)}));
+    box.append(s);
+  });
+  // A reviewed frame: the model's boxes too, dashed, so what the reviewer changed is seen.
+  f[10].forEach((b, k) => {
+    const [c, conf, x, y, w, h] = b;
+    const s = el("div", {class: "box model", "data-frame": String(i), "data-model-box": String(k),
+      style: `left:${(x - w / 2) * 100}%;top:${(y - h / 2) * 100}%;width:${w * 100}%;height:${h * 100}%`});
+    s.append(el("span", {text: "model: " + D.classes[c] + " " + conf.toFixed(2)}));
     box.append(s);
   });
   return box;
@@ -225,6 +274,7 @@ function card(i) {
     c.append(el("div", {class: "meta view", text: "view of track " + tracks.map(t => "#" + t).join(", ")}));
   }
   for (const mark of f[9]) c.append(el("div", {class: "meta hard", text: "hard: " + mark}));
+  if (f[11]) c.append(el("div", {class: "meta reviewed", text: f[11]}));
   const dups = dupsOf.get(i) || [];
   if (kind === "kept" && dups.length) {
     const n = dups.length + " duplicate" + (dups.length > 1 ? "s" : "");
@@ -294,6 +344,7 @@ for (const [id, key, parse] of [["decision", "decision", String], ["class", "cls
 $("video").addEventListener("input", e => { state.video = e.target.value; state.page = 0; render(); });
 $("track").addEventListener("input", e => { state.track = Number(e.target.value) || 0; state.page = 0; render(); });
 $("hard").addEventListener("change", e => { state.hard = e.target.checked; state.page = 0; render(); });
+$("reviewed").addEventListener("change", e => { state.reviewed = e.target.checked; state.page = 0; render(); });
 counts();
 render();
 document.body.dataset.ready = "1";

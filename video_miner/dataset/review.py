@@ -376,6 +376,52 @@ def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, 
     return shared / union if union > 0 else 0.0
 
 
+def _best_match(d: Detection, truth: list[Detection], used: set[int]) -> tuple[int, float]:
+    """The unused reviewed box ``d`` overlaps most at IoU 0.5 or more (-1: none), and the IoU."""
+    best, best_iou = -1, 0.5
+    for j, t in enumerate(truth):
+        iou = box_iou(d.xywhn, t.xywhn)
+        if j not in used and iou >= best_iou:
+            best, best_iou = j, iou
+    return best, best_iou
+
+
+#: A matched box the reviewer left at IoU below this with the model's was moved.
+MOVED_BELOW_IOU = 0.9
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a reviewer did to one frame's boxes, against the model's."""
+
+    added: int = 0
+    deleted: int = 0
+    moved: int = 0
+    reclassed: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        return {"added": self.added, "deleted": self.deleted, "moved": self.moved, "reclassed": self.reclassed}
+
+
+def changes(model: list[Detection], reviewed: list[Detection]) -> Changes:
+    """The model's boxes, most confident first, each matched to the reviewed box it overlaps most
+    (IoU >= 0.5), as :func:`compare` matches them: unmatched ones were deleted, reviewed boxes left
+    over were added, matched ones re-classed or moved (IoU below ``MOVED_BELOW_IOU``)."""
+    used: set[int] = set()
+    deleted = moved = reclassed = 0
+    for d in sorted(model, key=lambda d: -d.conf):
+        best, iou = _best_match(d, reviewed, used)
+        if best < 0:
+            deleted += 1
+            continue
+        used.add(best)
+        if reviewed[best].label != d.label:
+            reclassed += 1
+        elif iou < MOVED_BELOW_IOU:
+            moved += 1
+    return Changes(len(reviewed) - len(used), deleted, moved, reclassed)
+
+
 @dataclass
 class _Matches:
     """The model's boxes matched to the reviewed ones over many frames, as ``ap_per_class`` takes
@@ -389,23 +435,14 @@ class _Matches:
     confusions: Counter[tuple[str, str]] = field(default_factory=Counter)
     corrections: Counter[str] = field(default_factory=Counter)
 
-    def _best(self, d: Detection, truth: list[Detection], used: set[int]) -> tuple[int, float]:
-        """The unused reviewed box ``d`` overlaps most at IoU 0.5 or more (-1: none), and the IoU."""
-        best, best_iou = -1, 0.5
-        for j, t in enumerate(truth):
-            iou = box_iou(d.xywhn, t.xywhn)
-            if j not in used and iou >= best_iou:
-                best, best_iou = j, iou
-        return best, best_iou
-
     def add(self, key: str, truth: list[Detection], found: list[Detection]) -> None:
         """One frame: the model's boxes, most confident first, each to its best reviewed box."""
         self.target += [self.labels[d.label] for d in truth]
         used: set[int] = set()
         for d in sorted(found, key=lambda d: -d.conf):
-            best, iou = self._best(d, truth, used)
+            best, iou = _best_match(d, truth, used)
             hit = best >= 0 and truth[best].label == d.label
-            if best < 0 or not hit or iou < 0.9:  # deleted (a false box), re-classed or moved
+            if best < 0 or not hit or iou < MOVED_BELOW_IOU:  # deleted (a false box), re-classed or moved
                 self.corrections[key] += 1
             if best >= 0:
                 used.add(best)

@@ -29,10 +29,12 @@ SLOW = {"test_mining", "test_faults", "test_resume", "test_gallery", "test_hando
 #: The files by the time they take (docs/test-times.md), longest first: xdist hands whole files to
 #: its workers in collection order (``--no-loadscope-reorder`` in pyproject: its own order is by
 #: the number of tests), so the long files go first and the short ones fill in at the end, when a
-#: worker would otherwise sit idle (longest first is within 4/3 of the best split).
-LONGEST = ("test_live", "test_mining", "test_hostile", "test_models", "test_ray", "test_resume", "test_faults",
-           "test_decode", "test_tracks", "test_prometheus", "test_download", "test_stages", "test_safe_files",
-           "test_semantic", "test_fuzz", "test_metrics", "test_handover", "test_bad_inputs")
+#: worker would otherwise sit idle (longest first is within 4/3 of the best split). The first two
+#: start together: the live tests, which mostly wait on real-time streams (a third of a core), beside
+#: the Ray cluster's, which slow down most beside other CPU-bound work (two nodes on two cores).
+LONGEST = ("test_live", "test_ray", "test_models", "test_hostile", "test_mining", "test_faults", "test_resume",
+           "test_decode", "test_semantic", "test_tracks", "test_prometheus", "test_fuzz", "test_download",
+           "test_safe_files", "test_metrics", "test_stages", "test_handover", "test_bad_inputs")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -164,7 +164,7 @@ SITES: dict[str, tuple[str, str, str, Callable[[], BaseException], int]] = {
     "collect": ("video_miner.store.registry", "Registry", "complete_video", _sqlite_full, 2),
     "registry": ("video_miner.store.registry", "Registry", "update", _sqlite_full, 4),
     "export": ("video_miner.dataset.writers", "", "place", _enospc, 3),
-    "metrics": ("video_miner.observe.metrics", "", "write_json", _enospc, 1),
+    "metrics": ("video_miner.observe.metrics_file", "", "write_json", _enospc, 1),
 }
 
 

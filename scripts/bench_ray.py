@@ -1,0 +1,72 @@
+"""Section "Ray" of the benchmarks: what ``--engine ray`` costs on one machine.
+
+The plates config (``configs/plates.yaml``: a detector, then PP-OCR as a cascade, a keep rule) over
+made clips of buses with number plates, people and signs (``scripts/media.make_plates_clip``, a
+plate per clip), mined with the local engine and with ``--engine ray`` on a local Ray instance
+started by the run itself (as a user's first try looks), each after a warm-up run of its own kind;
+the wall times, their ratio (the issue's target: <= 1.5x on one machine, Ray adding processes),
+and whether the two datasets and manifests are the same bytes.
+
+    python scripts/bench_ray.py [CLIPS]         # prints the JSON section (default 6 clips)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared"
+MODEL = SHARED / "models" / "yolov8n_int8.onnx"
+PLATES = ("KA51 MX 2024", "DL3C AB 1234", "MH12 DE 1433", "TN09 BX 7788", "GJ05 KL 5521", "RJ14 CV 9087")
+
+
+def _files(dataset: Path) -> dict[str, bytes]:
+    return {p.relative_to(dataset).as_posix(): p.read_bytes() for p in sorted(dataset.rglob("*")) if p.is_file()
+            and p.name != "provenance.json"}
+
+
+def _mine(clips: list[Path], out: Path, engine: str) -> float:
+    from video_miner.config import load_config
+    from video_miner.run.compose import mine
+    from video_miner.run.request import RunRequest
+
+    config = load_config(ROOT / "configs" / "plates.yaml", {"output": str(out), "filter.model": str(MODEL),
+                                                            "export.formats": ["yolo", "coco"]})
+    started = time.perf_counter()
+    report = mine(RunRequest(inputs=[str(p) for p in clips], config=config, engine=engine, fresh=True))  # type: ignore[arg-type]
+    wall = time.perf_counter() - started
+    if report.failures:
+        raise SystemExit(f"{engine}: {[f.line() for f in report.failures]}")
+    return wall
+
+
+def section_ray(work: Path, n: int = 6) -> dict[str, Any]:
+    from scripts.media import make_plates_clip
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    work.mkdir(parents=True, exist_ok=True)
+    clips = [make_plates_clip(work / f"plates-{k}.mp4", plates=(PLATES[k % len(PLATES)],)) for k in range(n)]
+    out: dict[str, Any] = {"clips": n, "config": "configs/plates.yaml"}
+    for engine in ("async", "ray"):
+        _mine(clips[:1], work / f"warm-{engine}", engine)
+        out[f"{engine}_wall_s"] = round(_mine(clips, work / engine, engine), 2)
+    out["ray_over_async"] = round(out["ray_wall_s"] / out["async_wall_s"], 3)
+    out["same_dataset"] = _files(work / "ray" / "dataset") == _files(work / "async" / "dataset")
+    manifest = (work / "async" / "dataset" / "manifest.jsonl").read_text().splitlines()
+    out["frames"] = len(manifest)
+    out["kept"] = sum(json.loads(line)["decision"] == "kept" for line in manifest)
+    return out
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 6
+    with tempfile.TemporaryDirectory() as tmp:
+        print(json.dumps(section_ray(Path(tmp), count), indent=1))

@@ -10,7 +10,8 @@ into one video), 8 the gallery of a 50,000-frame manifest in headless Chromium, 
 for what they show (scripts/bench_select.py: copies, different people, budget), 11 several models
 on every frame (scripts/bench_models.py: parallel branches, join overhead, the cascade, a live
 exact vs realtime join), 12 objects through time (scripts/bench_tracks.py: tracks against the person
-video's visits at several track.fps, the cost curve, MOTA/IDF1 and planted misses). Section 6 (GPU)
+video's visits at several track.fps, the cost curve, MOTA/IDF1 and planted misses), 13 --engine ray
+against the local engine (scripts/bench_ray.py: the plates config over 24 clips). Section 6 (GPU)
 runs with --gpu [DEVICE] on a machine with CUDA; 9 live-stream capacity with --live, and the
 live soak with --soak MINUTES (see scripts/bench_live.py).
 """
@@ -411,7 +412,7 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=2)
     parser.add_argument("--skip", default="",
                         help="comma-separated sections to skip: extract,job,dedup,memory,clips,gallery,select,models,"
-                             "tracks")
+                             "tracks,ray")
     parser.add_argument("--gpu", nargs="?", const="cuda:0", default=None, metavar="DEVICE",
                         help="also run section 6 on this device (default cuda:0; cpu to try it without a GPU)")
     parser.add_argument("--live", action="store_true", help="also run section 9: live streams sustained")
@@ -509,6 +510,11 @@ def main() -> None:
 
         results["tracks"] = section_tracks(args.work / "tracks")
         log(f"12 tracks: {json.dumps(results['tracks'])}")
+    if "ray" not in skip:
+        from scripts.bench_ray import section_ray
+
+        results["ray"] = section_ray(args.work / "ray", 24)
+        log(f"13 ray: {json.dumps(results['ray'])}")
     if args.gpu:
         results["gpu"] = section_gpu(corpus, args.work, args.gpu)
     if args.live:

@@ -18,7 +18,7 @@ from video_miner.dataset import handover
 from video_miner.redact import printable
 from video_miner.store.registry import Registry
 
-from .conftest import VIDEOS
+from .conftest import MODEL, VIDEOS
 from .helpers import cli_here, dataset_files, kept, manifest, run, with_tool
 
 CLASSES = {"filter.classes": ["person", "bottle"], "export.formats": ["yolo", "coco", "label-studio"]}
@@ -309,3 +309,28 @@ def test_a_frame_a_person_saw_stays_kept_over_a_finer_encode_and_its_review_move
     assert len(moved) == 1, [r.extra.get("reviewed") for r in rows if r.extra.get("reviewed")]
     assert [d.xywhn for d in moved[0].detections] == [pytest.approx((box[0], box[1], box[2], box[3] * 0.9), abs=1e-5)]
     assert next(r for r in rows if r.frame == chosen.frame).duplicate_of == moved[0].frame
+
+
+def test_a_dry_run_says_what_other_settings_would_change_and_writes_nothing(person_head: Path, tmp_path: Path) -> None:
+    """``run --dry-run``: the export's own choice with other settings (a budget), from what is
+    mined, against the dataset: each frame that would leave says why; nothing is written."""
+    out = tmp_path / "out"
+    args = ["run", str(person_head), "-o", str(out), "--model", str(MODEL), "--classes", "person", "-q"]
+    assert cli_here(*args).returncode == 0
+    kept_now = [r.frame for r in kept(manifest(out))]
+    assert len(kept_now) >= 3
+    # SQLite opens a WAL database read-only with its -shm/-wal sidecars: files of its own, no data
+    files = lambda: {p: p.stat().st_mtime_ns for p in out.rglob("*")  # noqa: E731
+                     if p.is_file() and not p.name.endswith(("-shm", "-wal"))}
+    before = files()
+    same = cli_here(*args, "--dry-run")
+    assert same.returncode == 0 and "0 frames would join the dataset, 0 would leave it" in same.stdout, same.stdout
+    smaller = cli_here(*args, "--dry-run", "--budget", "2")
+    assert smaller.returncode == 0, smaller.stdout
+    leaving = [line for line in smaller.stdout.splitlines() if line.startswith("- ")]
+    assert len(leaving) == len(kept_now) - 2, smaller.stdout
+    assert all("would be left_out: left out by select.budget (2 frames chosen)" in line and "covers it" in line
+               for line in leaving), leaving
+    assert files() == before, "a dry run writes nothing"
+    other = cli_here(*args, "--dry-run", "--fps", "2")
+    assert other.returncode == 2 and "extract.fps" in other.stdout, other.stdout  # needs mining again: said so

@@ -169,6 +169,9 @@ def run(
                                         help="Forget earlier progress in the output folder.")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", rich_help_panel=OUTPUT,
                                                help="Retry only the videos that failed.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", rich_help_panel=OUTPUT,
+                                          help="Say what the dataset would gain and lose with these settings, "
+                                               "from what is already mined, and why; write nothing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=OUTPUT, help="No progress display.")]
     = False,
     progress_every: Annotated[float, typer.Option(min=0.05, metavar="S", rich_help_panel=OUTPUT,
@@ -226,6 +229,9 @@ def run(
     gc.freeze()
     with user_errors(console, output):
         cfg = load_config(config, overrides)
+        if dry_run:
+            _dry_run(console, cfg)
+            raise typer.Exit(EXIT_OK)
         if engine not in ("local", "ray"):
             raise ConfigError(f"--engine must be local or ray, got {engine!r}")
         request = RunRequest(inputs=inputs or [], config=cfg, jobs=jobs, fresh=fresh, retry_failed=retry_failed,
@@ -236,6 +242,34 @@ def run(
     gc.freeze()
     _print_summary(console, report)
     raise typer.Exit(EXIT_FAILURES if report.failures else EXIT_OK)
+
+
+def _dry_run(console: Console, cfg: MinerConfig) -> None:
+    """``run --dry-run``: the export's choice with ``cfg`` over the registry, against the dataset."""
+    from .dataset.export import plan_export
+    from .run.prepare import check_settings
+    from .store.registry import Registry
+
+    output = cfg.output_dir
+    say = lambda text: console.print(text, soft_wrap=True, highlight=False)  # noqa: E731
+    if not (output / "registry.sqlite").is_file():
+        raise ConfigError(f"{output} holds no video-miner run yet; a dry run answers from what is mined")
+    registry = Registry(output / "registry.sqlite", readonly=True)
+    try:
+        check_settings(registry, cfg, output)
+        plan = plan_export(registry, cfg, output)
+    finally:
+        registry.close()
+    if plan.undetected:
+        say(f"{plan.undetected} deferred frames would be detected first (the export runs the detector on them): "
+            "what they change cannot be said without it; run without --dry-run")
+        return
+    for frame, was in plan.joining:
+        say(f"[green]+[/green] {plain(frame)} would be kept (now: {plain(was)})")
+    for frame, decision, why in plan.leaving:
+        say(f"[red]-[/red] {plain(frame)} would be {plain(decision)}: {plain(why)}")
+    say(f"dry run: {len(plan.joining)} frames would join the dataset, {len(plan.leaving)} would leave it; "
+        "nothing was written")
 
 
 def _mine(console: Console, request: RunRequest, progress_every: float | None, profile: bool) -> MiningReport:

@@ -15,11 +15,11 @@ from ..errors import UnsafePath
 from ..records import Decision, Detection, FrameRow, Review, VideoRow, detections_json
 from ..redact import Redactor
 from ..store.files import make_dirs, read_json, remove_tree, replace_dir, write_json
-from ..store.manifest import PROVENANCE, ManifestRecord, write_embeddings, write_manifest
+from ..store.manifest import PROVENANCE, ManifestRecord, read_manifest, write_embeddings, write_manifest
 from ..store.registry import Registry
 from .handover import handed_keys
 from .review import box_iou, changes, indexed, reviewed_classes
-from .select import Selection, replaced, select_frames
+from .select import Selection, Unsettled, replaced, select_frames
 from .settle import Labeller, settle
 from .writers import Labels, Splits, write_coco, write_yolo
 
@@ -79,15 +79,9 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
     """The dataset from everything done so far. ``labeller``: a second model that labels the kept
     frames; ``detect``: the filter's detector, for the deferred frames the choice still needs
     (detected and recorded first: choosing itself reads and writes nothing)."""
-    reviews = registry.latest_reviews()
-    # A frame a reviewer rejected is out, whatever the model found on it.
-    rows = [_rejected(r, reviews[r.key]) if r.key in reviews and reviews[r.key].rejected else r
-            for r in registry.done_frames() if _stays_inside(r)]
-    videos = {v.video_id: v for v in registry.videos()}
+    rows, videos, reviews, pinned = _records(registry, output)
     classes = reviewed_classes(config.dataset_classes, reviews)
     order = {vid: v.order for vid, v in videos.items()}
-    # Frames a person saw stay their duplicates' representative (a re-encode never replaces them).
-    pinned = frozenset(k for k, r in reviews.items() if not r.rejected) | handed_keys(output)
     detected = settle(rows, order, config, output, detect, detect_batch, pinned)
     if detected:
         registry.update_frames(detected)
@@ -109,6 +103,56 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
     dup_count = Counter(key.rsplit("@", 1)[0] for key in chosen.duplicate_of)
     registry.set_dedup_counts({vid: (kept_count[vid], dup_count[vid]) for vid in {r.video_id for r in rows} | set(videos)})
     return _summary(rows, chosen, len(detected))
+
+
+def _records(registry: Registry, output: Path
+             ) -> tuple[list[FrameRow], dict[str, VideoRow], dict[str, Review], frozenset[str]]:
+    """What the choice reads: the frames (a rejected one out, whatever the model found on it), the
+    videos, the latest reviews, and the frames a person saw (reviewed, or handed over by an export),
+    which stay their duplicates' representative."""
+    reviews = registry.latest_reviews()
+    rows = [_rejected(r, reviews[r.key]) if r.key in reviews and reviews[r.key].rejected else r
+            for r in registry.done_frames() if _stays_inside(r)]
+    videos = {v.video_id: v for v in registry.videos()}
+    pinned = frozenset(k for k, r in reviews.items() if not r.rejected) | handed_keys(output)
+    return rows, videos, reviews, pinned
+
+
+@dataclass
+class Plan:
+    """What an export with other settings would change in the dataset, from what is mined."""
+
+    #: Frames that would join the dataset: (frame, what it is now).
+    joining: list[tuple[str, str]]
+    #: Frames that would leave it: (frame, decision, why).
+    leaving: list[tuple[str, str, str]]
+    #: Deferred frames the choice needs detected first (the export would detect them): when not 0,
+    #: the plan is left empty, the choice cannot be known without the detector.
+    undetected: int = 0
+
+
+def plan_export(registry: Registry, config: MinerConfig, output: Path) -> Plan:
+    """The choice :func:`build_dataset` would make with ``config`` (the same records, the same pure
+    :func:`~.select.select_frames`) against the dataset's manifest: nothing is detected or written."""
+    rows, videos, _, pinned = _records(registry, output)
+    order = {vid: v.order for vid, v in videos.items()}
+    try:
+        chosen = select_frames(rows, order, config, earlier_picks(output / "dataset"), pinned)
+    except Unsettled as exc:
+        return Plan([], [], exc.count)
+    now = {r.frame: r for r in read_manifest(output / "dataset")} if (output / "dataset" / PROVENANCE).exists() else {}
+    kept_now = {k for k, r in now.items() if r.decision == "kept"}
+    kept = {r.key: r.key for r in chosen.kept}
+    by_key = {r.key: r for r in chosen.pool}
+    joining = [(k, now[k].decision if k in now else "new") for k in sorted(set(kept) - kept_now)]
+    leaving = []
+    for key in sorted(kept_now - set(kept)):
+        if key not in by_key:
+            leaving.append((key, "filtered", "no longer passes the prefilters or the models"))
+            continue
+        decision, reason, _, _ = _decided(key, by_key[key], chosen, kept, config)
+        leaving.append((key, decision, reason or "filtered"))
+    return Plan(joining, leaving)
 
 
 def moved_reviews(chosen: Selection, reviews: dict[str, Review]) -> dict[str, Review]:

@@ -32,7 +32,11 @@ log = logging.getLogger(__name__)
 
 
 class Unsettled(RuntimeError):
-    """A deferred frame the choice needs was not detected: :func:`~.settle.settle` runs first."""
+    """Deferred frames the choice needs were not detected: :func:`~.settle.settle` runs first."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count} deferred frames the choice needs were not detected")
+        self.count = count
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ class Selection:
 
 
 def _unsettled(nodes: list[int]) -> list[bool]:
-    raise Unsettled(f"{len(nodes)} deferred frames the choice needs were not detected")
+    raise Unsettled(len(nodes))
 
 
 def select_frames(rows: list[FrameRow], order: dict[str, int], config: MinerConfig,

@@ -66,7 +66,7 @@ def prepare_output(config: MinerConfig, fresh: bool) -> Registry:
     recover_dir(layout.dataset_dir)
     registry = Registry(layout.registry)
     try:
-        _check_settings(registry, config, output)
+        check_settings(registry, config, output)
     except ConfigError:
         registry.close()
         raise
@@ -86,7 +86,7 @@ def prepare_output(config: MinerConfig, fresh: bool) -> Registry:
 SETTINGS_META, EMBEDDINGS_META = "settings", "embeddings"
 
 
-def _check_settings(registry: Registry, config: MinerConfig, output: Path) -> None:
+def check_settings(registry: Registry, config: MinerConfig, output: Path) -> None:
     """Refuse a folder mined with settings that change what the stages recorded, naming them."""
     previous = registry.get_meta("config_hash")
     if previous is not None and previous != config.result_hash() and registry.videos():

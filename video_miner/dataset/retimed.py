@@ -30,6 +30,8 @@ MIN_SHARE_ON_LINE = 0.5
 MIN_COPIED = 0.5
 #: Each frame's nearest pictures in the other video that may be its moment there.
 NEAREST = 3
+#: A line and the other video's line back agree when their speeds' product is within this factor of 1.
+AGREE = 1.2
 #: Lines tried (pairs of frames' nearest moments); past this many, a fixed sample of them.
 MAX_LINES = 4096
 
@@ -91,21 +93,36 @@ def line_through(t: np.ndarray, nearest: np.ndarray, tolerance: float) -> tuple[
     return float(speed[best]), float(offset[best]), int(count[best])
 
 
+def _fit(frames: Frames, vectors: Vectors, mine: str, other: str, tolerance: float) -> tuple[float, float, int, int]:
+    """(speed, offset, frames on the line, frames looked at) of ``mine``'s frames against ``other``'s."""
+    a, b = frames.of(mine), frames.of(other)
+    a, b = a[vectors.present[a]], b[vectors.present[b]]
+    if len(a) < MIN_ON_LINE or not len(b):
+        return 1.0, 0.0, 0, len(a)
+    alike = vectors.whole[a] @ vectors.whole[b].T
+    nearest = frames.t[b][np.argsort(-alike, axis=1, kind="stable")[:, :NEAREST]]
+    speed, offset, support = line_through(frames.t[a], nearest, tolerance)
+    return speed, offset, support, len(a)
+
+
 def time_lines(frames: Frames, vectors: Vectors, copied: dict[tuple[str, str], float],
                interval: dict[str, float]) -> dict[str, list[TimeLine]]:
     """Per video, the lines to the videos it is a copy in time of, among the pairs of ``copied``
     (the share of the first's frames found duplicates of the second's) at ``MIN_COPIED`` or more:
-    ``frames`` with ``vectors`` are the videos' frames with an embedding."""
+    ``frames`` with ``vectors`` are the videos' frames with an embedding. A line is kept only if
+    the other video's own line back to this one says the same speed (their product within
+    ``AGREE``): in a still scene that looks alike at any time, a line through look-alikes can be
+    found either way, but two that do not invert each other are no time line."""
     lines: dict[str, list[TimeLine]] = {}
     for (mine, other), share in sorted(copied.items()):
-        a, b = frames.of(mine), frames.of(other)
-        a, b = a[vectors.present[a]], b[vectors.present[b]]
-        if share < MIN_COPIED or len(a) < MIN_ON_LINE or not len(b):
+        if share < MIN_COPIED:
             continue
-        alike = vectors.whole[a] @ vectors.whole[b].T
-        nearest = frames.t[b][np.argsort(-alike, axis=1, kind="stable")[:, :NEAREST]]
-        speed, offset, support = line_through(frames.t[a], nearest, interval.get(other, 1.0))
-        if support >= max(MIN_ON_LINE, MIN_SHARE_ON_LINE * len(a)):
+        speed, offset, support, looked = _fit(frames, vectors, mine, other, interval.get(other, 1.0))
+        if support < max(MIN_ON_LINE, MIN_SHARE_ON_LINE * looked):
+            continue
+        back, _, back_support, back_looked = _fit(frames, vectors, other, mine, interval.get(mine, 1.0))
+        if back_support >= max(MIN_ON_LINE, MIN_SHARE_ON_LINE * back_looked) and \
+                abs(np.log(speed * back)) <= np.log(AGREE):
             lines.setdefault(mine, []).append(TimeLine(other, speed, offset, support))
     return lines
 

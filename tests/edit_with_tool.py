@@ -63,7 +63,7 @@ class Edited(ObjectDetectionInput):
 
     @staticmethod
     def add_cli_arguments(parser: ArgumentParser) -> None:
-        raise NotImplementedError
+        """labelformat's command line is not used here: an input made in memory takes no arguments."""
 
     def get_categories(self) -> Iterable[Category]:
         return self.categories

@@ -6,8 +6,9 @@ versions the miner's own environment cannot share), by tests/test_handover.py:
     .venv-tools/bin/python tests/load_with_tool.py FORMAT FOLDER
 
 Output: ``{"classes": [...], "images": {name: {"boxes": [[label, left, top, width, height, score]],
-"fields": {...}, "tracks": [track id or None per box]}}}``, boxes in pixels, so the test compares
-every tool with the manifest the same way (CVAT: labelformat models no attributes, so no tracks).
+"fields": {...}, "tracks": [track id or None per box], "texts": [...]}}}`` (texts: Label Studio's text
+read per box), boxes in pixels, so the test compares every tool with the manifest the same way
+(CVAT: labelformat models no attributes, so no tracks).
 """
 
 from __future__ import annotations
@@ -32,17 +33,22 @@ def label_studio(folder: Path) -> dict[str, Any]:
         for obj in interface.objects:
             if task["data"].get(obj.value_name) is None:
                 raise SystemExit(f"task has no data for <{obj.tag} value=${obj.value_name}>")
-        boxes, tracks = [], []
+        boxes, tracks, ids, texts = [], [], [], {}
         for prediction in task["predictions"]:
             errors = interface.validate_prediction(prediction, return_errors=True)
             if errors:
                 raise SystemExit(f"Label Studio rejects a prediction: {errors}")
             for region in prediction["result"]:
                 w, h, v = region["original_width"], region["original_height"], region["value"]
+                if region["type"] == "textarea":  # a region's text: the box with its id
+                    texts[region["id"]] = " ".join(v["text"])
+                    continue
                 boxes.append([v["rectanglelabels"][0], v["x"] * w / 100, v["y"] * h / 100, v["width"] * w / 100,
                               v["height"] * h / 100, region["score"]])
                 tracks.append((region.get("meta") or {}).get("track_id"))
-        images[task["data"]["image"].rsplit("/", 1)[-1]] = {"boxes": boxes, "fields": task["data"], "tracks": tracks}
+                ids.append(region["id"])
+        images[task["data"]["image"].rsplit("/", 1)[-1]] = {"boxes": boxes, "fields": task["data"], "tracks": tracks,
+                                                            "texts": [texts.get(i) for i in ids]}
     return {"classes": list(classes), "images": images}
 
 

@@ -334,3 +334,24 @@ def test_a_dry_run_says_what_other_settings_would_change_and_writes_nothing(pers
     assert files() == before, "a dry run writes nothing"
     other = cli_here(*args, "--dry-run", "--fps", "2")
     assert other.returncode == 2 and "extract.fps" in other.stdout, other.stdout  # needs mining again: said so
+
+
+def test_text_corrected_in_label_studio_comes_back_on_its_box(mined: Path, tmp_path: Path) -> None:
+    """A region's text (the per-region TextArea the export writes for OCR boxes) with the box's id:
+    the reviewer's correction becomes that box's text; a text for no box is said and read past."""
+    out = tmp_path / "out"
+    shutil.copytree(mined, out)
+    tasks = json.loads((out / "exports" / "label-studio" / "all" / "tasks.json").read_text())
+    task = next(t for t in tasks if t["predictions"][0]["result"])
+    box = copy.deepcopy(task["predictions"][0]["result"][0])
+    where = {k: v for k, v in box["value"].items() if k != "rectanglelabels"}
+    text = {**box, "type": "textarea", "from_name": "text", "value": {**where, "text": ["KA51 MN", "2024"]}}
+    stray = {**text, "id": "no-such-box"}
+    export = tmp_path / "ls.json"
+    export.write_text(json.dumps([_annotation(task, [box, text, stray])]))
+    proc = cli_here("import", "-o", str(out), "--format", "label-studio", str(export))
+    assert proc.returncode == 0 and "text for region no-such-box, which is no box: read past" in proc.stdout, proc.stdout
+    registry = Registry(out / "registry.sqlite", readonly=True)
+    review = registry.latest_reviews()[task["data"]["frame"]]
+    registry.close()
+    assert [d.text for d in review.boxes] == ["KA51 MN 2024"]

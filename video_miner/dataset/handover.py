@@ -281,6 +281,10 @@ def write_label_studio(batch: Batch) -> None:
                            "value": {"x": 100 * left / f.width, "y": 100 * top / f.height, "width": 100 * w / f.width,
                                      "height": 100 * h / f.height, "rotation": 0, "rectanglelabels": [_label(d.label)]},
                            "score": d.conf, **_ls_meta(d)})
+            if d.text is not None:  # the text read, as a per-region TextArea a reviewer corrects in place
+                where = {k: v for k, v in result[-1]["value"].items() if k != "rectanglelabels"}
+                result.append({**result[-1], "type": "textarea", "from_name": "text",
+                               "value": {**where, "text": [d.text]}})
         score = sum(d.conf for d in f.row.detections) / len(f.row.detections) if f.row.detections else 0.0
         tasks.append({"data": {"image": f"{root}/{f.name}", "frame": f.row.frame, "video_id": f.row.video_id,
                                "source": f.row.source, "timestamp": f.row.timestamp},
@@ -291,6 +295,9 @@ def write_label_studio(batch: Batch) -> None:
     labels = ET.SubElement(view, "RectangleLabels", name="label", toName="image")
     for c in batch.classes:
         ET.SubElement(labels, "Label", value=_label(c))
+    if any(d.text is not None for f in batch.frames for d in f.row.detections):
+        ET.SubElement(view, "TextArea", name="text", toName="image", editable="true", perRegion="true",
+                      required="false", placeholder="the text read")
     write_text(batch.folder / "label_config.xml", ET.tostring(view, encoding="unicode") + "\n", batch.folder)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,14 +97,30 @@ def _ls_review(frame: str, annotations: list[dict[str, Any]], notes: list[str]) 
     at = latest.get("updated_at") or latest.get("created_at")
     if latest.get("was_cancelled"):
         return Review(frame, "label-studio", [], True, _text(who), _text(at))
+    regions = [r for r in latest.get("result") or [] if isinstance(r, dict)]
+    notes += [f"{printable(frame)}: a region that is not a box with one label: read past"
+              for r in latest.get("result") or [] if not isinstance(r, dict)]
+    # The text read in a region (a per-region TextArea, as the export writes OCR'd text) is a result
+    # of its own with the box's id: it becomes that box's text, as corrected.
+    texts = {str(r.get("id")): r for r in regions if r.get("type") == "textarea" and r.get("id") is not None}
     boxes = []
-    for region in latest.get("result") or []:
+    for region in regions:
         box = _ls_box(region)
-        if box is None:
+        if box is not None:
+            said = texts.pop(str(region.get("id")), None)
+            boxes.append(box if said is None else replace(box, text=_region_text(said)))
+        elif region.get("type") != "textarea" or region.get("id") is None:
             notes.append(f"{printable(frame)}: a region that is not a box with one label: read past")
-            continue
-        boxes.append(box)
+    notes += [f"{printable(frame)}: text for region {printable(key)}, which is no box: read past" for key in texts]
     return Review(frame, "label-studio", boxes, False, _text(who), _text(at))
+
+
+def _region_text(region: dict[str, Any]) -> str | None:
+    """A TextArea result's text (its lines joined); None when it holds none (the text deleted)."""
+    value = region.get("value")
+    lines = value.get("text") if isinstance(value, dict) else None
+    said = " ".join(str(line) for line in lines if str(line).strip()) if isinstance(lines, list) else ""
+    return said[:1000] or None
 
 
 def _text(value: Any) -> str | None:

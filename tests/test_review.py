@@ -336,7 +336,8 @@ def test_a_dry_run_says_what_other_settings_would_change_and_writes_nothing(pers
     assert other.returncode == 2 and "extract.fps" in other.stdout, other.stdout  # needs mining again: said so
 
 
-def test_text_corrected_in_label_studio_comes_back_on_its_box(mined: Path, tmp_path: Path) -> None:
+def test_text_corrected_in_label_studio_comes_back_on_its_box(mined: Path, inputs: list[str], tmp_path: Path
+                                                               ) -> None:
     """A region's text (the per-region TextArea the export writes for OCR boxes) with the box's id:
     the reviewer's correction becomes that box's text; a text for no box is said and read past."""
     out = tmp_path / "out"
@@ -355,3 +356,6 @@ def test_text_corrected_in_label_studio_comes_back_on_its_box(mined: Path, tmp_p
     review = registry.latest_reviews()[task["data"]["frame"]]
     registry.close()
     assert [d.text for d in review.boxes] == ["KA51 MN 2024"]
+    assert not run(inputs, out, **CLASSES).failures
+    row = next(r for r in manifest(out) if r.frame == task["data"]["frame"])
+    assert [d.text for d in row.detections] == ["KA51 MN 2024"]

@@ -32,8 +32,12 @@ MIN_COPIED = 0.5
 NEAREST = 3
 #: A line and the other video's line back agree when their speeds' product is within this factor of 1.
 AGREE = 1.2
-#: Lines tried (pairs of frames' nearest moments); past this many, a fixed sample of them.
-MAX_LINES = 4096
+#: Lines tried (pairs of frames' nearest moments); past this many, a fixed sample of them. A line
+#: is kept only with half the frames on it, so a pair of them is on it one time in four or more:
+#: 1,024 draws all miss such a line with a chance of 0.75^1024.
+MAX_LINES = 1024
+#: Lines scored at once (a block of lines x frames x moments: 256 x 3,000 frames x 3 = 18 MB).
+LINES_AT_ONCE = 256
 
 
 @dataclass(frozen=True)
@@ -65,25 +69,29 @@ def line_through(t: np.ndarray, nearest: np.ndarray, tolerance: float) -> tuple[
     n = len(t)
     if n < 2:
         return 1.0, 0.0, 0
-    i, j = np.triu_indices(n, 1)
+    if n * (n - 1) // 2 > MAX_LINES:  # a fixed sample of the pairs: memory and time bounded per video
+        rng = np.random.default_rng(0)
+        i, j = rng.integers(0, n, MAX_LINES), rng.integers(0, n, MAX_LINES)
+    else:
+        i, j = np.triu_indices(n, 1)
     i, j = i[t[i] != t[j]], j[t[i] != t[j]]
-    if len(i) > MAX_LINES:
-        pick = np.random.default_rng(0).choice(len(i), MAX_LINES, replace=False)
-        i, j = i[pick], j[pick]
     speed = (nearest[j, 0] - nearest[i, 0]) / (t[j] - t[i])
     ok = (speed >= SPEEDS[0]) & (speed <= SPEEDS[1])
     if not ok.any():
         return 1.0, 0.0, 0
     speed = speed[ok]
     offset = nearest[i[ok], 0] - speed * t[i[ok]]
-    # lines x frames: each frame's nearest moment to the line
-    miss = np.abs(nearest[None, :, :] - (speed[:, None] * t[None, :] + offset[:, None])[:, :, None]).min(axis=2)
-    on = miss <= tolerance
-    count, error = on.sum(axis=1), np.where(on, miss, 0.0).sum(axis=1)
+    count, error = np.empty(len(speed), np.int64), np.empty(len(speed))
+    for start in range(0, len(speed), LINES_AT_ONCE):  # lines x frames x moments, a block of lines at a time
+        at = slice(start, start + LINES_AT_ONCE)
+        miss = np.abs(nearest[None, :, :] - (speed[at, None] * t[None, :] + offset[at, None])[:, :, None]).min(axis=2)
+        on = miss <= tolerance
+        count[at], error[at] = on.sum(axis=1), np.where(on, miss, 0.0).sum(axis=1)
     best = int(np.lexsort((error, -count))[0])
     # least squares over the frames on the best line, each at its moment nearest the line
-    frames = np.flatnonzero(on[best])
-    moment = nearest[frames, np.abs(nearest[frames] - (speed[best] * t[frames] + offset[best])[:, None]).argmin(axis=1)]
+    near = np.abs(nearest - (speed[best] * t + offset[best])[:, None])
+    frames = np.flatnonzero(near.min(axis=1) <= tolerance)
+    moment = nearest[frames, near[frames].argmin(axis=1)]
     if len(np.unique(t[frames])) >= 2:
         s, o = np.polyfit(t[frames], moment, 1)
         if SPEEDS[0] <= s <= SPEEDS[1]:
@@ -100,7 +108,11 @@ def _fit(frames: Frames, vectors: Vectors, mine: str, other: str, tolerance: flo
     if len(a) < MIN_ON_LINE or not len(b):
         return 1.0, 0.0, 0, len(a)
     alike = vectors.whole[a] @ vectors.whole[b].T
-    nearest = frames.t[b][np.argsort(-alike, axis=1, kind="stable")[:, :NEAREST]]
+    k = min(NEAREST, len(b))
+    top = np.argpartition(-alike, k - 1, axis=1)[:, :k] if len(b) > k else np.tile(np.arange(len(b)), (len(a), 1))
+    # most alike first; equal ones by their place, so the order never depends on the partition
+    order = np.lexsort((top, -np.take_along_axis(alike, top, axis=1)), axis=1)
+    nearest = frames.t[b][np.take_along_axis(top, order, axis=1)]
     speed, offset, support = line_through(frames.t[a], nearest, tolerance)
     return speed, offset, support, len(a)
 

@@ -148,14 +148,15 @@ def _by_content(pool: list[FrameRow], walk: list[int], vectors: Vectors, dup_of:
     marked in ``dup_of`` and keyed by frame, and the places in ``walk`` still kept."""
     labels = [[d.label for d in pool[i].detections] for i in walk]
     # Text read counts: the same bus with another plate is other content.
-    texts = [sure_texts([(d.text, d.conf) for d in pool[i].detections if d.text is not None]) for i in walk]
+    read = [sure_texts([(d.text, d.conf) for d in pool[i].detections if d.text is not None]) for i in walk]
+    texts = read if any(read) else None
     d = config.dedup
     found = content_duplicates(vectors, labels, list(range(len(walk))), d.picture_similarity, d.object_similarity,
-                               d.chain_similarity, texts if any(texts) else None)
+                               d.chain_similarity, texts)
     for place, match in found.items():
         dup_of[walk[place]] = walk[match.of]
     if d.in_time:
-        found |= _in_time(pool, walk, vectors, labels, texts if any(texts) else None, dup_of, found, config)
+        found |= _in_time(pool, walk, vectors, labels, texts, dup_of, found, config)
     same_content = {pool[walk[place]].key: Match(pool[walk[m.of]].key, m.picture, m.objects,
                                                  None if m.via is None else pool[walk[m.via]].key, m.speed)
                     for place, m in found.items()}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,18 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
+from video_miner.config import MinerConfig
 from video_miner.dataset.budget import BudgetRule, choose, radius_of
 from video_miner.dataset.retimed import line_through
+from video_miner.dataset.select import Unsettled, replaced, select_frames
 from video_miner.dataset.semantic import objects_match
 from video_miner.detect.detector import Detector, DetectorSpec
 from video_miner.detect.embed import feature_outputs
-from video_miner.records import FrameEmbedding
+from video_miner.records import Decision, FrameEmbedding
+from video_miner.store.registry import Registry
 
 from .conftest import MODEL, PERSON
-from .helpers import cli_here, manifest, run
+from .helpers import cli_here, make_config, manifest, run
 
 #: One frame of each of the six people who walk through the person video, one after another.
 PEOPLE_AT = (13, 34, 60, 80, 106, 129)
@@ -202,12 +206,39 @@ def test_copies_played_faster_or_slower_are_duplicates_of_the_original(person_he
         # the speed said is the copy's own, within what 1 s samples tell apart
         assert abs(row.extra["speed"] / speeds[row.video_id] - 1) < 0.15 and "at the same moment" in (row.reason or "")
         assert row.duplicate_of is not None and row.duplicate_of.startswith(original + "@")
+    _lines_never_depend_on_skipped_detections(out, make_config(out, **settings))
     alone = run([str(person_head)], tmp_path / "alone", **settings)
     assert alone.export.kept == sum(r.decision == "kept" for r in rows)
     # An export-only setting: the same folder re-exported without the pass keeps some copy frames.
     run([str(person_head), *map(str, retimed_copies.values())], out, **settings, **{"dedup.in_time": False})
     without = [r for r in manifest(out) if r.video_id != original and r.decision == "kept"]
     assert without and not any("speed" in r.extra for r in manifest(out))
+
+
+def _lines_never_depend_on_skipped_detections(out: Path, config: MinerConfig) -> None:
+    """Which frames the filter skipped depends on a run's timing: the choice refuses to fit a time
+    line while a copy's frame is still deferred, naming it (the export detects it first), and with
+    it detected chooses as before."""
+    registry = Registry(out / "registry.sqlite", readonly=True)
+    try:
+        rows, order = registry.done_frames(), {v.video_id: v.order for v in registry.videos()}
+    finally:
+        registry.close()
+    chosen = select_frames(rows, order, config)
+    walked = {r.key for r in chosen.kept} | set(chosen.same_content)
+    # Frames the pHash walk covers whatever they show: skipping them never changes that walk.
+    skippable = [r for r in rows if r.decision == Decision.CANDIDATE and r.key not in walked
+                 and r.key in chosen.duplicate_of]
+    assert skippable
+    skipped = {r.key for r in skippable[::2]}
+    as_skipped = [replace(r, decision=Decision.DEFERRED, detections=[], embedding=None) if r.key in skipped else r
+                  for r in rows]
+    with pytest.raises(Unsettled) as refused:
+        select_frames(as_skipped, order, config)
+    assert set(refused.value.keys) <= skipped and refused.value.keys
+    again = select_frames(replaced(as_skipped, [r for r in rows if r.key in refused.value.keys]), order, config)
+    assert [r.key for r in again.kept] == [r.key for r in chosen.kept]
+    assert again.same_content == chosen.same_content
 
 
 def test_the_time_line_of_a_copy_is_found_among_look_alikes_of_a_still_scene() -> None:

@@ -20,7 +20,7 @@ from ..store.registry import Registry
 from .handover import handed_keys
 from .review import box_iou, changes, indexed, reviewed_classes
 from .select import Selection, Unsettled, replaced, select_frames
-from .settle import Labeller, settle
+from .settle import Labeller, detect_rows, settle
 from .writers import Labels, Splits, write_coco, write_yolo
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,18 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
     if detected:
         registry.update_frames(detected)
         rows = replaced(rows, detected)
-    chosen = select_frames(rows, order, config, earlier_picks(output / "dataset"), pinned)
+    try:
+        chosen = select_frames(rows, order, config, earlier_picks(output / "dataset"), pinned)
+    except Unsettled as exc:
+        # Copies in time need every frame of theirs detected (:mod:`.select`); these do not
+        # change what the pHash walk and the content pass found, so the second choice settles.
+        needed = set(exc.keys)
+        more = [r for r in rows if r.key in needed]
+        now = [found for start in range(0, len(more), detect_batch)
+               for found in detect_rows(more[start:start + detect_batch], config, output, detect)]
+        registry.update_frames(now)
+        rows = replaced(rows, now)
+        chosen = select_frames(rows, order, config, earlier_picks(output / "dataset"), pinned)
     reviews = reviews | moved_reviews(chosen, reviews)
     labels = _labels(chosen, output, labeller, reviews, classes)
     staging = output / "dataset.staging"

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import MinerConfig
-from ..records import FrameRow
+from ..records import Decision, FrameRow
 from .budget import BudgetRule, choose
 from .dedup import KEPT, NO, NOT_ELIGIBLE, YES, select_distinct
 from .retimed import MIN_COPIED, Frames, copies_in_time, time_lines
@@ -32,11 +32,16 @@ log = logging.getLogger(__name__)
 
 
 class Unsettled(RuntimeError):
-    """Deferred frames the choice needs were not detected: :func:`~.settle.settle` runs first."""
+    """Deferred frames the choice needs were not detected: :func:`~.settle.settle` runs first, and
+    the export detects ``keys`` (frames of copies in time, which the pHash walk cannot foresee)."""
 
-    def __init__(self, count: int) -> None:
-        super().__init__(f"{count} deferred frames the choice needs were not detected")
-        self.count = count
+    def __init__(self, keys: Sequence[str]) -> None:
+        super().__init__(f"{len(keys)} deferred frames the choice needs were not detected")
+        self.keys = list(keys)
+
+    @property
+    def count(self) -> int:
+        return len(self.keys)
 
 
 @dataclass(frozen=True)
@@ -98,8 +103,6 @@ class Selection:
         return set(self.budget.left_out if self.budget else ()) | self.over_shot | set(self.per_track)
 
 
-def _unsettled(nodes: list[int]) -> list[bool]:
-    raise Unsettled(len(nodes))
 
 
 def select_frames(rows: list[FrameRow], order: dict[str, int], config: MinerConfig,
@@ -113,7 +116,11 @@ def select_frames(rows: list[FrameRow], order: dict[str, int], config: MinerConf
     # detections were skipped.
     pool, priority, eligible, hashes = pool_of(rows, order, pinned)
     per_track = _per_track(pool, eligible, config)
-    dup_of = select_distinct(hashes, priority, config.phash_radius, eligible, _unsettled)
+
+    def unsettled(nodes: list[int]) -> list[bool]:
+        raise Unsettled([pool[i].key for i in nodes])
+
+    dup_of = select_distinct(hashes, priority, config.phash_radius, eligible, unsettled)
     walk = [i for i in priority.tolist() if dup_of[i] == KEPT]
     by_content = config.dedup.enabled and config.dedup.semantic and bool(walk)
     # read only when a pass compares them (their warnings too)
@@ -169,9 +176,19 @@ def _in_time(pool: list[FrameRow], walk: list[int], vectors: Vectors, labels: li
     """Frames of copies played faster or slower (:mod:`.retimed`), marked in ``dup_of``: walk places
     to their matches."""
     d = config.dedup
-    copied = {pair: share for pair, share in _copied(pool, dup_of).items() if share >= MIN_COPIED}
+    still = [place for place in range(len(walk)) if place not in found]
+    # Only a video with frames still kept has anything left to find.
+    keeping = {pool[walk[place]].video_id for place in still}
+    copied = {pair: share for pair, share in _copied(pool, dup_of).items()
+              if share >= MIN_COPIED and pair[0] in keeping}
     involved = {v for pair in copied for v in pair}
-    rows = [r for r in pool if r.video_id in involved and r.embedding]
+    # A line is fitted over every frame of both videos that shows the classes. The filter skipped
+    # the detector for some of them (which ones depends on a run's timing), so those are detected
+    # first: the lines, and the dataset, never depend on what was skipped.
+    deferred = [r.key for r in pool if r.video_id in involved and r.decision == Decision.DEFERRED]
+    if deferred:
+        raise Unsettled(deferred)
+    rows = [r for r in pool if r.video_id in involved and r.decision == Decision.CANDIDATE and r.embedding]
     if not rows:
         return {}
     interval = _intervals(pool)
@@ -185,7 +202,6 @@ def _in_time(pool: list[FrameRow], walk: list[int], vectors: Vectors, labels: li
     def same(a: int, b: int) -> Match[int] | None:
         return compare(vectors, labels, texts, a, b, d.picture_similarity, d.time_similarity)
 
-    still = [place for place in range(len(walk)) if place not in found]
     more = copies_in_time(walked, lines, still, found, interval, same)
     for place, match in more.items():
         dup_of[walk[place]] = walk[match.of]

@@ -59,15 +59,19 @@ def settle(rows: list[FrameRow], order: dict[str, int], config: MinerConfig, out
     done: list[FrameRow] = []
 
     def resolve(nodes: list[int]) -> list[bool]:
-        if detect is None:
-            raise RuntimeError("frames with deferred detections need a detector to export")
-        found = detect([output / pool[i].file for i in nodes])
-        answers = []
-        for i, dets in zip(nodes, found, strict=True):
-            pool[i] = detected(pool[i], dets, config)
-            done.append(pool[i])
-            answers.append(dets.kept)
-        return answers
+        now = detect_rows([pool[i] for i in nodes], config, output, detect)
+        for i, row in zip(nodes, now, strict=True):
+            pool[i] = row
+        done.extend(now)
+        return [row.decision == Decision.CANDIDATE for row in now]
 
     select_distinct(hashes, priority, config.phash_radius, eligible, resolve, batch=batch)
     return done
+
+
+def detect_rows(rows: list[FrameRow], config: MinerConfig, output: Path, detect: Labeller | None) -> list[FrameRow]:
+    """``rows`` (deferred frames) as the detector's answers for their files leave them."""
+    if detect is None:
+        raise RuntimeError("frames with deferred detections need a detector to export")
+    found = detect([output / row.file for row in rows])
+    return [detected(row, dets, config) for row, dets in zip(rows, found, strict=True)]

@@ -13,6 +13,19 @@ if [ "${1:-}" = "--test" ]; then
   python3 -m venv .venv-tools
   .venv-tools/bin/pip install -q --upgrade pip
   .venv-tools/bin/pip install -q "fiftyone>=1.5" "label-studio-sdk>=2" "labelformat>=0.1.17"
+  # A real Label Studio server for the review round trip, in a venv of its own (Django, and its own
+  # label-studio-sdk pin), its SQLite database migrated once here (a minute) so a test starts one in
+  # seconds; its organization takes legacy tokens (the test's reviewer has one); nothing reaches out
+  # (no version check, analytics or Sentry).
+  python3 -m venv .venv-ls
+  .venv-ls/bin/pip install -q --upgrade pip
+  .venv-ls/bin/pip install -q "label-studio>=1.20"
+  rm -rf .venv-ls/template
+  env LATEST_VERSION_CHECK=false COLLECT_ANALYTICS=false SENTRY_DSN= FRONTEND_SENTRY_DSN= DJANGO_DB=sqlite \
+    LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true \
+    LABEL_STUDIO_BASE_DATA_DIR=.venv-ls/template .venv-ls/bin/label-studio init --data-dir .venv-ls/template \
+    --username setup@localhost --password "$(python3 -c 'import secrets; print(secrets.token_hex(16))')" \
+    </dev/null >/dev/null
 else
   .venv/bin/pip install -q -e .
 fi

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from video_miner.redact import printable
 from video_miner.store.registry import Registry
 
 from .conftest import MODEL, VIDEOS
-from .helpers import cli_here, dataset_files, kept, manifest, run, with_tool
+from .helpers import ROOT, cli_here, dataset_files, kept, manifest, run, with_tool
+from .label_studio_server import label_studio
 
 CLASSES = {"filter.classes": ["person", "bottle"], "export.formats": ["yolo", "coco", "label-studio"]}
 
@@ -34,6 +36,8 @@ def mined(inputs: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("review") / "out"
     report = run(inputs, out, **CLASSES)
     assert not report.failures and report.export.kept >= 5
+    # as mined, before any test imports reviews into it
+    shutil.copytree(out, out.parent / "as-mined")
     return out
 
 
@@ -130,6 +134,61 @@ def test_a_label_studio_review_comes_back_into_the_dataset(mined: Path, inputs: 
     files = dataset_files(mined / "dataset")
     assert not run(inputs, mined, **CLASSES).failures
     assert dataset_files(mined / "dataset") == files
+
+
+def test_reviews_come_back_from_a_running_label_studio_server(mined: Path, inputs: list[str], tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The export imported into a real Label Studio server and reviewed there through its SDK; then
+    ``import --url`` reads the project from the server (a legacy token, then a personal access
+    token: nothing new), and the file Label Studio exports gives the same revisions. The dataset
+    holds the edits; the tokens appear nowhere."""
+    out = tmp_path / "out"
+    shutil.copytree(mined.parent / "as-mined", out)
+    with label_studio(tmp_path) as server:
+        export = out / "exports" / "label-studio" / "all"
+        done = subprocess.run([str(server.python), str(ROOT / "tests" / "label_studio_reviewer.py"), server.url,
+                               server.token, str(export), str(tmp_path / "from-label-studio.json")],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        review = json.loads(done.stdout.strip().splitlines()[-1])
+        tokens = (server.token, review["personal_token"])
+
+        def from_server(token: str) -> subprocess.CompletedProcess[str]:
+            monkeypatch.setenv("LABEL_STUDIO_API_KEY", token)
+            return cli_here("import", "-o", str(out), "--format", "label-studio", "--url", server.url,
+                            "--project", str(review["project"]))
+
+        first = from_server(server.token)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "5 reviewed frames read (1 rejected), 5 new revisions recorded" in first.stdout, first.stdout
+        again = from_server(review["personal_token"])
+        assert "0 new revisions recorded" in again.stdout, again.stdout + again.stderr
+        refused = from_server("not-a-token")
+        assert refused.returncode == 2 and "refused LABEL_STUDIO_API_KEY" in refused.stderr + refused.stdout
+        unset = from_server("")
+        assert unset.returncode == 2 and "set LABEL_STUDIO_API_KEY" in unset.stderr + unset.stdout
+    from_file = cli_here("import", "-o", str(out), "--format", "label-studio", review["export"])
+    assert "5 reviewed frames read (1 rejected), 0 new revisions recorded" in from_file.stdout, from_file.stdout
+    for proc in (first, again, refused, unset, from_file):
+        assert not any(t in proc.stdout + proc.stderr for t in tokens)
+    registry = Registry(out / "registry.sqlite", readonly=True)
+    reviews = registry.latest_reviews()
+    registry.close()
+    assert set(reviews) == set(review["done"])
+    assert {r.who for r in reviews.values()} == {"reviewer@example.com"} and all(r.revision == 1 for r in reviews.values())
+
+    assert not run(inputs, out, **CLASSES).failures
+    rows = {r.frame: r for r in manifest(out)}
+    names = yaml.safe_load((out / "dataset" / "data.yaml").read_text())["names"]
+    assert {"cup", "dog"} <= set(names.values())
+    for frame, what in review["done"].items():
+        assert rows[frame].extra["reviewed"]["tool"] == "label-studio"
+        assert (rows[frame].decision == "filtered") == (what == "rejected"), (frame, what)
+    reclassed = next(f for f, w in review["done"].items() if w == "re-classed")
+    assert any(d.label == "dog" for d in rows[reclassed].detections)
+    batch = handover.export(out, "cvat", new_only=True)
+    assert batch.frames and not {f.row.frame for f in batch.frames} & set(review["done"])
+    assert not any(t.encode() in p.read_bytes() for p in out.rglob("*") if p.is_file() for t in tokens)
 
 
 def test_a_label_for_a_frame_the_dataset_does_not_know_is_refused(mined: Path, tmp_path: Path) -> None:
@@ -359,3 +418,67 @@ def test_text_corrected_in_label_studio_comes_back_on_its_box(mined: Path, input
     assert not run(inputs, out, **CLASSES).failures
     row = next(r for r in manifest(out) if r.frame == task["data"]["frame"])
     assert [d.text for d in row.detections] == ["KA51 MN 2024"]
+
+
+def test_the_label_studio_client_follows_no_redirect_bounds_the_answer_and_exchanges_a_personal_token() -> None:
+    """Against a loopback stand-in for the server's routes: a redirect is refused (the token is not
+    sent on), an answer over the bound is refused, a personal access token (a JWT refresh token) is
+    exchanged for an access token that then reads the export, its reviewers' ids named by email."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from video_miner.dataset.label_studio_api import fetch_tasks
+    from video_miner.errors import ConfigError
+
+    seen: list[tuple[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, status: int, body: bytes = b"", **headers: str) -> None:
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key.replace("_", "-"), value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            seen.append((self.path, self.headers.get("Authorization", "")))
+            if self.path.startswith("/api/projects/1/"):
+                self._answer(302, Location="http://127.0.0.1:9/elsewhere")
+            elif self.path.startswith("/api/projects/2/"):
+                self._answer(200, b"[" + b'{"data": {}},' * 10_000 + b"{}]", Content_Type="application/json")
+            elif self.headers.get("Authorization") != "Bearer short-lived":
+                self._answer(401)
+            elif self.path.startswith("/api/projects/3/"):
+                self._answer(200, b'[{"annotations": [{"completed_by": 7}, "x"]}, 5]', Content_Type="application/json")
+            elif self.path.startswith("/api/users/"):
+                self._answer(200, b'[{"id": 7, "email": "ana@example.com"}, {"id": "?"}]', Content_Type="application/json")
+            else:
+                self._answer(401)
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            seen.append((self.path, body.decode()))
+            self._answer(200, json.dumps({"access": "short-lived"}).encode(), Content_Type="application/json")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(ConfigError, match="redirects"):
+            fetch_tasks(url, 1, "legacy-token", 1 << 20)
+        assert [p for p, _ in seen if "elsewhere" in p] == [] and seen[-1][1] == "Token legacy-token"
+        with pytest.raises(ConfigError, match="over"):
+            fetch_tasks(url, 2, "legacy-token", 1 << 16)
+        claims = base64.urlsafe_b64encode(json.dumps({"token_type": "refresh"}).encode()).decode().rstrip("=")
+        personal = f"eyJhbGciOiJIUzI1NiJ9.{claims}.signature"
+        tasks = fetch_tasks(url, 3, personal, 1 << 20)
+        assert tasks[0]["annotations"][0]["completed_by"] == {"id": 7, "email": "ana@example.com"}
+        assert [json.loads(body) for path, body in seen if path == "/api/token/refresh/"] == [{"refresh": personal}]
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -373,7 +373,12 @@ def import_command(
     fmt: Annotated[str, typer.Option("--format", help=(
         "label-studio (its JSON export), cvat ('CVAT for images 1.1' XML), coco (COCO 1.0 JSON), "
         "fiftyone (an exported dataset: samples.json, boxes in ground_truth) or yolo (a labels folder)."))],
-    source: Annotated[Path, typer.Argument(help="The tool's export: its file, or the folder it unpacked to.")],
+    source: Annotated[Path | None, typer.Argument(
+        help="The tool's export: its file, or the folder it unpacked to (not with --url).")] = None,
+    url: Annotated[str | None, typer.Option(
+        "--url", help="A running Label Studio server to read project --project from, instead of a file: its "
+                      "token in LABEL_STUDIO_API_KEY (never printed).")] = None,
+    project: Annotated[int | None, typer.Option("--project", help="The Label Studio project's id (with --url).")] = None,
     debug: Debug = False,
 ) -> None:
     """Reviewed labels back from a labelling tool: each frame's latest review is recorded (every
@@ -382,7 +387,8 @@ def import_command(
     command again to rebuild the dataset with them. CVAT: an image tag `rejected` rejects the
     frame; FiftyOne: a sample tag `rejected`."""
     main_options(debug)
-    from .dataset.review import read_reviews
+    from .dataset.label_studio_api import TOKEN_ENV
+    from .dataset.review import read_reviews, read_server_reviews
     from .store.lock import OutputLock
     from .store.registry import Registry
 
@@ -391,7 +397,13 @@ def import_command(
     # Under the output's lock, as repair takes it: while a run holds the folder, import stops at
     # once with a line naming that run (its export would race the new revisions).
     with user_errors(console, output), OutputLock(output):
-        imported = read_reviews(output, fmt, source)
+        if source is not None and url is None and project is None:
+            imported = read_reviews(output, fmt, source)
+        elif source is None and url is not None and project is not None and fmt == "label-studio":
+            imported = read_server_reviews(output, url, project, os.environ.get(TOKEN_ENV))
+        else:
+            raise ConfigError("import reads either a tool's export (--format FORMAT SOURCE) or a Label Studio "
+                              "server (--format label-studio --url URL --project ID): give one of them")
         registry = Registry(output / "registry.sqlite")
         try:
             added = registry.add_reviews(imported.reviews)

@@ -27,6 +27,7 @@ from ..records import Detection, Review, intersection
 from ..redact import printable
 from ..store.files import read_bytes, read_json
 from ..store.manifest import PROVENANCE, ManifestRecord, read_manifest
+from .label_studio_api import fetch_tasks, server_url
 
 FORMATS = ("label-studio", "cvat", "coco", "fiftyone", "yolo")
 #: The tag (CVAT: an image tag's label; FiftyOne: a sample tag) that rejects a frame in review.
@@ -53,13 +54,26 @@ def read_reviews(output: Path, fmt: str, source: Path) -> Imported:
     rows = list(read_manifest(output / "dataset"))
     readers = {"label-studio": _label_studio, "cvat": _cvat, "coco": _coco, "fiftyone": _fiftyone}
     imported = readers[fmt](source, rows) if fmt in readers else _yolo(source, rows, _classes(output))
+    return _known(imported, rows, str(source))
+
+
+def read_server_reviews(output: Path, url: str, project: int, token: str | None) -> Imported:
+    """The reviews of project ``project`` on the Label Studio server at ``url``, for the dataset of
+    ``output`` (:mod:`.label_studio_api`)."""
+    rows = list(read_manifest(output / "dataset"))
+    tasks = fetch_tasks(url, project, token, MAX_EXPORT_BYTES)
+    return _known(_ls_tasks(tasks, rows), rows, f"{server_url(url)} project {project}")
+
+
+def _known(imported: Imported, rows: list[ManifestRecord], where: str) -> Imported:
+    """``imported``, refused whole when it holds labels for a frame the dataset does not know."""
     known = {r.frame for r in rows}
     unknown = [r.frame for r in imported.reviews if r.frame not in known]
     if unknown:
         shown = ", ".join(printable(k) for k in unknown[:SHOWN]) + (f" and {len(unknown) - SHOWN} more"
                                                                     if len(unknown) > SHOWN else "")
-        raise ConfigError(f"{source}: labels for frames this dataset does not know: {shown}; nothing was imported "
-                          "(import what an export of this output folder handed over)")
+        raise ConfigError(f"{printable(where)}: labels for frames this dataset does not know: {shown}; nothing was "
+                          "imported (import what an export of this output folder handed over)")
     return imported
 
 
@@ -72,6 +86,10 @@ def _label_studio(path: Path, rows: list[ManifestRecord]) -> Imported:
     tasks = read_json(path, MAX_EXPORT_BYTES)
     if not isinstance(tasks, list):
         raise ConfigError(f"{path}: not a Label Studio JSON export (a list of tasks)")
+    return _ls_tasks(tasks, rows)
+
+
+def _ls_tasks(tasks: list[Any], rows: list[ManifestRecord]) -> Imported:
     by_image = _frame_of(rows)
     out = Imported([])
     for task in tasks:
@@ -93,7 +111,8 @@ def _ls_review(frame: str, annotations: list[dict[str, Any]], notes: list[str]) 
     latest = max(annotations, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""),
                                              int(a.get("id") or 0)))
     who = latest.get("completed_by")
-    who = who.get("email") if isinstance(who, dict) else who
+    # A file export names the reviewer by user id (``import --url`` gives the email).
+    who = who.get("email") if isinstance(who, dict) else f"user {who}" if isinstance(who, int) else who
     at = latest.get("updated_at") or latest.get("created_at")
     if latest.get("was_cancelled"):
         return Review(frame, "label-studio", [], True, _text(who), _text(at))

@@ -155,3 +155,22 @@ def test_near_pairs_of_dense_clusters_are_each_found_once(t: int) -> None:
     pairs = near_pairs(h, t)
     assert len(pairs) == len({tuple(p) for p in pairs.tolist()})
     assert set(map(tuple, pairs.tolist())) == brute_pairs(h, t)
+
+
+def test_the_previous_model_disagrees_where_an_object_is_found_by_one_model_only_or_named_otherwise() -> None:
+    from video_miner.dataset.previous import disagreements
+    from video_miner.records import Detection
+
+    def box(label: str, x: float, conf: float = 0.9) -> Detection:
+        return Detection(label, 0, conf, (x, 0.5, 0.2, 0.2))
+
+    assert disagreements([box("person", 0.2), box("car", 0.6)], [box("person", 0.21), box("car", 0.6)]) == []
+    assert disagreements([box("person", 0.2)], []) == ["the previous model missed this person"]
+    assert disagreements([], [box("dog", 0.2)]) == ["only the previous model saw a dog"]
+    assert disagreements([box("truck", 0.6)], [box("car", 0.6)]) == ["previous model: car, now truck"]
+    # the same class at the same place is the match, whatever other class overlaps it more
+    assert disagreements([box("car", 0.6), box("truck", 0.6)], [box("car", 0.61)]) == \
+        ["the previous model missed this truck"]
+    # far apart (IoU under 0.5) is two objects, one each
+    assert sorted(disagreements([box("car", 0.2)], [box("car", 0.7)])) == \
+        ["only the previous model saw a car", "the previous model missed this car"]

@@ -165,7 +165,7 @@ def _exported_names() -> set[str]:
             "joins": {"frames": {"matched": 1, "partial": 0, "expired": 0, "waiting": 0, "wait_p50_s": 0.0,
                                  "wait_p95_s": 0.0}}}
     families += _model_families(snap)
-    families += _live_families({"s": LiveSnapshot("s", "live", *([0] * 10), 0.0, 0.0, 0.0, 0.0, None)})
+    families += _live_families({"s": LiveSnapshot(source="s", state="live")})
     run_end = _RunCollector()
     run_end.end, run_end.last_success = RunEnd(1, 0, 1, True), 1.0
     families += run_end.collect()

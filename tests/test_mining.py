@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from video_miner.dataset import handover
+from video_miner.dataset.previous import model_digest
 from video_miner.media.quality import hamming, open_gray, phash64
+from video_miner.store.registry import Registry
 
 from .conftest import BOTTLE, CARS, MODEL, PERSON, VIDEOS
 from .helpers import cli, cli_here, dataset_files, manifest, metrics, run
@@ -104,7 +107,13 @@ def test_labels_are_yolo_format(person_runs: dict[str, Path]) -> None:
             assert cls == "0" and len(xywh) == 4 and all(0 <= float(v) <= 1 for v in xywh)
 
 
-def test_dataset_loads_and_trains_in_ultralytics(person_runs: dict[str, Path], tmp_path: Path) -> None:
+def test_dataset_loads_and_trains_in_ultralytics_and_the_next_round_mines_where_models_disagree(
+        person_runs: dict[str, Path], person_head: Path, tmp_path: Path) -> None:
+    """A real ``yolo train`` on the exported dataset; then a round that names that model as the one
+    before (``select.previous_model``): trained from scratch for one epoch, it finds no person, so
+    every frame the real model keeps is one it missed: each is marked with how, the export records
+    its boxes per frame under the file's digest, and ``export --new-only --limit`` hands those
+    frames over first, then the next ones."""
     from ultralytics import YOLO
     from ultralytics.data.utils import check_det_dataset
 
@@ -114,7 +123,25 @@ def test_dataset_loads_and_trains_in_ultralytics(person_runs: dict[str, Path], t
     model = YOLO("yolov8n.yaml", task="detect")
     model.train(data=str(data_yaml), epochs=1, imgsz=64, batch=4, device="cpu", workers=0, plots=False, amp=False,
                 project=str(tmp_path), name="t", val=True, verbose=False)
-    assert (tmp_path / "t" / "weights" / "last.pt").exists()
+    trained = tmp_path / "t" / "weights" / "last.pt"
+    assert trained.exists()
+
+    out = tmp_path / "round2"
+    report = run([str(person_head)], out, **{"select.previous_model": str(trained)})
+    assert not report.failures and report.export.kept >= 3
+    rows = manifest(out)
+    kept = [r for r in rows if r.decision == "kept"]
+    assert all("the previous model missed this person" in r.extra.get("disagrees", []) for r in kept), kept
+    assert report.export.disagree >= len(kept)
+    registry = Registry(out / "registry.sqlite", readonly=True)
+    digest = model_digest(trained)
+    seen = registry.previous_boxes(digest)
+    registry.close()
+    assert {r.frame for r in kept} <= set(seen)
+    batch = handover.export(out, "label-studio", new_only=True, limit=2)
+    assert len(batch.frames) == 2 and all(f.row.extra.get("disagrees") for f in batch.frames)
+    again = handover.export(out, "label-studio", new_only=True, limit=2)
+    assert not {f.row.frame for f in again.frames} & {f.row.frame for f in batch.frames}
 
 
 @pytest.mark.parametrize("semantic", [False, True])

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import xml.etree.ElementTree as ET
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from video_miner.errors import ConfigError
 from video_miner.records import Decision, Detection, FrameRecord, FrameRow
 
 from .conftest import MODEL, PERSON, ROOT
-from .helpers import cli_args, kept, manifest, run, wait_for
+from .helpers import cli_args, cli_here, kept, manifest, metrics, run, wait_for
 from .test_handover import load_with_tool
 
 MISSES = (2.0, 4.0)
@@ -174,6 +175,11 @@ def test_planted_misses_are_found_and_steady_frames_are_not_hard(walk: tuple[Pat
     others = [t for t, marks in hard.items() if marks and t not in MISSES]
     assert len(others) <= 0.05 * len(rows), others
     assert all(r.extra.get("hard") for r in rows if round(r.timestamp, 1) in found)
+    # the metrics count them per class, and the report shows it
+    per_class = Counter(d.label for r in rows for d in r.detections if d.hard)
+    assert metrics(out).hard_by_class == dict(per_class) and per_class
+    shown = cli_here("report", "-o", str(out))
+    assert "hard boxes per class" in shown.stdout and all(f"{c}" in shown.stdout for c in per_class), shown.stdout
 
 
 def test_exports_carry_the_track_ids(walk: tuple[Path, Path, dict[float, Any]]) -> None:

@@ -158,6 +158,10 @@ def run(
                                                help="Minimum detection confidence.")] = None,
     device: Annotated[str | None, typer.Option(metavar="DEV", rich_help_panel=MODEL_PANEL,
                                                help="auto, cpu, cuda, cuda:N, mps.")] = None,
+    previous_model: Annotated[str | None, typer.Option(
+        metavar="MODEL", rich_help_panel=MODEL_PANEL,
+        help="The round before's model: frames where it and --model disagree are hard (select.previous_model).")]
+    = None,
     fps: Annotated[float | None, typer.Option(metavar="N", rich_help_panel=SELECTION,
                                               help="Frames sampled per second.")] = None,
     budget: Annotated[int | None, typer.Option(min=1, metavar="N", rich_help_panel=SELECTION,
@@ -220,7 +224,7 @@ def run(
         "metrics_port": metrics_port, "metrics_host": metrics_host, "metrics.linger_s": metrics_linger,
         "metrics.pushgateway": pushgateway, "metrics.textfile": str(metrics_textfile) if metrics_textfile else None,
         "ray.shared_storage": shared_storage, "download.cookies_from_browser": cookies_from_browser,
-        "select.budget": budget,
+        "select.budget": budget, "select.previous_model": previous_model,
     }
     _quiet_logs()
     # torch and Ultralytics leave hundreds of thousands of long-lived objects that every full garbage
@@ -261,8 +265,9 @@ def _dry_run(console: Console, cfg: MinerConfig) -> None:
     finally:
         registry.close()
     if plan.undetected:
-        say(f"{plan.undetected} deferred frames would be detected first (the export runs the detector on them): "
-            "what they change cannot be said without it; run without --dry-run")
+        say(f"{plan.undetected} frames would be detected first (deferred ones by the detector, frames "
+            "select.previous_model has not seen by it): what they change cannot be said without them; run without "
+            "--dry-run")
         return
     for frame, was in plan.joining:
         say(f"[green]+[/green] {plain(frame)} would be kept (now: {plain(was)})")
@@ -297,7 +302,9 @@ def _print_summary(console: Console, report: MiningReport) -> None:
     say(f"[bold]done[/bold] in {report.wall_seconds:.1f}s: videos {report.videos_done}/{report.videos_total} done"
         f" ({report.videos_skipped} already done before), {len(report.failures)} failed | frames {e.frames}: "
         f"kept {e.kept}, duplicates {e.duplicates}, left out {e.left_out}, filtered out {e.filtered}"
-        + (f" | tracks {e.tracks}, hard {e.hard}" if e.tracks or e.hard else ""))
+        + (f" | tracks {e.tracks}, hard {e.hard}" if e.tracks or e.hard else "")
+        + (" (" + ", ".join(f"{plain(c)} {n}" for c, n in e.hard_by_class.items()) + ")" if e.hard_by_class else "")
+        + (f" | {e.disagree} frames the previous model disagrees on" if e.disagree else ""))
     for source, s in report.live.items():
         say(f"live {plain(source)}: {s.state}, frames {s.frames_captured} received, {s.frames_sampled} sampled, "
             f"{s.frames_dropped} dropped, {s.frames_decided} decided, latency p50 {s.latency_p50_s:.2f}s "
@@ -347,6 +354,10 @@ def export_command(
     new_only: Annotated[bool, typer.Option(help="Only the frames kept since the last export of this format.")] = False,
     image_root: Annotated[str | None, typer.Option(help="Label Studio: the URL prefix its images are served from "
                                                         "(default /data/local-files/?d=images).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help=(
+        "At most this many frames, those most worth a review first: where select.previous_model disagrees, "
+        "then where the model contradicts itself along a track, then the least confident; the rest wait for "
+        "the next --new-only batch."))] = None,
     debug: Debug = False,
 ) -> None:
     """The dataset for a labelling tool or a trainer: Label Studio tasks with pre-annotations, CVAT
@@ -357,7 +368,7 @@ def export_command(
     console = Console()
     _need_run(console, output, "dataset")
     with user_errors(console, output):
-        batch = export(output, fmt, dest, new_only, image_root)
+        batch = export(output, fmt, dest, new_only, image_root, limit)
     say = lambda text: console.print(text, soft_wrap=True, highlight=False)  # noqa: E731
     for note in batch.notes:
         say(f"[yellow]warning[/yellow] {plain(note)}")

@@ -308,6 +308,10 @@ class SelectConfig(_Section):
     #: With tracks on: keep the ``per_track`` best views of every track, spread over it (a frame kept
     #: for one track counts for every track it shows); its other frames are left out.
     per_track: int | None = Field(None, ge=1, le=1000)
+    #: The round before's model (a .pt or .onnx): the export runs it over the frames showing the
+    #: classes, and a frame where its boxes and filter.model's disagree (an object only one finds, a
+    #: class changed) is hard: the budget's hard share and ``export --new-only --limit`` take it first.
+    previous_model: str | None = None
 
     @field_validator("per_class_min")
     @classmethod

@@ -180,6 +180,13 @@ def intersection(a: tuple[float, float, float, float], b: tuple[float, float, fl
     return iw * ih
 
 
+def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """Intersection over union of two ``xywhn`` boxes."""
+    shared = intersection(a, b)
+    union = a[2] * a[3] + b[2] * b[3] - shared
+    return shared / union if union > 0 else 0.0
+
+
 def detections_json(detections: list[Detection]) -> list[dict[str, Any]]:
     return [d.as_json() for d in detections]
 

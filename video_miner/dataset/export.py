@@ -6,19 +6,20 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..config import MinerConfig
 from ..errors import UnsafePath
-from ..records import Decision, Detection, FrameRow, Review, VideoRow, detections_json
+from ..records import Decision, Detection, FrameRow, Review, VideoRow, box_iou, detections_json
 from ..redact import Redactor
 from ..store.files import make_dirs, read_json, remove_tree, replace_dir, write_json
 from ..store.manifest import PROVENANCE, ManifestRecord, read_manifest, write_embeddings, write_manifest
 from ..store.registry import Registry
 from .handover import handed_keys
-from .review import box_iou, changes, indexed, reviewed_classes
+from .previous import model_digest, needing
+from .review import changes, indexed, reviewed_classes
 from .select import Selection, Unsettled, replaced, select_frames
 from .settle import Labeller, detect_rows, settle
 from .writers import Labels, Splits, write_coco, write_yolo
@@ -51,6 +52,10 @@ class ExportSummary:
     #: Tracks in the pool (tracks on), and boxes marked hard along them.
     tracks: int = 0
     hard: int = 0
+    #: The boxes marked hard, per class (most first).
+    hard_by_class: dict[str, int] = field(default_factory=dict)
+    #: Frames where the round before's model disagrees with this one (``select.previous_model``).
+    disagree: int = 0
 
     @property
     def left_out(self) -> int:
@@ -75,10 +80,13 @@ def _splits(kept: list[FrameRow], val_fraction: float) -> Splits:
 
 
 def build_dataset(registry: Registry, config: MinerConfig, output: Path, labeller: Labeller | None = None,
-                  detect: Labeller | None = None, detect_batch: int = 8) -> ExportSummary:
+                  detect: Labeller | None = None, detect_batch: int = 8, previous: Labeller | None = None
+                  ) -> ExportSummary:
     """The dataset from everything done so far. ``labeller``: a second model that labels the kept
-    frames; ``detect``: the filter's detector, for the deferred frames the choice still needs
-    (detected and recorded first: choosing itself reads and writes nothing)."""
+    frames; ``detect``: the filter's detector, for the deferred frames the choice still needs;
+    ``previous``: the round before's model (``select.previous_model``), for the frames showing the
+    classes it has not seen (both detected and recorded first: choosing itself reads and writes
+    nothing)."""
     rows, videos, reviews, pinned = _records(registry, output)
     classes = reviewed_classes(config.dataset_classes, reviews)
     order = {vid: v.order for vid, v in videos.items()}
@@ -86,18 +94,23 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
     if detected:
         registry.update_frames(detected)
         rows = replaced(rows, detected)
-    try:
-        chosen = select_frames(rows, order, config, earlier_picks(output / "dataset"), pinned)
-    except Unsettled as exc:
-        # Copies in time need every frame of theirs detected (:mod:`.select`); these do not
-        # change what the pHash walk and the content pass found, so the second choice settles.
-        needed = set(exc.keys)
-        more = [r for r in rows if r.key in needed]
-        now = [found for start in range(0, len(more), detect_batch)
-               for found in detect_rows(more[start:start + detect_batch], config, output, detect)]
-        registry.update_frames(now)
-        rows = replaced(rows, now)
-        chosen = select_frames(rows, order, config, earlier_picks(output / "dataset"), pinned)
+    chosen = None
+    for _ in range(2):
+        earlier = _previous_boxes(registry, rows, config, output, previous, detect_batch)
+        try:
+            chosen = select_frames(rows, order, config, earlier_picks(output / "dataset"), pinned, earlier)
+            break
+        except Unsettled as exc:
+            # Copies in time need every frame of theirs detected (:mod:`.select`); these do not
+            # change what the pHash walk and the content pass found, so the second choice settles.
+            needed = set(exc.keys)
+            more = [r for r in rows if r.key in needed]
+            now = [found for start in range(0, len(more), detect_batch)
+                   for found in detect_rows(more[start:start + detect_batch], config, output, detect)]
+            registry.update_frames(now)
+            rows = replaced(rows, now)
+    if chosen is None:
+        raise RuntimeError("the choice was still unsettled after its deferred frames were detected")
     reviews = reviews | moved_reviews(chosen, reviews)
     labels = _labels(chosen, output, labeller, reviews, classes)
     staging = output / "dataset.staging"
@@ -114,6 +127,28 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
     dup_count = Counter(key.rsplit("@", 1)[0] for key in chosen.duplicate_of)
     registry.set_dedup_counts({vid: (kept_count[vid], dup_count[vid]) for vid in {r.video_id for r in rows} | set(videos)})
     return _summary(rows, chosen, len(detected))
+
+
+def _previous_boxes(registry: Registry, rows: list[FrameRow], config: MinerConfig, output: Path,
+                    previous: Labeller | None, batch: int) -> dict[str, list[Detection]] | None:
+    """The round before's model's boxes on every frame showing the classes (:mod:`.previous`): the
+    recorded ones, and the missing ones detected (``batch`` at a time) and recorded."""
+    if config.select.previous_model is None:
+        return None
+    digest = model_digest(Path(config.select.previous_model))
+    stored = registry.previous_boxes(digest)
+    todo = needing(rows, stored)
+    if todo:
+        if previous is None:
+            raise RuntimeError("select.previous_model is set but no detector for it was given to the export")
+        found: dict[str, list[Detection]] = {}
+        for start in range(0, len(todo), batch):
+            chunk = todo[start:start + batch]
+            for row, boxes in zip(chunk, previous([output / r.file for r in chunk]), strict=True):
+                found[row.key] = list(boxes)
+        registry.add_previous_boxes(digest, found)
+        stored |= found
+    return stored
 
 
 def _records(registry: Registry, output: Path
@@ -147,8 +182,14 @@ def plan_export(registry: Registry, config: MinerConfig, output: Path) -> Plan:
     :func:`~.select.select_frames`) against the dataset's manifest: nothing is detected or written."""
     rows, videos, _, pinned = _records(registry, output)
     order = {vid: v.order for vid, v in videos.items()}
+    previous = None
+    if config.select.previous_model is not None:
+        previous = registry.previous_boxes(model_digest(Path(config.select.previous_model)))
+        unseen = needing(rows, previous)
+        if unseen:  # the previous model has not seen them: the export would detect them first
+            return Plan([], [], len(unseen))
     try:
-        chosen = select_frames(rows, order, config, earlier_picks(output / "dataset"), pinned)
+        chosen = select_frames(rows, order, config, earlier_picks(output / "dataset"), pinned, previous)
     except Unsettled as exc:
         return Plan([], [], exc.count)
     now = {r.frame: r for r in read_manifest(output / "dataset")} if (output / "dataset" / PROVENANCE).exists() else {}
@@ -234,7 +275,10 @@ def _summary(rows: list[FrameRow], chosen: Selection, detected: int) -> ExportSu
                          over_budget=len(chosen.budget.left_out) if chosen.budget else 0,
                          over_shot=len(chosen.over_shot), over_track=len(chosen.per_track),
                          tracks=len({(r.video_id, d.track) for r in chosen.pool for d in r.detections if d.track}),
-                         hard=sum(d.hard is not None for r in chosen.pool for d in r.detections))
+                         hard=sum(d.hard is not None for r in chosen.pool for d in r.detections),
+                         hard_by_class=dict(Counter(d.label for r in chosen.pool for d in r.detections
+                                                    if d.hard is not None).most_common()),
+                         disagree=len(chosen.disagree))
 
 
 def earlier_picks(dataset: Path) -> list[str]:
@@ -284,6 +328,8 @@ def manifest_records(rows: list[FrameRow], videos: dict[str, VideoRow], chosen: 
         hard = [d.hard for d in r.detections if d.hard is not None]
         if hard:
             extra["hard"] = hard
+        if key in chosen.disagree:
+            extra["disagrees"] = chosen.disagree[key]
         review = (reviews or {}).get(key)
         if review is not None:  # its boxes are the reviewed ones; the registry keeps the model's
             extra["reviewed"] = {"revision": review.revision, "tool": review.tool, "who": review.who, "at": review.at,

@@ -108,6 +108,18 @@ class Handed:
                    {str(k): str(v) for k, v in data["frames"].items()})
 
 
+def worth_first(frames: list[Frame]) -> list[Frame]:
+    """``frames``, those a reviewer learns most from first: where the round before's model
+    disagrees (``select.previous_model``), then where the model contradicts itself along a track,
+    then by the least confident box, lowest first; otherwise in dataset order."""
+    def rank(frame: Frame) -> tuple[bool, bool, float]:
+        extra = frame.row.extra
+        return (not extra.get("disagrees"), not extra.get("hard"),
+                min((d.conf for d in frame.row.detections), default=1.0))
+
+    return sorted(frames, key=rank)
+
+
 def kept_frames(output: Path) -> tuple[list[Frame], list[str], list[str]]:
     """The dataset's kept frames, in manifest order, its classes, and the rows left out (an image
     path that leads out of the dataset: a manifest is anyone's to edit)."""
@@ -190,8 +202,9 @@ def claim(dest: Path, root: Path, output: Path, fmt: str) -> None:
 
 
 def export(output: Path, fmt: str, dest: Path | None = None, new_only: bool = False,
-           image_root: str | None = None) -> Batch:
-    """Write ``fmt`` for the dataset of ``output`` into ``dest`` (default ``<output>/exports/<fmt>``)."""
+           image_root: str | None = None, limit: int | None = None) -> Batch:
+    """Write ``fmt`` for the dataset of ``output`` into ``dest`` (default ``<output>/exports/<fmt>``);
+    ``limit``: at most that many frames, those most worth a reviewer's time first (:func:`worth_first`)."""
     if fmt not in WRITERS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     folder = make_dirs(output / "exports" / fmt, output)
@@ -207,6 +220,8 @@ def export(output: Path, fmt: str, dest: Path | None = None, new_only: bool = Fa
             frames = [f for f in frames if f.row.frame not in handed and "reviewed" not in f.row.extra]
             if not frames:
                 return Batch(fmt, None, [], classes, image_root, notes=notes)
+        if limit is not None:
+            frames = worth_first(frames)[:limit]
         number = sum(r.new_only for r in past) + 1 if new_only else 0
         target = dest or (folder / f"batch-{number:04d}" if new_only else folder / "all")
         root = output if dest is None else target

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..records import Detection, Review, intersection
+from ..records import Detection, Review, box_iou
 from ..redact import printable
 from ..store.files import read_bytes, read_json
 from ..store.manifest import PROVENANCE, ManifestRecord, read_manifest
@@ -402,13 +402,6 @@ class ReviewReport:
     confusions: dict[tuple[str, str], int]
     #: (frame, corrections: boxes added, deleted, moved or re-classed), most corrected first.
     most_corrected: list[tuple[str, int]]
-
-
-def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    """Intersection over union of two normalised (cx, cy, w, h) boxes."""
-    shared = intersection(a, b)
-    union = a[2] * a[3] + b[2] * b[3] - shared
-    return shared / union if union > 0 else 0.0
 
 
 def _best_match(d: Detection, truth: list[Detection], used: set[int]) -> tuple[int, float]:

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..config import MinerConfig
-from ..records import Decision, FrameRow
+from ..records import Decision, Detection, FrameRow
 from .budget import BudgetRule, choose
 from .dedup import KEPT, NO, NOT_ELIGIBLE, YES, select_distinct
+from .previous import disagreements
 from .retimed import MIN_COPIED, Frames, copies_in_time, time_lines
 from .semantic import Match, Vectors, compare, content_duplicates, sure_texts
 from .settle import pool_of
@@ -76,6 +77,8 @@ class Selection:
     over_shot: set[str] = field(default_factory=set)
     #: Frames ``select.per_track`` left out, each with the kept view of its track standing for it.
     per_track: dict[str, TrackCover] = field(default_factory=dict)
+    #: Frames where the round before's model disagrees with this one (``select.previous_model``): how.
+    disagree: dict[str, list[str]] = field(default_factory=dict)
 
     def stands_for(self, key: str) -> tuple[str | None, list[str]]:
         """The kept frame that stands for frame ``key`` in the dataset (None: none does), and the
@@ -106,11 +109,13 @@ class Selection:
 
 
 def select_frames(rows: list[FrameRow], order: dict[str, int], config: MinerConfig,
-                  earlier_picks: Sequence[str] = (), pinned: frozenset[str] = frozenset()) -> Selection:
+                  earlier_picks: Sequence[str] = (), pinned: frozenset[str] = frozenset(),
+                  previous: Mapping[str, list[Detection]] | None = None) -> Selection:
     """The frames to keep of ``rows`` (settled: see :mod:`.settle`); ``order``: each video's input
     order; ``earlier_picks``: the last export's budget picks, kept first; ``pinned``: frames a
     reviewer saw (reviewed or handed over), which stay their duplicates' representative unless a
-    copy has clearly more pixels (:data:`~.priority.PINNED_PIXELS`)."""
+    copy has clearly more pixels (:data:`~.priority.PINNED_PIXELS`); ``previous``: the round
+    before's model's boxes per frame (:mod:`.previous`), where they disagree the frame is hard."""
     # Every frame the prefilters passed takes part: a near-duplicate of a kept frame is reported as
     # its duplicate whether or not the detector saw it, so the choice never depends on which
     # detections were skipped.
@@ -130,12 +135,27 @@ def select_frames(rows: list[FrameRow], order: dict[str, int], config: MinerConf
     if by_content:
         same_content, local = _by_content(pool, walk, vectors, dup_of, config)
     over_shot, local = _capped_by_shot(pool, walk, local, config.extract.per_shot)
-    budgeted = _budget(config, [pool[walk[place]] for place in local], vectors, local, earlier_picks)
+    disagree = _disagree(pool, eligible, previous or {}, set(config.filter.classes))
+    budgeted = _budget(config, [pool[walk[place]] for place in local], vectors, local, earlier_picks, set(disagree))
     left_out = set(budgeted.left_out if budgeted else ()) | over_shot
     kept = [pool[i] for i in np.flatnonzero(dup_of == KEPT).tolist() if pool[i].key not in left_out]
     duplicate_of = {pool[i].key: pool[d].key for i, d in enumerate(dup_of.tolist())
                     if d >= 0 and pool[i].key not in per_track}
-    return Selection(pool, kept, duplicate_of, same_content, budgeted, over_shot, per_track)
+    return Selection(pool, kept, duplicate_of, same_content, budgeted, over_shot, per_track, disagree)
+
+
+def _disagree(pool: list[FrameRow], eligible: np.ndarray, previous: Mapping[str, list[Detection]],
+              classes: set[str]) -> dict[str, list[str]]:
+    """Frames showing the classes where the previous model's boxes tell another story (its classes
+    only: another model's boxes, an OCR's, are nothing it could have found)."""
+    out = {}
+    for i in np.flatnonzero(eligible == YES).tolist():
+        row = pool[i]
+        if row.key in previous:
+            how = disagreements([d for d in row.detections if d.label in classes], previous[row.key])
+            if how:
+                out[row.key] = how
+    return out
 
 
 def _per_track(pool: list[FrameRow], eligible: np.ndarray, config: MinerConfig) -> dict[str, TrackCover]:
@@ -264,9 +284,10 @@ def _vectors(rows: list[FrameRow]) -> Vectors:
 
 
 def _budget(config: MinerConfig, kept: list[FrameRow], vectors: Vectors, places: list[int],
-            earlier_picks: Sequence[str]) -> Budgeted | None:
+            earlier_picks: Sequence[str], disagree: set[str]) -> Budgeted | None:
     """The budget's picks among ``kept`` (in priority order; their vectors at ``places``), each
-    frame left out with the pick nearest it; None without a budget."""
+    frame left out with the pick nearest it; None without a budget. Hard: a box marked along its
+    track, or a frame the previous model disagrees on (``disagree``)."""
     s = config.select
     if s.budget is None:
         return None
@@ -276,7 +297,7 @@ def _budget(config: MinerConfig, kept: list[FrameRow], vectors: Vectors, places:
     chosen = choose(whole, [[d.label for d in r.detections] for r in kept],
                     [[d.conf for d in r.detections] for r in kept], rule,
                     [index[k] for k in earlier_picks if k in index],
-                    [any(d.hard is not None for d in r.detections) for r in kept])
+                    [r.key in disagree or any(d.hard is not None for d in r.detections) for r in kept])
     picks = [kept[i].key for i in chosen.picked]
     out = np.setdiff1d(np.arange(len(kept)), np.asarray(chosen.picked, dtype=np.int64))
     covers: dict[str, Cover] = {}

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
+from pydantic import BaseModel, ConfigDict
 from typing_extensions import Unpack
 
 from async_pipeline import Distribution
@@ -48,35 +48,44 @@ class LiveStats:
 
     def snapshot(self) -> LiveSnapshot:
         with self._lock:
-            return LiveSnapshot(self.source, self.state, self.frames_captured, self.frames_sampled, self.frames_filtered,
-                                self.frames_dropped, self.frames_decided, self.frames_corrupt, self.candidates,
-                                self.frames_partial, self.frames_expired, self.reconnects, round(self.gap_seconds, 3),
-                                round(self.latency.quantile(0.5), 4),
-                                round(self.latency.quantile(0.95), 4), round(self.latency.max, 4),
-                                self.redactor.text(self.error) if self.error else None)
+            return LiveSnapshot(
+                source=self.source, state=self.state, frames_captured=self.frames_captured,
+                frames_sampled=self.frames_sampled, frames_filtered=self.frames_filtered,
+                frames_dropped=self.frames_dropped, frames_decided=self.frames_decided,
+                frames_corrupt=self.frames_corrupt, candidates=self.candidates, frames_partial=self.frames_partial,
+                frames_expired=self.frames_expired, reconnects=self.reconnects, gap_seconds=round(self.gap_seconds, 3),
+                latency_p50_s=round(self.latency.quantile(0.5), 4), latency_p95_s=round(self.latency.quantile(0.95), 4),
+                latency_max_s=round(self.latency.max, 4), error=self.redactor.text(self.error) if self.error else None)
 
 
-@dataclass(frozen=True)
-class LiveSnapshot:
-    """One source's figures at a moment (``as_json``: metrics.json's ``live`` entry)."""
+class LiveFigures(BaseModel):
+    """One live source's figures: metrics.json's ``live`` entry (read back untrusted: a missing
+    figure reads as zero, a key it does not name is kept)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    state: str = ""
+    frames_captured: int = 0
+    frames_sampled: int = 0
+    frames_filtered: int = 0
+    frames_dropped: int = 0
+    frames_decided: int = 0
+    frames_corrupt: int = 0
+    candidates: int = 0
+    frames_partial: int = 0
+    frames_expired: int = 0
+    reconnects: int = 0
+    gap_seconds: float = 0.0
+    latency_p50_s: float = 0.0
+    latency_p95_s: float = 0.0
+    latency_max_s: float = 0.0
+    error: str | None = None
+
+
+class LiveSnapshot(LiveFigures):
+    """One source's figures at a moment, and which source."""
 
     source: str
-    state: str
-    frames_captured: int
-    frames_sampled: int
-    frames_filtered: int
-    frames_dropped: int
-    frames_decided: int
-    frames_corrupt: int
-    candidates: int
-    frames_partial: int
-    frames_expired: int
-    reconnects: int
-    gap_seconds: float
-    latency_p50_s: float
-    latency_p95_s: float
-    latency_max_s: float
-    error: str | None
 
-    def as_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "source"}
+    def figures(self) -> LiveFigures:
+        return LiveFigures.model_validate(self.model_dump(exclude={"source"}))

@@ -25,7 +25,6 @@ from ..live.stats import LiveSnapshot
 from .metrics_file import (
     BatchFigures,
     Bottleneck,
-    LiveFigures,
     MetricsFile,
     ModelsFigures,
     StageFigures,
@@ -386,9 +385,9 @@ class RunMetrics:
         return ModelsFigures.model_validate(snap)
 
     def write(self, path: Path, totals: dict[str, Any], wall: float,
-              live: dict[str, LiveSnapshot] | None = None) -> MetricsFile:
-        """metrics.json: this run's figures, its live sources' (``live``, keyed by source), and the
-        totals of the runs before it (``history``)."""
+              live: dict[str, LiveSnapshot] | None = None, hard_by_class: dict[str, int] | None = None) -> MetricsFile:
+        """metrics.json: this run's figures, its live sources' (``live``, keyed by source), the
+        boxes marked hard per class (tracks on), and the totals of the runs before it (``history``)."""
         previous: list[dict[str, Any]] = []
         if path.exists():
             try:
@@ -398,7 +397,8 @@ class RunMetrics:
         entry = {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **{k: v for k, v in totals.items()
                                                                           if isinstance(v, (int, float))}}
         data = self.report(totals, wall).model_copy(update={
-            "live": {source: LiveFigures.model_validate(s.as_json()) for source, s in live.items()} if live else None,
+            "live": {source: s.figures() for source, s in live.items()} if live else None,
+            "hard_by_class": hard_by_class or None,
             "history": [*previous, entry][-HISTORY:]})
         write_metrics(path, data)
         return data

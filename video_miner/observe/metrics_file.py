@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ConfigError
+from ..live.stats import LiveFigures
 from ..store.files import UnsafePath, read_json, write_json
 
 #: The layout of metrics.json this release writes.
@@ -112,27 +113,6 @@ class ModelsFigures(_Record):
     keep: str = ""
 
 
-class LiveFigures(_Record):
-    """One live source (see :class:`~video_miner.live.stats.LiveSnapshot`)."""
-
-    state: str = ""
-    frames_captured: int = 0
-    frames_sampled: int = 0
-    frames_filtered: int = 0
-    frames_dropped: int = 0
-    frames_decided: int = 0
-    frames_corrupt: int = 0
-    candidates: int = 0
-    frames_partial: int = 0
-    frames_expired: int = 0
-    reconnects: int = 0
-    gap_seconds: float = 0.0
-    latency_p50_s: float = 0.0
-    latency_p95_s: float = 0.0
-    latency_max_s: float = 0.0
-    error: str | None = None
-
-
 class TimelinePoint(_Record):
     t: float
     stage: str
@@ -151,6 +131,8 @@ class MetricsFile(_Record):
     detector: BatchFigures | None = None
     models: ModelsFigures | None = None
     live: dict[str, LiveFigures] | None = None
+    #: Tracks on: the boxes marked hard (the model contradicting itself along a track), per class.
+    hard_by_class: dict[str, int] | None = None
     timeline: list[TimelinePoint] = Field(default_factory=list)
     history: list[dict[str, int | float | str]] = Field(default_factory=list)
 

@@ -37,8 +37,8 @@ def _key_value(title: str, items: dict[str, Any]) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("what", no_wrap=True)
     table.add_column("value", justify="right", no_wrap=True)
-    for key, value in items.items():
-        table.add_row(key, str(value))
+    for key, value in items.items():  # as plain text: a class name or a source is no markup
+        table.add_row(Text(key), Text(str(value)))
     return table
 
 
@@ -83,6 +83,9 @@ def render_tables(console: Console, data: MetricsFile) -> None:
     for table in stage_tables(data, console.width):
         console.print(table)
     console.print(_key_value("totals", data.totals))
+    if data.hard_by_class:
+        console.print(_key_value("hard boxes per class (the model contradicting itself along a track)",
+                                 dict(data.hard_by_class)))
     if data.detector is not None:
         d = data.detector
         console.print(_key_value("detector", {

@@ -37,14 +37,15 @@ def mine(request: RunRequest, display: DisplayFactory | None = None, metrics: Ru
     with OutputLock(config.output_dir, request.command, Redactor.with_extra(config.secret_params)):
         # A bad model or an unknown class fails here, before any download.
         detector = ModelGraph(config) if config.models else Detector(detector_spec(config))
-        labeller = _label_model(request)
+        labeller, previous = _label_model(request), _previous_model(request)
         registry = prepare_output(config, request.fresh)
         ctx = MiningContext(StageEnv.of(config, config.output_dir), registry)
         publisher = Publisher(config, metrics)
         end: RunEnd | None = None
         try:
+            exporter = Exporter(ctx, labeller, batch=detector.batch_size, previous=previous)
             with publisher.periodically():
-                report = _run(request, ctx, sources, detector, labeller, metrics, display, started)
+                report = _run(request, ctx, sources, detector, exporter, metrics, display, started)
             end = RunEnd(report.videos_done, len(report.failures), report.export.kept, success=not report.failures)
             return report
         finally:
@@ -56,14 +57,12 @@ def mine(request: RunRequest, display: DisplayFactory | None = None, metrics: Ru
 
 
 def _run(request: RunRequest, ctx: MiningContext, sources: list[Source], detector: Detector | ModelGraph,
-         labeller: FilesDetector | None, metrics: RunMetrics, display: DisplayFactory | None, started: float
-         ) -> MiningReport:
+         exporter: Exporter, metrics: RunMetrics, display: DisplayFactory | None, started: float) -> MiningReport:
     """The stages on the engine the request chose, then the export and the report."""
     to_run, skipped = select_sources(sources, ctx.registry, ctx.config, request.retry_failed)
     engine = _engine(request, ctx, detector, metrics)
     view = RunView(ctx.counters, ctx.registry, RunProgress(total=sum(s.kind != "live" for s in to_run),
                                                            open_ended=bool(request.watch)))
-    exporter = Exporter(ctx, labeller, batch=detector.batch_size)
     loop = RunLoop(request, ctx, engine, metrics, view, to_run, exporter.export)
     try:
         with engine:
@@ -100,6 +99,16 @@ def _engine(request: RunRequest, ctx: MiningContext, detector: Detector | ModelG
 
         return RayEngine(ctx, detector, request.ray_address)
     return LocalEngine(ctx, detector, metrics, sequential=request.engine == "sequential")
+
+
+def _previous_model(request: RunRequest) -> FilesDetector | None:
+    """The round before's model over files (``select.previous_model``), its classes the filter's;
+    loaded before anything runs, as the filter's, so a bad file fails at once."""
+    config = request.config
+    path = config.select.previous_model
+    if path is None:
+        return None
+    return on_files(Detector(detector_spec(config, path, config.filter.conf)))
 
 
 def _label_model(request: RunRequest) -> FilesDetector | None:

@@ -33,12 +33,14 @@ class Exporter:
     #: The filter's model over files, for the deferred frames the dedup still needs.
     detect: FilesDetector | None = None
     batch: int = 8
+    #: The round before's model (``select.previous_model``), for the frames it has not seen.
+    previous: FilesDetector | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def export(self) -> ExportSummary:
         with self._lock:
             summary = build_dataset(self.ctx.registry, self.ctx.config, self.ctx.output, self.labeller, self.detect,
-                                    self.batch)
+                                    self.batch, self.previous)
             for fmt in self.ctx.config.export.formats:
                 if fmt in handover.FORMATS:  # for labelling tools: every kept frame, recorded as handed over
                     handover.export(self.ctx.output, fmt)
@@ -77,7 +79,7 @@ def report(ctx: MiningContext, metrics: RunMetrics, sources: list[Source], done:
     live = metrics.live()
     if done.result is not None or live:
         metrics.write(ctx.output / "metrics.json", _totals(rows, failures, summary, counters, done), done.stages_wall,
-                      live=live)
+                      live=live, hard_by_class=summary.hard_by_class)
     videos = [r for r in rows if r.kind != "live"]
     return MiningReport(
         output=ctx.output,

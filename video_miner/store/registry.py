@@ -21,6 +21,7 @@ from urllib.request import pathname2url
 from ..errors import environment_error, registry_damaged
 from ..records import (
     Decision,
+    Detection,
     FrameRow,
     MediaInfo,
     Review,
@@ -82,6 +83,12 @@ CREATE TABLE IF NOT EXISTS reviews (
     revision INTEGER NOT NULL,
     review_json TEXT NOT NULL,
     PRIMARY KEY (frame, revision)
+);
+CREATE TABLE IF NOT EXISTS previous_boxes (
+    model TEXT NOT NULL,
+    frame TEXT NOT NULL,
+    boxes_json TEXT NOT NULL,
+    PRIMARY KEY (model, frame)
 );
 """
 #: Columns added since the first schema: (table, column, declaration). Added to older registries.
@@ -256,6 +263,28 @@ class Registry:
             except (ValueError, KeyError, TypeError):
                 continue
         return out
+
+    # ---- the round before's model -----------------------------------------------------------
+    def previous_boxes(self, model: str) -> dict[str, list[Detection]]:
+        """Frame key -> the boxes the model ``model`` (its file's digest) found there (a damaged row
+        is read past: that frame is detected again)."""
+        with self._lock:
+            try:
+                rows = self._db.execute("SELECT frame, boxes_json FROM previous_boxes WHERE model=?", (model,)).fetchall()
+            except sqlite3.OperationalError:  # a read-only registry from before the table existed
+                return {}
+        out: dict[str, list[Detection]] = {}
+        for r in rows:
+            try:
+                out[str(r["frame"])] = detections_from_json(json.loads(r["boxes_json"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return out
+
+    def add_previous_boxes(self, model: str, boxes: dict[str, list[Detection]]) -> None:
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO previous_boxes(model, frame, boxes_json) VALUES (?, ?, ?)",
+                           [(model, frame, json.dumps(detections_json(found))) for frame, found in boxes.items()])
 
     # ---- meta ------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:

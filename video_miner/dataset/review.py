@@ -110,15 +110,11 @@ def _ls_review(frame: str, annotations: list[dict[str, Any]], notes: list[str]) 
     """A task's review: its latest annotation (Label Studio lists them oldest first)."""
     latest = max(annotations, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""),
                                              int(a.get("id") or 0)))
-    who = latest.get("completed_by")
-    # A file export names the reviewer by user id (``import --url`` gives the email).
-    who = who.get("email") if isinstance(who, dict) else f"user {who}" if isinstance(who, int) else who
+    who = _ls_reviewer(latest.get("completed_by"))
     at = latest.get("updated_at") or latest.get("created_at")
     if latest.get("was_cancelled"):
         return Review(frame, "label-studio", [], True, _text(who), _text(at))
-    regions = [r for r in latest.get("result") or [] if isinstance(r, dict)]
-    notes += [f"{printable(frame)}: a region that is not a box with one label: read past"
-              for r in latest.get("result") or [] if not isinstance(r, dict)]
+    regions = _ls_regions(frame, latest.get("result"), notes)
     # The text read in a region (a per-region TextArea, as the export writes OCR'd text) is a result
     # of its own with the box's id: it becomes that box's text, as corrected.
     texts = {str(r.get("id")): r for r in regions if r.get("type") == "textarea" and r.get("id") is not None}
@@ -132,6 +128,21 @@ def _ls_review(frame: str, annotations: list[dict[str, Any]], notes: list[str]) 
             notes.append(f"{printable(frame)}: a region that is not a box with one label: read past")
     notes += [f"{printable(frame)}: text for region {printable(key)}, which is no box: read past" for key in texts]
     return Review(frame, "label-studio", boxes, False, _text(who), _text(at))
+
+
+def _ls_regions(frame: str, result: Any, notes: list[str]) -> list[dict[str, Any]]:
+    """An annotation's regions; anything in its result that is no region is noted and read past."""
+    items = result if isinstance(result, list) else []
+    notes += [f"{printable(frame)}: a region that is not a box with one label: read past"
+              for r in items if not isinstance(r, dict)]
+    return [r for r in items if isinstance(r, dict)]
+
+
+def _ls_reviewer(who: Any) -> Any:
+    """Who: an email where the task names it (``import --url``), else a file export's user id."""
+    if isinstance(who, dict):
+        return who.get("email")
+    return f"user {who}" if isinstance(who, int) else who
 
 
 def _region_text(region: dict[str, Any]) -> str | None:

@@ -197,18 +197,7 @@ def _in_time(pool: list[FrameRow], walk: list[int], vectors: Vectors, labels: li
     to their matches."""
     d = config.dedup
     still = [place for place in range(len(walk)) if place not in found]
-    # Only a video with frames still kept has anything left to find.
-    keeping = {pool[walk[place]].video_id for place in still}
-    copied = {pair: share for pair, share in _copied(pool, dup_of).items()
-              if share >= MIN_COPIED and pair[0] in keeping}
-    involved = {v for pair in copied for v in pair}
-    # A line is fitted over every frame of both videos that shows the classes. The filter skipped
-    # the detector for some of them (which ones depends on a run's timing), so those are detected
-    # first: the lines, and the dataset, never depend on what was skipped.
-    deferred = [r.key for r in pool if r.video_id in involved and r.decision == Decision.DEFERRED]
-    if deferred:
-        raise Unsettled(deferred)
-    rows = [r for r in pool if r.video_id in involved and r.decision == Decision.CANDIDATE and r.embedding]
+    copied, rows = _copies(pool, dup_of, {pool[walk[place]].video_id for place in still})
     if not rows:
         return {}
     interval = _intervals(pool)
@@ -226,6 +215,22 @@ def _in_time(pool: list[FrameRow], walk: list[int], vectors: Vectors, labels: li
     for place, match in more.items():
         dup_of[walk[place]] = walk[match.of]
     return more
+
+
+def _copies(pool: list[FrameRow], dup_of: np.ndarray, keeping: set[str]
+            ) -> tuple[dict[tuple[str, str], float], list[FrameRow]]:
+    """The pairs of videos a time line may join (the first mostly duplicates of the second, and
+    still keeping frames: only those have anything left to find), and the frames to fit it over:
+    every frame of theirs that shows the classes. The filter skipped the detector for some of them
+    (which ones depends on a run's timing): those are :class:`Unsettled`, detected first, so the
+    lines, and the dataset, never depend on what was skipped."""
+    copied = {pair: share for pair, share in _copied(pool, dup_of).items()
+              if share >= MIN_COPIED and pair[0] in keeping}
+    involved = {v for pair in copied for v in pair}
+    deferred = [r.key for r in pool if r.video_id in involved and r.decision == Decision.DEFERRED]
+    if deferred:
+        raise Unsettled(deferred)
+    return copied, [r for r in pool if r.video_id in involved and r.decision == Decision.CANDIDATE and r.embedding]
 
 
 def _intervals(pool: list[FrameRow]) -> dict[str, float]:

@@ -25,7 +25,7 @@ if [ "${1:-}" = "--test" ]; then
     LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true \
     LABEL_STUDIO_BASE_DATA_DIR=.venv-ls/template .venv-ls/bin/label-studio init --data-dir .venv-ls/template \
     --username setup@localhost --password "$(python3 -c 'import secrets; print(secrets.token_hex(16))')" \
-    </dev/null >/dev/null
+    </dev/null >.venv-ls/init.log 2>&1 || { cat .venv-ls/init.log; exit 1; }
 else
   .venv/bin/pip install -q -e .
 fi

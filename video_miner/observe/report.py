@@ -84,8 +84,13 @@ def render_tables(console: Console, data: MetricsFile) -> None:
         console.print(table)
     console.print(_key_value("totals", data.totals))
     if data.hard_by_class:
-        console.print(_key_value("hard boxes per class (the model contradicting itself along a track)",
-                                 dict(data.hard_by_class)))
+        # boxes where the model contradicts itself along a track, per class
+        hard = Table(title="hard boxes", title_justify="left")
+        hard.add_column("class", no_wrap=True)
+        hard.add_column("boxes", justify="right", no_wrap=True)
+        for label, count in data.hard_by_class.items():
+            hard.add_row(Text(label), str(count))
+        console.print(hard)
     if data.detector is not None:
         d = data.detector
         console.print(_key_value("detector", {

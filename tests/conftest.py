@@ -5,6 +5,9 @@ import os
 # Before anything imports ultralytics: never reach for the network.
 os.environ["YOLO_OFFLINE"] = "1"
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# The test clusters' workers at the tests' priority: at Ray's default nice 15, a busy process
+# beside them (a CPU hog, another test run) left them ~3% of a core and their tests timed out.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 from pathlib import Path
 

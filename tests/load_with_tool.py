@@ -95,7 +95,8 @@ def fiftyone(folder: Path) -> dict[str, Any]:
             images[Path(sample.filepath).name] = {"fields": fields, "boxes": [
                 [d.label, d.bounding_box[0] * w, d.bounding_box[1] * h, d.bounding_box[2] * w,
                  d.bounding_box[3] * h, d.confidence] for d in sample.predictions.detections],
-                "tracks": [d.index for d in sample.predictions.detections]}
+                "tracks": [d.index for d in sample.predictions.detections],
+                "texts": [getattr(d, "text", None) for d in sample.predictions.detections]}
     return {"classes": info["classes"], "images": images}
 
 

@@ -310,6 +310,65 @@ def test_the_example_configs_load_and_plates_yaml_keeps_the_bus_with_its_plate(p
     assert PLATE.replace(" ", "") in {t.replace(" ", "") for t in texts}, texts  # the bus's own signs are read too
 
 
+def test_text_read_goes_to_cvat_coco_and_fiftyone_and_a_corrected_text_comes_back(plates_run: Path,
+                                                                                  tmp_path: Path) -> None:
+    """The OCR's text as each tool's text field (a CVAT box attribute, a COCO annotation attribute,
+    a FiftyOne detection attribute, which FiftyOne's own importer reads, a column of Hugging Face's
+    objects); a reviewer's correction in each comes back on its box."""
+    import shutil
+    import xml.etree.ElementTree as ET
+
+    from video_miner.dataset import handover
+    from video_miner.store.registry import Registry
+
+    from .helpers import cli_here
+
+    wanted = PLATE.replace(" ", "")
+    corrected = "KA01 AB 1234"
+    for fmt in ("cvat", "coco", "fiftyone"):
+        out = tmp_path / fmt / "out"
+        shutil.copytree(plates_run, out)
+        batch = handover.export(out, "fiftyone" if fmt == "fiftyone" else "cvat")
+        assert batch.dest is not None
+        if fmt == "cvat":
+            path = batch.dest / "annotations.xml"
+            root = ET.parse(path).getroot()
+            text = next(a for a in root.iter("attribute") if a.get("name") == "text" and
+                        (a.text or "").replace(" ", "") == wanted)
+            text.text = corrected
+            path.write_text(ET.tostring(root, encoding="unicode"))
+        elif fmt == "coco":
+            path = batch.dest / "annotations" / "instances_default.json"
+            data = json.loads(path.read_text())
+            box = next(a for a in data["annotations"] if a["attributes"].get("text", "").replace(" ", "") == wanted)
+            box["attributes"]["text"] = corrected
+            path.write_text(json.dumps(data))
+        else:
+            loaded = with_tool("load_with_tool.py", "fiftyone", str(batch.dest))
+            assert wanted in {t.replace(" ", "") for image in loaded["images"].values() for t in image["texts"] if t}
+            path = batch.dest / "samples.json"
+            data = json.loads(path.read_text())
+            box = next(d for s in data["samples"] for d in s["predictions"]["detections"]
+                       if d.get("text", "").replace(" ", "") == wanted)
+            box["text"] = corrected
+            path.write_text(json.dumps(data))
+        proc = cli_here("import", "-o", str(out), "--format", fmt, str(batch.dest))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        registry = Registry(out / "registry.sqlite", readonly=True)
+        reviews = registry.latest_reviews()
+        registry.close()
+        texts = [d.text for r in reviews.values() for d in r.boxes if d.text]
+        assert corrected in texts, (fmt, texts)
+    # Hugging Face: the text as a column of the objects, loaded by datasets
+    import datasets
+
+    hf = handover.export(tmp_path / "coco" / "out", "hf")
+    assert hf.dest is not None
+    ds = datasets.load_dataset("parquet", data_dir=str(hf.dest))
+    read = {t.replace(" ", "") for split in ds.values() for row in split for t in row["objects"]["text"] if t}
+    assert wanted in read, read
+
+
 def test_the_live_table_shows_partial_and_expired_frames_per_source() -> None:
     from rich.console import Console
 

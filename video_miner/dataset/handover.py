@@ -335,6 +335,7 @@ def write_cvat(batch: Batch) -> None:
     ET.SubElement(task, "size").text = str(len(batch.frames))
     labels = ET.SubElement(task, "labels")
     tracked = any(d.track is not None for f in batch.frames for d in f.row.detections)
+    read = any(d.text is not None for f in batch.frames for d in f.row.detections)
     for c in batch.classes:
         label = ET.SubElement(labels, "label")
         ET.SubElement(label, "name").text = _label(c)
@@ -348,6 +349,11 @@ def write_cvat(batch: Batch) -> None:
             for key, value in (("name", "track_id"), ("mutable", "False"), ("input_type", "number"),
                                ("default_value", "0"), ("values", "0;1000000;1")):
                 ET.SubElement(track, key).text = value
+        if read:  # the OCR's text, a free-text attribute the reviewer corrects on the box
+            text = ET.SubElement(attributes, "attribute")
+            for key, value in (("name", "text"), ("mutable", "True"), ("input_type", "text"),
+                               ("default_value", ""), ("values", "")):
+                ET.SubElement(text, key).text = value
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     for k, f in enumerate(batch.frames):
@@ -358,9 +364,12 @@ def write_cvat(batch: Batch) -> None:
             box = ET.SubElement(image, "box", label=_label(d.label), source="auto", occluded="0", z_order="0",
                                 xtl=f"{left:.2f}", ytl=f"{top:.2f}", xbr=f"{left + w:.2f}", ybr=f"{top + h:.2f}")
             ET.SubElement(box, "attribute", name="score").text = f"{d.conf:.4f}"
-            extra = {} if d.track is None else {"track_id": d.track}
+            extra: dict[str, Any] = {} if d.track is None else {"track_id": d.track}
             if d.track is not None:
                 ET.SubElement(box, "attribute", name="track_id").text = str(d.track)
+            if d.text is not None:
+                ET.SubElement(box, "attribute", name="text").text = printable(d.text)
+                extra["text"] = d.text
             annotations.append({"id": len(annotations) + 1, "image_id": k + 1, "category_id": d.class_index + 1,
                                 "bbox": [round(v, 2) for v in (left, top, w, h)], "area": round(w * h, 2),
                                 "iscrowd": 0, "segmentation": [], "attributes": {"score": d.conf, **extra}})
@@ -386,7 +395,8 @@ def write_fiftyone(batch: Batch) -> None:
         detections = [{"_cls": "Detection", "label": _label(d.label), "confidence": d.conf, "attributes": {}, "tags": [],
                        "bounding_box": [b / s for b, s in zip(_box(d, f.width, f.height),
                                                               (f.width, f.height, f.width, f.height), strict=True)],
-                       **({} if d.track is None else {"index": d.track})}
+                       **({} if d.track is None else {"index": d.track}),
+                       **({} if d.text is None else {"text": d.text})}
                       for d in f.row.detections]
         samples.append({"filepath": f"data/{f.name}", "tags": [f.split],
                         "metadata": {"_cls": "ImageMetadata", "width": f.width, "height": f.height},
@@ -402,7 +412,7 @@ def write_fiftyone(batch: Batch) -> None:
 
 def write_hf(batch: Batch) -> None:
     """Parquet shards per split (data/train-00000-of-00001.parquet, ...): ``image``, ``objects``
-    (``bbox`` in COCO pixels, ``category`` a ClassLabel, ``score``) and the manifest's provenance,
+    (``bbox`` in COCO pixels, ``category`` a ClassLabel, ``score``, ``track_id``, ``text``) and the manifest's provenance,
     with the ``datasets`` features in the schema; and a dataset card."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -415,7 +425,8 @@ def write_hf(batch: Batch) -> None:
                     "category": {"feature": {"names": [_label(c) for c in batch.classes], "_type": "ClassLabel"},
                                  "_type": "Sequence"},
                     "score": {"feature": {"dtype": "float32", "_type": "Value"}, "_type": "Sequence"},
-                    "track_id": {"feature": {"dtype": "int64", "_type": "Value"}, "_type": "Sequence"}},
+                    "track_id": {"feature": {"dtype": "int64", "_type": "Value"}, "_type": "Sequence"},
+                    "text": {"feature": {"dtype": "string", "_type": "Value"}, "_type": "Sequence"}},
         **{k: {"dtype": t, "_type": "Value"} for k, t in (("frame", "string"), ("video_id", "string"),
                                                          ("source", "string"), ("timestamp", "float64"))},
     }
@@ -423,7 +434,8 @@ def write_hf(batch: Batch) -> None:
         ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])), ("image_id", pa.int64()),
         ("width", pa.int32()), ("height", pa.int32()),
         ("objects", pa.struct([("bbox", pa.list_(pa.list_(pa.float32(), 4))), ("category", pa.list_(pa.int64())),
-                               ("score", pa.list_(pa.float32())), ("track_id", pa.list_(pa.int64()))])),
+                               ("score", pa.list_(pa.float32())), ("track_id", pa.list_(pa.int64())),
+                               ("text", pa.list_(pa.string()))])),
         ("frame", pa.string()), ("video_id", pa.string()), ("source", pa.string()), ("timestamp", pa.float64()),
     ], metadata={b"huggingface": json.dumps({"info": {"features": features}}).encode()})
     counts = {}
@@ -436,7 +448,8 @@ def write_hf(batch: Batch) -> None:
                  "objects": {"bbox": [list(_box(d, f.width, f.height)) for d in f.row.detections],
                              "category": [d.class_index for d in f.row.detections],
                              "score": [d.conf for d in f.row.detections],
-                             "track_id": [d.track for d in f.row.detections]},
+                             "track_id": [d.track for d in f.row.detections],
+                             "text": [d.text for d in f.row.detections]},
                  "frame": f.row.frame, "video_id": f.row.video_id, "source": f.row.source,
                  "timestamp": f.row.timestamp} for k, f in enumerate(members)]
         name = "validation" if split == "val" else split
@@ -465,7 +478,8 @@ def _card(batch: Batch, counts: dict[str, int]) -> str:
 {sum(counts.values())} frames ({", ".join(f"{n} {s}" for s, n in counts.items())}) showing {shown},
 each the best copy among its near-duplicates. `objects.bbox` is `[x, y, width, height]` in pixels
 (COCO), `objects.category` the class, `objects.score` the detector's confidence (pre-labels to
-review, not ground truth), `objects.track_id` the object's track in its video (null untracked).
+review, not ground truth), `objects.track_id` the object's track in its video (null untracked),
+`objects.text` the text an OCR model read in the box (null where none did).
 `frame`, `video_id`, `source` and `timestamp` say where each frame comes from (sources with
 credentials are masked).
 

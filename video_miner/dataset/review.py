@@ -262,7 +262,8 @@ def _cvat(source: Path, rows: list[ManifestRecord]) -> Imported:
                 continue
             attributes = {a.get("name"): (a.text or "").strip() for a in box.iter("attribute")}
             track = attributes.get("track_id", "")
-            boxes.append(Detection(str(label)[:200], -1, 1.0, xywhn, track=int(track) if track.isdigit() else None))
+            boxes.append(Detection(str(label)[:200], -1, 1.0, xywhn, track=int(track) if track.isdigit() else None,
+                                   text=_text(attributes["text"]) if "text" in attributes else None))
         out.reviews.append(Review(frame, "cvat", boxes))
     return out
 
@@ -301,8 +302,11 @@ def _coco_box(a: Any, images: dict[Any, Any], names: dict[Any, str]) -> Detectio
     if xywhn is None:
         return f"{printable(str(image.get('file_name')))}: a box outside the picture: read past"
     attributes = a.get("attributes")
-    track = attributes.get("track_id") if isinstance(attributes, dict) else None
-    return Detection(label, -1, 1.0, xywhn, track=track if isinstance(track, int) else None)
+    if not isinstance(attributes, dict):
+        attributes = {}
+    track, text = attributes.get("track_id"), attributes.get("text")
+    return Detection(label, -1, 1.0, xywhn, track=track if isinstance(track, int) else None,
+                     text=_text(text) if isinstance(text, str) else None)
 
 
 def _fiftyone(source: Path, rows: list[ManifestRecord]) -> Imported:
@@ -335,8 +339,9 @@ def _fiftyone(source: Path, rows: list[ManifestRecord]) -> Imported:
             if xywhn is None or not isinstance(label, str):
                 out.notes.append(f"{printable(frame)}: a detection without a label or a box in the picture: read past")
                 continue
-            index = d.get("index")
-            boxes.append(Detection(label[:200], -1, 1.0, xywhn, track=index if isinstance(index, int) else None))
+            index, text = d.get("index"), d.get("text")
+            boxes.append(Detection(label[:200], -1, 1.0, xywhn, track=index if isinstance(index, int) else None,
+                                   text=_text(text) if isinstance(text, str) else None))
         out.reviews.append(Review(frame, "fiftyone", boxes))
     return out
 

@@ -193,7 +193,11 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
     if address is None and not os.environ.get("RAY_ADDRESS"):
         # Keeps a local instance on 127.0.0.1 instead of the machine's other addresses.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        # Ray runs its workers at nice 15; here they do all the mining, so they run at the
+        # driver's priority, as the local engine's threads do (niced, any other busy process on
+        # the machine left them a few percent of a core).
+        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+                 _system_config={"worker_niceness": 0})
     else:
         ray.init(address=address, logging_level=logging.WARNING)
     return True

@@ -34,6 +34,36 @@ def reencode(src: Path, dst: Path, scale: float, seconds: float | None = None, c
     return dst
 
 
+def reframed(src: Path, dst: Path, crop: float, scale: float, mirror: bool) -> Path:
+    """A repost: the centre ``crop`` of each frame (0-1 of each side), optionally mirrored left to
+    right, at ``scale`` times the original's size, re-encoded."""
+    import av
+    from PIL import Image, ImageOps
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vin = inp.streams.video[0]
+        rate = max(1, round(float(vin.average_rate or 25)))
+        width, height = vin.codec_context.width, vin.codec_context.height
+        vout = out.add_stream("libx264", rate=rate)
+        vout.width, vout.height = int(width * scale) // 2 * 2, int(height * scale) // 2 * 2
+        vout.pix_fmt = "yuv420p"
+        vout.options = {"preset": "veryfast", "crf": "18"}
+        box = (round(width * (1 - crop) / 2), round(height * (1 - crop) / 2),
+               round(width * (1 + crop) / 2), round(height * (1 + crop) / 2))
+        for i, frame in enumerate(inp.decode(vin)):
+            picture = frame.to_image().crop(box).resize((vout.width, vout.height), Image.Resampling.LANCZOS)
+            if mirror:
+                picture = ImageOps.mirror(picture)
+            made = av.VideoFrame.from_image(picture)
+            made.pts = i
+            made.time_base = Fraction(1, rate)
+            for packet in vout.encode(made):
+                out.mux(packet)
+        for packet in vout.encode():
+            out.mux(packet)
+    return dst
+
+
 def head(src: Path, dst: Path, seconds: float) -> Path:
     """The first ``seconds`` of ``src``'s video track, its packets copied (no re-encoding: the
     frames are the original's, bit for bit)."""

@@ -9,6 +9,7 @@ import copy
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from video_miner.dataset import handover
+from video_miner.records import box_iou
 from video_miner.redact import printable
 from video_miner.store.registry import Registry
 
@@ -482,3 +484,66 @@ def test_the_label_studio_client_follows_no_redirect_bounds_the_answer_and_excha
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_review_moves_onto_a_mirrored_crop_with_its_boxes_mapped(tmp_path: Path) -> None:
+    """A reviewed frame of the bottle clip, then a repost of the clip mirrored, cropped to its
+    centre 90% and 1.7x larger: the repost's frame stands for it, and the reviewed box lands where
+    the bottle is on the repost (the three bottles stand almost symmetrically, so the boxes alone
+    fit a crop as well as a mirror: the pictures tell them apart)."""
+    from scripts.media import head, reframed
+
+    from .conftest import BOTTLE
+
+    original = head(BOTTLE, tmp_path / "bottle.mp4", 4)
+    repost = reframed(original, tmp_path / "repost.mp4", 0.9, 1.7, mirror=True)
+    settings = {"filter.classes": ["bottle"], "export.formats": ["yolo"]}
+    out = tmp_path / "out"
+    assert not run([str(original)], out, **settings).failures
+    chosen = next(r for r in kept(manifest(out)) if len(r.detections) >= 2)
+    left = min(chosen.detections, key=lambda d: d.xywhn[0])
+    x, y, w, h = left.xywhn
+    labels = tmp_path / "labels"
+    labels.mkdir()  # the reviewer kept the leftmost bottle only, a tenth shorter
+    (labels / Path(chosen.image or "").with_suffix(".txt").name).write_text(f"0 {x:.6f} {y:.6f} {w:.6f} {h * 0.9:.6f}\n")
+    assert cli_here("import", "-o", str(out), "--format", "yolo", str(labels)).returncode == 0
+    assert not run([str(original), str(repost)], out, **settings).failures
+    rows = {r.frame: r for r in manifest(out)}
+    stands = rows[chosen.frame].duplicate_of
+    assert stands is not None and Path(rows[stands].source).stem == "repost"
+    moved = rows[stands]
+    assert moved.decision == "kept" and moved.extra["reviewed"]["from"] == chosen.frame
+    assert moved.extra["reviewed"]["mapped"] is True
+    # where the leftmost bottle lands: mirrored (1 - x), then the centre 90% stretched to the picture
+    expected = ((1 - x - 0.05) / 0.9, (y - 0.05) / 0.9, w / 0.9, h * 0.9 / 0.9)
+    [box] = [d.xywhn for d in moved.detections]
+    assert box_iou(box, expected) >= 0.9, (box, expected)
+    # the model's own box there is the rightmost one: the review sits on that bottle
+    model = [tuple(d["xywhn"]) for d in moved.extra["reviewed"]["model"]]
+    assert max(model, key=lambda b: b[0]) == max(model, key=lambda b: box_iou(b, box))
+
+
+def test_a_crop_maps_reviewed_boxes_and_leaves_out_those_cropped_away() -> None:
+    from video_miner.dataset.moved import Geometry, geometry, map_boxes
+    from video_miner.records import Detection
+
+    def box(label: str, x: float, y: float = 0.5, w: float = 0.1, h: float = 0.2) -> Detection:
+        return Detection(label, 0, 0.9, (x, y, w, h))
+
+    crop = Geometry(1.25, -0.125, 1.25, -0.125)  # the centre 80% of the picture, stretched
+    seen = [box("person", 0.3), box("car", 0.7)]
+    on_copy = [replace(d, xywhn=crop.box(d.xywhn) or d.xywhn) for d in seen]
+    found = geometry(seen, on_copy, lambda where: None)  # two boxes: no picture needed
+    assert found is not None and not found.mirrored
+    assert found.sx == pytest.approx(1.25) and found.tx == pytest.approx(-0.125)
+    reviewed = [box("person", 0.3), box("dog", 0.04, w=0.06)]  # the dog sits in the strip cropped away
+    assert [d.label for d in map_boxes(reviewed, found)] == ["person"]
+    # the model's boxes disagree (another class, or far off): no mapping, the review stays
+    assert geometry(seen, [box("person", 0.3), box("truck", 0.7)], lambda where: 1.0) is None
+    assert geometry(seen, [box("person", 0.3), box("car", 0.1, y=0.1)], lambda where: 1.0) is None
+    # one box fits a crop and a mirror alike: the pictures decide, and without them nothing moves
+    one, mirror = [box("person", 0.3)], Geometry(-1.0, 1.0, 1.0, 0.0)
+    copy = [replace(one[0], xywhn=mirror.box(one[0].xywhn) or one[0].xywhn)]
+    picked = geometry(one, copy, lambda where: 1.0 if where.mirrored else 0.2)
+    assert picked is not None and picked.mirrored
+    assert geometry(one, copy, lambda where: None) is None

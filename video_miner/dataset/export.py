@@ -12,12 +12,13 @@ from typing import Any
 
 from ..config import MinerConfig
 from ..errors import UnsafePath
-from ..records import Decision, Detection, FrameRow, Review, VideoRow, box_iou, detections_json
+from ..records import Decision, Detection, FrameRow, Review, VideoRow, detections_json
 from ..redact import Redactor
 from ..store.files import make_dirs, read_json, remove_tree, replace_dir, write_json
 from ..store.manifest import PROVENANCE, ManifestRecord, read_manifest, write_embeddings, write_manifest
 from ..store.registry import Registry
 from .handover import handed_keys
+from .moved import geometry, map_boxes, pictures_agree, same_boxes
 from .previous import model_digest, needing
 from .review import changes, indexed, reviewed_classes
 from .select import Selection, Unsettled, replaced, select_frames
@@ -111,7 +112,7 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
             rows = replaced(rows, now)
     if chosen is None:
         raise RuntimeError("the choice was still unsettled after its deferred frames were detected")
-    reviews = reviews | moved_reviews(chosen, reviews)
+    reviews = reviews | moved_reviews(chosen, reviews, output)
     labels = _labels(chosen, output, labeller, reviews, classes)
     staging = output / "dataset.staging"
     remove_tree(staging)
@@ -207,11 +208,11 @@ def plan_export(registry: Registry, config: MinerConfig, output: Path) -> Plan:
     return Plan(joining, leaving)
 
 
-def moved_reviews(chosen: Selection, reviews: dict[str, Review]) -> dict[str, Review]:
+def moved_reviews(chosen: Selection, reviews: dict[str, Review], output: Path) -> dict[str, Review]:
     """Reviews of frames no longer kept, moved to the kept frame that now stands for each (a copy
-    with clearly more pixels took its place): only where the model saw the same boxes on both (same
-    classes, each box at IoU >= ``MOVE_IOU`` with one of the other's), so the reviewed boxes fit
-    the picture as they are; a crop or a mirror keeps its review where it was."""
+    with clearly more pixels took its place), their boxes as they are where the model saw the same
+    boxes on both, else mapped by the crop or mirror the model's boxes show (:mod:`.moved`); a
+    review nothing places stays where it was."""
     rows = {r.key: r for r in chosen.pool}
     kept = {r.key for r in chosen.kept}
     moved: dict[str, Review] = {}
@@ -221,19 +222,15 @@ def moved_reviews(chosen: Selection, reviews: dict[str, Review]) -> dict[str, Re
         stands, _ = chosen.stands_for(key)
         if stands is None or stands in reviews or stands in moved or stands not in rows:
             continue
-        if _same_boxes(rows[key].detections, rows[stands].detections):
+        mine, theirs = rows[key], rows[stands]
+        if same_boxes(mine.detections, theirs.detections):
             moved[stands] = review
+            continue
+        where = geometry(mine.detections, theirs.detections,
+                         pictures_agree(output / mine.file, output / theirs.file))
+        if where is not None:
+            moved[stands] = replace(review, boxes=map_boxes(review.boxes, where))
     return moved
-
-
-#: How well the model's boxes on two frames must overlap for a review to move from one to the other.
-MOVE_IOU = 0.7
-
-
-def _same_boxes(a: list[Detection], b: list[Detection]) -> bool:
-    if not a or sorted(d.label for d in a) != sorted(d.label for d in b):
-        return False
-    return all(any(d.label == e.label and box_iou(d.xywhn, e.xywhn) >= MOVE_IOU for e in b) for d in a)
 
 
 def _labels(chosen: Selection, output: Path, labeller: Labeller | None, reviews: dict[str, Review],
@@ -336,6 +333,9 @@ def manifest_records(rows: list[FrameRow], videos: dict[str, VideoRow], chosen: 
                                  "rejected": review.rejected}
             if review.frame != key:  # moved here from the frame it was given to, now this one's duplicate
                 extra["reviewed"]["from"] = review.frame
+                given = (reviews or {}).get(review.frame)
+                if given is not None and given.boxes != review.boxes:  # mapped onto a crop or a mirror
+                    extra["reviewed"]["mapped"] = True
             if not review.rejected:  # the model's boxes beside the reviewed ones: what the review changed
                 extra["reviewed"]["model"] = detections_json(r.detections)
                 extra["reviewed"]["changes"] = changes(r.detections, review.boxes).as_json()

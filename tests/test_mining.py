@@ -138,8 +138,13 @@ def test_dataset_loads_and_trains_in_ultralytics_and_the_next_round_mines_where_
     seen = registry.previous_boxes(digest)
     registry.close()
     assert {r.frame for r in kept} <= set(seen)
+    dry = cli_here("export", "-o", str(out), "--format", "label-studio", "--new-only", "--limit", "2", "--dry-run")
+    said = [line.strip() for line in dry.stdout.splitlines() if "the previous model missed this person" in line]
+    assert dry.returncode == 0 and "2 frames would go to label-studio (batch 1); nothing written" in dry.stdout, dry.stdout
+    assert len(said) == 2 and not (out / "exports" / "label-studio" / "batch-0001").exists()
     batch = handover.export(out, "label-studio", new_only=True, limit=2)
     assert len(batch.frames) == 2 and all(f.row.extra.get("disagrees") for f in batch.frames)
+    assert [line.split(": ")[0] for line in said] == [f.row.frame for f in batch.frames]
     again = handover.export(out, "label-studio", new_only=True, limit=2)
     assert not {f.row.frame for f in again.frames} & {f.row.frame for f in batch.frames}
 

@@ -358,18 +358,28 @@ def export_command(
         "At most this many frames, those most worth a review first: where select.previous_model disagrees, "
         "then where the model contradicts itself along a track, then the least confident; the rest wait for "
         "the next --new-only batch."))] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help=(
+        "Say which frames the export would hand over, and why each comes where it does; write nothing."))] = False,
     debug: Debug = False,
 ) -> None:
     """The dataset for a labelling tool or a trainer: Label Studio tasks with pre-annotations, CVAT
     (COCO 1.0 and CVAT XML), FiftyOne, Hugging Face Parquet. Every export records what it handed over."""
     main_options(debug)
-    from .dataset.handover import export
+    from .dataset.handover import export, plan, why_first
 
     console = Console()
     _need_run(console, output, "dataset")
+    say = lambda text: console.print(text, soft_wrap=True, highlight=False)  # noqa: E731
+    if dry_run:
+        with user_errors(console, output):
+            planned, number = plan(output, fmt, new_only, limit)
+        where = f"batch {number}" if new_only else "all"
+        say(f"{len(planned.frames)} frames would go to {fmt} ({where}); nothing written")
+        for frame in planned.frames:
+            say(f"  {plain(frame.row.frame)}: {plain(why_first(frame))}")
+        return
     with user_errors(console, output):
         batch = export(output, fmt, dest, new_only, image_root, limit)
-    say = lambda text: console.print(text, soft_wrap=True, highlight=False)  # noqa: E731
     for note in batch.notes:
         say(f"[yellow]warning[/yellow] {plain(note)}")
     if batch.dest is None:

@@ -108,6 +108,17 @@ class Handed:
                    {str(k): str(v) for k, v in data["frames"].items()})
 
 
+def why_first(frame: Frame) -> str:
+    """Why :func:`worth_first` puts ``frame`` where it is, in words."""
+    extra = frame.row.extra
+    if extra.get("disagrees"):
+        return "; ".join(str(d) for d in extra["disagrees"])
+    if extra.get("hard"):
+        return "; ".join(str(h) for h in extra["hard"])
+    confs = [d.conf for d in frame.row.detections]
+    return f"least sure box {min(confs):.2f}" if confs else "no box"
+
+
 def worth_first(frames: list[Frame]) -> list[Frame]:
     """``frames``, those a reviewer learns most from first: where the round before's model
     disagrees (``select.previous_model``), then where the model contradicts itself along a track,
@@ -201,6 +212,25 @@ def claim(dest: Path, root: Path, output: Path, fmt: str) -> None:
     write_json(dest / MARKER, {"dataset": str(output.resolve()), "format": fmt}, dest)
 
 
+def plan(output: Path, fmt: str, new_only: bool = False, limit: int | None = None) -> tuple[Batch, int]:
+    """The batch an export of ``fmt`` would hand over now, and its number (0: ``all``), from what
+    the dataset and the earlier exports' records say; nothing is written (``export --dry-run``)."""
+    if fmt not in WRITERS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    frames, classes, notes = kept_frames(output)
+    folder = output / "exports" / fmt
+    past, problems = handed_records(folder) if (folder / HANDED).is_file() else ([], [])
+    notes += problems
+    if new_only:
+        # Nothing handed over before, nor a frame a person already reviewed (imported back).
+        handed = handed_over(past)
+        frames = [f for f in frames if f.row.frame not in handed and "reviewed" not in f.row.extra]
+    if limit is not None:
+        frames = worth_first(frames)[:limit]
+    number = sum(r.new_only for r in past) + 1 if new_only else 0
+    return Batch(fmt, None, frames, classes, notes=notes), number
+
+
 def export(output: Path, fmt: str, dest: Path | None = None, new_only: bool = False,
            image_root: str | None = None, limit: int | None = None) -> Batch:
     """Write ``fmt`` for the dataset of ``output`` into ``dest`` (default ``<output>/exports/<fmt>``);
@@ -209,20 +239,12 @@ def export(output: Path, fmt: str, dest: Path | None = None, new_only: bool = Fa
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     folder = make_dirs(output / "exports" / fmt, output)
     with RecordLock(folder):  # a second export waits, and numbers its batch after this one
-        frames, classes, notes = kept_frames(output)
-        past, problems = handed_records(folder)
-        notes += problems
+        planned, number = plan(output, fmt, new_only, limit)
+        frames, classes, notes = planned.frames, planned.classes, planned.notes
         for line in notes:
             log.warning("%s", line)
-        if new_only:
-            # Nothing handed over before, nor a frame a person already reviewed (imported back).
-            handed = handed_over(past)
-            frames = [f for f in frames if f.row.frame not in handed and "reviewed" not in f.row.extra]
-            if not frames:
-                return Batch(fmt, None, [], classes, image_root, notes=notes)
-        if limit is not None:
-            frames = worth_first(frames)[:limit]
-        number = sum(r.new_only for r in past) + 1 if new_only else 0
+        if new_only and not frames:
+            return Batch(fmt, None, [], classes, image_root, notes=notes)
         target = dest or (folder / f"batch-{number:04d}" if new_only else folder / "all")
         root = output if dest is None else target
         claim(target, root, output, fmt)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 
-def reencode(src: Path, dst: Path, scale: float, seconds: float | None = None, crf: int = 23) -> Path:
+def reencode(src: Path, dst: Path, scale: float, seconds: float | None = None, crf: int = 23,
+             picture: Callable[[Any], Any] | None = None) -> Path:
     """A copy at another resolution (optionally only the first ``seconds``; ``crf``: x264's quality,
     lower is finer and more bits): its frames are near-duplicates of the original's, never
-    byte-identical."""
+    byte-identical. ``picture``: each frame's PIL image changed first (a crop, a mirror)."""
     import av
+    from PIL import Image
 
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         vin = inp.streams.video[0]
@@ -24,7 +27,11 @@ def reencode(src: Path, dst: Path, scale: float, seconds: float | None = None, c
         for i, frame in enumerate(inp.decode(vin)):
             if seconds is not None and i >= seconds * rate:
                 break
-            frame = frame.reformat(width=vout.width, height=vout.height, format="yuv420p")
+            if picture is None:
+                frame = frame.reformat(width=vout.width, height=vout.height, format="yuv420p")
+            else:
+                changed = picture(frame.to_image()).resize((vout.width, vout.height), Image.Resampling.LANCZOS)
+                frame = av.VideoFrame.from_image(changed)
             frame.pts = i
             frame.time_base = Fraction(1, rate)
             for packet in vout.encode(frame):
@@ -37,31 +44,15 @@ def reencode(src: Path, dst: Path, scale: float, seconds: float | None = None, c
 def reframed(src: Path, dst: Path, crop: float, scale: float, mirror: bool) -> Path:
     """A repost: the centre ``crop`` of each frame (0-1 of each side), optionally mirrored left to
     right, at ``scale`` times the original's size, re-encoded."""
-    import av
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        vin = inp.streams.video[0]
-        rate = max(1, round(float(vin.average_rate or 25)))
-        width, height = vin.codec_context.width, vin.codec_context.height
-        vout = out.add_stream("libx264", rate=rate)
-        vout.width, vout.height = int(width * scale) // 2 * 2, int(height * scale) // 2 * 2
-        vout.pix_fmt = "yuv420p"
-        vout.options = {"preset": "veryfast", "crf": "18"}
-        box = (round(width * (1 - crop) / 2), round(height * (1 - crop) / 2),
-               round(width * (1 + crop) / 2), round(height * (1 + crop) / 2))
-        for i, frame in enumerate(inp.decode(vin)):
-            picture = frame.to_image().crop(box).resize((vout.width, vout.height), Image.Resampling.LANCZOS)
-            if mirror:
-                picture = ImageOps.mirror(picture)
-            made = av.VideoFrame.from_image(picture)
-            made.pts = i
-            made.time_base = Fraction(1, rate)
-            for packet in vout.encode(made):
-                out.mux(packet)
-        for packet in vout.encode():
-            out.mux(packet)
-    return dst
+    def change(im: Any) -> Any:
+        w, h = im.size
+        im = im.crop((round(w * (1 - crop) / 2), round(h * (1 - crop) / 2),
+                      round(w * (1 + crop) / 2), round(h * (1 + crop) / 2)))
+        return ImageOps.mirror(im) if mirror else im
+
+    return reencode(src, dst, scale, crf=18, picture=change)
 
 
 def head(src: Path, dst: Path, seconds: float) -> Path:

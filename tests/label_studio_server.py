@@ -9,7 +9,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import ROOT, free_port
+from .helpers import ROOT, free_port, wait_for
 
 VENV = Path(os.environ.get("VIDEO_MINER_LABEL_STUDIO_VENV", ROOT / ".venv-ls"))
 START_S = 180
@@ -65,17 +64,17 @@ def label_studio(folder: Path) -> Iterator[Server]:
 
 
 def _wait_up(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    """Until /health answers (the server process's exit ends the wait with its log)."""
-    deadline = time.monotonic() + START_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"Label Studio exited {proc.returncode}: {log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        # a server's start has no event to wait on but its port answering
-        time.sleep(0.5)
-    raise AssertionError(f"Label Studio did not answer in {START_S} s: {log.read_text()[-3000:]}")
+    """Until /health answers (a server's start has no event to wait on but its port answering);
+    the server process's exit ends the wait, and either failure shows its log."""
+    try:
+        wait_for(lambda: _healthy(url), f"Label Studio at {url}", START_S, alive=lambda: proc.poll() is None)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {log.read_text()[-3000:]}") from None
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False

@@ -48,14 +48,13 @@ class LiveStats:
 
     def snapshot(self) -> LiveSnapshot:
         with self._lock:
-            return LiveSnapshot(
-                source=self.source, state=self.state, frames_captured=self.frames_captured,
-                frames_sampled=self.frames_sampled, frames_filtered=self.frames_filtered,
-                frames_dropped=self.frames_dropped, frames_decided=self.frames_decided,
-                frames_corrupt=self.frames_corrupt, candidates=self.candidates, frames_partial=self.frames_partial,
-                frames_expired=self.frames_expired, reconnects=self.reconnects, gap_seconds=round(self.gap_seconds, 3),
-                latency_p50_s=round(self.latency.quantile(0.5), 4), latency_p95_s=round(self.latency.quantile(0.95), 4),
-                latency_max_s=round(self.latency.max, 4), error=self.redactor.text(self.error) if self.error else None)
+            # the counters under the record's own names; the figures made of them after
+            counts = {name: getattr(self, name) for name in LiveFigures.model_fields if hasattr(self, name)}
+            return LiveSnapshot(**{
+                **counts, "source": self.source, "gap_seconds": round(self.gap_seconds, 3),
+                "latency_p50_s": round(self.latency.quantile(0.5), 4),
+                "latency_p95_s": round(self.latency.quantile(0.95), 4), "latency_max_s": round(self.latency.max, 4),
+                "error": self.redactor.text(self.error) if self.error else None})
 
 
 class LiveFigures(BaseModel):

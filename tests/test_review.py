@@ -478,7 +478,17 @@ def test_the_label_studio_client_follows_no_redirect_bounds_the_answer_and_excha
             fetch_tasks(url, 2, "legacy-token", 1 << 16)
         claims = base64.urlsafe_b64encode(json.dumps({"token_type": "refresh"}).encode()).decode().rstrip("=")
         personal = f"eyJhbGciOiJIUzI1NiJ9.{claims}.signature"
+        # credentials in the URL, another scheme, no token: refused before anything is sent
+        before = len(seen)
+        with pytest.raises(ConfigError, match="holds credentials"):
+            fetch_tasks(url.replace("http://", "http://ana:secret@"), 3, personal, 1 << 20)
+        with pytest.raises(ConfigError, match="http"):
+            fetch_tasks("file:///etc/passwd", 3, personal, 1 << 20)
+        with pytest.raises(ConfigError, match="LABEL_STUDIO_API_KEY"):
+            fetch_tasks(url, 3, None, 1 << 20)
+        assert len(seen) == before
         tasks = fetch_tasks(url, 3, personal, 1 << 20)
+        assert len(seen) == before + 3  # the token exchange, the export, the users
         assert tasks[0]["annotations"][0]["completed_by"] == {"id": 7, "email": "ana@example.com"}
         assert [json.loads(body) for path, body in seen if path == "/api/token/refresh/"] == [{"refresh": personal}]
     finally:

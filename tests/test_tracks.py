@@ -27,7 +27,7 @@ from video_miner.errors import ConfigError
 from video_miner.records import Decision, Detection, FrameRecord, FrameRow
 
 from .conftest import MODEL, PERSON, ROOT
-from .helpers import cli_args, cli_here, kept, manifest, metrics, run, wait_for
+from .helpers import cli_args, cli_here, free_port, kept, manifest, metrics, run, wait_for
 from .test_handover import load_with_tool
 
 MISSES = (2.0, 4.0)
@@ -112,6 +112,60 @@ def test_best_views_one_per_track_and_a_frame_counts_for_every_track_it_shows() 
     # a second view spreads away from the first (no embeddings: by time), among the good ones
     one = [_row(float(t), [(1, v)]) for t, v in enumerate((0.8, 1.0, 0.9, 0.6, 0.3))]
     assert sorted(r.key for r in one if r.key not in best_views(one, [True] * 5, 2)) == [one[1].key, one[3].key]
+
+
+def test_a_live_track_follows_frame_by_frame_and_hands_back_what_it_changed(tmp_path: Path) -> None:
+    """Live frames come one at a time: the first box of a track gets its id when the track is
+    confirmed, a frame without the object between two with it gets the missed box (and a frame
+    without the classes is made a candidate: its picture is held until then), a frame overtaken
+    by a later one is not tracked."""
+    from video_miner.live.tracks import LiveTracks
+
+    tracks = LiveTracks(TrackConfig(enabled=True, appearance=1.0), 0.4, False, "no_class")
+    frames = [_frame(tmp_path, k, [] if k == 3 else [_walker(k)], Decision.NEGATIVE if k == 3 else Decision.CANDIDATE)
+              for k in range(7)]
+    steps = [tracks.see("cam", "cam-1", f, tmp_path / f.file) for f in frames]
+    assert steps[0].again == [] and steps[0].new_tracks == []
+    assert steps[1].again == [frames[0]] and steps[1].new_tracks == [(1, "person", 0.0)]  # confirmed on its 2nd
+    assert all(d.track == 1 for f in frames for d in f.detections)
+    assert steps[3].release is None  # frame 3 shows nothing: its picture waits for frame 4
+    assert steps[4].recovered is frames[3] and steps[4].again == [frames[3]] and steps[4].hard == 1
+    assert frames[3].decision == Decision.CANDIDATE
+    assert frames[3].detections[0].hard == "missed between 1.0 s and 2.0 s"
+    assert all(s.release is None for s in steps)
+    assert all(d.view is not None for f in frames for d in f.detections if d.hard is None)
+    # overtaken: a frame older than the last one tracked keeps no track
+    late = _frame(tmp_path, 5, [_walker(5)])
+    late.index = 2
+    assert tracks.see("cam", "cam-1", late, tmp_path / late.file).again == []
+    assert late.detections[0].track is None
+    # a reconnection starts new tracks; a frame without the classes that stays so is released
+    fresh = [_frame(tmp_path, k, [] if k == 1 else [_walker(k, x0=0.6)],
+                    Decision.NEGATIVE if k == 1 else Decision.CANDIDATE) for k in range(3)]
+    again = [tracks.see("cam", "cam-2", f, tmp_path / f.file) for f in fresh]
+    # confirmed across the gap: its own numbers, its first box committed again, the gap's frame recovered
+    assert again[2].new_tracks == [(1, "person", 0.0)] and again[2].recovered is fresh[1]
+    assert [d.track for f in fresh for d in f.detections] == [1, 1, 1]
+    nothing = _frame(tmp_path, 3, [], Decision.NEGATIVE)
+    after = _frame(tmp_path, 4, [], Decision.NEGATIVE)
+    tracks.see("cam", "cam-2", nothing, tmp_path / nothing.file)
+    assert tracks.see("cam", "cam-2", after, tmp_path / after.file).release is nothing
+    assert list(tracks.sources) == ["cam"]
+
+
+def test_a_live_track_keeps_its_first_clear_view_not_its_best() -> None:
+    """On a live source an export must not change its mind as the track goes on: its first view
+    not cut by the frame's edge stands for it, where a file's track keeps its best."""
+    def row(t: float, x: float, view: float) -> FrameRow:
+        return FrameRow("cam-1", int(t * 10), t, f"f{t}.jpg", 0, 0.0,
+                        [Detection("person", 0, 0.9, (x, 0.5, 0.2, 0.5), track=1, view=view)], Decision.CANDIDATE)
+
+    rows = [row(0.0, 0.05, 0.1), row(1.0, 0.3, 0.4), row(2.0, 0.5, 0.9)]  # enters cut, then clear, best last
+    as_file = best_views(rows, [True] * 3, 1)
+    as_live = best_views(rows, [True] * 3, 1, frozenset({"cam-1"}))
+    assert {v.pick for v in as_file.values()} == {rows[2].key}
+    assert {v.pick for v in as_live.values()} == {rows[1].key}
+    assert set(as_live) == {rows[0].key, rows[2].key}
 
 
 def test_tracks_in_the_config() -> None:
@@ -302,3 +356,61 @@ def test_the_sequential_runner_gives_the_same_tracks(walk: tuple[Path, Path, dic
         return [(r.frame, r.decision, [(d.track, d.xywhn, d.view, d.hard) for d in r.detections]) for r in rows]
 
     assert tracks(manifest(out)) == tracks(manifest(reference))
+
+
+# ---- a live stream of known paths ---------------------------------------------------------------
+@pytest.mark.timeout(300)
+def test_a_live_stream_is_tracked_its_new_objects_counted_and_each_keeps_its_first_clear_view(
+        ffmpeg: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The clip of known paths, shorter, sent as a camera would: two tracks that keep their people,
+    the planted misses found as the stream goes (the frame after a miss marks it), each new object
+    an event (counted, told), and ``per_track: 1`` keeps the first frame where a track's object is
+    in full view (one frame: it shows both people)."""
+    import logging
+
+    from scripts.media import make_tracks_clip
+
+    from .test_live import Mining, live_metrics, stream_stopped, tcp_stream
+
+    clip = tmp_path / "walk.mp4"
+    misses = (1.0, 2.0)
+    make_tracks_clip(clip, PERSON, seconds=3.0, fps=5, misses=misses)
+    caplog.set_level(logging.INFO, logger="video_miner")
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    out = tmp_path / "out"
+    with tcp_stream(ffmpeg, port, 3.0, src=clip):
+        mining = Mining([url], out, **{"filter.classes": ["person"], "track.enabled": True, "track.fps": 5.0,
+                                       "select.per_track": 1, "live.queue_policy": "block"})
+        wait_for(stream_stopped(caplog, url), "the stream read to its end", alive=mining.alive)
+        mining.stop.set()
+        report = mining.finish()
+    assert not report.failures, [f.line() for f in report.failures]
+    rows = sorted((r for r in manifest(out) if r.source == url), key=lambda r: r.timestamp)
+    assert len(rows) >= 12, "every frame of the 3 s stream decided (the queue blocks, none dropped)"
+    # person 1 walks on the left half, person 2 on the right: one track each, never swapped
+    found = [d for r in rows for d in r.detections if d.hard is None and d.track is not None]
+    people = {("left" if d.xywhn[0] < 0.62 else "right"): set() for d in found}
+    for d in found:
+        people["left" if d.xywhn[0] < 0.62 else "right"].add(d.track)
+    assert people == {"left": {1}, "right": {2}}, people
+    # the planted misses, and no other hard mark
+    hard = [(r.timestamp, d) for r in rows for d in r.detections if d.hard]
+    assert len(hard) == len(misses) and all(d.track == 1 and d.hard.startswith("missed between") for _, d in hard), hard
+    assert metrics(out).hard_by_class == {"person": len(misses)}
+    # each new object an event
+    assert live_metrics(out, url).tracks_new == 2
+    told = [r.getMessage() for r in caplog.records if ": new person #" in r.getMessage()]
+    assert [m.rsplit(" at ", 1)[0].rsplit(": ", 1)[1] for m in told] == ["new person #1", "new person #2"], told
+    shown = cli_here("report", "-o", str(out)).stdout
+    assert shown.split("new objects tracked", 1)[1].split("│")[1].strip() == "2", shown
+    # the first frame where person 1 is in full view (not cut by the edge), which shows person 2 too
+    chosen = kept(rows)
+
+    def clear(d: Detection) -> bool:
+        x, y, w, h = d.xywhn
+        return min(x - w / 2, y - h / 2) >= 0.01 and max(x + w / 2, y + h / 2) <= 0.99
+
+    first = next(r for r in rows if any(d.track == 1 and d.hard is None and clear(d) for d in r.detections))
+    assert [r.frame for r in chosen] == [first.frame]
+    assert all(r.extra["covered_by"] == first.frame for r in rows if r.decision == "left_out")

@@ -308,7 +308,8 @@ def _print_summary(console: Console, report: MiningReport) -> None:
     for source, s in report.live.items():
         say(f"live {plain(source)}: {s.state}, frames {s.frames_captured} received, {s.frames_sampled} sampled, "
             f"{s.frames_dropped} dropped, {s.frames_decided} decided, latency p50 {s.latency_p50_s:.2f}s "
-            f"p95 {s.latency_p95_s:.2f}s, {s.reconnects} reconnects")
+            f"p95 {s.latency_p95_s:.2f}s, {s.reconnects} reconnects"
+            + (f", {s.tracks_new} new objects tracked" if s.tracks_new else ""))
     dataset = report.output / "dataset"
     say(f"dataset: {plain(str(dataset))} (train with: yolo train data={plain(str(dataset / 'data.yaml'))})")
     if report.stopped:

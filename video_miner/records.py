@@ -63,6 +63,7 @@ class LiveCounts(TypedDict, total=False):
     frames_partial: int
     frames_expired: int
     reconnects: int
+    tracks_new: int
 
 
 class Decision(StrEnum):
@@ -185,6 +186,24 @@ def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, 
     shared = intersection(a, b)
     union = a[2] * a[3] + b[2] * b[3] - shared
     return shared / union if union > 0 else 0.0
+
+
+#: A box closer than this (0-1 of the picture) to an edge is cut by it.
+EDGE = 0.01
+
+
+def is_cut(box: Detection) -> bool:
+    """Whether the frame's edge cuts the box (its object goes on outside the picture)."""
+    x, y, w, h = box.xywhn
+    return x - w / 2 < EDGE or y - h / 2 < EDGE or x + w / 2 > 1 - EDGE or y + h / 2 > 1 - EDGE
+
+
+def covered(box: Detection, others: list[Detection]) -> float:
+    """The largest share of ``box`` that another of ``others`` covers."""
+    area = box.xywhn[2] * box.xywhn[3]
+    if area <= 0:
+        return 0.0
+    return max((intersection(box.xywhn, o.xywhn) / area for o in others if o is not box), default=0.0)
 
 
 def detections_json(detections: list[Detection]) -> list[dict[str, Any]]:

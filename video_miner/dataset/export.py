@@ -91,6 +91,7 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
     rows, videos, reviews, pinned = _records(registry, output)
     classes = reviewed_classes(config.dataset_classes, reviews)
     order = {vid: v.order for vid, v in videos.items()}
+    live = live_segments(videos)
     detected = settle(rows, order, config, output, detect, detect_batch, pinned)
     if detected:
         registry.update_frames(detected)
@@ -99,7 +100,7 @@ def build_dataset(registry: Registry, config: MinerConfig, output: Path, labelle
     for _ in range(2):
         earlier = _previous_boxes(registry, rows, config, output, previous, detect_batch)
         try:
-            chosen = select_frames(rows, order, config, earlier_picks(output / "dataset"), pinned, earlier)
+            chosen = select_frames(rows, order, config, earlier_picks(output / "dataset"), pinned, earlier, live)
             break
         except Unsettled as exc:
             # Copies in time need every frame of theirs detected (:mod:`.select`); these do not
@@ -190,7 +191,8 @@ def plan_export(registry: Registry, config: MinerConfig, output: Path) -> Plan:
         if unseen:  # the previous model has not seen them: the export would detect them first
             return Plan([], [], len(unseen))
     try:
-        chosen = select_frames(rows, order, config, earlier_picks(output / "dataset"), pinned, previous)
+        chosen = select_frames(rows, order, config, earlier_picks(output / "dataset"), pinned, previous,
+                               live_segments(videos))
     except Unsettled as exc:
         return Plan([], [], exc.count)
     now = {r.frame: r for r in read_manifest(output / "dataset")} if (output / "dataset" / PROVENANCE).exists() else {}
@@ -276,6 +278,11 @@ def _summary(rows: list[FrameRow], chosen: Selection, detected: int) -> ExportSu
                          hard_by_class=dict(Counter(d.label for r in chosen.pool for d in r.detections
                                                     if d.hard is not None).most_common()),
                          disagree=len(chosen.disagree))
+
+
+def live_segments(videos: dict[str, VideoRow]) -> frozenset[str]:
+    """The videos that are live sources' segments (their tracks are still going on)."""
+    return frozenset(vid for vid, v in videos.items() if v.kind == "live")
 
 
 def earlier_picks(dataset: Path) -> list[str]:

@@ -110,17 +110,19 @@ class Selection:
 
 def select_frames(rows: list[FrameRow], order: dict[str, int], config: MinerConfig,
                   earlier_picks: Sequence[str] = (), pinned: frozenset[str] = frozenset(),
-                  previous: Mapping[str, list[Detection]] | None = None) -> Selection:
+                  previous: Mapping[str, list[Detection]] | None = None, live: frozenset[str] = frozenset()
+                  ) -> Selection:
     """The frames to keep of ``rows`` (settled: see :mod:`.settle`); ``order``: each video's input
     order; ``earlier_picks``: the last export's budget picks, kept first; ``pinned``: frames a
     reviewer saw (reviewed or handed over), which stay their duplicates' representative unless a
     copy has clearly more pixels (:data:`~.priority.PINNED_PIXELS`); ``previous``: the round
-    before's model's boxes per frame (:mod:`.previous`), where they disagree the frame is hard."""
+    before's model's boxes per frame (:mod:`.previous`), where they disagree the frame is hard;
+    ``live``: the videos that are live segments (:func:`~.views.best_views`)."""
     # Every frame the prefilters passed takes part: a near-duplicate of a kept frame is reported as
     # its duplicate whether or not the detector saw it, so the choice never depends on which
     # detections were skipped.
     pool, priority, eligible, hashes = pool_of(rows, order, pinned)
-    per_track = _per_track(pool, eligible, config)
+    per_track = _per_track(pool, eligible, config, live)
 
     def unsettled(nodes: list[int]) -> list[bool]:
         raise Unsettled([pool[i].key for i in nodes])
@@ -158,13 +160,14 @@ def _disagree(pool: list[FrameRow], eligible: np.ndarray, previous: Mapping[str,
     return out
 
 
-def _per_track(pool: list[FrameRow], eligible: np.ndarray, config: MinerConfig) -> dict[str, TrackCover]:
+def _per_track(pool: list[FrameRow], eligible: np.ndarray, config: MinerConfig, live: frozenset[str]
+               ) -> dict[str, TrackCover]:
     """With ``select.per_track``: the frames it leaves out (no longer eligible), each with its
     track's kept view. Before dedup: which frame stands for a track is its best view, not the
     priority of pixels."""
     if config.select.per_track is None:
         return {}
-    per_track = best_views(pool, (eligible == YES).tolist(), config.select.per_track)
+    per_track = best_views(pool, (eligible == YES).tolist(), config.select.per_track, live)
     eligible[[i for i, r in enumerate(pool) if r.key in per_track]] = NO
     return per_track
 

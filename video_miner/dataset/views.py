@@ -7,6 +7,11 @@ unlike the views already kept (by the box embeddings; by time where there are no
 served in order of id, and a frame kept for one track counts for every track it shows, so a frame
 showing two people may serve both. A frame with tracked boxes that no track keeps is left out, and
 the kept view of its track nearest in time stands for it.
+
+On a live source the track is still going on when an export chooses, and an export handed over
+must not change its mind later: there a track's first view is its first good one in time (a box
+not cut by the frame's edge, at most half covered by another), or its best so far while it has
+none; the next views are chosen as above.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..records import FrameEmbedding, FrameRow
+from ..records import FrameEmbedding, FrameRow, covered, is_cut
 
 #: A next view must be at least this good, relative to its track's best.
 GOOD = 0.5
+#: A live track's first view may be at most this much covered by another box.
+CLEAR = 0.5
 
 
 @dataclass(frozen=True)
@@ -37,18 +44,22 @@ class _View:
     score: float
     t: float
     vector: np.ndarray | None
+    #: Not cut by the frame's edge nor covered by another box (a live track's first view).
+    clear: bool = True
 
 
-def best_views(rows: Sequence[FrameRow], eligible: Sequence[bool], k: int) -> dict[str, TrackCover]:
+def best_views(rows: Sequence[FrameRow], eligible: Sequence[bool], k: int,
+               live: frozenset[str] = frozenset()) -> dict[str, TrackCover]:
     """The frames of ``rows`` (those ``eligible``: showing the classes) that ``per_track: k`` leaves
-    out, each with the kept view that stands for it."""
+    out, each with the kept view that stands for it; ``live``: the videos that are live segments
+    (their tracks keep their first good view first)."""
     by_video: dict[str, list[int]] = defaultdict(list)
     for i, row in enumerate(rows):
         if eligible[i] and any(d.track is not None for d in row.detections):
             by_video[row.video_id].append(i)
     out: dict[str, TrackCover] = {}
     for video in sorted(by_video):
-        out.update(_video_views([rows[i] for i in by_video[video]], k))
+        out.update(_video_views([rows[i] for i in by_video[video]], k, video in live))
     return out
 
 
@@ -60,17 +71,22 @@ def _tracks_of(rows: list[FrameRow]) -> dict[int, list[_View]]:
             if d.track is None:
                 continue
             vector = boxes[b] if boxes is not None and b < len(boxes) else None
-            tracks[d.track].append(_View(place, d.view if d.view is not None else d.conf, row.timestamp, vector))
+            clear = not is_cut(d) and covered(d, row.detections) <= CLEAR
+            tracks[d.track].append(_View(place, d.view if d.view is not None else d.conf, row.timestamp, vector, clear))
     return tracks
 
 
-def _video_views(rows: list[FrameRow], k: int) -> dict[str, TrackCover]:
+def _video_views(rows: list[FrameRow], k: int, live: bool) -> dict[str, TrackCover]:
     tracks = _tracks_of(rows)
     kept: set[int] = set()
     for track in sorted(tracks):
         views = tracks[track]
         mine = [v for v in views if v.frame in kept]  # kept for another track, showing this one too
         ranked = sorted(views, key=lambda v: (-v.score, v.t))
+        if live and not mine:
+            first = min((v for v in views if v.clear), key=lambda v: v.t, default=ranked[0])
+            mine.append(first)
+            kept.add(first.frame)
         while len(mine) < k and len(mine) < len(views):
             view = _next_view(ranked, mine)
             if view is None:

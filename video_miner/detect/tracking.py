@@ -29,13 +29,11 @@ from PIL import Image
 from ..config import TrackConfig
 from ..media.prefilter import STATIC
 from ..media.quality import blur_effect
-from ..records import Decision, Detection, FrameEmbedding, FrameRecord, intersection
+from ..records import Decision, Detection, FrameEmbedding, FrameRecord, covered, is_cut
 
 #: The tracker works in pixels of a notional picture this wide and high: IoU does not depend on
 #: the scale, and the Kalman filter's noise is relative to the box height.
 SCALE = 1000.0
-#: A box closer than this (0-1 of the picture) to an edge is cut by it.
-EDGE = 0.01
 #: Crops smaller than this many pixels a side are not judged for sharpness (too few edges).
 MIN_CROP = 12
 
@@ -105,26 +103,43 @@ def _features(frames: list[FrameRecord]) -> list[np.ndarray | None] | None:
     return out
 
 
+class Follower:
+    """The tracker fed one frame at a time: which raw track each box of a frame the detector saw
+    joins (the file pass feeds a whole video, the live pass each frame as it is decided)."""
+
+    def __init__(self, cfg: TrackConfig, conf: float, reid: bool) -> None:
+        self._tracker = _tracker(cfg, conf, reid)
+
+    def repeat(self, boxes: list[Detection], feats: np.ndarray | None) -> None:
+        """A frame that repeats one already seen (the static prefilter's): the tracks age with time."""
+        self._tracker.update(_Boxes.of(boxes), None, feats)  # type: ignore[attr-defined]
+
+    def see(self, boxes: list[Detection], feats: np.ndarray | None) -> dict[int, int]:
+        """Box index -> raw track id, for the boxes of this frame a track holds."""
+        tracker = self._tracker
+        tracker.update(_Boxes.of(boxes), None, feats)  # type: ignore[attr-defined]
+        # Unconfirmed new tracks too: a track confirmed on its second frame owns its first box.
+        return {int(track.idx): int(track.track_id) for track in tracker.tracked_stracks  # type: ignore[attr-defined]
+                if track.frame_id == tracker.frame_id}  # type: ignore[attr-defined]
+
+
 def assign_tracks(frames: list[FrameRecord], cfg: TrackConfig, conf: float) -> dict[tuple[int, int], int]:
     """(frame position in ``frames``, box index) -> track id, for every box of a track."""
     feats = _features(frames) if cfg.appearance < 1 else None
-    tracker = _tracker(cfg, conf, feats is not None)
+    follower = Follower(cfg, conf, feats is not None)
     seen: dict[tuple[int, int], int] = {}
     last: int | None = None
     for pos, frame in enumerate(frames):
         if frame.decision == Decision.FILTERED and last is not None and (frame.reason or "").startswith(STATIC):
             # The same picture as the last frame the detector saw: the tracker sees it again, so a
             # track ages with time (an empty room for a minute ends it; someone standing still keeps it).
-            tracker.update(_Boxes.of(frames[last].detections), None, feats[last] if feats else None)  # type: ignore[attr-defined]
+            follower.repeat(frames[last].detections, feats[last] if feats else None)
             continue
         if not _seen(frame):
             continue  # blurred or not seen: no evidence either way
         last = pos
-        tracker.update(_Boxes.of(frame.detections), None, feats[pos] if feats else None)  # type: ignore[attr-defined]
-        for track in tracker.tracked_stracks:  # type: ignore[attr-defined]
-            # Unconfirmed new tracks too: a track confirmed on its second frame owns its first box.
-            if track.frame_id == tracker.frame_id:  # type: ignore[attr-defined]
-                seen[(pos, int(track.idx))] = int(track.track_id)
+        for box, raw in follower.see(frame.detections, feats[pos] if feats else None).items():
+            seen[(pos, box)] = raw
     lengths = Counter(seen.values())
     first: dict[int, tuple[int, float]] = {}
     for (pos, box), raw in seen.items():
@@ -231,7 +246,7 @@ def track_video(frames: list[FrameRecord], frames_dir: Path, cfg: TrackConfig, c
     _mark_hard(frames, summary, no_class_reason)
     for frame in frames:
         if any(d.track is not None for d in frame.detections):
-            _score_views(frame, frames_dir / frame.file)
+            score_views(frame, frames_dir / frame.file)
     return summary
 
 
@@ -263,31 +278,37 @@ def _mark_hard(frames: list[FrameRecord], summary: TrackSummary, no_class_reason
     assert summary.hard is not None
     for track, path in sorted(_observations(frames).items()):
         for (_, p0), (_, p1), (_, p2) in zip(path, path[1:], path[2:], strict=False):
-            _class_change(frames, track, p0, p1, p2, summary)
+            mark_class_change(frames, track, p0, p1, p2, summary)
         for (r0, p0), (r1, p1) in pairwise(path):
             if r1 - r0 == 2:  # seen, one frame the model said nothing of this object, seen again
-                _missed(frames, track, p0, seen[r0 + 1], p1, summary, no_class_reason)
+                mark_missed(frames, track, p0, seen[r0 + 1], p1, summary, no_class_reason)
 
 
 def _box_of(frame: FrameRecord, track: int) -> Detection:
     return next(d for d in frame.detections if d.track == track)
 
 
-def _class_change(frames: list[FrameRecord], track: int, p0: int, p1: int, p2: int, summary: TrackSummary) -> None:
+def mark_class_change(frames: list[FrameRecord], track: int, p0: int, p1: int, p2: int,
+                      summary: TrackSummary) -> bool:
+    """Mark the track's box on ``frames[p1]`` if its class differs from the track's just before and
+    after; whether it did."""
     before, box, after = _box_of(frames[p0], track), _box_of(frames[p1], track), _box_of(frames[p2], track)
-    if box.label != before.label and before.label == after.label:
-        mark = f"{before.label} -> {box.label}"
-        frames[p1].detections = [replace(d, hard=mark) if d is box else d for d in frames[p1].detections]
-        assert summary.hard is not None
-        summary.hard[box.label] += 1
+    if box.label == before.label or before.label != after.label:
+        return False
+    mark = f"{before.label} -> {box.label}"
+    frames[p1].detections = [replace(d, hard=mark) if d is box else d for d in frames[p1].detections]
+    assert summary.hard is not None
+    summary.hard[box.label] += 1
+    return True
 
 
-def _missed(frames: list[FrameRecord], track: int, p0: int, at: int, p2: int, summary: TrackSummary,
-            no_class_reason: str) -> None:
+def mark_missed(frames: list[FrameRecord], track: int, p0: int, at: int, p2: int, summary: TrackSummary,
+                no_class_reason: str) -> bool:
+    """Give ``frames[at]`` the box the track says it missed, unless it holds the track; whether it did."""
     before, after = _box_of(frames[p0], track), _box_of(frames[p2], track)
     frame = frames[at]
     if any(d.track == track for d in frame.detections):
-        return
+        return False
     xywhn = tuple(round((a + b) / 2, 6) for a, b in zip(before.xywhn, after.xywhn, strict=True))
     label = before if before.label == after.label else max(before, after, key=lambda d: d.conf)
     box = Detection(label.label, label.class_index, 0.0, xywhn, label.model, None, track,  # type: ignore[arg-type]
@@ -299,6 +320,7 @@ def _missed(frames: list[FrameRecord], track: int, p0: int, at: int, p2: int, su
         summary.recovered += 1
     assert summary.hard is not None
     summary.hard[label.label] += 1
+    return True
 
 
 def _with_box(embedding: bytes | None, before: FrameRecord, after: FrameRecord, track: int) -> bytes | None:
@@ -324,25 +346,19 @@ def view_score(box: Detection, others: list[Detection], sharpness: float) -> flo
     """How good a view of its object a box is, 0-1: larger, surer, sharper, not cut by the frame's
     edge, not covered by another box. The area counts by its square root: twice as close is about
     twice as good, not four times."""
-    x, y, w, h = box.xywhn
-    cut = x - w / 2 < EDGE or y - h / 2 < EDGE or x + w / 2 > 1 - EDGE or y + h / 2 > 1 - EDGE
-    covered = max((_overlap(box, o) for o in others if o is not box), default=0.0)
-    return round(float(np.sqrt(max(w * h, 0.0))) * box.conf * sharpness * (0.5 if cut else 1.0) * (1.0 - covered), 5)
+    _, _, w, h = box.xywhn
+    shown = (0.5 if is_cut(box) else 1.0) * (1.0 - covered(box, others))
+    return round(float(np.sqrt(max(w * h, 0.0))) * box.conf * sharpness * shown, 5)
 
 
-def _overlap(box: Detection, other: Detection) -> float:
-    """Share of ``box`` that ``other`` covers."""
-    area = box.xywhn[2] * box.xywhn[3]
-    return intersection(box.xywhn, other.xywhn) / area if area > 0 else 0.0
-
-
-def _score_views(frame: FrameRecord, image: Path) -> None:
+def score_views(frame: FrameRecord, image: Path, every: bool = False) -> None:
+    """Each tracked box's ``view`` score (``every``: each box's, for tracks that are not known yet)."""
     with Image.open(image) as im:
         gray = np.asarray(im.convert("L"))
     height, width = gray.shape
     scored = []
     for d in frame.detections:
-        if d.track is None:
+        if d.track is None and not every:
             scored.append(d)
             continue
         x, y, w, h = d.xywhn

@@ -20,7 +20,7 @@ from async_pipeline import PipelineEvent, StageMessage
 from ..config import MinerConfig
 from ..inputs.listing import Source
 from ..records import LiveFrame, State
-from ..redact import Redactor
+from ..redact import Redactor, printable
 from ..store.files import remove_tree
 from ..store.layout import OutputLayout
 from ..store.naming import slug
@@ -59,6 +59,9 @@ class LiveHub:
         # never blocks then); under ``block`` the reader waits for room, as the user asked.
         self._queue: asyncio.Queue[StageMessage[LiveFrame] | None] = asyncio.Queue(maxsize=1)
         self._ended = False
+        # Frames handed on and not yet committed, dropped or failed: item id -> (segment, sample
+        # number). Tracking commits a segment's frames in sample order (see :meth:`first_in_flight`).
+        self._flight: dict[str, tuple[str, int]] = {}
         self._more_sources = True
         self._running = 0
         self._started = asyncio.Event()
@@ -164,6 +167,8 @@ class LiveHub:
         if self.stop_event.is_set():
             self.discard(msg)
             return
+        with self._lock:
+            self._flight[msg.item_id] = (msg.item.video_id, msg.item.frame.index)
         future = asyncio.run_coroutine_threadsafe(self._queue.put(msg), self.loop)
         with contextlib.suppress(RuntimeError):  # the loop is closing: the run is over
             future.result()
@@ -189,13 +194,28 @@ class LiveHub:
         self._ended = True
 
     def discard(self, msg: StageMessage[LiveFrame]) -> None:
+        self.settled(msg.item_id)
         if msg.input_path is not None:
             msg.input_path.unlink(missing_ok=True)
+
+    def settled(self, item_id: str) -> None:
+        """A frame is committed, dropped or failed: no later frame of its segment waits for it."""
+        with self._lock:
+            self._flight.pop(item_id, None)
+
+    def first_in_flight(self, video_id: str) -> int | None:
+        """The lowest sample number of the segment's frames still on their way (None: none is):
+        frames after it are committed once it is. The reader hands frames on in sample order, but
+        the filter's workers may finish them in any."""
+        with self._lock:
+            return min((index for vid, index in self._flight.values() if vid == video_id), default=None)
 
     # ---- observers --------------------------------------------------------------------------
     def on_event(self, event: PipelineEvent) -> None:
         """The live pipeline's events: drops by its queue policy are counted per source."""
         msg = event.message
+        if event.kind in ("failed", "dropped"):
+            self.settled(event.item_id)
         if event.kind == "queue_dropped" and isinstance(msg, StageMessage) and isinstance(msg.payload, LiveFrame):
             stats = self.stats.get(msg.payload.source_id)
             if stats is not None:
@@ -210,6 +230,13 @@ class LiveHub:
             stats.add(frames_decided=1, candidates=int(candidate), frames_partial=int(sync == "partial"),
                       frames_expired=int(sync == "expired"))
             stats.latency.add(time.time() - frame.captured_at)
+
+    def new_track(self, frame: LiveFrame, track: int, label: str, t: float) -> None:
+        """An object came into view on a source at ``t`` (tracks on): an event, counted and told."""
+        stats = self.stats.get(frame.source_id)
+        if stats is not None:
+            stats.add(tracks_new=1)
+            log.info("%s: new %s #%d at %.1f s", stats.source, printable(label), track, t)
 
     def cleanup(self) -> None:
         """Frames nobody decided (a stop, a drop) are not kept: their folders go."""

@@ -135,7 +135,7 @@ class LiveReader:
             self.close_segment(segment)
 
     def _sample(self, container: Any, stream: Any, segment: Segment) -> bool:
-        extract = live_extract(self.config.extract)
+        extract = live_extract(self.config.sampling)
         sampler = Sampler(extract)
         prefilter = Prefilter(self.config.filter)
         segment.folder.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,8 @@ class LiveStats:
     frames_partial: int = 0
     frames_expired: int = 0
     reconnects: int = 0
+    #: With tracks on: objects that came into view (tracks started).
+    tracks_new: int = 0
     gap_seconds: float = 0.0
     error: str | None = None
     latency: Distribution = field(default_factory=Distribution)
@@ -74,6 +76,7 @@ class LiveFigures(BaseModel):
     frames_partial: int = 0
     frames_expired: int = 0
     reconnects: int = 0
+    tracks_new: int = 0
     gap_seconds: float = 0.0
     latency_p50_s: float = 0.0
     latency_p95_s: float = 0.0

@@ -142,6 +142,7 @@ def _live_families(live: dict[str, LiveSnapshot]) -> Iterator[Any]:
         ("live_frames_partial", "frames_partial", "Frames decided without a slow model's answer (several models)"),
         ("live_frames_expired", "frames_expired", "Frames dropped waiting for a slow model (live.wait_all)"),
         ("live_reconnects", "reconnects", "Times the source came back after dropping"),
+        ("live_tracks_new", "tracks_new", "Objects that came into view (tracks started, tracks on)"),
     ):
         c = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["source"])
         for source, s in live.items():

@@ -110,6 +110,7 @@ def render_tables(console: Console, data: MetricsFile) -> None:
             "partial / expired (several models)": f"{s.frames_partial} / {s.frames_expired}",
             "latency p50 / p95 / max s": f"{s.latency_p50_s:.2f} / {s.latency_p95_s:.2f} / {s.latency_max_s:.2f}",
             "reconnects (gap s)": f"{s.reconnects} ({s.gap_seconds:.1f})",
+            "new objects tracked": str(s.tracks_new),
         }))
     if data.bottleneck is not None:
         console.print(f"[bold]{data.bottleneck.hint}[/bold]", highlight=False)

@@ -110,7 +110,7 @@ class LocalEngine(Engine):
             StageSpec(LIVE_STAGES[0], lambda: LiveFilterStage(ctx, shared, hub),
                       workers=live.workers or 2 * shared.batch_size, queue_size=live.queue_size,
                       queue_policy=QueuePolicy(live.queue_policy), batchers=shared.batchers),
-            StageSpec(LIVE_STAGES[1], lambda: LiveCollectStage(ctx), workers=1, queue_size=live.queue_size),
+            StageSpec(LIVE_STAGES[1], lambda: LiveCollectStage(ctx, hub), workers=1, queue_size=live.queue_size),
         ]
 
     def detect_files(self) -> FilesDetector:

@@ -19,7 +19,9 @@ class LiveFilterStage(BaseStageWorker):
     def __init__(self, ctx: MiningContext, detector: FrameModels, hub: LiveHub) -> None:
         self.ctx, self.detector, self.hub = ctx, detector, hub
         env = ctx.env
-        self.judge = FrameJudge(detector, env.detections, env.hints, env.config.filter.no_class_reason(), live=True)
+        # With tracks on, no frame is deferred: the tracker needs every frame's boxes.
+        hints = None if env.config.track.enabled else env.hints
+        self.judge = FrameJudge(detector, env.detections, hints, env.config.filter.no_class_reason(), live=True)
 
     def setup(self) -> None:
         self.detector.warm_up()

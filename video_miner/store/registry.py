@@ -404,12 +404,14 @@ class Registry:
                               (State.DONE.value, State.LIVE.value)).rowcount
 
     def update_frames(self, frames: Sequence[FrameRow]) -> None:
-        """Record the export's detections for frames whose detection the filter deferred."""
+        """Record frames decided again: the export's detections for frames whose detection the
+        filter deferred, a live frame's boxes that its track changed (and its picture, kept now)."""
         with self._tx() as db:
             db.executemany(
-                "UPDATE frames SET detections=?, decision=?, reason=?, embedding=? WHERE video_id=? AND frame_index=?",
-                [(json.dumps(detections_json(f.detections)), f.decision.value, f.reason, f.embedding, f.video_id,
-                  f.frame_index) for f in frames],
+                "UPDATE frames SET detections=?, decision=?, reason=?, embedding=?, file=? "
+                "WHERE video_id=? AND frame_index=?",
+                [(json.dumps(detections_json(f.detections)), f.decision.value, f.reason, f.embedding, f.file,
+                  f.video_id, f.frame_index) for f in frames],
             )
 
     def done_frames(self) -> list[FrameRow]:

@@ -64,6 +64,18 @@ def test_a_missed_frame_between_two_found_gets_the_tracks_box_and_a_hard_mark(tm
                for d in f.detections)
 
 
+def test_a_box_under_the_threshold_between_two_over_it_is_the_crossing_mark(tmp_path: Path) -> None:
+    frames = [_frame(tmp_path, k, [] if k in (3, 6) else [_walker(k)], Decision.NEGATIVE if k in (3, 6) else
+                     Decision.CANDIDATE) for k in range(9)]
+    frames[3].weak = (replace(_walker(3), conf=0.3, xywhn=(0.265, 0.51, 0.2, 0.5)),)
+    frames[6].weak = (replace(_walker(6), conf=0.3, xywhn=(0.8, 0.5, 0.2, 0.5)),)  # elsewhere: not its object
+    track_video(frames, tmp_path, TrackConfig(enabled=True, appearance=1.0), 0.4, "no_class")
+    crossed, missed = frames[3].detections[0], frames[6].detections[0]
+    assert crossed.hard == "conf 0.30 under the threshold between 1.0 s and 2.0 s"
+    assert crossed.conf == 0.3 and crossed.xywhn == (0.265, 0.51, 0.2, 0.5) and crossed.track == 1
+    assert missed.hard == "missed between 2.5 s and 3.5 s" and missed.conf == 0.0
+
+
 def test_a_class_that_changes_for_one_frame_is_marked_and_steady_tracks_are_not(tmp_path: Path) -> None:
     frames = [_frame(tmp_path, k, [_walker(k, "truck" if k == 4 else "car")]) for k in range(9)]
     steady = [_frame(tmp_path, k, [_walker(k, "car", x0=0.5)]) for k in range(9)]
@@ -414,3 +426,26 @@ def test_a_live_stream_is_tracked_its_new_objects_counted_and_each_keeps_its_fir
     first = next(r for r in rows if any(d.track == 1 and d.hard is None and clear(d) for d in r.detections))
     assert [r.frame for r in chosen] == [first.frame]
     assert all(r.extra["covered_by"] == first.frame for r in rows if r.decision == "left_out")
+
+
+def test_a_confidence_that_crosses_the_threshold_along_a_track_is_marked_with_the_models_own_box(
+        tmp_path: Path) -> None:
+    """The two walkers at a threshold (0.915) their confidences (0.89-0.94) cross back and forth:
+    a frame where a track's object is under it, between two over it, gets the box the model gave
+    there (the same box and confidence as a run at a low threshold finds), not a made-up one."""
+    from scripts.media import make_tracks_clip
+
+    clip = tmp_path / "walk.mp4"
+    make_tracks_clip(clip, PERSON, seconds=3.0, fps=5)
+    high = run([str(clip)], tmp_path / "high", **{"track.enabled": True, "track.fps": 5.0, "filter.conf": 0.915})
+    low = run([str(clip)], tmp_path / "low", **{"extract.fps": 5.0, "filter.conf": 0.1, "dedup.enabled": False})
+    assert not high.failures and not low.failures
+    truth = {r.timestamp: r.detections for r in manifest(tmp_path / "low")}
+    marks = [(r.timestamp, d) for r in manifest(tmp_path / "high") for d in r.detections if d.hard]
+    crossed = [(t, d) for t, d in marks if "under the threshold" in (d.hard or "")]
+    assert crossed, marks
+    for t, d in crossed:
+        assert 0.1 <= d.conf < 0.915 and d.track is not None
+        assert any(o.xywhn == d.xywhn and o.conf == d.conf for o in truth[t]), (t, d, truth[t])
+    # the model saw every walker on every frame at 0.1: nothing is "missed"
+    assert all("missed" not in (d.hard or "") for _, d in marks), marks

@@ -156,6 +156,8 @@ class Detections(list[Detection]):
     repool: Callable[[list[Detection]], bytes] | None = None
     #: How several models' answers met (``matched``, ``partial``, ``expired``); None with one model.
     sync: str | None = None
+    #: With tracks on: boxes under the threshold (see ``DetectorSpec.weak_conf``); never stored.
+    weak: tuple[Detection, ...] = ()
 
     @property
     def kept(self) -> bool:
@@ -305,6 +307,9 @@ class FrameRecord:
     shot: int | None = None
     #: How its models' answers met (see :class:`Detections`); for the live figures, never stored.
     sync: str | None = None
+    #: With tracks on: the boxes under the threshold (see :class:`Detections`), for the tracker's
+    #: hard marks; never stored.
+    weak: tuple[Detection, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         out = {"file": self.file, "t": self.t, "index": self.index, "pixels": self.pixels, "bpp": self.bpp,

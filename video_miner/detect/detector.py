@@ -58,6 +58,9 @@ def device_problem(device: str) -> str | None:
     return f"{device!r} {what}; devices here: {', '.join(here)}"
 
 
+#: With tracks on, boxes from this confidence up are weak views of a track's object (ByteTrack's
+#: low threshold, ``track_low_thresh``).
+WEAK_CONF = 0.1
 #: Memory one image of a batch takes in the model, as a multiple of its input tensor (activations,
 #: outputs, the runtime's buffers): measured ~10x for YOLOv8n; 16x leaves room for larger models.
 IMAGE_MEMORY_FACTOR = 16
@@ -116,6 +119,10 @@ class DetectorSpec:
     embed: bool = False
     #: With ``embed``: leave each result a ``repool`` for other models' boxes (:class:`~.model_graph.ModelGraph`).
     repool: bool = False
+    #: With tracks on: also return the boxes from this confidence up to ``conf`` (``Detections.weak``),
+    #: where a track's object fell under the threshold for a frame. NMS keeps a box over ``conf``
+    #: whatever weaker boxes are fed to it, so the boxes over ``conf`` are the same either way.
+    weak_conf: float | None = None
 
 
 def _reopen_session(model: Any, threads: int, features: tuple[bytes, list[str]] | None) -> tuple[bool, FeatureTap | None]:
@@ -155,9 +162,11 @@ def _reopen_session(model: Any, threads: int, features: tuple[bytes, list[str]] 
 def detector_spec(config: MinerConfig, model: str | None = None, conf: float | None = None) -> DetectorSpec:
     """The filter's detector as the config describes it (``model``/``conf``: the label model's)."""
     f = config.filter
+    own = model is None
     return DetectorSpec(model or f.model, tuple(f.classes), f.conf if conf is None else conf, f.iou, f.imgsz, f.device,
                         f.half, f.min_box_area, f.batch_size, f.cpu_lanes, f.trust_model,
-                        embed=config.embeddings and model is None)
+                        embed=config.embeddings and own,
+                        weak_conf=min(WEAK_CONF, f.conf) if config.track.enabled and own else None)
 
 
 class Detector:
@@ -310,7 +319,7 @@ class Detector:
         tap = self._taps.get(id(model))
         try:
             results = list(model.predict(
-                images, conf=self.spec.conf, iou=self.spec.iou, imgsz=self.spec.imgsz, device=self.device,
+                images, conf=self.spec.weak_conf or self.spec.conf, iou=self.spec.iou, imgsz=self.spec.imgsz, device=self.device,
                 # FP16 on CUDA; `quantize` replaced the deprecated `half` argument in Ultralytics 8.4.
                 quantize=16 if self.half else None, classes=self.class_ids, verbose=False,
             ))
@@ -331,7 +340,7 @@ class Detector:
         out: list[Detections] = []
         for (result, features), (left, top, right, bottom), image in zip(results, inside, images, strict=True):
             boxes: Any = result.boxes
-            dets, kept = [], []
+            dets, kept, weak = [], [], []
             sx, sy = (right - left) / image.width, (bottom - top) / image.height
             ox, oy = left / image.width, top / image.height
             for cls, conf, xywhn in zip(boxes.cls.tolist(), boxes.conf.tolist(), boxes.xywhn.tolist(), strict=True):
@@ -341,10 +350,15 @@ class Detector:
                 if area < self.spec.min_box_area:
                     continue
                 x, y, w, h = (round(float(v), 6) for v in xywhn)
-                dets.append(Detection(self.model_names[int(cls)], self.dataset_index[int(cls)], round(float(conf), 4),
-                                      (x, y, w, h)))
+                box = Detection(self.model_names[int(cls)], self.dataset_index[int(cls)], round(float(conf), 4),
+                                (x, y, w, h))
+                if conf < self.spec.conf:
+                    weak.append(box)
+                    continue
+                dets.append(box)
                 kept.append((bx, by, bw, bh))
             found = Detections.of(dets)
+            found.weak = tuple(weak)
             if features is not None:
                 height, width = result.orig_shape
                 if dets:

@@ -119,6 +119,7 @@ class FrameJudge:
             # rank above that one, so the outcome must not depend on which twin claimed first.
             return self.start(frame, ticket.image, order, video_id)
         frame.detections = list(dets)
+        frame.weak = dets.weak
         kept = dets.kept
         frame.embedding = dets.embedding if kept else None
         frame.decision = Decision.CANDIDATE if kept else Decision.NEGATIVE

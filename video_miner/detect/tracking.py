@@ -11,8 +11,10 @@ is no track: its box keeps no id.
 
 Hard marks, per box (``Detection.hard``): a frame the detector saw between two that found the
 track gets the box the track says it missed (the mean of its neighbours' boxes, ``conf`` 0: the
-model did not find it), marked ``missed between ...``; a box whose class differs from its track's
-class just before and after is marked ``car -> truck``.
+model did not find it), marked ``missed between ...``, unless the model found it under the
+threshold there (``DetectorSpec.weak_conf``): then that box, with its own confidence, marked
+``conf 0.31 under the threshold between ...`` (the confidence crossed the threshold and back); a
+box whose class differs from its track's class just before and after is marked ``car -> truck``.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ from PIL import Image
 from ..config import TrackConfig
 from ..media.prefilter import STATIC
 from ..media.quality import blur_effect
-from ..records import Decision, Detection, FrameEmbedding, FrameRecord, covered, is_cut
+from ..records import Decision, Detection, FrameEmbedding, FrameRecord, box_iou, covered, is_cut
 
 #: The tracker works in pixels of a notional picture this wide and high: IoU does not depend on
 #: the scale, and the Kalman filter's noise is relative to the box height.
 SCALE = 1000.0
+#: A box under the threshold is the track's object where it overlaps the track's expected box this much.
+WEAK_IOU = 0.5
 #: Crops smaller than this many pixels a side are not judged for sharpness (too few edges).
 MIN_CROP = 12
 
@@ -311,8 +315,13 @@ def mark_missed(frames: list[FrameRecord], track: int, p0: int, at: int, p2: int
         return False
     xywhn = tuple(round((a + b) / 2, 6) for a, b in zip(before.xywhn, after.xywhn, strict=True))
     label = before if before.label == after.label else max(before, after, key=lambda d: d.conf)
-    box = Detection(label.label, label.class_index, 0.0, xywhn, label.model, None, track,  # type: ignore[arg-type]
-                    hard=f"missed between {frames[p0].t:.1f} s and {frames[p2].t:.1f} s")
+    span = f"between {frames[p0].t:.1f} s and {frames[p2].t:.1f} s"
+    weak = _weak_match(frame, label.label, xywhn)  # type: ignore[arg-type]
+    if weak is not None:  # the model saw it, under the threshold: it crossed it and back
+        box = replace(weak, model=label.model, track=track, hard=f"conf {weak.conf:.2f} under the threshold {span}")
+    else:
+        box = Detection(label.label, label.class_index, 0.0, xywhn, label.model, None, track,  # type: ignore[arg-type]
+                        hard=f"missed {span}")
     frame.embedding = _with_box(frame.embedding, frames[p0], frames[p2], track)
     frame.detections = [*frame.detections, box]
     if frame.decision == Decision.NEGATIVE and frame.reason == no_class_reason:
@@ -321,6 +330,13 @@ def mark_missed(frames: list[FrameRecord], track: int, p0: int, at: int, p2: int
     assert summary.hard is not None
     summary.hard[label.label] += 1
     return True
+
+
+def _weak_match(frame: FrameRecord, label: str, xywhn: tuple[float, float, float, float]) -> Detection | None:
+    """The frame's box under the threshold of ``label`` that best overlaps where its track says the
+    object is (IoU >= ``WEAK_IOU``), if any."""
+    best = max((w for w in frame.weak if w.label == label), key=lambda w: box_iou(w.xywhn, xywhn), default=None)
+    return best if best is not None and box_iou(best.xywhn, xywhn) >= WEAK_IOU else None
 
 
 def _with_box(embedding: bytes | None, before: FrameRecord, after: FrameRecord, track: int) -> bytes | None:

@@ -165,6 +165,25 @@ def test_a_live_track_follows_frame_by_frame_and_hands_back_what_it_changed(tmp_
     assert list(tracks.sources) == ["cam"]
 
 
+def test_samples_a_live_tracker_did_not_see_age_its_tracks(tmp_path: Path) -> None:
+    """Samples the reader did not hand on (an empty room the static prefilter dropped for a minute)
+    repeat the last frame seen: a person who comes back to the same place after that is a new
+    track, as on files; right after a short gap it is the same one."""
+    from video_miner.live.tracks import LiveTracks
+
+    def walk(gap: int) -> list[int | None]:
+        tracks = LiveTracks(TrackConfig(enabled=True, appearance=1.0), 0.4, False, "no_class")
+        frames = [_frame(tmp_path, k, [_walker(0)]) for k in range(3)]
+        frames.append(_frame(tmp_path, 3, [], Decision.NEGATIVE))
+        frames += [_frame(tmp_path, 4 + gap + k, [_walker(0)]) for k in range(2)]
+        for f in frames:
+            tracks.see("cam", "cam-1", f, tmp_path / f.file)
+        return [d.track for f in frames[-2:] for d in f.detections]
+
+    assert walk(60) == [2, 2]
+    assert walk(0) == [1, 1]
+
+
 def test_a_live_track_keeps_its_first_clear_view_not_its_best() -> None:
     """On a live source an export must not change its mind as the track goes on: its first view
     not cut by the frame's edge stands for it, where a file's track keeps its best."""

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..config import TrackConfig
 from ..detect.tracking import Follower, TrackSummary, mark_class_change, mark_missed, score_views
-from ..records import Decision, FrameEmbedding, FrameRecord
+from ..records import Decision, Detection, FrameEmbedding, FrameRecord
 
 
 @dataclass
@@ -65,6 +65,9 @@ class SegmentTracks:
         self.rank = -1
         self.index: int | None = None
         self.last: _Seen | None = None
+        #: The boxes (and their features) of the last frame as the tracker saw them, before any
+        #: mark: what a sample it did not see repeats.
+        self.shown: tuple[list[Detection], np.ndarray | None] | None = None
         self.ids: dict[int, int] = {}  # the tracker's id -> the track's (1, 2, ... by confirmation)
         self.pending: dict[int, list[tuple[_Seen, int]]] = {}  # unconfirmed: the tracker's id -> boxes
         self.views: dict[int, list[_Seen]] = {}  # a track's last two frames, older first
@@ -82,7 +85,8 @@ class SegmentTracks:
         seen = _Seen(frame, self.rank)
         if frame.detections:
             score_views(frame, image, every=True)
-        raw_ids = self.follower.see(frame.detections, self._features(frame))
+        self.shown = (list(frame.detections), self._features(frame))
+        raw_ids = self.follower.see(*self.shown)
         confirmed: list[int] = []
         for box, raw in sorted(raw_ids.items()):
             self.pending.setdefault(raw, []).append((seen, box))
@@ -102,10 +106,10 @@ class SegmentTracks:
 
     def _age(self, index: int) -> None:
         """Show the tracker the samples between the last frame it saw and this one as repeats of it."""
-        if self.index is None or self.last is None:
+        if self.index is None or self.shown is None:
             return
         for _ in range(min(index - self.index - 1, self.memory + 1)):
-            self.follower.repeat(self.last.frame.detections, self._features(self.last.frame))
+            self.follower.repeat(*self.shown)
 
     def _features(self, frame: FrameRecord) -> np.ndarray | None:
         """The frame's box embeddings for the tracker's appearance cue; a box without one looks like

@@ -175,3 +175,48 @@ def test_doctor_checks_the_clusters_nodes_resources_and_storage_from_every_node(
     assert bad["filter actor"].status == FAIL and "ray.filter_resources" in bad["filter actor"].fix
     assert bad["output folder from every node"].status == FAIL and "0 of" not in bad["output folder from every node"].detail
     assert "mount the output folder" in bad["output folder from every node"].fix
+
+
+def test_a_live_stream_on_ray_is_read_on_the_driver_and_decided_by_an_actor_on_the_cluster(
+        cluster: object, ffmpeg: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A camera's stream with --engine ray: the reader on the driver, each frame decided by the
+    live filter actor placed on the worker node (``ray.filter_resources``), committed on the
+    driver; the boxes are those the model gives the same picture here, and the source's figures
+    add up as on the local engine."""
+    import logging
+
+    import ray
+    from PIL import Image
+
+    from video_miner.detect.detector import Detector, detector_spec
+
+    from .helpers import free_port, kept, make_config, wait_for
+    from .test_live import LIVE, Mining, live_metrics, stream_stopped, tcp_stream
+
+    caplog.set_level(logging.INFO, logger="video_miner")
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    out = tmp_path / "out"
+    # every sample decided: no static prefilter, and a queue that blocks instead of dropping
+    settings = {"ray.filter_resources": {"cpu_node": 1}, "live.queue_policy": "block", "filter.static_max_diff": -1}
+    with tcp_stream(ffmpeg, port, 4.0):
+        mining = Mining([url], out, engine="ray", **settings)
+        wait_for(stream_stopped(caplog, url), "the stream read to its end", alive=mining.alive)
+        mining.stop.set()
+        report = mining.finish()
+    worker = next(n["NodeID"] for n in ray.nodes() if "cpu_node" in n["Resources"])
+    assert any(r.getMessage() == f"live frames are decided on Ray node {worker}" for r in caplog.records)
+    assert not report.failures, [f.line() for f in report.failures]
+    stats = live_metrics(out, url)
+    assert stats.frames_decided >= 2 and stats.frames_dropped == 0, stats
+    # (a frame the reader handed on as the run stopped is not decided: at most the last one)
+    assert stats.frames_filtered + stats.frames_decided in (stats.frames_sampled, stats.frames_sampled - 1), stats
+    assert 0 < stats.latency_p50_s <= stats.latency_p95_s < float("inf"), stats
+    rows = [r for r in manifest(out) if r.source == url]
+    chosen = kept(rows)
+    assert chosen and len(rows) == stats.frames_decided
+    # the actor's boxes are the model's: the same picture detected here gives the same ones
+    detector = Detector(detector_spec(make_config(out, **LIVE)))
+    with Image.open(out / "dataset" / chosen[0].image) as im:
+        here = detector.detect([im.convert("RGB")])[0]
+    assert [(d.label, d.xywhn) for d in here] == [(d.label, d.xywhn) for d in chosen[0].detections]

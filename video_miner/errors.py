@@ -159,7 +159,7 @@ class FilteredOut(MinerError):
 
 class LiveUnsupported(MinerError):
     kind = "live_unsupported"
-    hint = "a live stream: mine it on the local engine (drop --engine ray and --sequential)"
+    hint = "a live stream: mine it with the stage pipeline (drop --sequential)"
 
 
 class NoVideoStream(MinerError):

@@ -52,9 +52,15 @@ class Engine(ABC):
     def file_stages(self) -> list[StageSpec]:
         """download -> extract -> filter -> collect, as this engine runs them."""
 
+    #: Whether it runs live sources and watched folders (the stage pipelines, not ``--sequential``).
+    runs_live = True
+
     def live_stages(self, hub: LiveHub) -> list[StageSpec]:
-        """live_filter -> live_collect: only where the detector is in this process (``shared``)."""
-        raise ConfigError("live sources run on the local engine only: drop --engine ray")
+        """live_filter -> live_collect."""
+        raise ConfigError("live sources and --watch need the stage pipeline: drop --sequential")
+
+    def warm_up_live(self) -> None:
+        """Make the live filter's model ready before the first source opens (blocking)."""
 
     def detect_files(self) -> FilesDetector:
         """The filter's model over image files: the export detects the deferred frames it still needs."""
@@ -74,6 +80,7 @@ class LocalEngine(Engine):
             self.shared = SharedDetector(detector, ctx.config.filter.max_wait_ms / 1000, on_batch=metrics.on_batch)
             metrics.detector = self.shared.batcher
         self.sequential = sequential
+        self.runs_live = not sequential
 
     @property
     def models(self) -> FrameModels:
@@ -110,10 +117,18 @@ class LocalEngine(Engine):
             StageSpec(LIVE_STAGES[0], lambda: LiveFilterStage(ctx, shared, hub),
                       workers=live.workers or 2 * shared.batch_size, queue_size=live.queue_size,
                       queue_policy=QueuePolicy(live.queue_policy), batchers=shared.batchers),
-            StageSpec(LIVE_STAGES[1], lambda: LiveCollectStage(ctx, hub), workers=1, queue_size=live.queue_size),
+            live_collect(ctx, hub),
         ]
+
+    def warm_up_live(self) -> None:
+        self.models.warm_up()
 
     def detect_files(self) -> FilesDetector:
         # The filter's own model(s): the export's frames join the batches of whatever is in flight.
         assert self.shared is not None
         return shared_on_files(self.shared)
+
+
+def live_collect(ctx: MiningContext, hub: LiveHub) -> StageSpec:
+    """The live pipeline's last stage, on the driver whatever the engine (the registry is there)."""
+    return StageSpec(LIVE_STAGES[1], lambda: LiveCollectStage(ctx, hub), workers=1, queue_size=ctx.config.live.queue_size)

@@ -53,6 +53,9 @@ class RunLoop:
         #: Videos that came from watched folders (the report counts them with the listed ones).
         self.watched: set[str] = set()
         self.stops = 0
+        #: Set once the listed live sources are handed to the hub (after the model's warm-up, which
+        #: may take a while on a cluster): until then the sources are not all known.
+        self.live_listed = asyncio.Event()
 
     def run(self, display: DisplayFactory | None) -> RunResult | None:
         if self.engine.sequential:
@@ -83,7 +86,7 @@ class RunLoop:
         bulk = AsyncPipelineOrchestrator(self.engine.file_stages(), on_event=self._on_event,
                                          grace_seconds=self.config.pipeline.grace_seconds)
         self._attach(bulk)
-        if self.engine.shared is not None:  # live frames need the detector in this process
+        if self.engine.runs_live:
             hub = self.hub = self.view.hub = LiveHub(self.config, self.ctx.registry, self.ctx.layout, loop)
             self.ctx.go_live = lambda start: hub.add(start.source, start.url, start.options, start.ends_cleanly)
         if self.request.watch:
@@ -119,7 +122,10 @@ class RunLoop:
 
     async def _run_bulk(self, bulk: AsyncPipelineOrchestrator) -> RunResult | None:
         try:
-            return await bulk.run(self._bulk_inputs())
+            result = await bulk.run(self._bulk_inputs())
+            if self.hub is not None:
+                await self.live_listed.wait()
+            return result
         finally:
             # Only the file pipeline's download stage finds new live sources (yt-dlp's is_live).
             if self.hub is not None:
@@ -141,13 +147,15 @@ class RunLoop:
         """The live pipeline, started with the first live source (a listed one, or a URL the
         download stage finds to be live): until then its workers would only hold batches back."""
         engine = self.engine
-        assert engine.shared is not None
-        if self.live:
-            # Frames are read from the moment a source opens: the model is ready first, so the
-            # first frames do not wait seconds for it (a camera's stream has no start to miss).
-            await asyncio.to_thread(engine.shared.warm_up)
-        for src in self.live:
-            hub.add(src)
+        try:
+            if self.live:
+                # Frames are read from the moment a source opens: the model is ready first, so the
+                # first frames do not wait seconds for it (a camera's stream has no start to miss).
+                await asyncio.to_thread(engine.warm_up_live)
+            for src in self.live:
+                hub.add(src)
+        finally:
+            self.live_listed.set()
         if not await hub.first_source():
             return None
         live = AsyncPipelineOrchestrator(engine.live_stages(hub), on_event=hub.on_event,

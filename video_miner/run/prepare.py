@@ -22,9 +22,6 @@ def check_request(request: RunRequest, sources: list[Source]) -> None:
     open_ended = bool(request.watch) or any(s.kind == "live" for s in sources)
     if not sources and not request.watch:
         raise ConfigError("no inputs: give URLs, paths or a list file (one input per line), or --watch DIR")
-    if any(s.kind == "live" for s in sources) and request.engine == "ray":
-        raise ConfigError("live sources run on the local engine for now: drop --engine ray (or mine the streams' "
-                          "recordings on the cluster; --watch works on Ray)")
     if open_ended and request.engine == "sequential":
         raise ConfigError("live sources and --watch need the stage pipeline: drop --sequential")
     if request.duration_s is not None and request.duration_s <= 0:

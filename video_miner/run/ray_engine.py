@@ -15,6 +15,7 @@ driver.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import replace
@@ -22,14 +23,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from async_pipeline import StageSpec
+from async_pipeline import QueuePolicy, StageSpec
 
 from ..config import MinerConfig
 from ..detect.detector import Detector, FilesDetector, SharedDetector, detector_spec, shared_on_files
 from ..detect.model_graph import ModelGraph
 from ..errors import TransientError
+from ..live.hub import LiveHub
 from ..records import VideoRow, VideoUpdate
-from ..stages.base import EngineStage, LocalStage, Message, MinerStage, StageResult, execute, settle
+from ..stages.base import LIVE_STAGES, EngineStage, LocalStage, Message, MinerStage, StageResult, execute, settle
 from ..stages.changes import StageChanges
 from ..stages.collect import CollectStage
 from ..stages.context import MiningContext, StageEnv
@@ -37,9 +39,11 @@ from ..stages.download import DownloadStage
 from ..stages.extract import ExtractStage
 from ..stages.filter import FilterStage
 from ..store.layout import RESULT, read_result
-from .engine import Engine
+from .engine import Engine, live_collect
+from .ray_live import RayLiveFilter, start_live_actor
 from .shared_storage import SharedStorage
 
+log = logging.getLogger(__name__)
 CPU_STAGES: dict[str, type[DownloadStage] | type[ExtractStage]] = {"download": DownloadStage, "extract": ExtractStage}
 
 
@@ -210,6 +214,7 @@ class RayEngine(Engine):
         self.graph = detector if isinstance(detector, ModelGraph) else None
         self.address = address
         self._started = False
+        self._live_actor: Any = None
 
     def __enter__(self) -> RayEngine:
         from ..download.remote import open_filesystem
@@ -222,6 +227,14 @@ class RayEngine(Engine):
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self.graph is not None:
             self.graph.__exit__(kind, exc, tb)
+        if self._live_actor is not None:
+            import ray
+
+            # Its models closed and scratch folder removed, then the actor goes (a hung one too).
+            with contextlib.suppress(ray.exceptions.RayError):
+                ray.get(self._live_actor.close.remote(), timeout=30)
+            ray.kill(self._live_actor)
+            self._live_actor = None
         if self._started:
             import ray
 
@@ -232,6 +245,29 @@ class RayEngine(Engine):
             return super().detect_files()
         self.graph.__enter__()
         return shared_on_files(self.graph)
+
+    def _live_workers(self) -> int:
+        return self.ctx.config.live.workers or 8
+
+    def live_filter(self) -> Any:
+        """The run's live filter actor (:mod:`.ray_live`), started the first time it is asked for."""
+        if self._live_actor is None:
+            self._live_actor = start_live_actor(self.ctx.config, self._live_workers())
+        return self._live_actor
+
+    def warm_up_live(self) -> None:
+        import ray
+
+        node = ray.get(self.live_filter().ready.remote())
+        log.info("live frames are decided on Ray node %s", node)
+
+    def live_stages(self, hub: LiveHub) -> list[StageSpec]:
+        ctx, live, actor = self.ctx, self.ctx.config.live, self.live_filter()
+        return [
+            StageSpec(LIVE_STAGES[0], lambda: RayLiveFilter(ctx, hub, actor), workers=self._live_workers(),
+                      queue_size=live.queue_size, queue_policy=QueuePolicy(live.queue_policy)),
+            live_collect(ctx, hub),
+        ]
 
     def file_stages(self) -> list[StageSpec]:
         ctx, p = self.ctx, self.ctx.config.pipeline

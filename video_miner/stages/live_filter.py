@@ -34,8 +34,13 @@ class LiveFilterStage(BaseStageWorker):
         while ticket is not None:
             self.detector.wait([ticket.future])
             ticket = self.judge.finish(ticket, live.order, live.video_id)
-        self.hub.decided(live, frame.decision == Decision.CANDIDATE, frame.sync)
-        self.ctx.counters.add(frames_to_detector=int(frame.detected),
-                              frames_candidates=int(frame.decision == Decision.CANDIDATE),
-                              frames_deferred=int(frame.decision == Decision.DEFERRED))
+        record_decision(self.ctx, self.hub, live)
         return msg.evolve(timestamp=msg.timestamp)
+
+
+def record_decision(ctx: MiningContext, hub: LiveHub, live: LiveFrame) -> None:
+    """A live frame is decided (here, or on a Ray actor): its source's figures and the run's counters."""
+    frame = live.frame
+    hub.decided(live, frame.decision == Decision.CANDIDATE, frame.sync)
+    ctx.counters.add(frames_to_detector=int(frame.detected), frames_candidates=int(frame.decision == Decision.CANDIDATE),
+                     frames_deferred=int(frame.decision == Decision.DEFERRED))

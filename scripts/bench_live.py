@@ -8,6 +8,10 @@ over TCP on 127.0.0.1. video-miner reads N of them at once for a fixed time.
   latency <= 1 s and no frame dropped, trying 1, 2, 4, 6, 8, ... streams.
 * soak: a few looping streams for MINUTES (>= 30), the miner's RSS sampled every 5 s; flat when the
   last 10 minutes' peak is within 5% of the first 10 minutes'.
+* on Ray: 4 streams at 1 fps with the local engine and with ``--engine ray`` (a local Ray instance
+  the run starts; the live filter actor decides the frames): p95 capture-to-decision of each.
+
+    python scripts/bench_live.py ray [SECONDS]     # prints the JSON of the Ray comparison
 """
 
 from __future__ import annotations
@@ -70,13 +74,15 @@ def streams(work: Path, n: int):  # type: ignore[no-untyped-def]
             proc.wait()
 
 
-def run_miner(urls: list[str], out: Path, fps: float, seconds: float, sample_rss: bool = False) -> dict[str, Any]:
+def run_miner(urls: list[str], out: Path, fps: float, seconds: float, sample_rss: bool = False,
+              engine: str | None = None) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     config = out.parent / f"{out.name}.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text("live:\n  reconnect_timeout_s: 10\n  read_timeout_s: 10\n")
     cmd = [sys.executable, "-m", "video_miner", "run", *urls, "--model", str(MODEL), "--classes", "person",
-           "--fps", str(fps), "--duration", str(seconds), "-c", str(config), "-o", str(out), "-q"]
+           "--fps", str(fps), "--duration", str(seconds), "-c", str(config), "-o", str(out), "-q",
+           *(["--engine", engine] if engine else [])]
     started = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "YOLO_OFFLINE": "1"})
@@ -155,3 +161,23 @@ def plot_soak(result: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def on_ray(work: Path, n: int = 4, fps: float = 1.0, seconds: float = 45.0) -> dict[str, Any]:
+    """The same ``n`` streams mined for ``seconds`` on the local engine and on Ray: p95 capture to
+    decision (the worst source's), frames decided and dropped."""
+    out: dict[str, Any] = {"streams": n, "fps": fps, "seconds": seconds}
+    for engine in ("async", "ray"):
+        with streams(work, n) as urls:
+            live = run_miner(urls, work / f"live-{engine}", fps, seconds, engine=engine)["live"]
+        out[engine] = {"worst_p95_s": max(s["latency_p95_s"] for s in live.values()),
+                       "worst_p50_s": max(s["latency_p50_s"] for s in live.values()),
+                       "decided": sum(s["frames_decided"] for s in live.values()),
+                       "dropped": sum(s["frames_dropped"] for s in live.values())}
+        log(f"  {engine}: {out[engine]}")
+    return out
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["ray"]:
+    print(json.dumps(on_ray(ROOT / "bench-work", seconds=float(sys.argv[2]) if sys.argv[2:] else 45.0),
+                     indent=1))

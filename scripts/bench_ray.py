@@ -8,6 +8,7 @@ the wall times, their ratio (the issue's target: <= 1.5x on one machine, Ray add
 and whether the two datasets and manifests are the same bytes.
 
     python scripts/bench_ray.py [CLIPS]         # prints the JSON section (default 6 clips)
+    python scripts/bench_ray.py actors [CLIPS]  # the same on Ray with 1, then 2 filter actors
 """
 
 from __future__ import annotations
@@ -36,13 +37,13 @@ def _files(dataset: Path) -> dict[str, bytes]:
             and p.name != "provenance.json"}
 
 
-def _mine(clips: list[Path], out: Path, engine: str) -> float:
+def _mine(clips: list[Path], out: Path, engine: str, **overrides: Any) -> float:
     from video_miner.config import load_config
     from video_miner.run.compose import mine
     from video_miner.run.request import RunRequest
 
     config = load_config(ROOT / "configs" / "plates.yaml", {"output": str(out), "filter.model": str(MODEL),
-                                                            "export.formats": ["yolo", "coco"]})
+                                                            "export.formats": ["yolo", "coco"], **overrides})
     started = time.perf_counter()
     report = mine(RunRequest(inputs=[str(p) for p in clips], config=config, engine=engine, fresh=True))  # type: ignore[arg-type]
     wall = time.perf_counter() - started
@@ -69,9 +70,29 @@ def section_ray(work: Path, n: int = 6) -> dict[str, Any]:
     return out
 
 
+def section_actors(work: Path, n: int = 6) -> dict[str, Any]:
+    """The plates config on Ray with 1 and then 2 filter actors (each holds the detector and the
+    OCR; half a CPU each, as the download/extract tasks, so all fit on this machine's 2)."""
+    from scripts.media import make_plates_clip
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    work.mkdir(parents=True, exist_ok=True)
+    clips = [make_plates_clip(work / f"plates-{k}.mp4", plates=(plate(k),)) for k in range(n)]
+    half = {"ray.filter_cpus": 0.5, "ray.cpus_per_task": 0.5}
+    _mine(clips[:1], work / "warm", "ray", **half)
+    out: dict[str, Any] = {"clips": n}
+    for actors in (1, 2):
+        out[f"actors_{actors}_wall_s"] = round(
+            _mine(clips, work / f"actors-{actors}", "ray", **half, **{"pipeline.filter_workers": actors}), 2)
+    out["two_over_one"] = round(out["actors_2_wall_s"] / out["actors_1_wall_s"], 3)
+    return out
+
+
 if __name__ == "__main__":
     import tempfile
 
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 6
+    args = sys.argv[1:]
+    section = section_actors if args[:1] == ["actors"] else section_ray
+    count = int(args[-1]) if args and args[-1].isdigit() else 6
     with tempfile.TemporaryDirectory() as tmp:
-        print(json.dumps(section_ray(Path(tmp), count), indent=1))
+        print(json.dumps(section(Path(tmp), count), indent=1))

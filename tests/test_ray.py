@@ -83,6 +83,18 @@ def _kill_first_extract_worker(stop: threading.Event, killed: list[int]) -> None
         time.sleep(0.05)
 
 
+def _kill_processes(title: str) -> list[int]:
+    """SIGKILL every process whose title holds ``title`` (a Ray worker's: ``ray::Class.method``)."""
+    import psutil
+
+    killed = []
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        if title in " ".join(proc.info["cmdline"] or []) + " " + (proc.info["name"] or ""):
+            os.kill(proc.info["pid"], signal.SIGKILL)
+            killed.append(proc.info["pid"])
+    return killed
+
+
 def test_two_node_cluster_places_work_on_both_and_retries_a_killed_worker(cluster: object, person_head: Path,
                                                                          bottle_head: Path, tmp_path: Path) -> None:
     killed: list[int] = []
@@ -182,7 +194,8 @@ def test_a_live_stream_on_ray_is_read_on_the_driver_and_decided_by_an_actor_on_t
     """A camera's stream with --engine ray: the reader on the driver, each frame decided by the
     live filter actor placed on the worker node (``ray.filter_resources``), committed on the
     driver; the boxes are those the model gives the same picture here, and the source's figures
-    add up as on the local engine."""
+    add up as on the local engine. The actor's process is killed mid-stream: Ray restarts it, the
+    frame it held is decided again, and none is lost or committed twice."""
     import logging
 
     import ray
@@ -191,7 +204,7 @@ def test_a_live_stream_on_ray_is_read_on_the_driver_and_decided_by_an_actor_on_t
     from video_miner.detect.detector import Detector, detector_spec
 
     from .helpers import free_port, kept, make_config, wait_for
-    from .test_live import LIVE, Mining, live_metrics, stream_stopped, tcp_stream
+    from .test_live import LIVE, Mining, decided_frames, live_metrics, stream_stopped, tcp_stream
 
     caplog.set_level(logging.INFO, logger="video_miner")
     port = free_port()
@@ -199,8 +212,11 @@ def test_a_live_stream_on_ray_is_read_on_the_driver_and_decided_by_an_actor_on_t
     out = tmp_path / "out"
     # every sample decided: no static prefilter, and a queue that blocks instead of dropping
     settings = {"ray.filter_resources": {"cpu_node": 1}, "live.queue_policy": "block", "filter.static_max_diff": -1}
-    with tcp_stream(ffmpeg, port, 4.0):
+    with tcp_stream(ffmpeg, port, 6.0):
         mining = Mining([url], out, engine="ray", **settings)
+        wait_for(lambda: decided_frames(out) >= 2, "two frames decided on Ray", alive=mining.alive)
+        killed = _kill_processes("ray::LiveFilterActor")
+        wait_for(lambda: decided_frames(out) >= 4, "frames decided after the kill", alive=mining.alive)
         wait_for(stream_stopped(caplog, url), "the stream read to its end", alive=mining.alive)
         mining.stop.set()
         report = mining.finish()
@@ -212,9 +228,10 @@ def test_a_live_stream_on_ray_is_read_on_the_driver_and_decided_by_an_actor_on_t
     # (a frame the reader handed on as the run stopped is not decided: at most the last one)
     assert stats.frames_filtered + stats.frames_decided in (stats.frames_sampled, stats.frames_sampled - 1), stats
     assert 0 < stats.latency_p50_s <= stats.latency_p95_s < float("inf"), stats
+    assert killed, "the live filter actor's process was killed"
     rows = [r for r in manifest(out) if r.source == url]
     chosen = kept(rows)
-    assert chosen and len(rows) == stats.frames_decided
+    assert chosen and len(rows) == stats.frames_decided == len({r.frame for r in rows})
     # the actor's boxes are the model's: the same picture detected here gives the same ones
     detector = Detector(detector_spec(make_config(out, **LIVE)))
     with Image.open(out / "dataset" / chosen[0].image) as im:

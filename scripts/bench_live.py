@@ -167,7 +167,7 @@ def on_ray(work: Path, n: int = 4, fps: float = 1.0, seconds: float = 45.0) -> d
     """The same ``n`` streams mined for ``seconds`` on the local engine and on Ray: p95 capture to
     decision (the worst source's), frames decided and dropped."""
     out: dict[str, Any] = {"streams": n, "fps": fps, "seconds": seconds}
-    for engine in ("async", "ray"):
+    for engine in ("local", "ray"):
         with streams(work, n) as urls:
             live = run_miner(urls, work / f"live-{engine}", fps, seconds, engine=engine)["live"]
         out[engine] = {"worst_p95_s": max(s["latency_p95_s"] for s in live.values()),

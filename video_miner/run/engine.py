@@ -34,9 +34,6 @@ class Engine(ABC):
 
     #: Runs one video at a time, without queues (no live sources or watched folders then).
     sequential = False
-    #: The run's shared detector (or its models, joined per frame), where the stages run in this
-    #: process (live frames use it too).
-    shared: SharedDetector | ModelGraph | None = None
 
     def __init__(self, ctx: MiningContext, detector: Detector | None) -> None:
         self.ctx = ctx
@@ -71,6 +68,9 @@ class Engine(ABC):
 class LocalEngine(Engine):
     def __init__(self, ctx: MiningContext, detector: Detector | ModelGraph, metrics: RunMetrics,
                  sequential: bool = False) -> None:
+        #: The run's shared detector (or its models, joined per frame): the file and live stages
+        #: of this process submit to it.
+        self.shared: SharedDetector | ModelGraph
         if isinstance(detector, ModelGraph):
             super().__init__(ctx, None)
             self.shared = detector
@@ -84,16 +84,13 @@ class LocalEngine(Engine):
 
     @property
     def models(self) -> FrameModels:
-        assert self.shared is not None
         return self.shared
 
     def __enter__(self) -> LocalEngine:
-        assert self.shared is not None
         self.shared.__enter__()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        assert self.shared is not None
         self.shared.__exit__(kind, exc, tb)
 
     def file_stages(self) -> list[StageSpec]:
@@ -125,7 +122,6 @@ class LocalEngine(Engine):
 
     def detect_files(self) -> FilesDetector:
         # The filter's own model(s): the export's frames join the batches of whatever is in flight.
-        assert self.shared is not None
         return shared_on_files(self.shared)
 
 

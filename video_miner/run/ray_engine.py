@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from abc import abstractmethod
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -40,7 +41,7 @@ from ..stages.extract import ExtractStage
 from ..stages.filter import FilterStage
 from ..store.layout import RESULT, read_result
 from .engine import Engine, live_collect
-from .ray_live import RayLiveFilter, start_live_actor
+from .ray_live import RayLiveFilter, actor_config, actor_gpus, start_live_actor
 from .shared_storage import SharedStorage
 
 log = logging.getLogger(__name__)
@@ -107,9 +108,7 @@ class FilterActor:
     def __init__(self, config: MinerConfig, output: str) -> None:
         self.output = output
         models: SharedDetector | ModelGraph
-        if not config.filter.cpu_lanes:  # the cores Ray gave this actor, not all of the node's
-            config = config.model_copy(update={"filter": config.filter.model_copy(
-                update={"cpu_lanes": max(1, int(config.ray.filter_cpus))})})
+        config = actor_config(config)
         if config.models:
             models = ModelGraph(config)
         else:
@@ -127,30 +126,81 @@ class FilterActor:
 
 
 class RayStage(EngineStage):
-    """Driver-side proxy: one in-flight video per proxy worker."""
+    """Driver-side proxy: one in-flight video per proxy worker; the subclass says where its work
+    runs (a task, an actor) and what the driver needs of an output when the nodes share files
+    through storage."""
+
+    name = ""
+
+    def __init__(self, ctx: MiningContext) -> None:
+        super().__init__(ctx)
+        self.storage = _storage(ctx.config, str(ctx.output))
+
+    @abstractmethod
+    def _submit(self, msg: Message, row: VideoRow | None) -> Any:
+        """Start the work remotely: a Ray object ref of its :class:`StageResult`."""
+
+    def _on_driver(self, out: Message) -> None:
+        """With shared storage: what the driver needs of ``out`` before the next stage."""
+
+    async def process(self, msg: Message) -> list[Message]:
+        row = self.ctx.registry.video(msg.item.video_id)
+        result: StageResult = await self._submit(msg, row)
+        outputs = settle(self.ctx, msg, result, self.max_attempts)
+        if self.storage is not None:
+            for out in outputs:
+                self._on_driver(out)
+        return outputs
+
+
+class RayTaskStage(RayStage):
+    """A download or extract stage: each video a Ray task on any node with CPUs for it."""
 
     def __init__(self, ctx: MiningContext, name: str) -> None:
         super().__init__(ctx)
         self.name = name
-        self.actor: Any = None
         self.remote: Any = None
-        self.storage = _storage(ctx.config, str(ctx.output))
 
     def setup(self) -> None:
         import ray
 
         ray_cfg = self.ctx.config.ray
-        if self.name == "filter":
-            gpus = ray_cfg.filter_gpus if ray_cfg.filter_gpus is not None else \
-                (1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0)
-            actor_cls = ray.remote(FilterActor).options(num_cpus=ray_cfg.filter_cpus, num_gpus=gpus,
-                                                        resources=ray_cfg.filter_resources or None,
-                                                        max_restarts=3, max_task_retries=3)
-            self.actor = actor_cls.remote(self.ctx.config, str(self.ctx.output))
-        else:
-            self.remote = ray.remote(cpu_stage_task).options(
-                num_cpus=ray_cfg.cpus_per_task, max_retries=3, retry_exceptions=False,
-                resources=ray_cfg.cpu_resources or None, name=f"{self.name}")
+        self.remote = ray.remote(cpu_stage_task).options(
+            num_cpus=ray_cfg.cpus_per_task, max_retries=3, retry_exceptions=False,
+            resources=ray_cfg.cpu_resources or None, name=self.name)
+
+    def _submit(self, msg: Message, row: VideoRow | None) -> Any:
+        return self.remote.remote(self.name, self.ctx.config, str(self.ctx.output), msg, row)
+
+
+class RayExtractStage(RayTaskStage):
+    def __init__(self, ctx: MiningContext) -> None:
+        super().__init__(ctx, "extract")
+
+    def _on_driver(self, out: Message) -> None:
+        if self.ctx.config.cleanup.videos and out.item.video_path:
+            # The frames are out: a downloaded video is no longer needed (a user's own file is never touched).
+            assert self.storage is not None
+            self.storage.remove(Path(out.item.video_path))
+
+
+class RayFilterStage(RayStage):
+    """The filter: a long-lived actor holding the model(s), one per proxy worker."""
+
+    name = "filter"
+
+    def __init__(self, ctx: MiningContext) -> None:
+        super().__init__(ctx)
+        self.actor: Any = None
+
+    def setup(self) -> None:
+        import ray
+
+        ray_cfg = self.ctx.config.ray
+        actor_cls = ray.remote(FilterActor).options(num_cpus=ray_cfg.filter_cpus, num_gpus=actor_gpus(self.ctx.config),
+                                                    resources=ray_cfg.filter_resources or None,
+                                                    max_restarts=3, max_task_retries=3)
+        self.actor = actor_cls.remote(self.ctx.config, str(self.ctx.output))
 
     def close(self) -> None:
         if self.actor is not None:
@@ -159,27 +209,14 @@ class RayStage(EngineStage):
             ray.kill(self.actor)
             self.actor = None
 
-    async def process(self, msg: Message) -> list[Message]:
-        row = self.ctx.registry.video(msg.item.video_id)
-        if self.actor is not None:
-            ref = self.actor.run.remote(msg, row)
-        else:
-            ref = self.remote.remote(self.name, self.ctx.config, str(self.ctx.output), msg, row)
-        result: StageResult = await ref
-        outputs = settle(self.ctx, msg, result, self.max_attempts)
-        if self.storage is not None:
-            self._to_driver(outputs)
-        return outputs
+    def _submit(self, msg: Message, row: VideoRow | None) -> Any:
+        return self.actor.run.remote(msg, row)
 
-    def _to_driver(self, outputs: list[Message]) -> None:
-        """With shared storage: the collect stage and export read the filter's results on this machine."""
+    def _on_driver(self, out: Message) -> None:
+        # The collect stage and the export read the filter's results on this machine.
         assert self.storage is not None
-        for m in outputs:
-            if self.name == "filter" and m.input_path is not None:
-                self.storage.fetch_to_driver(m.input_path, _files_collect_keeps, RESULT)
-            if self.name == "extract" and self.ctx.config.cleanup.videos and m.item.video_path:
-                # The frames are out: a downloaded video is no longer needed (a user's own file is never touched).
-                self.storage.remove(Path(m.item.video_path))
+        if out.input_path is not None:
+            self.storage.fetch_to_driver(out.input_path, _files_collect_keeps, RESULT)
 
 
 def _files_collect_keeps(frames_dir: Path) -> list[str]:
@@ -272,9 +309,10 @@ class RayEngine(Engine):
     def file_stages(self) -> list[StageSpec]:
         ctx, p = self.ctx, self.ctx.config.pipeline
         return [
-            StageSpec("download", lambda: RayStage(ctx, "download"), workers=p.download_workers, queue_size=p.queue_size),
-            StageSpec("extract", lambda: RayStage(ctx, "extract"), workers=p.extract_workers, queue_size=p.queue_size),
-            StageSpec("filter", lambda: RayStage(ctx, "filter"), workers=p.filter_workers or 1, queue_size=p.queue_size),
+            StageSpec("download", lambda: RayTaskStage(ctx, "download"), workers=p.download_workers,
+                      queue_size=p.queue_size),
+            StageSpec("extract", lambda: RayExtractStage(ctx), workers=p.extract_workers, queue_size=p.queue_size),
+            StageSpec("filter", lambda: RayFilterStage(ctx), workers=p.filter_workers or 1, queue_size=p.queue_size),
             StageSpec("collect", lambda: LocalStage(ctx, CollectStage(ctx.env)), workers=1, queue_size=p.queue_size),
         ]
 

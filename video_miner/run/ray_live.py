@@ -33,13 +33,28 @@ from ..stages.context import MiningContext
 from ..stages.live_filter import record_decision
 
 
+def actor_config(config: MinerConfig) -> MinerConfig:
+    """A filter actor's settings: its inference lanes on the cores Ray gave it, not all the node's."""
+    if config.filter.cpu_lanes:
+        return config
+    return config.model_copy(update={"filter": config.filter.model_copy(
+        update={"cpu_lanes": max(1, int(config.ray.filter_cpus))})})
+
+
+def actor_gpus(config: MinerConfig) -> float:
+    """GPUs per filter actor: ``ray.filter_gpus``, else a whole one where the cluster has any."""
+    import ray
+
+    if config.ray.filter_gpus is not None:
+        return config.ray.filter_gpus
+    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+
+
 class LiveFilterActor:
     """Holds the model for the run's live frames; decides one frame per call (several at once)."""
 
     def __init__(self, config: MinerConfig) -> None:
-        if not config.filter.cpu_lanes:  # the cores Ray gave this actor, not all of the node's
-            config = config.model_copy(update={"filter": config.filter.model_copy(
-                update={"cpu_lanes": max(1, int(config.ray.filter_cpus))})})
+        config = actor_config(config)
         models: SharedDetector | ModelGraph
         if config.models:
             models = ModelGraph(config)
@@ -81,10 +96,8 @@ def start_live_actor(config: MinerConfig, workers: int) -> Any:
     import ray
 
     ray_cfg = config.ray
-    gpus = ray_cfg.filter_gpus if ray_cfg.filter_gpus is not None else \
-        (1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0)
     actor_cls = ray.remote(LiveFilterActor).options(
-        num_cpus=ray_cfg.filter_cpus, num_gpus=gpus, resources=ray_cfg.filter_resources or None,
+        num_cpus=ray_cfg.filter_cpus, num_gpus=actor_gpus(config), resources=ray_cfg.filter_resources or None,
         max_concurrency=max(1, workers), max_restarts=3, max_task_retries=3)
     return actor_cls.remote(config)
 
